@@ -1,0 +1,104 @@
+//! Conversions between wire types and domain types.
+
+use chrono::{DateTime, Utc};
+use concord_proto::v1 as pb;
+
+use crate::machine::{CallStatus, Mode, Status};
+use crate::store::{BranchRecord, EventRecord, TxRecord};
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub fn status(s: Status) -> pb::TransactionStatus {
+    match s {
+        Status::Trying => pb::TransactionStatus::Trying,
+        Status::Confirming => pb::TransactionStatus::Confirming,
+        Status::Confirmed => pb::TransactionStatus::Confirmed,
+        Status::Cancelling => pb::TransactionStatus::Cancelling,
+        Status::Cancelled => pb::TransactionStatus::Cancelled,
+    }
+}
+
+fn call_status(s: CallStatus) -> pb::CallStatus {
+    match s {
+        CallStatus::Pending => pb::CallStatus::Pending,
+        CallStatus::Succeeded => pb::CallStatus::Succeeded,
+        CallStatus::Rejected => pb::CallStatus::Rejected,
+        CallStatus::Unknown => pb::CallStatus::Unknown,
+        CallStatus::NotRequired => pb::CallStatus::NotRequired,
+    }
+}
+
+fn mode(m: Mode) -> pb::TransactionMode {
+    match m {
+        Mode::Tcc => pb::TransactionMode::Tcc,
+        Mode::Saga => pb::TransactionMode::Saga,
+    }
+}
+
+pub fn branch(b: &BranchRecord) -> pb::Branch {
+    pb::Branch {
+        branch_id: b.branch_id.to_string(),
+        participant: b.participant.to_string(),
+        action: b.action.to_string(),
+        first_phase: call_status(b.first_phase) as i32,
+        second_phase: call_status(b.second_phase) as i32,
+        attempts: b.attempts,
+        last_code: b.last_code.clone().unwrap_or_default(),
+        last_error: b.last_error.clone().unwrap_or_default(),
+        created_at: Some(timestamp(b.created_at)),
+        updated_at: Some(timestamp(b.updated_at)),
+    }
+}
+
+pub fn event(e: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        at: Some(timestamp(e.at)),
+        kind: e.kind.clone(),
+        branch_id: e.branch_id.clone().unwrap_or_default(),
+        phase: e.phase.clone().unwrap_or_default(),
+        attempt: e.attempt.map_or(0, |a| a.max(0) as u32),
+        code: e.code.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+        actor: e.actor.clone().unwrap_or_default(),
+        status: e
+            .status
+            .as_deref()
+            .and_then(Status::parse)
+            .map_or(pb::TransactionStatus::Unspecified, status) as i32,
+    }
+}
+
+pub fn transaction(tx: &TxRecord, branches: &[BranchRecord], events: &[EventRecord]) -> pb::Transaction {
+    pb::Transaction {
+        gid: tx.gid.to_string(),
+        mode: mode(tx.mode) as i32,
+        status: status(tx.status) as i32,
+        branches: branches.iter().map(branch).collect(),
+        created_at: Some(timestamp(tx.created_at)),
+        updated_at: Some(timestamp(tx.updated_at)),
+        deadline: Some(timestamp(tx.deadline)),
+        metadata: tx.metadata.clone().into_iter().collect(),
+        needs_attention: tx.needs_attention,
+        attention_reason: tx.attention_reason.clone().unwrap_or_default(),
+        rollback_reason: tx.rollback_reason.clone().unwrap_or_default(),
+        next_attempt_at: tx
+            .next_attempt_at
+            .filter(|_| !tx.status.is_final())
+            .map(timestamp),
+        lease_owner: tx.owner.clone().unwrap_or_default(),
+        events: events.iter().map(event).collect(),
+    }
+}

@@ -1,0 +1,142 @@
+//! `concord.v1.Coordinator`: parses requests into domain values and calls
+//! the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_proto::v1 as pb;
+use concord_proto::v1::coordinator_server::Coordinator;
+use tonic::{Request, Response, Status};
+
+use super::{convert, grpc_timeout, guarded};
+use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
+use crate::engine::{Engine, TryBranch};
+use crate::error::Error;
+
+pub struct CoordinatorApi {
+    engine: Arc<Engine>,
+}
+
+impl CoordinatorApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// How long a `wait` may last: the client's deadline (minus a margin so
+    /// the answer arrives before it) or the configured maximum.
+    fn wait_until<T>(&self, req: &Request<T>, wait: bool) -> Option<tokio::time::Instant> {
+        if !wait {
+            return None;
+        }
+        let max = self.engine.settings.max_wait;
+        let budget = grpc_timeout(req.metadata())
+            .map(|t| t.saturating_sub(Duration::from_millis(100)).min(max))
+            .unwrap_or(max);
+        Some(tokio::time::Instant::now() + budget)
+    }
+}
+
+fn gid(raw: &str) -> Result<Gid, Error> {
+    Ok(Gid::parse(raw)?)
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorApi {
+    async fn begin(&self, request: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+        let req = request.into_inner();
+        guarded("Begin", &req.gid.clone(), async {
+            let gid = if req.gid.is_empty() { None } else { Some(gid(&req.gid)?) };
+            let timeout = match &req.timeout {
+                Some(d) => Some(
+                    convert::duration(d)
+                        .ok_or_else(|| Error::InvalidArgument("timeout must not be negative".into()))?,
+                ),
+                None => None,
+            };
+            let (gid, deadline) = self
+                .engine
+                .begin(gid, timeout, req.metadata.into_iter().collect())
+                .await?;
+            Ok(pb::BeginResponse {
+                gid: gid.to_string(),
+                deadline: Some(convert::timestamp(deadline)),
+            })
+        })
+        .await
+    }
+
+    async fn r#try(&self, request: Request<pb::TryRequest>) -> Result<Response<pb::TryResponse>, Status> {
+        let req = request.into_inner();
+        guarded("Try", &req.gid.clone(), async {
+            let call_timeout = match &req.call_timeout {
+                Some(d) => Some(
+                    convert::duration(d)
+                        .ok_or_else(|| Error::InvalidArgument("call_timeout must not be negative".into()))?,
+                ),
+                None => None,
+            };
+            let branch = TryBranch {
+                gid: gid(&req.gid)?,
+                participant: ParticipantName::parse(req.participant)?,
+                action: ActionName::parse(req.action)?,
+                payload: req.payload,
+                branch_id: if req.branch_id.is_empty() {
+                    None
+                } else {
+                    Some(BranchId::parse(req.branch_id)?)
+                },
+                call_timeout,
+            };
+            let (branch_id, payload) = self.engine.try_branch(branch).await?;
+            Ok(pb::TryResponse {
+                branch_id: branch_id.to_string(),
+                payload,
+            })
+        })
+        .await
+    }
+
+    async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let until = self.wait_until(&request, request.get_ref().wait);
+        let req = request.into_inner();
+        guarded("Commit", &req.gid.clone(), async {
+            let status = self.engine.commit(&gid(&req.gid)?, until).await?;
+            Ok(pb::CommitResponse {
+                status: convert::status(status) as i32,
+            })
+        })
+        .await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let until = self.wait_until(&request, request.get_ref().wait);
+        let req = request.into_inner();
+        guarded("Rollback", &req.gid.clone(), async {
+            let reason = if req.reason.is_empty() {
+                "rolled back by the initiator".to_string()
+            } else {
+                req.reason
+            };
+            let status = self.engine.rollback(&gid(&req.gid)?, reason, until).await?;
+            Ok(pb::RollbackResponse {
+                status: convert::status(status) as i32,
+            })
+        })
+        .await
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let req = request.into_inner();
+        guarded("GetTransaction", &req.gid.clone(), async {
+            let (tx, branches, events) = self.engine.get(&gid(&req.gid)?, req.include_events).await?;
+            Ok(convert::transaction(&tx, &branches, &events))
+        })
+        .await
+    }
+}

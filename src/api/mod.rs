@@ -1,0 +1,136 @@
+//! The gRPC API: thin adapters from the generated traits to the engine.
+//! This module holds what every handler shares: the one mapping of errors
+//! to `tonic::Status`, panic recovery and request logging.
+
+pub mod coordinator;
+pub mod convert;
+pub mod registry;
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tonic::{Code, Status};
+
+use crate::domain::InvalidValue;
+use crate::error::Error;
+use crate::store::StoreError;
+
+/// The only place engine errors become gRPC statuses.
+pub fn status(err: Error) -> Status {
+    match err {
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::NotFound(m) => Status::not_found(m),
+        Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::FailedPrecondition(m) => Status::failed_precondition(m),
+        Error::Rejected(m) => Status::aborted(m),
+        Error::Unavailable(m) => Status::unavailable(m),
+        Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        Error::Store(StoreError::Unavailable(m)) => Status::unavailable(format!("database unavailable: {m}")),
+        Error::Store(StoreError::Conflict(m)) => Status::aborted(format!("concurrent change: {m}; retry")),
+        Error::Store(e) => Status::internal(e.to_string()),
+        Error::Internal(m) => Status::internal(m),
+    }
+}
+
+impl From<InvalidValue> for Error {
+    fn from(v: InvalidValue) -> Self {
+        Error::InvalidArgument(v.0)
+    }
+}
+
+/// Runs one handler: turns a panic into INTERNAL (the server lives on) and
+/// logs the outcome once, with the gid when there is one.
+pub async fn guarded<T, F>(method: &'static str, gid: &str, handler: F) -> Result<tonic::Response<T>, Status>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let started = std::time::Instant::now();
+    let result = match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(Ok(reply)) => Ok(tonic::Response::new(reply)),
+        Ok(Err(e)) => Err(status(e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            tracing::error!(method, gid, panic = %what, "handler panicked");
+            Err(Status::internal(format!("internal error in {method}")))
+        }
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(_) => tracing::debug!(method, gid, elapsed_ms, "request ok"),
+        Err(s) => match s.code() {
+            Code::Internal | Code::Unknown | Code::DataLoss => {
+                tracing::error!(method, gid, code = ?s.code(), message = s.message(), elapsed_ms, "request failed")
+            }
+            _ => tracing::info!(method, gid, code = ?s.code(), message = s.message(), elapsed_ms, "request refused"),
+        },
+    }
+    result
+}
+
+/// The client's deadline from the `grpc-timeout` header, if it sent one.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&m), None);
+        for (raw, d) in [
+            ("5S", Duration::from_secs(5)),
+            ("250m", Duration::from_millis(250)),
+            ("2M", Duration::from_secs(120)),
+            ("7u", Duration::from_micros(7)),
+        ] {
+            m.insert("grpc-timeout", raw.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), Some(d));
+        }
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+
+    #[test]
+    fn each_error_has_its_code() {
+        let cases = [
+            (Error::InvalidArgument("x".into()), Code::InvalidArgument),
+            (Error::NotFound("x".into()), Code::NotFound),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists),
+            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::Rejected("x".into()), Code::Aborted),
+            (Error::Unavailable("x".into()), Code::Unavailable),
+            (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
+            (Error::Store(StoreError::Unavailable("x".into())), Code::Unavailable),
+            (Error::Internal("x".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(status(e).code(), code);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_internal() {
+        let r: Result<tonic::Response<()>, Status> =
+            guarded("Test", "g", async { panic!("boom") }).await;
+        assert_eq!(r.unwrap_err().code(), Code::Internal);
+    }
+}

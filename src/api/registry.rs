@@ -1,0 +1,91 @@
+//! `concord.v1.Registry`: participant registration and listing.
+
+use std::sync::Arc;
+
+use concord_proto::v1 as pb;
+use concord_proto::v1::registry_server::Registry as RegistryService;
+use tonic::{Request, Response, Status};
+
+use super::{convert, guarded};
+use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::error::Error;
+use crate::registry::Registry;
+
+/// Most actions one registration may carry.
+pub const MAX_ACTIONS: usize = 1000;
+
+pub struct RegistryApi {
+    registry: Arc<Registry>,
+}
+
+impl RegistryApi {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+#[tonic::async_trait]
+impl RegistryService for RegistryApi {
+    async fn register_participant(
+        &self,
+        request: Request<pb::RegisterParticipantRequest>,
+    ) -> Result<Response<pb::RegisterParticipantResponse>, Status> {
+        let req = request.into_inner();
+        guarded("RegisterParticipant", "", async {
+            let name = ParticipantName::parse(req.name)?;
+            let endpoint = EndpointUrl::parse(req.endpoint)?;
+            if req.actions.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "participant {name} registers no action"
+                )));
+            }
+            if req.actions.len() > MAX_ACTIONS {
+                return Err(Error::InvalidArgument(format!(
+                    "{} actions, the limit is {MAX_ACTIONS}",
+                    req.actions.len()
+                )));
+            }
+            let actions = req
+                .actions
+                .into_iter()
+                .map(|a| ActionName::parse(a.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.registry.register(&name, &endpoint, &actions).await?;
+            tracing::info!(participant = %name, endpoint = %endpoint, actions = actions.len(), "participant registered");
+            Ok(pb::RegisterParticipantResponse {})
+        })
+        .await
+    }
+
+    async fn list_participants(
+        &self,
+        _request: Request<pb::ListParticipantsRequest>,
+    ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
+        guarded("ListParticipants", "", async {
+            let all = self.registry.refresh().await?;
+            Ok(pb::ListParticipantsResponse {
+                participants: all
+                    .into_iter()
+                    .map(|p| pb::Participant {
+                        name: p.name.to_string(),
+                        actions: p
+                            .actions
+                            .into_iter()
+                            .map(|a| pb::Action { name: a.to_string() })
+                            .collect(),
+                        endpoints: p
+                            .endpoints
+                            .into_iter()
+                            .map(|e| pb::Endpoint {
+                                url: e.url.to_string(),
+                                registered_at: Some(convert::timestamp(e.registered_at)),
+                                last_seen_at: Some(convert::timestamp(e.last_seen_at)),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,128 @@
+//! Leases this instance holds while it drives transactions, and the keeper
+//! that renews them. A lease that fails to renew is reported lost: its
+//! driver stops before the lease expires, so that no branch is called by two
+//! instances at once, and fencing makes any write it still attempts a no-op.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Gid;
+use crate::store::{Lease, Store};
+
+/// The set of leases held by this instance.
+#[derive(Default)]
+pub struct Leases {
+    held: Mutex<HashMap<Gid, (i64, CancellationToken)>>,
+}
+
+/// Held while a driver works; dropping it forgets the lease (the driver has
+/// written or abandoned its round).
+pub struct LeaseGuard {
+    leases: Arc<Leases>,
+    gid: Gid,
+    fence: i64,
+    lost: CancellationToken,
+}
+
+impl LeaseGuard {
+    /// Cancelled when the lease could not be renewed.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.get(&self.gid).is_some_and(|(f, _)| *f == self.fence) {
+            held.remove(&self.gid);
+        }
+    }
+}
+
+impl Leases {
+    pub fn hold(self: &Arc<Self>, lease: &Lease) -> LeaseGuard {
+        let token = CancellationToken::new();
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lease.gid.clone(), (lease.fence, token.clone()));
+        LeaseGuard {
+            leases: Arc::clone(self),
+            gid: lease.gid.clone(),
+            fence: lease.fence,
+            lost: token,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Lease> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(gid, (fence, _))| Lease {
+                gid: gid.clone(),
+                fence: *fence,
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn mark_lost(&self, lost: &[Lease]) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for l in lost {
+            if let Some((fence, token)) = held.get(&l.gid)
+                && *fence == l.fence
+            {
+                token.cancel();
+            }
+        }
+    }
+
+    /// Renews every held lease every `lease / 3` until `stop`.
+    pub async fn keep(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        owner: String,
+        lease: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let held = self.snapshot();
+            if held.is_empty() {
+                continue;
+            }
+            match store.renew(&owner, &held, lease).await {
+                Ok(renewed) => {
+                    let lost: Vec<Lease> = held
+                        .into_iter()
+                        .filter(|l| !renewed.contains(&l.gid))
+                        .collect();
+                    for l in &lost {
+                        tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
+                    }
+                    self.mark_lost(&lost);
+                }
+                // A failed renewal is not a lost lease: it may still be ours.
+                // Fencing protects the writes if it is not.
+                Err(e) => tracing::warn!(error = %e, leases = held.len(), "lease renewal failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The transaction state machine, pure and free of I/O.
+//!
+//! Every change of a global transaction goes through two functions:
+//! [`decide`] for commands (commit, rollback, a new branch, a passed
+//! deadline) and [`settle_round`] for the replies of one round of phase-2
+//! calls. Both take the current state and the time and return the new state
+//! plus what to do next; the engine performs the effects and the store
+//! persists the state with a compare-and-set, so this module alone says what
+//! is legal.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::BranchId;
+
+/// Kind of global transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Tcc,
+    Saga,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tcc => "tcc",
+            Mode::Saga => "saga",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcc" => Some(Mode::Tcc),
+            "saga" => Some(Mode::Saga),
+            _ => None,
+        }
+    }
+}
+
+/// Status of a global transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Trying,
+    Confirming,
+    Confirmed,
+    Cancelling,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Trying,
+        Status::Confirming,
+        Status::Confirmed,
+        Status::Cancelling,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Trying => "trying",
+            Status::Confirming => "confirming",
+            Status::Confirmed => "confirmed",
+            Status::Cancelling => "cancelling",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// No further change will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Confirmed | Status::Cancelled)
+    }
+
+    /// The phase-2 call a branch gets in this status, if any.
+    pub fn second_phase(self) -> Option<Phase> {
+        match self {
+            Status::Confirming => Some(Phase::Confirm),
+            Status::Cancelling => Some(Phase::Cancel),
+            _ => None,
+        }
+    }
+
+    fn finished(self) -> Option<Status> {
+        match self {
+            Status::Confirming => Some(Status::Confirmed),
+            Status::Cancelling => Some(Status::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// Which participant RPC a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Try,
+    Confirm,
+    Cancel,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Try => "try",
+            Phase::Confirm => "confirm",
+            Phase::Cancel => "cancel",
+        }
+    }
+}
+
+/// What is known of one phase of a branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// Not called yet, or called with no reply recorded.
+    Pending,
+    Succeeded,
+    /// The participant answered ABORTED.
+    Rejected,
+    /// The last call failed without a definite answer.
+    Unknown,
+    /// This phase will not be called.
+    NotRequired,
+}
+
+impl CallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Pending => "pending",
+            CallStatus::Succeeded => "succeeded",
+            CallStatus::Rejected => "rejected",
+            CallStatus::Unknown => "unknown",
+            CallStatus::NotRequired => "not_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            CallStatus::Pending,
+            CallStatus::Succeeded,
+            CallStatus::Rejected,
+            CallStatus::Unknown,
+            CallStatus::NotRequired,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// The reply of one participant call, classified by the outcome contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// gRPC OK.
+    Succeeded,
+    /// gRPC ABORTED: a final business "no".
+    Rejected { message: String },
+    /// Anything else: the call may or may not have had its effect.
+    Unknown { code: String, message: String },
+}
+
+impl Outcome {
+    pub fn call_status(&self) -> CallStatus {
+        match self {
+            Outcome::Succeeded => CallStatus::Succeeded,
+            Outcome::Rejected { .. } => CallStatus::Rejected,
+            Outcome::Unknown { .. } => CallStatus::Unknown,
+        }
+    }
+
+    /// gRPC code name, as recorded in events.
+    pub fn code(&self) -> &str {
+        match self {
+            Outcome::Succeeded => "OK",
+            Outcome::Rejected { .. } => "ABORTED",
+            Outcome::Unknown { code, .. } => code,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Succeeded => "",
+            Outcome::Rejected { message } | Outcome::Unknown { message, .. } => message,
+        }
+    }
+}
+
+/// What the state machine needs to know of a branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchState {
+    pub id: BranchId,
+    /// `participant.action`, for messages.
+    pub label: String,
+    pub first_phase: CallStatus,
+    pub second_phase: CallStatus,
+    pub attempts: u32,
+    pub last_code: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// What the state machine needs to know of a global transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxState {
+    pub status: Status,
+    pub deadline: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub rollback_reason: Option<String>,
+    /// Phase-2 rounds that did not finish the transaction.
+    pub attempts: u32,
+    pub needs_attention: bool,
+    pub attention_reason: Option<String>,
+    pub branches: Vec<BranchState>,
+}
+
+/// A command against a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Register one more branch (TCC Try).
+    AddBranch,
+    Commit,
+    Rollback { reason: String },
+    /// The recovery loop noticed the deadline.
+    Expire,
+}
+
+/// Why a command was refused; nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("transaction is {}, branches can only be added while trying", .0.as_str())]
+    NotTrying(Status),
+    #[error("transaction deadline passed at {0}; it is being rolled back")]
+    DeadlinePassed(DateTime<Utc>),
+    #[error("transaction is {}; it cannot be committed", .0.as_str())]
+    CannotCommit(Status),
+    #[error("transaction is {}; it cannot be rolled back after a commit decision", .0.as_str())]
+    CannotRollback(Status),
+    #[error("branch {branch} ({label}) try is {}; commit needs every try to have succeeded, roll back instead", .status.as_str())]
+    TryNotSucceeded {
+        branch: BranchId,
+        label: String,
+        status: CallStatus,
+    },
+}
+
+/// Result of an accepted command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to change: the command was already applied (idempotent
+    /// repeat) or, for `AddBranch`, the branch may be added.
+    Unchanged,
+    /// The decision: persist the new state, then call phase 2 on `calls`.
+    Decided { next: TxState, calls: Vec<BranchId> },
+}
+
+/// Applies a command. Pure: the same input always gives the same output.
+pub fn decide(tx: &TxState, command: &Command, now: DateTime<Utc>) -> Result<Verdict, Refusal> {
+    match command {
+        Command::AddBranch => match tx.status {
+            Status::Trying if now >= tx.deadline => Err(Refusal::DeadlinePassed(tx.deadline)),
+            Status::Trying => Ok(Verdict::Unchanged),
+            other => Err(Refusal::NotTrying(other)),
+        },
+        Command::Commit => match tx.status {
+            Status::Trying if now >= tx.deadline => Err(Refusal::DeadlinePassed(tx.deadline)),
+            Status::Trying => {
+                if let Some(b) = tx
+                    .branches
+                    .iter()
+                    .find(|b| b.first_phase != CallStatus::Succeeded)
+                {
+                    return Err(Refusal::TryNotSucceeded {
+                        branch: b.id.clone(),
+                        label: b.label.clone(),
+                        status: b.first_phase,
+                    });
+                }
+                Ok(decided(tx, Status::Confirming, None, now))
+            }
+            Status::Confirming | Status::Confirmed => Ok(Verdict::Unchanged),
+            other => Err(Refusal::CannotCommit(other)),
+        },
+        Command::Rollback { reason } => match tx.status {
+            Status::Trying => Ok(decided(tx, Status::Cancelling, Some(reason.clone()), now)),
+            Status::Cancelling | Status::Cancelled => Ok(Verdict::Unchanged),
+            other => Err(Refusal::CannotRollback(other)),
+        },
+        Command::Expire => match tx.status {
+            Status::Trying if now >= tx.deadline => Ok(decided(
+                tx,
+                Status::Cancelling,
+                Some(format!("deadline passed at {}", tx.deadline.to_rfc3339())),
+                now,
+            )),
+            _ => Ok(Verdict::Unchanged),
+        },
+    }
+}
+
+fn decided(tx: &TxState, status: Status, reason: Option<String>, now: DateTime<Utc>) -> Verdict {
+    let mut next = tx.clone();
+    next.status = status;
+    next.decided_at = Some(now);
+    next.rollback_reason = reason;
+    for b in &mut next.branches {
+        b.second_phase = CallStatus::Pending;
+        b.attempts = 0;
+    }
+    let calls = next.branches.iter().map(|b| b.id.clone()).collect();
+    Verdict::Decided { next, calls }
+}
+
+/// The branches still owed a phase-2 call, and which call.
+pub fn pending_calls(tx: &TxState) -> Vec<(BranchId, Phase)> {
+    let Some(phase) = tx.status.second_phase() else {
+        return Vec::new();
+    };
+    tx.branches
+        .iter()
+        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .map(|b| (b.id.clone(), phase))
+        .collect()
+}
+
+/// When a transaction still retrying must be shown to a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    pub max_attempts: u32,
+    pub max_age: Duration,
+}
+
+/// What a phase-2 round led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Every branch is done; the transaction is final.
+    Finished(Status),
+    /// Some branch is not done; retry after the backoff for `attempt`.
+    Retry {
+        attempt: u32,
+        /// True when this round crossed the escalation threshold.
+        newly_flagged: bool,
+    },
+}
+
+/// Folds the replies of one round of phase-2 calls into the state.
+pub fn settle_round(
+    tx: &TxState,
+    replies: &[(BranchId, Outcome)],
+    now: DateTime<Utc>,
+    escalation: Escalation,
+) -> (TxState, Settled) {
+    let mut next = tx.clone();
+    let Some(phase) = tx.status.second_phase() else {
+        return (next, Settled::Finished(tx.status));
+    };
+    for (id, outcome) in replies {
+        let Some(b) = next.branches.iter_mut().find(|b| &b.id == id) else {
+            continue;
+        };
+        if b.second_phase == CallStatus::Succeeded {
+            continue;
+        }
+        b.attempts += 1;
+        match outcome {
+            Outcome::Succeeded => {
+                b.second_phase = CallStatus::Succeeded;
+                b.last_code = None;
+                b.last_error = None;
+            }
+            // ABORTED is no valid answer to Confirm or Cancel: the decision
+            // is final, so the call is retried like any failure.
+            Outcome::Rejected { message } => {
+                b.second_phase = CallStatus::Unknown;
+                b.last_code = Some("ABORTED".into());
+                b.last_error = Some(format!(
+                    "participant refused {} (ABORTED is not allowed in phase 2): {message}",
+                    phase.as_str()
+                ));
+            }
+            Outcome::Unknown { code, message } => {
+                b.second_phase = CallStatus::Unknown;
+                b.last_code = Some(code.clone());
+                b.last_error = Some(message.clone());
+            }
+        }
+    }
+    if next
+        .branches
+        .iter()
+        .all(|b| b.second_phase == CallStatus::Succeeded)
+    {
+        next.status = tx.status.finished().unwrap_or(tx.status);
+        return (next.clone(), Settled::Finished(next.status));
+    }
+    next.attempts += 1;
+    let age = now - tx.decided_at.unwrap_or(now);
+    let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
+    let mut newly_flagged = false;
+    if over {
+        newly_flagged = !next.needs_attention;
+        next.needs_attention = true;
+        next.attention_reason = Some(attention_reason(&next, phase, age, now));
+    }
+    (
+        next.clone(),
+        Settled::Retry {
+            attempt: next.attempts,
+            newly_flagged,
+        },
+    )
+}
+
+fn attention_reason(tx: &TxState, phase: Phase, age: Duration, _now: DateTime<Utc>) -> String {
+    let failing: Vec<String> = tx
+        .branches
+        .iter()
+        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .map(|b| {
+            format!(
+                "branch {} ({}) {} failing after {} attempts: {} {}",
+                b.id,
+                b.label,
+                phase.as_str(),
+                b.attempts,
+                b.last_code.as_deref().unwrap_or("UNKNOWN"),
+                b.last_error.as_deref().unwrap_or("")
+            )
+            .trim_end()
+            .to_string()
+        })
+        .collect();
+    format!(
+        "{} rounds over {}s; {}",
+        tx.attempts,
+        age.num_seconds(),
+        failing.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests;

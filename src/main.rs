@@ -1,0 +1,95 @@
+//! The `concord` binary: `serve` runs the coordinator, `migrate` applies the
+//! schema. Errors end here as one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use concord::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
+use concord::server::Server;
+use concord::store::postgres::PgStore;
+use concord::telemetry::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "concord", version, about = "Distributed-transaction coordinator (TCC over gRPC, state in PostgreSQL)")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            let server = Server::build(config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(watch_signals(shutdown.clone()));
+            server.run(shutdown.cancelled_owned()).await?;
+            Ok(())
+        }
+        Command::Migrate { database_url } => {
+            let store = PgStore::connect(&database_url, 1, std::time::Duration::from_secs(5))
+                .await
+                .context("cannot connect to the database")?;
+            store.migrate().await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("error: cannot install signal handlers");
+        std::process::exit(1);
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received; shutting down (send again to exit at once)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal; exiting now");
+    std::process::exit(130);
+}

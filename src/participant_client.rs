@@ -1,0 +1,306 @@
+//! Calls to participants: endpoint choice (round-robin over endpoints whose
+//! circuit breaker lets calls through), a deadline on every call, and the
+//! classification of replies by the outcome contract (OK, ABORTED = rejected,
+//! anything else = unknown).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use concord_proto::participant::v1::participant_client::ParticipantClient;
+use concord_proto::participant::v1::{BranchRequest, BranchResponse};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::domain::{EndpointUrl, ParticipantName};
+use crate::machine::{Outcome, Phase};
+
+/// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Reply of one call: the classified outcome and, on success, the payload.
+#[derive(Debug, Clone)]
+pub struct CallReply {
+    pub outcome: Outcome,
+    pub payload: Vec<u8>,
+    pub endpoint: Option<EndpointUrl>,
+}
+
+/// Classifies a gRPC result by the outcome contract.
+pub fn classify(result: Result<BranchResponse, tonic::Status>) -> (Outcome, Vec<u8>) {
+    match result {
+        Ok(reply) => (Outcome::Succeeded, reply.payload),
+        Err(status) if status.code() == Code::Aborted => (
+            Outcome::Rejected {
+                message: status.message().to_string(),
+            },
+            Vec::new(),
+        ),
+        Err(status) => (
+            Outcome::Unknown {
+                code: code_name(status.code()).to_string(),
+                message: status.message().to_string(),
+            },
+            Vec::new(),
+        ),
+    }
+}
+
+/// Whether a failed call says the endpoint itself is unhealthy (as opposed
+/// to a business or application answer, which proves it is alive).
+fn endpoint_failed(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Unknown { code, .. }
+        if code == "UNAVAILABLE" || code == "DEADLINE_EXCEEDED" || code == "CANCELLED" || code == "UNKNOWN")
+}
+
+/// Endpoint health as shown to operators.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    pub url: EndpointUrl,
+    pub breaker: BreakerState,
+}
+
+/// Pool of channels and breakers, shared by every call of one instance.
+pub struct ParticipantClients {
+    channels: Mutex<HashMap<EndpointUrl, Channel>>,
+    breakers: Mutex<HashMap<EndpointUrl, Breaker>>,
+    next: AtomicUsize,
+    breaker_failures: u32,
+    breaker_cooldown: Duration,
+    max_message_bytes: usize,
+}
+
+impl ParticipantClients {
+    pub fn new(breaker_failures: u32, breaker_cooldown: Duration, max_message_bytes: usize) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+            breaker_failures,
+            breaker_cooldown,
+            max_message_bytes,
+        }
+    }
+
+    fn channel(&self, url: &EndpointUrl) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(url.as_str().to_string())
+            .map_err(|e| format!("bad endpoint {url}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Picks the next endpoint whose breaker lets a call through.
+    fn pick(&self, endpoints: &[EndpointUrl]) -> Option<EndpointUrl> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..endpoints.len() {
+            let url = &endpoints[(start + i) % endpoints.len()];
+            let breaker = breakers
+                .entry(url.clone())
+                .or_insert_with(|| Breaker::new(self.breaker_failures, self.breaker_cooldown));
+            if breaker.try_acquire(now) {
+                return Some(url.clone());
+            }
+        }
+        None
+    }
+
+    fn report(&self, url: &EndpointUrl, outcome: &Outcome) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = breakers.get_mut(url) {
+            if endpoint_failed(outcome) {
+                b.on_failure(Instant::now());
+            } else {
+                b.on_success();
+            }
+        }
+    }
+
+    /// Breaker state of every endpoint this instance has called.
+    pub fn health(&self) -> Vec<EndpointHealth> {
+        let now = Instant::now();
+        let breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = breakers
+            .iter()
+            .map(|(url, b)| EndpointHealth {
+                url: url.clone(),
+                breaker: b.state(now),
+            })
+            .collect();
+        all.sort_by(|a, b| a.url.cmp(&b.url));
+        all
+    }
+
+    /// Calls `phase` on one of the participant's endpoints with a deadline.
+    pub async fn call(
+        &self,
+        participant: &ParticipantName,
+        endpoints: &[EndpointUrl],
+        phase: Phase,
+        request: BranchRequest,
+        timeout: Duration,
+    ) -> CallReply {
+        let Some(url) = self.pick(endpoints) else {
+            let message = if endpoints.is_empty() {
+                format!("participant {participant} has no registered endpoint")
+            } else {
+                format!("circuit open for every endpoint of participant {participant}")
+            };
+            return CallReply {
+                outcome: Outcome::Unknown {
+                    code: "UNAVAILABLE".into(),
+                    message,
+                },
+                payload: Vec::new(),
+                endpoint: None,
+            };
+        };
+        let channel = match self.channel(&url) {
+            Ok(c) => c,
+            Err(message) => {
+                return CallReply {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message,
+                    },
+                    payload: Vec::new(),
+                    endpoint: Some(url),
+                };
+            }
+        };
+        let mut client = ParticipantClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(timeout);
+        let call = async {
+            match phase {
+                Phase::Try => client.r#try(req).await,
+                Phase::Confirm => client.confirm(req).await,
+                Phase::Cancel => client.cancel(req).await,
+            }
+        };
+        // The grpc-timeout header asks the server to stop; this bounds our own
+        // wait even if the server or the connection ignores it.
+        let result = match tokio::time::timeout(timeout + Duration::from_millis(50), call).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no reply within {}ms",
+                timeout.as_millis()
+            ))),
+        };
+        let (outcome, payload) = classify(result);
+        self.report(&url, &outcome);
+        CallReply {
+            outcome,
+            payload,
+            endpoint: Some(url),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_outcome_contract() {
+        let ok = classify(Ok(BranchResponse {
+            payload: b"x".to_vec(),
+        }));
+        assert_eq!(ok, (Outcome::Succeeded, b"x".to_vec()));
+        let (rejected, _) = classify(Err(tonic::Status::aborted("no funds")));
+        assert_eq!(
+            rejected,
+            Outcome::Rejected {
+                message: "no funds".into()
+            }
+        );
+        for status in [
+            tonic::Status::unavailable("down"),
+            tonic::Status::deadline_exceeded("slow"),
+            tonic::Status::internal("bug"),
+            tonic::Status::not_found("no such action"),
+        ] {
+            let code = code_name(status.code());
+            let (outcome, _) = classify(Err(status));
+            assert!(matches!(outcome, Outcome::Unknown { code: c, .. } if c == code));
+        }
+    }
+
+    #[test]
+    fn only_transport_failures_trip_the_breaker() {
+        let unknown = |code: &str| Outcome::Unknown {
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(endpoint_failed(&unknown("UNAVAILABLE")));
+        assert!(endpoint_failed(&unknown("DEADLINE_EXCEEDED")));
+        assert!(!endpoint_failed(&unknown("INTERNAL")));
+        assert!(!endpoint_failed(&Outcome::Rejected { message: String::new() }));
+        assert!(!endpoint_failed(&Outcome::Succeeded));
+    }
+
+    #[test]
+    fn round_robin_skips_open_breakers() {
+        let clients = ParticipantClients::new(1, Duration::from_secs(60), 1 << 20);
+        let a = EndpointUrl::parse("http://127.0.0.1:1").unwrap();
+        let b = EndpointUrl::parse("http://127.0.0.1:2").unwrap();
+        let both = [a.clone(), b.clone()];
+        let picks: Vec<_> = (0..4).map(|_| clients.pick(&both).unwrap()).collect();
+        assert!(picks.contains(&a) && picks.contains(&b));
+        clients.report(
+            &a,
+            &Outcome::Unknown {
+                code: "UNAVAILABLE".into(),
+                message: String::new(),
+            },
+        );
+        for _ in 0..4 {
+            assert_eq!(clients.pick(&both).unwrap(), b);
+        }
+        clients.report(
+            &b,
+            &Outcome::Unknown {
+                code: "UNAVAILABLE".into(),
+                message: String::new(),
+            },
+        );
+        assert_eq!(clients.pick(&both), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! Assembles one coordinator instance: `Server::build(config)` connects to
+//! PostgreSQL, migrates and binds; `local_addr()` tells where it listens;
+//! `run(shutdown)` serves until the shutdown future completes, then finishes
+//! or releases in-flight work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_proto::v1::coordinator_server::CoordinatorServer;
+use concord_proto::v1::registry_server::RegistryServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::coordinator::CoordinatorApi;
+use crate::api::registry::RegistryApi;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::{Engine, EngineSettings};
+use crate::machine::Escalation;
+use crate::participant_client::ParticipantClients;
+use crate::recovery::{self, Wake};
+use crate::registry::Registry;
+use crate::retry::RetryPolicy;
+use crate::store::postgres::PgStore;
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot connect to the database: {0}")]
+    Database(StoreError),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server failed: {0}")]
+    Serve(String),
+}
+
+/// How often the registry cache is reloaded, to see registrations made
+/// through other instances.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    config: Config,
+    store: Arc<PgStore>,
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    wake: Wake,
+}
+
+impl Server {
+    /// Connects, migrates (unless disabled) and binds the listen address.
+    pub async fn build(config: Config) -> Result<Self, ServerError> {
+        let store = PgStore::connect(&config.database_url, config.pool_size, Duration::from_secs(5))
+            .await
+            .map_err(ServerError::Database)?;
+        if config.migrate {
+            store.migrate().await.map_err(ServerError::Migrate)?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self::assemble(config, Arc::new(store), Arc::new(SystemClock), listener))
+    }
+
+    /// Builds from parts (tests inject the store, clock and listener).
+    pub fn assemble(config: Config, store: Arc<PgStore>, clock: Arc<dyn Clock>, listener: TcpListener) -> Self {
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let registry = Arc::new(Registry::new(Arc::clone(&dyn_store), Arc::clone(&clock)));
+        let clients = Arc::new(ParticipantClients::new(
+            config.breaker_failures,
+            config.breaker_cooldown,
+            config.max_request_bytes,
+        ));
+        let settings = EngineSettings {
+            instance_id: config.instance_id.clone(),
+            default_timeout: config.default_timeout,
+            max_timeout: config.max_timeout,
+            call_timeout: config.call_timeout,
+            lease: config.lease,
+            max_payload_bytes: config.max_payload_bytes,
+            max_wait: config.max_wait,
+            escalation: Escalation {
+                max_attempts: config.attention_attempts,
+                max_age: chrono::Duration::from_std(config.attention_age)
+                    .unwrap_or(chrono::Duration::minutes(10)),
+            },
+        };
+        let engine = Engine::new(
+            dyn_store,
+            registry,
+            clients,
+            clock,
+            settings,
+            RetryPolicy::new(config.retry),
+        );
+        Self {
+            config,
+            store,
+            engine,
+            listener,
+            wake: Wake::default(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, gives
+    /// in-flight rounds the grace period and releases the leases still held
+    /// so that another instance continues at once.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Server {
+            config,
+            store,
+            engine,
+            listener,
+            wake,
+        } = self;
+        let stop = CancellationToken::new();
+        let background = tokio_util::task::TaskTracker::new();
+        background.spawn(recovery::run(
+            Arc::clone(&engine),
+            config.poll_interval,
+            config.recovery_concurrency,
+            wake.clone(),
+            stop.clone(),
+        ));
+        background.spawn(Arc::clone(&engine.leases).keep(
+            store.clone(),
+            config.instance_id.clone(),
+            config.lease,
+            stop.clone(),
+        ));
+        {
+            let registry = Arc::clone(engine.registry());
+            let stop = stop.clone();
+            background.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
+                    }
+                    if let Err(e) = registry.refresh().await {
+                        tracing::warn!(error = %e, "registry refresh failed");
+                    }
+                }
+            });
+        }
+        background.close();
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<CoordinatorServer<CoordinatorApi>>()
+            .await;
+        health_reporter.set_serving::<RegistryServer<RegistryApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Serve(e.to_string()))?;
+
+        let max = config.max_request_bytes;
+        let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(&engine)))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, instance = %config.instance_id, "coordinator serving");
+        let serving = CancellationToken::new();
+        let serve = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(coordinator)
+            .add_service(registry)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), serving.clone().cancelled_owned());
+        let mut serve = tokio::spawn(serve);
+        tokio::select! {
+            _ = shutdown => {}
+            r = &mut serve => {
+                stop.cancel();
+                return r.map_err(|e| ServerError::Serve(e.to_string()))?
+                    .map_err(|e| ServerError::Serve(e.to_string()));
+            }
+        }
+        tracing::info!("shutting down: no new requests");
+        health_reporter
+            .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
+            .await;
+        serving.cancel();
+        let grace = config.shutdown_grace;
+        if tokio::time::timeout(grace, &mut serve).await.is_err() {
+            serve.abort();
+        }
+        // No new rounds from the recovery loop; running rounds may finish
+        // within the grace period.
+        stop.cancel();
+        engine.shutdown.cancel();
+        engine.tracker.close();
+        if tokio::time::timeout(grace, engine.tracker.wait()).await.is_err() {
+            tracing::warn!(in_flight = engine.leases.len(), "grace period over; releasing leases");
+        }
+        let held = engine.leases.snapshot();
+        if !held.is_empty() {
+            match store.release(&config.instance_id, &held).await {
+                Ok(n) => tracing::info!(released = n, "leases released"),
+                Err(e) => tracing::warn!(error = %e, "lease release failed; they expire by themselves"),
+            }
+        }
+        background.wait().await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! Durable state behind a narrow trait: global transactions, branches,
+//! events, leases and the participant registry. PostgreSQL
+//! ([`postgres::PgStore`]) is the real implementation.
+//!
+//! Every method is one statement (or one short transaction), and every write
+//! made while driving a transaction carries the lease's fencing token, so an
+//! instance whose lease was taken over matches no row and changes nothing.
+
+pub mod postgres;
+mod records;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::machine::{Outcome, Phase, Status, TxState};
+
+pub use records::*;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or timed out; worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness or check constraint refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row holds a value this version does not understand.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Maps every sqlx error to a [`StoreError`]; the only place that looks at
+/// PostgreSQL error codes.
+pub fn map_sqlx(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("23505") => StoreError::Conflict(db.message().to_string()),
+            Some("23514") | Some("23503") => StoreError::Conflict(db.message().to_string()),
+            // serialization failure, deadlock, admin shutdown, too many connections
+            Some("40001") | Some("40P01") | Some("57P01") | Some("53300") => {
+                StoreError::Unavailable(db.message().to_string())
+            }
+            _ => StoreError::Database(db.message().to_string()),
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Database(err.to_string()),
+    }
+}
+
+/// A new TCC transaction.
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    pub gid: Gid,
+    pub metadata: Metadata,
+    pub timeout: Duration,
+    pub deadline: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// Result of [`Store::begin`].
+#[derive(Debug, Clone)]
+pub enum Begun {
+    Created,
+    /// A transaction with that gid already exists (as it is now).
+    Existing(TxRecord),
+}
+
+/// A branch to register before its Try is called.
+#[derive(Debug, Clone)]
+pub struct NewBranch {
+    pub gid: Gid,
+    /// `None` lets the store assign the next number.
+    pub branch_id: Option<BranchId>,
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    pub payload: Vec<u8>,
+    pub call_timeout: Option<Duration>,
+    pub now: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// Result of [`Store::add_branch`].
+#[derive(Debug, Clone)]
+pub enum BranchAdded {
+    /// Committed; the Try may be called now. `metadata` is the
+    /// transaction's, to forward to the participant.
+    Added {
+        branch: BranchRecord,
+        metadata: Metadata,
+    },
+    /// A branch with that id exists already (the transaction is trying).
+    Existing {
+        branch: BranchRecord,
+        metadata: Metadata,
+    },
+    /// The transaction does not accept branches (or does not exist); the
+    /// caller asks the state machine why.
+    NotAccepted(Option<TxRecord>),
+}
+
+/// A decision to persist with compare-and-set on what was read.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub gid: Gid,
+    pub expected_status: Status,
+    pub expected_branch_seq: i32,
+    pub expected_fence: i64,
+    pub next: TxState,
+    pub owner: String,
+    pub lease: Duration,
+    pub now: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// The right to drive one transaction: valid while the row's fence matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub gid: Gid,
+    pub fence: i64,
+}
+
+/// A lease obtained by the recovery loop.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease: Lease,
+    /// Owner whose expired lease this claim took over, if any.
+    pub previous_owner: Option<String>,
+}
+
+/// One participant call's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub branch_id: BranchId,
+    pub phase: Phase,
+    pub attempt: u32,
+    pub outcome: Outcome,
+}
+
+/// The result of one phase-2 round, written under the lease.
+#[derive(Debug, Clone)]
+pub struct RoundWrite {
+    pub lease: Lease,
+    pub owner: String,
+    pub next: TxState,
+    pub calls: Vec<CallRecord>,
+    /// `None` when the transaction is final.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Set when this round raised the needs-attention flag.
+    pub newly_flagged: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// Storage of everything the coordinator must not forget.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a transaction unless its gid exists.
+    async fn begin(&self, tx: NewTransaction) -> StoreResult<Begun>;
+
+    /// Registers a branch, atomically with a check that the transaction is
+    /// trying and before its deadline. Durable when it returns `Added`.
+    async fn add_branch(&self, branch: NewBranch) -> StoreResult<BranchAdded>;
+
+    /// Records the reply of a Try.
+    async fn record_try(
+        &self,
+        gid: &Gid,
+        call: &CallRecord,
+        now: DateTime<Utc>,
+        actor: &str,
+    ) -> StoreResult<()>;
+
+    /// Reads a transaction and its branches.
+    async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>>;
+
+    /// Reads a transaction's event history, oldest first.
+    async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>>;
+
+    /// Persists a decision if the row still is as read; returns the lease
+    /// the deciding instance now holds, or `None` if the row moved on.
+    async fn decide(&self, decision: Decision) -> StoreResult<Option<Lease>>;
+
+    /// Writes a phase-2 round and releases the lease; `false` if the lease
+    /// was lost (fenced out) and nothing was written.
+    async fn write_round(&self, round: RoundWrite) -> StoreResult<bool>;
+
+    /// Claims up to `limit` transactions that are due and not leased.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> StoreResult<Vec<Claimed>>;
+
+    /// Extends the given leases; returns the ones still held.
+    async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>>;
+
+    /// Gives leases back so any instance may drive them at once.
+    async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;
+
+    /// Registers (or refreshes) one participant endpoint and its actions.
+    async fn register_participant(
+        &self,
+        name: &ParticipantName,
+        endpoint: &EndpointUrl,
+        actions: &[ActionName],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Every registered participant with its actions and endpoints.
+    async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>>;
+
+    /// True when the database answers and the schema is migrated.
+    async fn ready(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,702 @@
+//! PostgreSQL implementation of [`Store`].
+//!
+//! Two pools share one database. `durable` commits wait for the WAL flush:
+//! it carries the writes the durability rules depend on (a transaction, a
+//! branch before its Try, a decision). `relaxed` runs with
+//! `synchronous_commit = off`: it carries call outcomes and round results,
+//! whose loss in a database crash only means a call is made again (the
+//! participant's barrier makes that harmless). WAL order still holds, so a
+//! later durable commit also makes every earlier relaxed one durable.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Row};
+
+use super::*;
+use crate::machine::{CallStatus, Mode};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// PostgreSQL-backed store.
+#[derive(Clone)]
+pub struct PgStore {
+    durable: PgPool,
+    relaxed: PgPool,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn u32_of(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+impl PgStore {
+    /// Connects both pools; `pool_size` is the durable pool's size.
+    pub async fn connect(url: &str, pool_size: u32, acquire_timeout: Duration) -> StoreResult<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad database url: {e}")))?;
+        let options = options.application_name("concord");
+        let durable = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(map_sqlx)?;
+        let relaxed = PgPoolOptions::new()
+            .max_connections((pool_size / 2).max(1))
+            .acquire_timeout(acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(Self { durable, relaxed })
+    }
+
+    /// Wraps an existing pool (tests); the relaxed pool is a second pool on
+    /// the same options.
+    pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
+        let options = pool.connect_options().as_ref().clone();
+        let relaxed = PgPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(Self {
+            durable: pool,
+            relaxed,
+        })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.durable)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+    }
+
+    /// The durable pool, for callers that need raw access (bench, admin).
+    pub fn pool(&self) -> &PgPool {
+        &self.durable
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.durable.close().await;
+        self.relaxed.close().await;
+    }
+}
+
+macro_rules! tx_columns {
+    () => {
+        "gid, mode, status, metadata, timeout_ms, deadline, branch_seq, \
+    rollback_reason, decided_at, attempts, needs_attention, attention_reason, paused, \
+    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at"
+    };
+}
+
+macro_rules! branch_columns {
+    () => {
+        "branch_id, participant, action, payload, call_timeout_ms, \
+    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at"
+    };
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+fn tx_from_row(row: &PgRow) -> StoreResult<TxRecord> {
+    let mode: String = row.try_get("mode").map_err(map_sqlx)?;
+    let status: String = row.try_get("status").map_err(map_sqlx)?;
+    let metadata: serde_json::Value = row.try_get("metadata").map_err(map_sqlx)?;
+    let metadata: Metadata = serde_json::from_value(metadata)
+        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    let timeout_ms: i64 = row.try_get("timeout_ms").map_err(map_sqlx)?;
+    Ok(TxRecord {
+        gid: Gid::from_trusted(row.try_get("gid").map_err(map_sqlx)?),
+        mode: Mode::parse(&mode).ok_or_else(|| corrupt("mode", &mode))?,
+        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        metadata,
+        timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+        deadline: row.try_get("deadline").map_err(map_sqlx)?,
+        branch_seq: row.try_get("branch_seq").map_err(map_sqlx)?,
+        rollback_reason: row.try_get("rollback_reason").map_err(map_sqlx)?,
+        decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
+        attempts: u32_of(row.try_get("attempts").map_err(map_sqlx)?),
+        needs_attention: row.try_get("needs_attention").map_err(map_sqlx)?,
+        attention_reason: row.try_get("attention_reason").map_err(map_sqlx)?,
+        paused: row.try_get("paused").map_err(map_sqlx)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(map_sqlx)?,
+        owner: row.try_get("owner").map_err(map_sqlx)?,
+        lease_until: row.try_get("lease_until").map_err(map_sqlx)?,
+        fence: row.try_get("fence").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+        finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
+    })
+}
+
+fn call_status(row: &PgRow, col: &str) -> StoreResult<CallStatus> {
+    let v: String = row.try_get(col).map_err(map_sqlx)?;
+    CallStatus::parse(&v).ok_or_else(|| corrupt(col, &v))
+}
+
+fn branch_from_row(row: &PgRow) -> StoreResult<BranchRecord> {
+    let timeout: Option<i64> = row.try_get("call_timeout_ms").map_err(map_sqlx)?;
+    Ok(BranchRecord {
+        branch_id: BranchId::from_trusted(row.try_get("branch_id").map_err(map_sqlx)?),
+        participant: ParticipantName::from_trusted(row.try_get("participant").map_err(map_sqlx)?),
+        action: ActionName::from_trusted(row.try_get("action").map_err(map_sqlx)?),
+        payload: row.try_get("payload").map_err(map_sqlx)?,
+        call_timeout: timeout.map(|t| Duration::from_millis(u64::try_from(t).unwrap_or(0))),
+        first_phase: call_status(row, "first_phase")?,
+        second_phase: call_status(row, "second_phase")?,
+        attempts: u32_of(row.try_get("attempts").map_err(map_sqlx)?),
+        last_code: row.try_get("last_code").map_err(map_sqlx)?,
+        last_error: row.try_get("last_error").map_err(map_sqlx)?,
+        last_attempt_at: row.try_get("last_attempt_at").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+    })
+}
+
+impl PgStore {
+    async fn load_tx(&self, gid: &Gid) -> StoreResult<Option<TxRecord>> {
+        let sql = concat!("SELECT ", tx_columns!(), " FROM global_transactions WHERE gid = $1");
+        let row = sqlx::query(sql)
+            .bind(gid.as_str())
+            .fetch_optional(&self.durable)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(tx_from_row).transpose()
+    }
+
+    async fn load_branch(&self, gid: &Gid, id: &str) -> StoreResult<Option<BranchRecord>> {
+        let sql = concat!("SELECT ", branch_columns!(), " FROM branches WHERE gid = $1 AND branch_id = $2");
+        let row = sqlx::query(sql)
+            .bind(gid.as_str())
+            .bind(id)
+            .fetch_optional(&self.durable)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(branch_from_row).transpose()
+    }
+}
+
+/// Leases as two parallel arrays, the shape `unnest` wants.
+fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
+    leases
+        .iter()
+        .map(|l| (l.gid.as_str().to_string(), l.fence))
+        .unzip()
+}
+
+#[tonic::async_trait]
+impl Store for PgStore {
+    async fn begin(&self, tx: NewTransaction) -> StoreResult<Begun> {
+        let metadata = serde_json::to_value(&tx.metadata)
+            .map_err(|e| StoreError::Database(format!("metadata: {e}")))?;
+        let created: i64 = sqlx::query_scalar(
+            "WITH ins AS (
+                INSERT INTO global_transactions
+                    (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
+                VALUES ($1, 'tcc', 'trying', $2, $3, $4, $4, $5, $5)
+                ON CONFLICT (gid) DO NOTHING
+                RETURNING gid
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, status, actor)
+                SELECT gid, $5, 'begun', 'trying', $6 FROM ins
+            )
+            SELECT count(*) FROM ins",
+        )
+        .bind(tx.gid.as_str())
+        .bind(metadata)
+        .bind(ms(tx.timeout))
+        .bind(tx.deadline)
+        .bind(tx.now)
+        .bind(&tx.actor)
+        .fetch_one(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        if created == 1 {
+            return Ok(Begun::Created);
+        }
+        match self.load_tx(&tx.gid).await? {
+            Some(existing) => Ok(Begun::Existing(existing)),
+            // Deleted between the two statements (retention): report as a
+            // conflict rather than pretend it was created.
+            None => Err(StoreError::Conflict(format!("gid {} vanished", tx.gid))),
+        }
+    }
+
+    async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchAdded> {
+        // The UPDATE takes the transaction row's lock, so a concurrent
+        // decision either sees this branch or makes this insert find the
+        // transaction no longer trying; branch_seq tells the decision a
+        // branch arrived after it read.
+        let row = sqlx::query(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET branch_seq = branch_seq + 1, updated_at = $7
+                 WHERE gid = $1 AND status = 'trying' AND deadline > $7
+                RETURNING gid, branch_seq, metadata
+            ), b AS (
+                INSERT INTO branches
+                    (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
+                SELECT g.gid, COALESCE($2, g.branch_seq::text), $3, $4, $5, $6, $7, $7 FROM g
+                ON CONFLICT (gid, branch_id) DO NOTHING
+                RETURNING branch_id
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, branch_id, message, actor)
+                SELECT $1, $7, 'branch_registered', branch_id, $3 || '.' || $4, $8 FROM b
+            )
+            SELECT (SELECT branch_seq FROM g) AS seq,
+                   (SELECT metadata FROM g) AS metadata,
+                   (SELECT branch_id FROM b) AS inserted",
+        )
+        .bind(b.gid.as_str())
+        .bind(b.branch_id.as_ref().map(BranchId::as_str))
+        .bind(b.participant.as_str())
+        .bind(b.action.as_str())
+        .bind(&b.payload)
+        .bind(b.call_timeout.map(ms))
+        .bind(b.now)
+        .bind(&b.actor)
+        .fetch_one(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        let seq: Option<i32> = row.try_get("seq").map_err(map_sqlx)?;
+        let inserted: Option<String> = row.try_get("inserted").map_err(map_sqlx)?;
+        let metadata: Option<serde_json::Value> = row.try_get("metadata").map_err(map_sqlx)?;
+        let metadata: Metadata = match metadata {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+            None => Metadata::new(),
+        };
+        match (seq, inserted) {
+            (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
+            (Some(_), Some(id)) => {
+                let record = self
+                    .load_branch(&b.gid, &id)
+                    .await?
+                    .ok_or_else(|| StoreError::Database("inserted branch not readable".into()))?;
+                Ok(BranchAdded::Added { branch: record, metadata })
+            }
+            (Some(seq), None) => {
+                let id = b
+                    .branch_id
+                    .as_ref()
+                    .map(|id| id.as_str().to_string())
+                    .unwrap_or_else(|| seq.to_string());
+                let record = self
+                    .load_branch(&b.gid, &id)
+                    .await?
+                    .ok_or_else(|| StoreError::Database("conflicting branch not readable".into()))?;
+                Ok(BranchAdded::Existing { branch: record, metadata })
+            }
+        }
+    }
+
+    async fn record_try(
+        &self,
+        gid: &Gid,
+        call: &CallRecord,
+        now: DateTime<Utc>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (code, message) = match &call.outcome {
+            crate::machine::Outcome::Succeeded => (None, None),
+            other => (Some(other.code().to_string()), Some(other.message().to_string())),
+        };
+        sqlx::query(
+            "WITH b AS (
+                UPDATE branches
+                   SET first_phase = $3, last_code = $4, last_error = $5,
+                       last_attempt_at = $6, updated_at = $6
+                 WHERE gid = $1 AND branch_id = $2
+                RETURNING gid
+            )
+            INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
+            SELECT gid, $6, 'call', $2, 'try', $7, COALESCE($4, 'OK'), $5, $8 FROM b",
+        )
+        .bind(gid.as_str())
+        .bind(call.branch_id.as_str())
+        .bind(call.outcome.call_status().as_str())
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(i32::try_from(call.attempt).unwrap_or(i32::MAX))
+        .bind(actor)
+        .execute(&self.relaxed)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(())
+    }
+
+    async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
+        let Some(tx) = self.load_tx(gid).await? else {
+            return Ok(None);
+        };
+        let sql = concat!(
+            "SELECT ",
+            branch_columns!(),
+            " FROM branches WHERE gid = $1 ORDER BY created_at, branch_id"
+        );
+        let rows = sqlx::query(sql)
+            .bind(gid.as_str())
+            .fetch_all(&self.durable)
+            .await
+            .map_err(map_sqlx)?;
+        let branches = rows.iter().map(branch_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((tx, branches)))
+    }
+
+    async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, status, branch_id, phase, attempt, code, message, actor
+               FROM transaction_events WHERE gid = $1 ORDER BY id",
+        )
+        .bind(gid.as_str())
+        .fetch_all(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    id: r.try_get("id").map_err(map_sqlx)?,
+                    at: r.try_get("at").map_err(map_sqlx)?,
+                    kind: r.try_get("kind").map_err(map_sqlx)?,
+                    status: r.try_get("status").map_err(map_sqlx)?,
+                    branch_id: r.try_get("branch_id").map_err(map_sqlx)?,
+                    phase: r.try_get("phase").map_err(map_sqlx)?,
+                    attempt: r.try_get("attempt").map_err(map_sqlx)?,
+                    code: r.try_get("code").map_err(map_sqlx)?,
+                    message: r.try_get("message").map_err(map_sqlx)?,
+                    actor: r.try_get("actor").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn decide(&self, d: Decision) -> StoreResult<Option<Lease>> {
+        let fence: Option<i64> = sqlx::query_scalar(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET status = $5, decided_at = $6, rollback_reason = $7, attempts = 0,
+                       owner = $8, lease_until = now() + $9 * interval '1 millisecond',
+                       fence = fence + 1, next_attempt_at = $6, updated_at = $6
+                 WHERE gid = $1 AND status = $2 AND branch_seq = $3 AND fence = $4
+                RETURNING gid, fence
+            ), b AS (
+                UPDATE branches SET second_phase = 'pending', attempts = 0, updated_at = $6
+                 WHERE gid = (SELECT gid FROM g)
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, status, message, actor)
+                SELECT gid, $6, 'decided', $5, $7, $10 FROM g
+            )
+            SELECT fence FROM g",
+        )
+        .bind(d.gid.as_str())
+        .bind(d.expected_status.as_str())
+        .bind(d.expected_branch_seq)
+        .bind(d.expected_fence)
+        .bind(d.next.status.as_str())
+        .bind(d.now)
+        .bind(d.next.rollback_reason.as_deref())
+        .bind(&d.owner)
+        .bind(ms(d.lease))
+        .bind(&d.actor)
+        .fetch_optional(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(fence.map(|fence| Lease { gid: d.gid, fence }))
+    }
+
+    async fn write_round(&self, r: RoundWrite) -> StoreResult<bool> {
+        let n = r.next.branches.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut second = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        for b in &r.next.branches {
+            ids.push(b.id.as_str().to_string());
+            second.push(b.second_phase.as_str().to_string());
+            attempts.push(i32::try_from(b.attempts).unwrap_or(i32::MAX));
+            codes.push(b.last_code.clone());
+            errors.push(b.last_error.clone());
+        }
+        // Events: one per call, then the round's conclusion.
+        let mut ev_kind = Vec::new();
+        let mut ev_status: Vec<Option<String>> = Vec::new();
+        let mut ev_branch: Vec<Option<String>> = Vec::new();
+        let mut ev_phase: Vec<Option<String>> = Vec::new();
+        let mut ev_attempt: Vec<Option<i32>> = Vec::new();
+        let mut ev_code: Vec<Option<String>> = Vec::new();
+        let mut ev_message: Vec<Option<String>> = Vec::new();
+        for c in &r.calls {
+            ev_kind.push("call".to_string());
+            ev_status.push(None);
+            ev_branch.push(Some(c.branch_id.as_str().to_string()));
+            ev_phase.push(Some(c.phase.as_str().to_string()));
+            ev_attempt.push(Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)));
+            ev_code.push(Some(c.outcome.code().to_string()));
+            let m = c.outcome.message();
+            ev_message.push((!m.is_empty()).then(|| m.to_string()));
+        }
+        let mut conclude = |kind: &str, message: Option<String>| {
+            ev_kind.push(kind.to_string());
+            ev_status.push(Some(r.next.status.as_str().to_string()));
+            ev_branch.push(None);
+            ev_phase.push(None);
+            ev_attempt.push(None);
+            ev_code.push(None);
+            ev_message.push(message);
+        };
+        if r.next_attempt_at.is_none() {
+            conclude("finished", None);
+        } else {
+            conclude(
+                "retry_scheduled",
+                r.next_attempt_at.map(|at| format!("round {} failed; next at {}", r.next.attempts, at.to_rfc3339())),
+            );
+        }
+        if r.newly_flagged {
+            conclude("needs_attention", r.next.attention_reason.clone());
+        }
+        let updated: i64 = sqlx::query_scalar(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET status = $4, attempts = $5, needs_attention = $6, attention_reason = $7,
+                       next_attempt_at = $8, owner = NULL, lease_until = NULL,
+                       finished_at = CASE WHEN $8::timestamptz IS NULL THEN $9 END,
+                       updated_at = $9
+                 WHERE gid = $1 AND fence = $2 AND owner = $3
+                RETURNING gid
+            ), b AS (
+                UPDATE branches br
+                   SET second_phase = u.second, attempts = u.attempts, last_code = u.code,
+                       last_error = u.error, last_attempt_at = $9, updated_at = $9
+                  FROM unnest($10::text[], $11::text[], $12::int[], $13::text[], $14::text[])
+                       AS u(id, second, attempts, code, error)
+                 WHERE br.gid = (SELECT gid FROM g) AND br.branch_id = u.id
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
+                SELECT g.gid, $9, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, $3
+                  FROM g, unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::int[], $20::text[], $21::text[])
+                       WITH ORDINALITY AS e(kind, status, branch_id, phase, attempt, code, message, ord)
+                 ORDER BY e.ord
+            )
+            SELECT count(*) FROM g",
+        )
+        .bind(r.lease.gid.as_str())
+        .bind(r.lease.fence)
+        .bind(&r.owner)
+        .bind(r.next.status.as_str())
+        .bind(i32::try_from(r.next.attempts).unwrap_or(i32::MAX))
+        .bind(r.next.needs_attention)
+        .bind(r.next.attention_reason.as_deref())
+        .bind(r.next_attempt_at)
+        .bind(r.now)
+        .bind(ids)
+        .bind(second)
+        .bind(attempts)
+        .bind(codes)
+        .bind(errors)
+        .bind(ev_kind)
+        .bind(ev_status)
+        .bind(ev_branch)
+        .bind(ev_phase)
+        .bind(ev_attempt)
+        .bind(ev_code)
+        .bind(ev_message)
+        .fetch_one(&self.relaxed)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(updated == 1)
+    }
+
+    async fn claim_due(&self, owner: &str, limit: i64, lease: Duration) -> StoreResult<Vec<Claimed>> {
+        let rows = sqlx::query(
+            "WITH due AS (
+                SELECT gid, owner AS previous_owner
+                  FROM global_transactions
+                 WHERE next_attempt_at <= now() AND NOT paused
+                   AND (owner IS NULL OR lease_until < now())
+                 ORDER BY next_attempt_at
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+            )
+            UPDATE global_transactions g
+               SET owner = $1, lease_until = now() + $3 * interval '1 millisecond', fence = g.fence + 1
+              FROM due
+             WHERE g.gid = due.gid
+            RETURNING g.gid, g.fence, due.previous_owner",
+        )
+        .bind(owner)
+        .bind(limit)
+        .bind(ms(lease))
+        .fetch_all(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claimed {
+                    lease: Lease {
+                        gid: Gid::from_trusted(r.try_get("gid").map_err(map_sqlx)?),
+                        fence: r.try_get("fence").map_err(map_sqlx)?,
+                    },
+                    previous_owner: r.try_get("previous_owner").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (gids, fences) = lease_arrays(leases);
+        let renewed: Vec<String> = sqlx::query_scalar(
+            "UPDATE global_transactions g
+                SET lease_until = now() + $4 * interval '1 millisecond'
+               FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
+              WHERE g.gid = l.gid AND g.fence = l.fence AND g.owner = $1
+             RETURNING g.gid",
+        )
+        .bind(owner)
+        .bind(gids)
+        .bind(fences)
+        .bind(ms(lease))
+        .fetch_all(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(renewed.into_iter().map(Gid::from_trusted).collect())
+    }
+
+    async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let (gids, fences) = lease_arrays(leases);
+        let done = sqlx::query(
+            "UPDATE global_transactions g
+                SET owner = NULL, lease_until = NULL
+               FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
+              WHERE g.gid = l.gid AND g.fence = l.fence AND g.owner = $1",
+        )
+        .bind(owner)
+        .bind(gids)
+        .bind(fences)
+        .execute(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn register_participant(
+        &self,
+        name: &ParticipantName,
+        endpoint: &EndpointUrl,
+        actions: &[ActionName],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let actions: Vec<&str> = actions.iter().map(ActionName::as_str).collect();
+        sqlx::query(
+            "WITH p AS (
+                INSERT INTO participants (name, created_at, updated_at) VALUES ($1, $4, $4)
+                ON CONFLICT (name) DO UPDATE SET updated_at = $4
+                RETURNING name
+            ), a AS (
+                INSERT INTO participant_actions (participant, action, created_at)
+                SELECT p.name, x.action, $4 FROM p, unnest($3::text[]) AS x(action)
+                ON CONFLICT DO NOTHING
+            )
+            INSERT INTO participant_endpoints (participant, url, registered_at, last_seen_at)
+            SELECT name, $2, $4, $4 FROM p
+            ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = $4",
+        )
+        .bind(name.as_str())
+        .bind(endpoint.as_str())
+        .bind(actions)
+        .bind(now)
+        .execute(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(())
+    }
+
+    async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
+        let rows = sqlx::query(
+            "SELECT p.name,
+                    COALESCE((SELECT array_agg(a.action ORDER BY a.action) FROM participant_actions a
+                               WHERE a.participant = p.name), '{}') AS actions,
+                    COALESCE((SELECT array_agg(e.url ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS urls,
+                    COALESCE((SELECT array_agg(e.registered_at ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS registered,
+                    COALESCE((SELECT array_agg(e.last_seen_at ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS seen
+               FROM participants p ORDER BY p.name",
+        )
+        .fetch_all(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                let actions: Vec<String> = r.try_get("actions").map_err(map_sqlx)?;
+                let urls: Vec<String> = r.try_get("urls").map_err(map_sqlx)?;
+                let registered: Vec<DateTime<Utc>> = r.try_get("registered").map_err(map_sqlx)?;
+                let seen: Vec<DateTime<Utc>> = r.try_get("seen").map_err(map_sqlx)?;
+                Ok(ParticipantRecord {
+                    name: ParticipantName::from_trusted(r.try_get("name").map_err(map_sqlx)?),
+                    actions: actions.into_iter().map(ActionName::from_trusted).collect(),
+                    endpoints: urls
+                        .into_iter()
+                        .zip(registered)
+                        .zip(seen)
+                        .map(|((url, registered_at), last_seen_at)| EndpointRecord {
+                            url: EndpointUrl::from_trusted(url),
+                            registered_at,
+                            last_seen_at,
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn ready(&self) -> StoreResult<()> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        let expected = MIGRATOR.iter().count() as i64;
+        if applied < expected {
+            return Err(StoreError::Unavailable(format!(
+                "{applied} of {expected} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+}

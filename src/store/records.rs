@@ -1,0 +1,122 @@
+//! Rows as the store returns them, and their conversion to the state the
+//! state machine works on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::machine::{BranchState, CallStatus, Mode, Status, TxState};
+
+/// Transaction metadata (for example `traceparent`).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A global transaction row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxRecord {
+    pub gid: Gid,
+    pub mode: Mode,
+    pub status: Status,
+    pub metadata: Metadata,
+    pub timeout: Duration,
+    pub deadline: DateTime<Utc>,
+    pub branch_seq: i32,
+    pub rollback_reason: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub needs_attention: bool,
+    pub attention_reason: Option<String>,
+    pub paused: bool,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub fence: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A branch row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchRecord {
+    pub branch_id: BranchId,
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    pub payload: Vec<u8>,
+    pub call_timeout: Option<Duration>,
+    pub first_phase: CallStatus,
+    pub second_phase: CallStatus,
+    pub attempts: u32,
+    pub last_code: Option<String>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BranchRecord {
+    /// `participant.action`, the way operators name a branch.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.participant, self.action)
+    }
+
+    pub fn state(&self) -> BranchState {
+        BranchState {
+            id: self.branch_id.clone(),
+            label: self.label(),
+            first_phase: self.first_phase,
+            second_phase: self.second_phase,
+            attempts: self.attempts,
+            last_code: self.last_code.clone(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+impl TxRecord {
+    /// The state-machine view of this row and its branches.
+    pub fn state(&self, branches: &[BranchRecord]) -> TxState {
+        TxState {
+            status: self.status,
+            deadline: self.deadline,
+            decided_at: self.decided_at,
+            rollback_reason: self.rollback_reason.clone(),
+            attempts: self.attempts,
+            needs_attention: self.needs_attention,
+            attention_reason: self.attention_reason.clone(),
+            branches: branches.iter().map(BranchRecord::state).collect(),
+        }
+    }
+}
+
+/// One line of a transaction's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub status: Option<String>,
+    pub branch_id: Option<String>,
+    pub phase: Option<String>,
+    pub attempt: Option<i32>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// A registered participant endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRecord {
+    pub url: EndpointUrl,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A registered participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantRecord {
+    pub name: ParticipantName,
+    pub actions: Vec<ActionName>,
+    pub endpoints: Vec<EndpointRecord>,
+}
