@@ -129,7 +129,10 @@ mod tests {
         for _ in 0..10 {
             assert!(b.try_acquire(now));
             b.on_failure(now);
-            assert_eq!(b.state(now + expected - Duration::from_millis(1)), BreakerState::Open);
+            assert_eq!(
+                b.state(now + expected - Duration::from_millis(1)),
+                BreakerState::Open
+            );
             now += expected;
             expected = (expected * 2).min(MAX_COOLDOWN);
         }

@@ -222,7 +222,10 @@ impl Config {
                 }
             };
             ($field:ident, duration) => {
-                if let Some(v) = args.$field.or(dur(stringify!($field), file.$field.clone())?) {
+                if let Some(v) = args
+                    .$field
+                    .or(dur(stringify!($field), file.$field.clone())?)
+                {
                     c.$field = v;
                 }
             };
@@ -278,7 +281,10 @@ impl Config {
             return invalid("retry_factor", "must be at least 1.0");
         }
         if self.retry.initial.is_zero() || self.retry.max < self.retry.initial {
-            return invalid("retry_max", "must be at least retry_initial, which must be > 0");
+            return invalid(
+                "retry_max",
+                "must be at least retry_initial, which must be > 0",
+            );
         }
         if self.default_timeout > self.max_timeout || self.default_timeout.is_zero() {
             return invalid("default_timeout", "must be > 0 and at most max_timeout");
@@ -320,7 +326,11 @@ fn default_instance_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "concord".to_string());
     let suffix = &uuid::Uuid::now_v7().simple().to_string()[24..];
     format!("{host}-{}-{suffix}", std::process::id())
@@ -342,7 +352,11 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "call_timeout = \"7s\"\npool_size = 3\nretry_max = \"2m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "call_timeout = \"7s\"\npool_size = 3\nretry_max = \"2m\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             pool_size: Some(9),

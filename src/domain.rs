@@ -174,7 +174,12 @@ mod tests {
             Gid::parse("").unwrap_err().0,
             "gid must not be empty".to_string()
         );
-        assert!(Gid::parse("a".repeat(129)).unwrap_err().0.contains("limit is 128"));
+        assert!(
+            Gid::parse("a".repeat(129))
+                .unwrap_err()
+                .0
+                .contains("limit is 128")
+        );
         assert!(ActionName::parse("a b").unwrap_err().0.contains("' '"));
         assert!(BranchId::parse("x".repeat(65)).is_err());
     }
@@ -190,7 +195,9 @@ mod tests {
     #[test]
     fn endpoints_are_normalized_and_checked() {
         assert_eq!(
-            EndpointUrl::parse("http://127.0.0.1:7001/").unwrap().as_str(),
+            EndpointUrl::parse("http://127.0.0.1:7001/")
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:7001"
         );
         assert!(EndpointUrl::parse("https://svc.internal:443").is_ok());

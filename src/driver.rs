@@ -51,11 +51,15 @@ impl Engine {
         match tx.status {
             Status::Trying => {
                 let now = self.clock.now();
-                let Ok(Verdict::Decided { next, .. }) = machine::decide(&state, &Command::Expire, now)
+                let Ok(Verdict::Decided { next, .. }) =
+                    machine::decide(&state, &Command::Expire, now)
                 else {
                     // Not past its deadline by our clock (clock skew with
                     // the database): give it back untouched.
-                    let _ = self.store.release(&self.settings.instance_id, &[claimed.lease]).await;
+                    let _ = self
+                        .store
+                        .release(&self.settings.instance_id, &[claimed.lease])
+                        .await;
                     return;
                 };
                 let decision = Decision {
@@ -75,14 +79,20 @@ impl Engine {
                         self.drive(lease, branches, next, Some(tx.metadata)).await;
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(%gid, error = %e, "cannot roll back expired transaction"),
+                    Err(e) => {
+                        tracing::warn!(%gid, error = %e, "cannot roll back expired transaction")
+                    }
                 }
             }
             Status::Confirming | Status::Cancelling => {
-                self.drive(claimed.lease, branches, state, Some(tx.metadata)).await;
+                self.drive(claimed.lease, branches, state, Some(tx.metadata))
+                    .await;
             }
             Status::Confirmed | Status::Cancelled => {
-                let _ = self.store.release(&self.settings.instance_id, &[claimed.lease]).await;
+                let _ = self
+                    .store
+                    .release(&self.settings.instance_id, &[claimed.lease])
+                    .await;
             }
         }
     }
@@ -184,7 +194,8 @@ impl Engine {
             .map(|c| (c.branch_id.clone(), c.outcome.clone()))
             .collect();
         let now = self.clock.now();
-        let (next, settled) = machine::settle_round(&state, &replies, now, self.settings.escalation);
+        let (next, settled) =
+            machine::settle_round(&state, &replies, now, self.settings.escalation);
         let (next_attempt_at, newly_flagged) = match settled {
             Settled::Finished(_) => (None, false),
             Settled::Retry {
@@ -192,7 +203,8 @@ impl Engine {
                 newly_flagged,
             } => {
                 let delay = self.retry.delay(attempt);
-                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+                let delay =
+                    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
                 (Some(now + delay), newly_flagged)
             }
         };
@@ -222,8 +234,12 @@ impl Engine {
                         "round incomplete; retry scheduled");
                 }
             }
-            Ok(false) => tracing::warn!(%gid, "lease lost before the round was written; the new owner redoes it"),
-            Err(e) => tracing::warn!(%gid, error = %e, "round not written; the lease will expire and the round is redone"),
+            Ok(false) => {
+                tracing::warn!(%gid, "lease lost before the round was written; the new owner redoes it")
+            }
+            Err(e) => {
+                tracing::warn!(%gid, error = %e, "round not written; the lease will expire and the round is redone")
+            }
         }
         drop(guard);
     }

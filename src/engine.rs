@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use concord_proto::participant::v1::BranchRequest;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -18,7 +18,9 @@ use crate::clock::Clock;
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
 use crate::error::{Error, Result};
 use crate::leases::Leases;
-use crate::machine::{self, CallStatus, Command, Escalation, Outcome, Phase, Refusal, Status, Verdict};
+use crate::machine::{
+    self, CallStatus, Command, Escalation, Outcome, Phase, Refusal, Status, Verdict,
+};
 use crate::participant_client::ParticipantClients;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
@@ -168,8 +170,12 @@ impl Engine {
             Some(t) => t.min(self.settings.max_timeout),
             None => self.settings.default_timeout,
         };
+        // Stored in milliseconds; compare repeats at the same precision.
+        let timeout = Duration::from_millis(timeout.as_millis().max(1) as u64);
         let gid = gid.unwrap_or_else(Gid::generate);
-        let now = self.clock.now();
+        // PostgreSQL keeps microseconds; so do we, so that a repeated Begin
+        // answers the very deadline the first one did.
+        let now = self.clock.now().trunc_subsecs(6);
         let deadline = now
             + chrono::Duration::from_std(timeout)
                 .map_err(|_| Error::InvalidArgument("timeout too large".into()))?;
@@ -190,7 +196,8 @@ impl Engine {
                 Ok((gid, deadline))
             }
             Begun::Existing(tx) => {
-                if tx.mode == machine::Mode::Tcc && tx.timeout == timeout && tx.metadata == metadata {
+                if tx.mode == machine::Mode::Tcc && tx.timeout == timeout && tx.metadata == metadata
+                {
                     Ok((gid, tx.deadline))
                 } else {
                     Err(Error::AlreadyExists(format!(
@@ -211,11 +218,17 @@ impl Engine {
             )));
         }
         if req.call_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::InvalidArgument("call_timeout must be positive".into()));
+            return Err(Error::InvalidArgument(
+                "call_timeout must be positive".into(),
+            ));
         }
-        let entry = self.registry.lookup(&req.participant).await?.ok_or_else(|| {
-            Error::NotFound(format!("participant {} is not registered", req.participant))
-        })?;
+        let entry = self
+            .registry
+            .lookup(&req.participant)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("participant {} is not registered", req.participant))
+            })?;
         if !entry.actions.contains(&req.action) {
             let mut known: Vec<&str> = entry.actions.iter().map(ActionName::as_str).collect();
             known.sort_unstable();
@@ -238,7 +251,13 @@ impl Engine {
         };
         let reply = self
             .clients
-            .call(&req.participant, &entry.endpoints, Phase::Try, request, timeout)
+            .call(
+                &req.participant,
+                &entry.endpoints,
+                Phase::Try,
+                request,
+                timeout,
+            )
             .await;
         tracing::debug!(gid = %req.gid, branch_id = %branch.branch_id, participant = %req.participant,
             action = %req.action, phase = "try", attempt, code = reply.outcome.code(), "participant replied");
@@ -250,7 +269,12 @@ impl Engine {
         };
         if let Err(e) = self
             .store
-            .record_try(&req.gid, &record, self.clock.now(), &self.settings.instance_id)
+            .record_try(
+                &req.gid,
+                &record,
+                self.clock.now(),
+                &self.settings.instance_id,
+            )
             .await
         {
             // Commit refuses while the try is not recorded as succeeded, so
@@ -296,7 +320,11 @@ impl Engine {
                         && branch.action == req.action
                         && branch.payload == req.payload;
                     if same {
-                        let attempt = if branch.first_phase == CallStatus::Pending { 1 } else { 2 };
+                        let attempt = if branch.first_phase == CallStatus::Pending {
+                            1
+                        } else {
+                            2
+                        };
                         return Ok((branch, metadata, attempt));
                     }
                     if req.branch_id.is_some() {
@@ -307,17 +335,22 @@ impl Engine {
                     }
                 }
                 BranchAdded::NotAccepted(None) => {
-                    return Err(Error::NotFound(format!("transaction {} not found", req.gid)));
+                    return Err(Error::NotFound(format!(
+                        "transaction {} not found",
+                        req.gid
+                    )));
                 }
                 BranchAdded::NotAccepted(Some(tx)) => {
                     let state = tx.state(&[]);
-                    return Err(match machine::decide(&state, &Command::AddBranch, self.clock.now()) {
-                        Err(r) => refused(r),
-                        Ok(_) => Error::FailedPrecondition(format!(
-                            "transaction {} does not accept branches now",
-                            req.gid
-                        )),
-                    });
+                    return Err(
+                        match machine::decide(&state, &Command::AddBranch, self.clock.now()) {
+                            Err(r) => refused(r),
+                            Ok(_) => Error::FailedPrecondition(format!(
+                                "transaction {} does not accept branches now",
+                                req.gid
+                            )),
+                        },
+                    );
                 }
             }
         }
@@ -332,12 +365,23 @@ impl Engine {
     }
 
     /// Decides rollback; phase 2 runs in the background unless `wait` is set.
-    pub async fn rollback(&self, gid: &Gid, reason: String, wait_until: Option<Instant>) -> Result<Status> {
+    pub async fn rollback(
+        &self,
+        gid: &Gid,
+        reason: String,
+        wait_until: Option<Instant>,
+    ) -> Result<Status> {
         let reason = truncate(reason, MAX_REASON);
-        self.decide(gid, Command::Rollback { reason }, wait_until).await
+        self.decide(gid, Command::Rollback { reason }, wait_until)
+            .await
     }
 
-    async fn decide(&self, gid: &Gid, command: Command, wait_until: Option<Instant>) -> Result<Status> {
+    async fn decide(
+        &self,
+        gid: &Gid,
+        command: Command,
+        wait_until: Option<Instant>,
+    ) -> Result<Status> {
         let status = self.decide_once(gid, &command).await?;
         match wait_until {
             Some(until) if !status.is_final() => self.wait_final(gid, until).await,

@@ -218,7 +218,9 @@ pub enum Command {
     /// Register one more branch (TCC Try).
     AddBranch,
     Commit,
-    Rollback { reason: String },
+    Rollback {
+        reason: String,
+    },
     /// The recovery loop noticed the deadline.
     Expire,
 }

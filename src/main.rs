@@ -12,10 +12,20 @@ use concord::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "concord", version, about = "Distributed-transaction coordinator (TCC over gRPC, state in PostgreSQL)")]
+#[command(
+    name = "concord",
+    version,
+    about = "Distributed-transaction coordinator (TCC over gRPC, state in PostgreSQL)"
+)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "CONCORD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -24,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate {
         /// PostgreSQL connection URL.
@@ -76,7 +86,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         eprintln!("error: cannot install signal handlers");
         std::process::exit(1);
     };

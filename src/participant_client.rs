@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use concord_proto::participant::v1::participant_client::ParticipantClient;
@@ -86,18 +85,20 @@ pub struct EndpointHealth {
 pub struct ParticipantClients {
     channels: Mutex<HashMap<EndpointUrl, Channel>>,
     breakers: Mutex<HashMap<EndpointUrl, Breaker>>,
-    next: AtomicUsize,
     breaker_failures: u32,
     breaker_cooldown: Duration,
     max_message_bytes: usize,
 }
 
 impl ParticipantClients {
-    pub fn new(breaker_failures: u32, breaker_cooldown: Duration, max_message_bytes: usize) -> Self {
+    pub fn new(
+        breaker_failures: u32,
+        breaker_cooldown: Duration,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
-            next: AtomicUsize::new(0),
             breaker_failures,
             breaker_cooldown,
             max_message_bytes,
@@ -125,7 +126,9 @@ impl ParticipantClients {
         if endpoints.is_empty() {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A random start spreads load without a shared counter that calls of
+        // different phases would fall into step with.
+        let start = rand::random::<u32>() as usize;
         let now = Instant::now();
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         for i in 0..endpoints.len() {
@@ -207,7 +210,12 @@ impl ParticipantClients {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         let mut req = tonic::Request::new(request);
-        req.set_timeout(timeout);
+        // The header tells the participant when to give up; our own timer
+        // below ends the wait (tonic's client timer would report CANCELLED,
+        // which reads wrong in an operator's event history).
+        if let Ok(v) = format!("{}m", timeout.as_millis().max(1)).parse() {
+            req.metadata_mut().insert("grpc-timeout", v);
+        }
         let call = async {
             match phase {
                 Phase::Try => client.r#try(req).await,
@@ -215,9 +223,16 @@ impl ParticipantClients {
                 Phase::Cancel => client.cancel(req).await,
             }
         };
-        // The grpc-timeout header asks the server to stop; this bounds our own
-        // wait even if the server or the connection ignores it.
-        let result = match tokio::time::timeout(timeout + Duration::from_millis(50), call).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, call).await {
+            // tonic's channel enforces the grpc-timeout header itself and
+            // reports CANCELLED; it is a deadline all the same.
+            Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout => {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no reply within {}ms",
+                    timeout.as_millis()
+                )))
+            }
             Ok(r) => r.map(tonic::Response::into_inner),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                 "no reply within {}ms",
@@ -272,7 +287,9 @@ mod tests {
         assert!(endpoint_failed(&unknown("UNAVAILABLE")));
         assert!(endpoint_failed(&unknown("DEADLINE_EXCEEDED")));
         assert!(!endpoint_failed(&unknown("INTERNAL")));
-        assert!(!endpoint_failed(&Outcome::Rejected { message: String::new() }));
+        assert!(!endpoint_failed(&Outcome::Rejected {
+            message: String::new()
+        }));
         assert!(!endpoint_failed(&Outcome::Succeeded));
     }
 

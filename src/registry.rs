@@ -71,7 +71,9 @@ impl Registry {
             if let Some(e) = cache.entries.get(name) {
                 return Ok(Some(e.clone()));
             }
-            cache.loaded_at.is_some_and(|at| at.elapsed() < MISS_REFRESH)
+            cache
+                .loaded_at
+                .is_some_and(|at| at.elapsed() < MISS_REFRESH)
         };
         if !fresh_enough {
             self.refresh().await?;

@@ -54,9 +54,15 @@ mod tests {
         let p = policy();
         for _ in 0..50 {
             let d1 = p.delay(1);
-            assert!(d1 >= Duration::from_secs(1) && d1 < Duration::from_secs(2), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_secs(1) && d1 < Duration::from_secs(2),
+                "{d1:?}"
+            );
             let d3 = p.delay(3);
-            assert!(d3 >= Duration::from_secs(4) && d3 < Duration::from_secs(8), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_secs(4) && d3 < Duration::from_secs(8),
+                "{d3:?}"
+            );
         }
     }
 

@@ -57,23 +57,38 @@ pub struct Server {
 impl Server {
     /// Connects, migrates (unless disabled) and binds the listen address.
     pub async fn build(config: Config) -> Result<Self, ServerError> {
-        let store = PgStore::connect(&config.database_url, config.pool_size, Duration::from_secs(5))
-            .await
-            .map_err(ServerError::Database)?;
+        let store = PgStore::connect(
+            &config.database_url,
+            config.pool_size,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(ServerError::Database)?;
         if config.migrate {
             store.migrate().await.map_err(ServerError::Migrate)?;
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        Ok(Self::assemble(config, Arc::new(store), Arc::new(SystemClock), listener))
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self::assemble(
+            config,
+            Arc::new(store),
+            Arc::new(SystemClock),
+            listener,
+        ))
     }
 
     /// Builds from parts (tests inject the store, clock and listener).
-    pub fn assemble(config: Config, store: Arc<PgStore>, clock: Arc<dyn Clock>, listener: TcpListener) -> Self {
+    pub fn assemble(
+        config: Config,
+        store: Arc<PgStore>,
+        clock: Arc<dyn Clock>,
+        listener: TcpListener,
+    ) -> Self {
         let dyn_store: Arc<dyn Store> = store.clone();
         let registry = Arc::new(Registry::new(Arc::clone(&dyn_store), Arc::clone(&clock)));
         let clients = Arc::new(ParticipantClients::new(
@@ -113,7 +128,9 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -123,7 +140,10 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, gives
     /// in-flight rounds the grace period and releases the leases still held
     /// so that another instance continues at once.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Server {
             config,
             store,
@@ -167,7 +187,9 @@ impl Server {
         health_reporter
             .set_serving::<CoordinatorServer<CoordinatorApi>>()
             .await;
-        health_reporter.set_serving::<RegistryServer<RegistryApi>>().await;
+        health_reporter
+            .set_serving::<RegistryServer<RegistryApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -191,7 +213,10 @@ impl Server {
             .add_service(reflection)
             .add_service(coordinator)
             .add_service(registry)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), serving.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                serving.clone().cancelled_owned(),
+            );
         let mut serve = tokio::spawn(serve);
         tokio::select! {
             _ = shutdown => {}
@@ -215,14 +240,22 @@ impl Server {
         stop.cancel();
         engine.shutdown.cancel();
         engine.tracker.close();
-        if tokio::time::timeout(grace, engine.tracker.wait()).await.is_err() {
-            tracing::warn!(in_flight = engine.leases.len(), "grace period over; releasing leases");
+        if tokio::time::timeout(grace, engine.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = engine.leases.len(),
+                "grace period over; releasing leases"
+            );
         }
         let held = engine.leases.snapshot();
         if !held.is_empty() {
             match store.release(&config.instance_id, &held).await {
                 Ok(n) => tracing::info!(released = n, "leases released"),
-                Err(e) => tracing::warn!(error = %e, "lease release failed; they expire by themselves"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease release failed; they expire by themselves")
+                }
             }
         }
         background.wait().await;

@@ -81,7 +81,11 @@ pub fn event(e: &EventRecord) -> pb::Event {
     }
 }
 
-pub fn transaction(tx: &TxRecord, branches: &[BranchRecord], events: &[EventRecord]) -> pb::Transaction {
+pub fn transaction(
+    tx: &TxRecord,
+    branches: &[BranchRecord],
+    events: &[EventRecord],
+) -> pb::Transaction {
     pb::Transaction {
         gid: tx.gid.to_string(),
         mode: mode(tx.mode) as i32,

@@ -42,15 +42,21 @@ fn gid(raw: &str) -> Result<Gid, Error> {
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorApi {
-    async fn begin(&self, request: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+    async fn begin(
+        &self,
+        request: Request<pb::BeginRequest>,
+    ) -> Result<Response<pb::BeginResponse>, Status> {
         let req = request.into_inner();
         guarded("Begin", &req.gid.clone(), async {
-            let gid = if req.gid.is_empty() { None } else { Some(gid(&req.gid)?) };
+            let gid = if req.gid.is_empty() {
+                None
+            } else {
+                Some(gid(&req.gid)?)
+            };
             let timeout = match &req.timeout {
-                Some(d) => Some(
-                    convert::duration(d)
-                        .ok_or_else(|| Error::InvalidArgument("timeout must not be negative".into()))?,
-                ),
+                Some(d) => Some(convert::duration(d).ok_or_else(|| {
+                    Error::InvalidArgument("timeout must not be negative".into())
+                })?),
                 None => None,
             };
             let (gid, deadline) = self
@@ -65,14 +71,16 @@ impl Coordinator for CoordinatorApi {
         .await
     }
 
-    async fn r#try(&self, request: Request<pb::TryRequest>) -> Result<Response<pb::TryResponse>, Status> {
+    async fn r#try(
+        &self,
+        request: Request<pb::TryRequest>,
+    ) -> Result<Response<pb::TryResponse>, Status> {
         let req = request.into_inner();
         guarded("Try", &req.gid.clone(), async {
             let call_timeout = match &req.call_timeout {
-                Some(d) => Some(
-                    convert::duration(d)
-                        .ok_or_else(|| Error::InvalidArgument("call_timeout must not be negative".into()))?,
-                ),
+                Some(d) => Some(convert::duration(d).ok_or_else(|| {
+                    Error::InvalidArgument("call_timeout must not be negative".into())
+                })?),
                 None => None,
             };
             let branch = TryBranch {
@@ -96,7 +104,10 @@ impl Coordinator for CoordinatorApi {
         .await
     }
 
-    async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
         let until = self.wait_until(&request, request.get_ref().wait);
         let req = request.into_inner();
         guarded("Commit", &req.gid.clone(), async {
@@ -134,7 +145,8 @@ impl Coordinator for CoordinatorApi {
     ) -> Result<Response<pb::Transaction>, Status> {
         let req = request.into_inner();
         guarded("GetTransaction", &req.gid.clone(), async {
-            let (tx, branches, events) = self.engine.get(&gid(&req.gid)?, req.include_events).await?;
+            let (tx, branches, events) =
+                self.engine.get(&gid(&req.gid)?, req.include_events).await?;
             Ok(convert::transaction(&tx, &branches, &events))
         })
         .await

@@ -2,8 +2,8 @@
 //! This module holds what every handler shares: the one mapping of errors
 //! to `tonic::Status`, panic recovery and request logging.
 
-pub mod coordinator;
 pub mod convert;
+pub mod coordinator;
 pub mod registry;
 
 use std::panic::AssertUnwindSafe;
@@ -26,8 +26,12 @@ pub fn status(err: Error) -> Status {
         Error::Rejected(m) => Status::aborted(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
-        Error::Store(StoreError::Unavailable(m)) => Status::unavailable(format!("database unavailable: {m}")),
-        Error::Store(StoreError::Conflict(m)) => Status::aborted(format!("concurrent change: {m}; retry")),
+        Error::Store(StoreError::Unavailable(m)) => {
+            Status::unavailable(format!("database unavailable: {m}"))
+        }
+        Error::Store(StoreError::Conflict(m)) => {
+            Status::aborted(format!("concurrent change: {m}; retry"))
+        }
         Error::Store(e) => Status::internal(e.to_string()),
         Error::Internal(m) => Status::internal(m),
     }
@@ -41,7 +45,11 @@ impl From<InvalidValue> for Error {
 
 /// Runs one handler: turns a panic into INTERNAL (the server lives on) and
 /// logs the outcome once, with the gid when there is one.
-pub async fn guarded<T, F>(method: &'static str, gid: &str, handler: F) -> Result<tonic::Response<T>, Status>
+pub async fn guarded<T, F>(
+    method: &'static str,
+    gid: &str,
+    handler: F,
+) -> Result<tonic::Response<T>, Status>
 where
     F: Future<Output = Result<T, Error>>,
 {
@@ -66,7 +74,9 @@ where
             Code::Internal | Code::Unknown | Code::DataLoss => {
                 tracing::error!(method, gid, code = ?s.code(), message = s.message(), elapsed_ms, "request failed")
             }
-            _ => tracing::info!(method, gid, code = ?s.code(), message = s.message(), elapsed_ms, "request refused"),
+            _ => {
+                tracing::info!(method, gid, code = ?s.code(), message = s.message(), elapsed_ms, "request refused")
+            }
         },
     }
     result
@@ -115,11 +125,17 @@ mod tests {
             (Error::InvalidArgument("x".into()), Code::InvalidArgument),
             (Error::NotFound("x".into()), Code::NotFound),
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
-            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (
+                Error::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
             (Error::Rejected("x".into()), Code::Aborted),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
-            (Error::Store(StoreError::Unavailable("x".into())), Code::Unavailable),
+            (
+                Error::Store(StoreError::Unavailable("x".into())),
+                Code::Unavailable,
+            ),
             (Error::Internal("x".into()), Code::Internal),
         ];
         for (e, code) in cases {

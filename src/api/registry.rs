@@ -71,7 +71,9 @@ impl RegistryService for RegistryApi {
                         actions: p
                             .actions
                             .into_iter()
-                            .map(|a| pb::Action { name: a.to_string() })
+                            .map(|a| pb::Action {
+                                name: a.to_string(),
+                            })
                             .collect(),
                         endpoints: p
                             .endpoints

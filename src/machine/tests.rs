@@ -65,7 +65,11 @@ fn add_branch_only_while_trying_and_before_deadline() {
         Ok(Verdict::Unchanged)
     );
     assert_eq!(
-        decide(&two_tried(), &Command::AddBranch, t0() + Duration::seconds(30)),
+        decide(
+            &two_tried(),
+            &Command::AddBranch,
+            t0() + Duration::seconds(30)
+        ),
         Err(Refusal::DeadlinePassed(t0() + Duration::seconds(30)))
     );
     for s in [
@@ -145,7 +149,9 @@ fn commit_refused_unless_every_try_succeeded() {
     ] {
         let tx = trying(vec![branch("1", CallStatus::Succeeded), branch("2", first)]);
         let err = decide(&tx, &Command::Commit, t0()).unwrap_err();
-        assert!(matches!(err, Refusal::TryNotSucceeded { ref branch, .. } if branch.as_str() == "2"));
+        assert!(
+            matches!(err, Refusal::TryNotSucceeded { ref branch, .. } if branch.as_str() == "2")
+        );
         assert!(err.to_string().contains("branch 2 (svc2.act)"));
     }
 }
@@ -169,14 +175,20 @@ fn rollback_cancels_every_branch_including_rejected_tries() {
     assert_eq!(next.status, Status::Cancelling);
     assert_eq!(next.rollback_reason.as_deref(), Some("no stock"));
     assert_eq!(calls.len(), 3);
-    assert!(pending_calls(&next).iter().all(|(_, p)| *p == Phase::Cancel));
+    assert!(
+        pending_calls(&next)
+            .iter()
+            .all(|(_, p)| *p == Phase::Cancel)
+    );
 }
 
 #[test]
 fn rollback_allowed_past_deadline() {
     let at = t0() + Duration::hours(1);
     let verdict = decide(&two_tried(), &Command::Rollback { reason: "x".into() }, at).unwrap();
-    assert!(matches!(verdict, Verdict::Decided { ref next, .. } if next.status == Status::Cancelling));
+    assert!(
+        matches!(verdict, Verdict::Decided { ref next, .. } if next.status == Status::Cancelling)
+    );
 }
 
 #[test]
@@ -245,9 +257,11 @@ fn round_with_every_success_finishes() {
 #[test]
 fn cancelling_round_finishes_cancelled() {
     let tx = {
-        let Ok(Verdict::Decided { next, .. }) =
-            decide(&two_tried(), &Command::Rollback { reason: "r".into() }, t0())
-        else {
+        let Ok(Verdict::Decided { next, .. }) = decide(
+            &two_tried(),
+            &Command::Rollback { reason: "r".into() },
+            t0(),
+        ) else {
             panic!()
         };
         next
@@ -307,7 +321,13 @@ fn aborted_in_phase_two_is_retried_not_accepted() {
     assert!(matches!(settled, Settled::Retry { .. }));
     assert_eq!(next.branches[1].second_phase, CallStatus::Unknown);
     assert_eq!(next.branches[1].last_code.as_deref(), Some("ABORTED"));
-    assert!(next.branches[1].last_error.as_ref().unwrap().contains("nope"));
+    assert!(
+        next.branches[1]
+            .last_error
+            .as_ref()
+            .unwrap()
+            .contains("nope")
+    );
 }
 
 #[test]
@@ -315,8 +335,17 @@ fn escalates_after_max_attempts_once_and_keeps_retrying() {
     let mut tx = confirming();
     let mut flagged_rounds = 0;
     for round in 1..=5 {
-        let (next, settled) = settle_round(&tx, &[(id("1"), unknown("down")), (id("2"), unknown("down"))], t0(), ESC);
-        let Settled::Retry { attempt, newly_flagged } = settled else {
+        let (next, settled) = settle_round(
+            &tx,
+            &[(id("1"), unknown("down")), (id("2"), unknown("down"))],
+            t0(),
+            ESC,
+        );
+        let Settled::Retry {
+            attempt,
+            newly_flagged,
+        } = settled
+        else {
             panic!("should keep retrying")
         };
         assert_eq!(attempt, round);
@@ -329,7 +358,10 @@ fn escalates_after_max_attempts_once_and_keeps_retrying() {
     }
     assert_eq!(flagged_rounds, 1);
     let reason = tx.attention_reason.unwrap();
-    assert!(reason.contains("branch 1 (svc1.act) confirm failing after 5 attempts: UNAVAILABLE down"), "{reason}");
+    assert!(
+        reason.contains("branch 1 (svc1.act) confirm failing after 5 attempts: UNAVAILABLE down"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -355,7 +387,10 @@ fn replies_for_done_or_unknown_branches_are_ignored() {
     let (first, _) = settle_round(&confirming(), &[(id("1"), Outcome::Succeeded)], t0(), ESC);
     let (second, _) = settle_round(
         &first,
-        &[(id("1"), unknown("late duplicate")), (id("9"), Outcome::Succeeded)],
+        &[
+            (id("1"), unknown("late duplicate")),
+            (id("9"), Outcome::Succeeded),
+        ],
         t0(),
         ESC,
     );

@@ -74,7 +74,7 @@ pub struct NewTransaction {
 pub enum Begun {
     Created,
     /// A transaction with that gid already exists (as it is now).
-    Existing(TxRecord),
+    Existing(Box<TxRecord>),
 }
 
 /// A branch to register before its Try is called.

@@ -37,7 +37,11 @@ fn u32_of(v: i32) -> u32 {
 
 impl PgStore {
     /// Connects both pools; `pool_size` is the durable pool's size.
-    pub async fn connect(url: &str, pool_size: u32, acquire_timeout: Duration) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        pool_size: u32,
+        acquire_timeout: Duration,
+    ) -> StoreResult<Self> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad database url: {e}")))?;
@@ -61,6 +65,19 @@ impl PgStore {
             .await
             .map_err(map_sqlx)?;
         Ok(Self { durable, relaxed })
+    }
+
+    /// The URL of the database a pool points at (tests hand it to instances
+    /// running in other runtimes).
+    pub fn url_of(pool: &PgPool) -> String {
+        let o = pool.connect_options();
+        format!(
+            "postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("postgres")
+        )
     }
 
     /// Wraps an existing pool (tests); the relaxed pool is a second pool on
@@ -180,7 +197,11 @@ fn branch_from_row(row: &PgRow) -> StoreResult<BranchRecord> {
 
 impl PgStore {
     async fn load_tx(&self, gid: &Gid) -> StoreResult<Option<TxRecord>> {
-        let sql = concat!("SELECT ", tx_columns!(), " FROM global_transactions WHERE gid = $1");
+        let sql = concat!(
+            "SELECT ",
+            tx_columns!(),
+            " FROM global_transactions WHERE gid = $1"
+        );
         let row = sqlx::query(sql)
             .bind(gid.as_str())
             .fetch_optional(&self.durable)
@@ -190,7 +211,11 @@ impl PgStore {
     }
 
     async fn load_branch(&self, gid: &Gid, id: &str) -> StoreResult<Option<BranchRecord>> {
-        let sql = concat!("SELECT ", branch_columns!(), " FROM branches WHERE gid = $1 AND branch_id = $2");
+        let sql = concat!(
+            "SELECT ",
+            branch_columns!(),
+            " FROM branches WHERE gid = $1 AND branch_id = $2"
+        );
         let row = sqlx::query(sql)
             .bind(gid.as_str())
             .bind(id)
@@ -240,7 +265,7 @@ impl Store for PgStore {
             return Ok(Begun::Created);
         }
         match self.load_tx(&tx.gid).await? {
-            Some(existing) => Ok(Begun::Existing(existing)),
+            Some(existing) => Ok(Begun::Existing(Box::new(existing))),
             // Deleted between the two statements (retention): report as a
             // conflict rather than pretend it was created.
             None => Err(StoreError::Conflict(format!("gid {} vanished", tx.gid))),
@@ -298,7 +323,10 @@ impl Store for PgStore {
                     .load_branch(&b.gid, &id)
                     .await?
                     .ok_or_else(|| StoreError::Database("inserted branch not readable".into()))?;
-                Ok(BranchAdded::Added { branch: record, metadata })
+                Ok(BranchAdded::Added {
+                    branch: record,
+                    metadata,
+                })
             }
             (Some(seq), None) => {
                 let id = b
@@ -306,11 +334,13 @@ impl Store for PgStore {
                     .as_ref()
                     .map(|id| id.as_str().to_string())
                     .unwrap_or_else(|| seq.to_string());
-                let record = self
-                    .load_branch(&b.gid, &id)
-                    .await?
-                    .ok_or_else(|| StoreError::Database("conflicting branch not readable".into()))?;
-                Ok(BranchAdded::Existing { branch: record, metadata })
+                let record = self.load_branch(&b.gid, &id).await?.ok_or_else(|| {
+                    StoreError::Database("conflicting branch not readable".into())
+                })?;
+                Ok(BranchAdded::Existing {
+                    branch: record,
+                    metadata,
+                })
             }
         }
     }
@@ -324,7 +354,10 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let (code, message) = match &call.outcome {
             crate::machine::Outcome::Succeeded => (None, None),
-            other => (Some(other.code().to_string()), Some(other.message().to_string())),
+            other => (
+                Some(other.code().to_string()),
+                Some(other.message().to_string()),
+            ),
         };
         sqlx::query(
             "WITH b AS (
@@ -365,7 +398,10 @@ impl Store for PgStore {
             .fetch_all(&self.durable)
             .await
             .map_err(map_sqlx)?;
-        let branches = rows.iter().map(branch_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let branches = rows
+            .iter()
+            .map(branch_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some((tx, branches)))
     }
 
@@ -476,7 +512,13 @@ impl Store for PgStore {
         } else {
             conclude(
                 "retry_scheduled",
-                r.next_attempt_at.map(|at| format!("round {} failed; next at {}", r.next.attempts, at.to_rfc3339())),
+                r.next_attempt_at.map(|at| {
+                    format!(
+                        "round {} failed; next at {}",
+                        r.next.attempts,
+                        at.to_rfc3339()
+                    )
+                }),
             );
         }
         if r.newly_flagged {
@@ -534,7 +576,12 @@ impl Store for PgStore {
         Ok(updated == 1)
     }
 
-    async fn claim_due(&self, owner: &str, limit: i64, lease: Duration) -> StoreResult<Vec<Claimed>> {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> StoreResult<Vec<Claimed>> {
         let rows = sqlx::query(
             "WITH due AS (
                 SELECT gid, owner AS previous_owner
@@ -685,12 +732,11 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> StoreResult<()> {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.durable)
-        .await
-        .map_err(map_sqlx)?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.durable)
+                .await
+                .map_err(map_sqlx)?;
         let expected = MIGRATOR.iter().count() as i64;
         if applied < expected {
             return Err(StoreError::Unavailable(format!(

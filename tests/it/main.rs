@@ -1,1 +1,8 @@
-//! x
+//! Integration tests: one binary, real PostgreSQL (a fresh database per test
+//! through `#[sqlx::test]`), real gRPC servers on loopback ports.
+
+mod bad_input;
+mod crash;
+mod harness;
+mod store;
+mod tcc;

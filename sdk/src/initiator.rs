@@ -1,0 +1,462 @@
+//! The initiator side: opening a TCC global transaction on the coordinator,
+//! trying branches in it and deciding its outcome.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use concord_proto::v1::coordinator_client::CoordinatorClient;
+use concord_proto::v1::{
+    BeginRequest, CommitRequest, GetTransactionRequest, RollbackRequest, Transaction,
+    TransactionStatus, TryRequest,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// The `Result` of every initiator call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a call to the coordinator failed.
+///
+/// The gRPC code is kept (see [`Error::code`]) so callers can tell a final
+/// answer ([`Error::Rejected`]) from one worth retrying
+/// ([`Error::Unavailable`], [`Error::DeadlineExceeded`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The coordinator URL does not parse.
+    #[error("invalid coordinator url {url:?}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// No connection to the coordinator could be opened.
+    #[error("cannot connect to the coordinator")]
+    Connect(#[source] tonic::transport::Error),
+    /// `ABORTED`: for `try_branch`, the participant rejected the branch (the
+    /// transaction should be rolled back); for commit, the transaction is
+    /// already rolling back.
+    #[error("rejected: {message}")]
+    Rejected {
+        /// The reason given.
+        message: String,
+    },
+    /// `UNAVAILABLE`: the coordinator, or a participant behind it, could not
+    /// be reached; the outcome is unknown and a retry may help.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// The reason given.
+        message: String,
+    },
+    /// `DEADLINE_EXCEEDED`: the call took too long; for a waiting commit or
+    /// rollback, the coordinator goes on in the background.
+    #[error("deadline exceeded: {message}")]
+    DeadlineExceeded {
+        /// The reason given.
+        message: String,
+    },
+    /// `NOT_FOUND`: no such transaction, participant or action.
+    #[error("not found: {message}")]
+    NotFound {
+        /// The reason given.
+        message: String,
+    },
+    /// `INVALID_ARGUMENT`: the request itself is wrong (a malformed gid...).
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// The reason given.
+        message: String,
+    },
+    /// `FAILED_PRECONDITION`: the transaction is not in a state that allows
+    /// the call (for example a try after the commit decision, or after the
+    /// transaction timed out).
+    #[error("failed precondition: {message}")]
+    FailedPrecondition {
+        /// The reason given.
+        message: String,
+    },
+    /// Any other gRPC code.
+    #[error("coordinator call failed with {code:?}: {message}")]
+    Rpc {
+        /// The gRPC code.
+        code: Code,
+        /// The reason given.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The gRPC code of the coordinator's answer, or `None` if the call
+    /// never reached it.
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            Error::InvalidUrl { .. } | Error::Connect(_) => return None,
+            Error::Rejected { .. } => Code::Aborted,
+            Error::Unavailable { .. } => Code::Unavailable,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Rpc { code, .. } => *code,
+        })
+    }
+
+    /// Whether this is a final business rejection (`ABORTED`).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Error::Rejected { .. })
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        let message = s.message().to_owned();
+        match s.code() {
+            Code::Aborted => Error::Rejected { message },
+            Code::Unavailable => Error::Unavailable { message },
+            Code::DeadlineExceeded => Error::DeadlineExceeded { message },
+            Code::NotFound => Error::NotFound { message },
+            Code::InvalidArgument => Error::InvalidArgument { message },
+            Code::FailedPrecondition => Error::FailedPrecondition { message },
+            code => Error::Rpc { code, message },
+        }
+    }
+}
+
+/// A connection to the coordinator's `concord.v1.Coordinator` service.
+///
+/// Cheap to clone: clones share one HTTP/2 connection.
+///
+/// ```no_run
+/// use concord_sdk::{BeginOptions, Coordinator};
+///
+/// # async fn run() -> Result<(), concord_sdk::initiator::Error> {
+/// let coordinator = Coordinator::connect("http://127.0.0.1:50051").await?;
+/// let reply = coordinator
+///     .tcc(BeginOptions::default(), |tx| async move {
+///         tx.try_branch("bank", "transfer_out", br#"{"amount":30}"#.to_vec()).await?;
+///         let r = tx.try_branch("bank", "transfer_in", br#"{"amount":30}"#.to_vec()).await?;
+///         Ok::<_, concord_sdk::initiator::Error>(r.payload)
+///     })
+///     .await?;
+/// # let _ = reply;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Coordinator {
+    client: CoordinatorClient<Channel>,
+}
+
+impl Coordinator {
+    /// Connects to the coordinator at `url` (`http://host:port`), failing if
+    /// it cannot be reached now.
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        let channel = endpoint(url.into())?
+            .connect()
+            .await
+            .map_err(Error::Connect)?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Like [`connect`](Self::connect), but connects on first use, so the
+    /// coordinator need not be up yet.
+    pub fn connect_lazy(url: impl Into<String>) -> Result<Self> {
+        Ok(Self::from_channel(endpoint(url.into())?.connect_lazy()))
+    }
+
+    /// Wraps an existing channel (for custom TLS, timeouts, interceptors...).
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            client: CoordinatorClient::new(channel),
+        }
+    }
+
+    /// Opens a TCC global transaction.
+    pub async fn begin(&self, opts: BeginOptions) -> Result<TccTransaction> {
+        let traceparent = opts.metadata.get(TRACEPARENT).cloned();
+        let timeout = opts.timeout.map(proto_duration);
+        let request = BeginRequest {
+            gid: opts.gid.unwrap_or_default(),
+            timeout,
+            metadata: opts.metadata,
+        };
+        let reply = self
+            .client
+            .clone()
+            .begin(with_trace(request, traceparent.as_deref()))
+            .await?
+            .into_inner();
+        tracing::debug!(gid = %reply.gid, "transaction begun");
+        Ok(TccTransaction {
+            client: self.client.clone(),
+            gid: reply.gid,
+            deadline: reply.deadline.and_then(|t| SystemTime::try_from(t).ok()),
+            traceparent,
+        })
+    }
+
+    /// Runs `body` in a new TCC transaction: begins it, runs `body` with its
+    /// handle, then commits if `body` returns `Ok` and rolls back (with the
+    /// error's text as reason) if it returns `Err`. Returns `body`'s result,
+    /// or the commit's error.
+    ///
+    /// A failed rollback is only logged: the coordinator rolls back by itself
+    /// when the transaction's timeout passes. For the same reason a `body`
+    /// that panics leaves nothing behind for long.
+    pub async fn tcc<T, E, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<T, E>
+    where
+        F: FnOnce(TccTransaction) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error> + fmt::Display,
+    {
+        let wait = opts.wait;
+        let tx = self.begin(opts).await?;
+        match body(tx.clone()).await {
+            Ok(value) => {
+                tx.commit(wait).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback(e.to_string(), wait).await {
+                    tracing::warn!(
+                        gid = tx.gid(),
+                        error = %rollback,
+                        "rollback failed, the coordinator will roll back at the deadline"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads a transaction and its branches, with its event history if
+    /// `include_events`.
+    pub async fn get_transaction(
+        &self,
+        gid: impl Into<String>,
+        include_events: bool,
+    ) -> Result<Transaction> {
+        let request = GetTransactionRequest {
+            gid: gid.into(),
+            include_events,
+        };
+        Ok(self
+            .client
+            .clone()
+            .get_transaction(request)
+            .await?
+            .into_inner())
+    }
+}
+
+fn endpoint(url: String) -> Result<Endpoint> {
+    Endpoint::from_shared(url.clone()).map_err(|source| Error::InvalidUrl { url, source })
+}
+
+const TRACEPARENT: &str = "traceparent";
+
+/// Also sends the initiator's `traceparent` as a gRPC header, so a tracing
+/// layer on the coordinator can join the trace without reading the body.
+fn with_trace<T>(message: T, traceparent: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = traceparent.and_then(|v| MetadataValue::try_from(v).ok()) {
+        request.metadata_mut().insert(TRACEPARENT, value);
+    }
+    request
+}
+
+fn proto_duration(d: Duration) -> prost_types::Duration {
+    // Only fails past ~292 billion years; saturate rather than error.
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}
+
+/// Options of [`Coordinator::begin`] and [`Coordinator::tcc`].
+///
+/// ```
+/// use std::time::Duration;
+/// use concord_sdk::BeginOptions;
+///
+/// let opts = BeginOptions::default()
+///     .gid("order-42")
+///     .timeout(Duration::from_secs(10))
+///     .metadata("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// assert_eq!(opts.gid.as_deref(), Some("order-42"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BeginOptions {
+    /// The transaction id; the coordinator generates one when `None`. Setting
+    /// it (from an order id, say) makes a retried `begin` land on the same
+    /// transaction.
+    pub gid: Option<String>,
+    /// How long the transaction may stay open before the coordinator rolls
+    /// it back; the coordinator's default (30 s) when `None`.
+    pub timeout: Option<Duration>,
+    /// Forwarded to every participant call (for example `traceparent`).
+    pub metadata: HashMap<String, String>,
+    /// Whether [`Coordinator::tcc`] waits for every branch to be confirmed
+    /// (or cancelled) before returning, rather than only for the decision to
+    /// be durable.
+    pub wait: bool,
+}
+
+impl BeginOptions {
+    /// Sets the transaction id.
+    pub fn gid(mut self, gid: impl Into<String>) -> Self {
+        self.gid = Some(gid.into());
+        self
+    }
+
+    /// Sets the transaction timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets [`wait`](Self::wait).
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
+        self
+    }
+}
+
+/// What a successful Try returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TryOutcome {
+    /// The branch id, as given or as assigned by the coordinator.
+    pub branch_id: String,
+    /// The participant's reply payload.
+    pub payload: Vec<u8>,
+}
+
+/// Options of [`TccTransaction::try_branch_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TryOptions {
+    /// An explicit branch id. Retrying a Try with the same id never creates
+    /// a second branch, which makes the call safe to retry after
+    /// [`Error::Unavailable`]; the coordinator assigns `"1"`, `"2"`, ... when
+    /// `None`.
+    pub branch_id: Option<String>,
+    /// Deadline of the participant's Try; the coordinator's default when
+    /// `None`.
+    pub call_timeout: Option<Duration>,
+}
+
+/// Handle on an open TCC transaction. Cheap to clone, so branches can be
+/// tried concurrently.
+#[derive(Clone, Debug)]
+pub struct TccTransaction {
+    client: CoordinatorClient<Channel>,
+    gid: String,
+    deadline: Option<SystemTime>,
+    traceparent: Option<String>,
+}
+
+impl TccTransaction {
+    /// The global transaction id.
+    pub fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    /// When the coordinator will roll the transaction back if it is still
+    /// open.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.deadline
+    }
+
+    /// Registers a branch on `participant`'s `action` and runs its Try with
+    /// `payload`. [`Error::Rejected`] means the participant refused.
+    pub async fn try_branch(
+        &self,
+        participant: &str,
+        action: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<TryOutcome> {
+        self.try_branch_with(participant, action, payload, TryOptions::default())
+            .await
+    }
+
+    /// [`try_branch`](Self::try_branch) with an explicit branch id or call
+    /// timeout.
+    pub async fn try_branch_with(
+        &self,
+        participant: &str,
+        action: &str,
+        payload: impl Into<Vec<u8>>,
+        opts: TryOptions,
+    ) -> Result<TryOutcome> {
+        let request = TryRequest {
+            gid: self.gid.clone(),
+            participant: participant.to_owned(),
+            action: action.to_owned(),
+            payload: payload.into(),
+            branch_id: opts.branch_id.unwrap_or_default(),
+            call_timeout: opts.call_timeout.map(proto_duration),
+        };
+        let reply = self
+            .client
+            .clone()
+            .r#try(with_trace(request, self.traceparent.as_deref()))
+            .await?
+            .into_inner();
+        Ok(TryOutcome {
+            branch_id: reply.branch_id,
+            payload: reply.payload,
+        })
+    }
+
+    /// Decides commit. With `wait`, returns only once every branch is
+    /// confirmed (or [`Error::DeadlineExceeded`] while the coordinator goes
+    /// on in the background).
+    pub async fn commit(&self, wait: bool) -> Result<TransactionStatus> {
+        let request = CommitRequest {
+            gid: self.gid.clone(),
+            wait,
+        };
+        let reply = self
+            .client
+            .clone()
+            .commit(with_trace(request, self.traceparent.as_deref()))
+            .await?
+            .into_inner();
+        tracing::debug!(gid = %self.gid, status = ?reply.status(), "transaction committed");
+        Ok(reply.status())
+    }
+
+    /// Decides rollback, recording `reason`. With `wait`, returns only once
+    /// every branch is cancelled.
+    pub async fn rollback(
+        &self,
+        reason: impl Into<String>,
+        wait: bool,
+    ) -> Result<TransactionStatus> {
+        let request = RollbackRequest {
+            gid: self.gid.clone(),
+            reason: reason.into(),
+            wait,
+        };
+        let reply = self
+            .client
+            .clone()
+            .rollback(with_trace(request, self.traceparent.as_deref()))
+            .await?
+            .into_inner();
+        tracing::debug!(gid = %self.gid, status = ?reply.status(), "transaction rolled back");
+        Ok(reply.status())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Initiator tests against a fake coordinator on 127.0.0.1:0.
+
+use std::sync::{Arc, Mutex};
+
+use concord_proto::v1::coordinator_server::{self, CoordinatorServer};
+use concord_proto::v1::{BeginResponse, CommitResponse, RollbackResponse, TryResponse};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response};
+
+use super::*;
+
+/// Records every call as a line; a Try whose payload is `no` is rejected.
+#[derive(Default)]
+struct FakeCoordinator {
+    log: Mutex<Vec<String>>,
+}
+
+impl FakeCoordinator {
+    fn log(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+    }
+}
+
+#[tonic::async_trait]
+impl coordinator_server::Coordinator for FakeCoordinator {
+    async fn begin(&self, r: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
+        let header = r
+            .metadata()
+            .get(TRACEPARENT)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let r = r.into_inner();
+        let gid = if r.gid.is_empty() {
+            "generated".into()
+        } else {
+            r.gid
+        };
+        self.log(format!(
+            "begin {gid} timeout={:?} traceparent={:?} header={header:?}",
+            r.timeout.map(|d| d.seconds),
+            r.metadata.get(TRACEPARENT),
+        ));
+        Ok(Response::new(BeginResponse {
+            gid,
+            deadline: None,
+        }))
+    }
+
+    async fn r#try(&self, r: Request<TryRequest>) -> Result<Response<TryResponse>, Status> {
+        let has_header = r.metadata().contains_key(TRACEPARENT);
+        let r = r.into_inner();
+        self.log(format!(
+            "try {} {}/{} id={:?} header={has_header}",
+            r.gid, r.participant, r.action, r.branch_id
+        ));
+        if r.payload == b"no" {
+            return Err(Status::aborted("insufficient funds"));
+        }
+        let branch_id = if r.branch_id.is_empty() {
+            "1".into()
+        } else {
+            r.branch_id
+        };
+        Ok(Response::new(TryResponse {
+            branch_id,
+            payload: b"ok".to_vec(),
+        }))
+    }
+
+    async fn commit(&self, r: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let r = r.into_inner();
+        self.log(format!("commit {} wait={}", r.gid, r.wait));
+        Ok(Response::new(CommitResponse {
+            status: TransactionStatus::Confirmed as i32,
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        r: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let r = r.into_inner();
+        self.log(format!(
+            "rollback {} wait={} reason={}",
+            r.gid, r.wait, r.reason
+        ));
+        Ok(Response::new(RollbackResponse {
+            status: TransactionStatus::Cancelling as i32,
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        r: Request<GetTransactionRequest>,
+    ) -> Result<Response<Transaction>, Status> {
+        Err(Status::not_found(format!(
+            "no transaction {}",
+            r.into_inner().gid
+        )))
+    }
+}
+
+struct Harness {
+    fake: Arc<FakeCoordinator>,
+    coordinator: Coordinator,
+    stop: CancellationToken,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let fake = Arc::new(FakeCoordinator::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(CoordinatorServer::from_arc(fake.clone()))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        let coordinator = Coordinator::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        Self {
+            fake,
+            coordinator,
+            stop,
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.fake.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn tcc_commits_when_the_body_succeeds() {
+    let h = Harness::start().await;
+    let opts = BeginOptions::default()
+        .gid("g1")
+        .timeout(Duration::from_secs(9))
+        .metadata(TRACEPARENT, "00-trace-span-01")
+        .wait(true);
+    let payload = h
+        .coordinator
+        .tcc(opts, |tx| async move {
+            assert_eq!(tx.gid(), "g1");
+            let a = tx.try_branch("bank", "transfer_out", b"x".to_vec()).await?;
+            let b = tx
+                .try_branch_with(
+                    "bank",
+                    "transfer_in",
+                    b"y".to_vec(),
+                    TryOptions {
+                        branch_id: Some("in".into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!((a.branch_id.as_str(), b.branch_id.as_str()), ("1", "in"));
+            Ok::<_, Error>(a.payload)
+        })
+        .await
+        .unwrap();
+    assert_eq!(payload, b"ok");
+    assert_eq!(
+        h.log(),
+        [
+            r#"begin g1 timeout=Some(9) traceparent=Some("00-trace-span-01") header=Some("00-trace-span-01")"#,
+            r#"try g1 bank/transfer_out id="" header=true"#,
+            r#"try g1 bank/transfer_in id="in" header=true"#,
+            "commit g1 wait=true",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tcc_rolls_back_when_the_body_fails_and_returns_its_error() {
+    let h = Harness::start().await;
+    let err = h
+        .coordinator
+        .tcc(BeginOptions::default(), |tx| async move {
+            tx.try_branch("bank", "transfer_out", b"no".to_vec())
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_rejected(), "{err:?}");
+    assert_eq!(err.code(), Some(Code::Aborted));
+    assert_eq!(
+        h.log(),
+        [
+            "begin generated timeout=None traceparent=None header=None",
+            r#"try generated bank/transfer_out id="" header=false"#,
+            "rollback generated wait=false reason=rejected: insufficient funds",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn explicit_commit_and_rollback_return_the_status() {
+    let h = Harness::start().await;
+    let tx = h
+        .coordinator
+        .begin(BeginOptions::default().gid("g2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.commit(false).await.unwrap(),
+        TransactionStatus::Confirmed
+    );
+    assert_eq!(
+        tx.rollback("changed my mind", true).await.unwrap(),
+        TransactionStatus::Cancelling
+    );
+    let err = h
+        .coordinator
+        .get_transaction("g2", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn every_status_code_is_kept() {
+    for code in [
+        Code::Aborted,
+        Code::Unavailable,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::InvalidArgument,
+        Code::FailedPrecondition,
+        Code::Internal,
+        Code::ResourceExhausted,
+    ] {
+        let e = Error::from(Status::new(code, "m"));
+        assert_eq!(e.code(), Some(code));
+        assert_eq!(e.is_rejected(), code == Code::Aborted);
+    }
+}
+
+#[test]
+fn malformed_url_is_reported() {
+    let err = Coordinator::connect_lazy("not a url").unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }));
+    assert_eq!(err.code(), None);
+}

@@ -1,0 +1,279 @@
+//! The traits business code implements, and the error that carries a
+//! branch's outcome back to the coordinator.
+
+use std::future::Future;
+
+use tonic::Status;
+
+use super::BranchContext;
+
+/// Any error, boxed; what [`ActionError::Failed`] wraps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What every action method returns: the reply payload, or why not.
+pub type ActionResult = Result<Vec<u8>, ActionError>;
+
+/// Why a branch call did not succeed.
+///
+/// The split matters to the coordinator: a rejection is final and rolls the
+/// transaction back, a failure leaves the outcome unknown and is retried.
+///
+/// ```
+/// use concord_sdk::ActionError;
+///
+/// fn debit(balance: i64, amount: i64) -> Result<i64, ActionError> {
+///     if balance < amount {
+///         return Err(ActionError::rejected("insufficient funds"));
+///     }
+///     Ok(balance - amount)
+/// }
+/// assert!(debit(10, 30).unwrap_err().is_rejected());
+///
+/// // Infrastructure errors convert with `?` and are retried.
+/// let io = std::io::Error::other("disk full");
+/// assert!(!ActionError::from(io).is_rejected());
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// A business refusal (insufficient funds, unknown account...). Sent as
+    /// `ABORTED`; never retried.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Anything else (database down, timeout, bug). Sent as `UNAVAILABLE`;
+    /// the coordinator retries, so the action must be idempotent.
+    #[error("failed: {0}")]
+    Failed(#[source] BoxError),
+}
+
+impl ActionError {
+    /// A business refusal with a human-readable reason.
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::Rejected(reason.into())
+    }
+
+    /// A retryable failure from any error (or a plain message).
+    pub fn failed(error: impl Into<BoxError>) -> Self {
+        Self::Failed(error.into())
+    }
+
+    /// Whether this is a final business refusal.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Self::Rejected(_))
+    }
+
+    /// The gRPC status this error is sent as; the single place where the
+    /// outcome contract is encoded on the participant side.
+    pub fn to_status(&self) -> Status {
+        match self {
+            Self::Rejected(reason) => Status::aborted(reason.clone()),
+            // UNAVAILABLE rather than INTERNAL: both are retried, but
+            // UNAVAILABLE tells a human reading the coordinator's history
+            // that a retry is expected to help.
+            Self::Failed(e) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<ActionError> for Status {
+    fn from(e: ActionError) -> Self {
+        e.to_status()
+    }
+}
+
+// `ActionError` is itself an `Error`, so a blanket `From<E: Error>` would
+// overlap with the reflexive `From<T> for T`; the common error types get an
+// explicit conversion instead and anything else goes through `failed`.
+macro_rules! failed_from {
+    ($($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for ActionError {
+            fn from(e: $ty) -> Self {
+                Self::Failed(e.into())
+            }
+        }
+    )*};
+}
+
+failed_from!(
+    BoxError,
+    sqlx::Error,
+    std::io::Error,
+    serde_json::Error,
+    tonic::transport::Error,
+);
+
+// A downstream gRPC error is never a rejection of *this* branch: even an
+// `ABORTED` from a service we called is retried, the action decides
+// explicitly when to reject.
+impl From<Status> for ActionError {
+    fn from(s: Status) -> Self {
+        Self::Failed(Box::new(s))
+    }
+}
+
+/// A TCC action: reserve in [`try_`](TccAction::try_), then make it final in
+/// [`confirm`](TccAction::confirm) or release it in
+/// [`cancel`](TccAction::cancel).
+///
+/// Every method may be called more than once for the same branch and
+/// `cancel` may arrive without (or before) `try_`; wrapping the bodies in
+/// [`crate::Barrier::run`] handles both.
+///
+/// ```
+/// use concord_sdk::{ActionResult, BranchContext, TccAction};
+///
+/// struct TransferOut;
+///
+/// #[tonic::async_trait]
+/// impl TccAction for TransferOut {
+///     async fn try_(&self, ctx: BranchContext) -> ActionResult {
+///         // freeze the amount on the account
+///         Ok(Vec::new())
+///     }
+///     async fn confirm(&self, ctx: BranchContext) -> ActionResult {
+///         // debit the frozen amount
+///         Ok(Vec::new())
+///     }
+///     async fn cancel(&self, ctx: BranchContext) -> ActionResult {
+///         // unfreeze the amount
+///         Ok(Vec::new())
+///     }
+/// }
+/// ```
+#[tonic::async_trait]
+pub trait TccAction: Send + Sync + 'static {
+    /// Phase 1. Its reply payload is returned to the initiator.
+    async fn try_(&self, ctx: BranchContext) -> ActionResult;
+    /// Phase 2 after a commit decision. Must not reject: a rejection here is
+    /// retried and escalated to an operator.
+    async fn confirm(&self, ctx: BranchContext) -> ActionResult;
+    /// Phase 2 after a rollback decision, also when `try_` never ran.
+    async fn cancel(&self, ctx: BranchContext) -> ActionResult;
+}
+
+/// A saga step: [`execute`](SagaAction::execute) forward, and
+/// [`compensate`](SagaAction::compensate) to undo it if a later step fails.
+///
+/// ```
+/// use concord_sdk::{ActionResult, BranchContext, SagaAction};
+///
+/// struct Reserve;
+///
+/// #[tonic::async_trait]
+/// impl SagaAction for Reserve {
+///     async fn execute(&self, ctx: BranchContext) -> ActionResult {
+///         Ok(b"seat 12A".to_vec())
+///     }
+///     async fn compensate(&self, ctx: BranchContext) -> ActionResult {
+///         Ok(Vec::new())
+///     }
+/// }
+/// ```
+#[tonic::async_trait]
+pub trait SagaAction: Send + Sync + 'static {
+    /// The forward step.
+    async fn execute(&self, ctx: BranchContext) -> ActionResult;
+    /// Undoes `execute`; may arrive when `execute` never ran.
+    async fn compensate(&self, ctx: BranchContext) -> ActionResult;
+}
+
+/// A [`TccAction`] made of three closures; see
+/// [`ParticipantServiceBuilder::tcc_fn`](crate::ParticipantServiceBuilder::tcc_fn).
+pub(crate) struct TccFn<T, C, X> {
+    pub(crate) try_: T,
+    pub(crate) confirm: C,
+    pub(crate) cancel: X,
+}
+
+#[tonic::async_trait]
+impl<T, TF, C, CF, X, XF> TccAction for TccFn<T, C, X>
+where
+    T: Fn(BranchContext) -> TF + Send + Sync + 'static,
+    TF: Future<Output = ActionResult> + Send + 'static,
+    C: Fn(BranchContext) -> CF + Send + Sync + 'static,
+    CF: Future<Output = ActionResult> + Send + 'static,
+    X: Fn(BranchContext) -> XF + Send + Sync + 'static,
+    XF: Future<Output = ActionResult> + Send + 'static,
+{
+    async fn try_(&self, ctx: BranchContext) -> ActionResult {
+        (self.try_)(ctx).await
+    }
+    async fn confirm(&self, ctx: BranchContext) -> ActionResult {
+        (self.confirm)(ctx).await
+    }
+    async fn cancel(&self, ctx: BranchContext) -> ActionResult {
+        (self.cancel)(ctx).await
+    }
+}
+
+/// A [`SagaAction`] made of two closures; see
+/// [`ParticipantServiceBuilder::saga_fn`](crate::ParticipantServiceBuilder::saga_fn).
+pub(crate) struct SagaFn<E, C> {
+    pub(crate) execute: E,
+    pub(crate) compensate: C,
+}
+
+#[tonic::async_trait]
+impl<E, EF, C, CF> SagaAction for SagaFn<E, C>
+where
+    E: Fn(BranchContext) -> EF + Send + Sync + 'static,
+    EF: Future<Output = ActionResult> + Send + 'static,
+    C: Fn(BranchContext) -> CF + Send + Sync + 'static,
+    CF: Future<Output = ActionResult> + Send + 'static,
+{
+    async fn execute(&self, ctx: BranchContext) -> ActionResult {
+        (self.execute)(ctx).await
+    }
+    async fn compensate(&self, ctx: BranchContext) -> ActionResult {
+        (self.compensate)(ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn rejection_is_sent_as_aborted_with_its_reason() {
+        let s = ActionError::rejected("insufficient funds").to_status();
+        assert_eq!(s.code(), Code::Aborted);
+        assert_eq!(s.message(), "insufficient funds");
+    }
+
+    #[test]
+    fn failure_is_sent_as_a_retryable_code() {
+        let s = ActionError::failed("connection reset").to_status();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "connection reset");
+    }
+
+    #[test]
+    fn downstream_aborted_is_not_a_rejection() {
+        let e: ActionError = Status::aborted("someone else said no").into();
+        assert!(!e.is_rejected());
+        assert_eq!(Status::from(e).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn common_errors_convert_to_failures() {
+        fn io() -> Result<(), ActionError> {
+            let r: Result<(), std::io::Error> = Err(std::io::Error::other("disk full"));
+            r?;
+            Ok(())
+        }
+        assert!(matches!(io(), Err(ActionError::Failed(_))));
+        let bad: Result<u8, _> = serde_json::from_slice(b"{");
+        assert!(!ActionError::from(bad.unwrap_err()).is_rejected());
+    }
+
+    #[test]
+    fn undecodable_payload_is_rejected() {
+        let ctx = BranchContext {
+            payload: b"not json".to_vec(),
+            ..Default::default()
+        };
+        let e = ctx.json::<u32>().unwrap_err();
+        assert!(e.is_rejected());
+    }
+}

@@ -1,0 +1,489 @@
+//! [`ParticipantService`]: routes the coordinator's calls to the actions
+//! registered by name, and maps their outcomes to gRPC statuses.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use concord_proto::participant::v1::participant_server::Participant;
+use concord_proto::participant::v1::{BranchRequest, BranchResponse};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::action::{SagaFn, TccFn};
+use super::{ActionResult, BranchContext, Op, SagaAction, TccAction, is_valid_name};
+
+/// Why [`ParticipantServiceBuilder::build`] refused a configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// The participant or an action name breaks the coordinator's naming rule.
+    #[error("invalid name {0:?}: expected 1-128 characters of [A-Za-z0-9._:-]")]
+    InvalidName(String),
+    /// Two actions were registered under the same name.
+    #[error("action {0:?} registered twice")]
+    DuplicateAction(String),
+    /// A participant with no action can never be called.
+    #[error("no action registered")]
+    NoActions,
+}
+
+#[derive(Clone)]
+enum Handler {
+    Tcc(Arc<dyn TccAction>),
+    Saga(Arc<dyn SagaAction>),
+}
+
+impl Handler {
+    fn kind(&self) -> &'static str {
+        match self {
+            Handler::Tcc(_) => "tcc",
+            Handler::Saga(_) => "saga",
+        }
+    }
+}
+
+/// The gRPC `concord.participant.v1.Participant` service of one participant,
+/// dispatching every call to the action registered under the request's
+/// action name.
+///
+/// Cheap to clone. Unknown actions answer `NOT_FOUND` (retried by the
+/// coordinator, so a rolling deploy that adds an action heals by itself); a
+/// phase the action does not have (for example `Execute` on a TCC action)
+/// answers `UNIMPLEMENTED`.
+///
+/// ```
+/// use concord_sdk::{ActionError, ParticipantService};
+///
+/// let service = ParticipantService::builder("inventory")
+///     .saga_fn(
+///         "reserve",
+///         |ctx| async move { Ok(Vec::new()) },
+///         |ctx| async move { Ok(Vec::new()) },
+///     )
+///     .build()
+///     .unwrap();
+/// assert_eq!(service.name(), "inventory");
+/// assert_eq!(service.actions(), vec!["reserve"]);
+/// ```
+#[derive(Clone)]
+pub struct ParticipantService {
+    name: Arc<str>,
+    actions: Arc<HashMap<String, Handler>>,
+}
+
+impl fmt::Debug for ParticipantService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let actions: HashMap<&str, &str> = self
+            .actions
+            .iter()
+            .map(|(name, h)| (name.as_str(), h.kind()))
+            .collect();
+        f.debug_struct("ParticipantService")
+            .field("name", &self.name)
+            .field("actions", &actions)
+            .finish()
+    }
+}
+
+impl ParticipantService {
+    /// Starts a service for the participant `name` (the name initiators use
+    /// in `try_branch` and the one registered with the coordinator).
+    pub fn builder(name: impl Into<String>) -> ParticipantServiceBuilder {
+        ParticipantServiceBuilder {
+            name: name.into(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// The participant name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registered action names, sorted.
+    pub fn actions(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Runs one call: finds the action, checks it has the phase, runs it and
+    /// maps the outcome to a status.
+    async fn dispatch(
+        &self,
+        op: Op,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        let ctx = BranchContext::from(request.into_inner());
+        let span = tracing::info_span!(
+            "branch_call",
+            participant = %self.name,
+            gid = %ctx.gid,
+            branch_id = %ctx.branch_id,
+            action = %ctx.action,
+            op = op.as_str(),
+            attempt = ctx.attempt,
+        );
+        async move {
+            let Some(handler) = self.actions.get(&ctx.action) else {
+                tracing::warn!("unknown action");
+                return Err(Status::not_found(format!(
+                    "participant {:?} has no action {:?}",
+                    self.name, ctx.action
+                )));
+            };
+            let Some(fut) = call(handler, op, ctx) else {
+                tracing::warn!(kind = handler.kind(), "phase not supported by action");
+                return Err(Status::unimplemented(format!(
+                    "{} action does not support {op}",
+                    handler.kind()
+                )));
+            };
+            match fut.await {
+                Ok(payload) => {
+                    tracing::debug!(reply_len = payload.len(), "branch call succeeded");
+                    Ok(Response::new(BranchResponse { payload }))
+                }
+                Err(e) => {
+                    if e.is_rejected() {
+                        tracing::info!(reason = %e, "branch call rejected");
+                    } else {
+                        tracing::warn!(error = %e, "branch call failed");
+                    }
+                    Err(e.to_status())
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+type ActionFuture = std::pin::Pin<Box<dyn Future<Output = ActionResult> + Send + 'static>>;
+
+/// The action's method for `op`, or `None` if its kind has no such phase.
+fn call(handler: &Handler, op: Op, ctx: BranchContext) -> Option<ActionFuture> {
+    // The `Arc` clone moves into the future so it is `'static` and does not
+    // borrow the service.
+    Some(match (handler.clone(), op) {
+        (Handler::Tcc(a), Op::Try) => Box::pin(async move { a.try_(ctx).await }),
+        (Handler::Tcc(a), Op::Confirm) => Box::pin(async move { a.confirm(ctx).await }),
+        (Handler::Tcc(a), Op::Cancel) => Box::pin(async move { a.cancel(ctx).await }),
+        (Handler::Saga(a), Op::Execute) => Box::pin(async move { a.execute(ctx).await }),
+        (Handler::Saga(a), Op::Compensate) => Box::pin(async move { a.compensate(ctx).await }),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl Participant for ParticipantService {
+    async fn r#try(
+        &self,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        self.dispatch(Op::Try, request).await
+    }
+    async fn confirm(
+        &self,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        self.dispatch(Op::Confirm, request).await
+    }
+    async fn cancel(
+        &self,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        self.dispatch(Op::Cancel, request).await
+    }
+    async fn execute(
+        &self,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        self.dispatch(Op::Execute, request).await
+    }
+    async fn compensate(
+        &self,
+        request: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        self.dispatch(Op::Compensate, request).await
+    }
+}
+
+/// Collects actions for a [`ParticipantService`]; see
+/// [`ParticipantService::builder`].
+#[must_use]
+pub struct ParticipantServiceBuilder {
+    name: String,
+    // A list, not a map, so `build` can report duplicates instead of
+    // silently keeping the last registration.
+    actions: Vec<(String, Handler)>,
+}
+
+impl fmt::Debug for ParticipantServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParticipantServiceBuilder")
+            .field("name", &self.name)
+            .field(
+                "actions",
+                &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ParticipantServiceBuilder {
+    /// Registers a TCC action under `name`.
+    pub fn tcc(mut self, name: impl Into<String>, action: impl TccAction) -> Self {
+        self.actions
+            .push((name.into(), Handler::Tcc(Arc::new(action))));
+        self
+    }
+
+    /// Registers a saga action under `name`.
+    pub fn saga(mut self, name: impl Into<String>, action: impl SagaAction) -> Self {
+        self.actions
+            .push((name.into(), Handler::Saga(Arc::new(action))));
+        self
+    }
+
+    /// Registers a TCC action made of three closures (try, confirm, cancel),
+    /// each taking the [`BranchContext`] by value.
+    ///
+    /// ```
+    /// use concord_sdk::ParticipantService;
+    ///
+    /// let service = ParticipantService::builder("bank")
+    ///     .tcc_fn(
+    ///         "transfer_out",
+    ///         |_ctx| async { Ok(Vec::new()) },
+    ///         |_ctx| async { Ok(Vec::new()) },
+    ///         |_ctx| async { Ok(Vec::new()) },
+    ///     )
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = service;
+    /// ```
+    pub fn tcc_fn<T, TF, C, CF, X, XF>(
+        self,
+        name: impl Into<String>,
+        try_: T,
+        confirm: C,
+        cancel: X,
+    ) -> Self
+    where
+        T: Fn(BranchContext) -> TF + Send + Sync + 'static,
+        TF: Future<Output = ActionResult> + Send + 'static,
+        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = ActionResult> + Send + 'static,
+        X: Fn(BranchContext) -> XF + Send + Sync + 'static,
+        XF: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.tcc(
+            name,
+            TccFn {
+                try_,
+                confirm,
+                cancel,
+            },
+        )
+    }
+
+    /// Registers a saga action made of two closures (execute, compensate).
+    pub fn saga_fn<E, EF, C, CF>(self, name: impl Into<String>, execute: E, compensate: C) -> Self
+    where
+        E: Fn(BranchContext) -> EF + Send + Sync + 'static,
+        EF: Future<Output = ActionResult> + Send + 'static,
+        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.saga(
+            name,
+            SagaFn {
+                execute,
+                compensate,
+            },
+        )
+    }
+
+    /// Checks the names and builds the service.
+    pub fn build(self) -> Result<ParticipantService, BuildError> {
+        if !is_valid_name(&self.name) {
+            return Err(BuildError::InvalidName(self.name));
+        }
+        if self.actions.is_empty() {
+            return Err(BuildError::NoActions);
+        }
+        let mut actions = HashMap::with_capacity(self.actions.len());
+        for (name, handler) in self.actions {
+            if !is_valid_name(&name) {
+                return Err(BuildError::InvalidName(name));
+            }
+            if actions.contains_key(&name) {
+                return Err(BuildError::DuplicateAction(name));
+            }
+            actions.insert(name, handler);
+        }
+        Ok(ParticipantService {
+            name: self.name.into(),
+            actions: Arc::new(actions),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tonic::Code;
+
+    use super::*;
+    use crate::ActionError;
+
+    /// Records every call so tests can check what was dispatched where.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Op, BranchContext)>>);
+
+    impl Recorder {
+        fn push(&self, op: Op, ctx: BranchContext) -> ActionResult {
+            let reply = format!("{op}:{}", ctx.branch_id).into_bytes();
+            let rejected = ctx.payload == b"reject";
+            self.0.lock().unwrap().push((op, ctx));
+            if rejected {
+                return Err(ActionError::rejected("no"));
+            }
+            Ok(reply)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl TccAction for Arc<Recorder> {
+        async fn try_(&self, ctx: BranchContext) -> ActionResult {
+            self.push(Op::Try, ctx)
+        }
+        async fn confirm(&self, ctx: BranchContext) -> ActionResult {
+            self.push(Op::Confirm, ctx)
+        }
+        async fn cancel(&self, ctx: BranchContext) -> ActionResult {
+            self.push(Op::Cancel, ctx)
+        }
+    }
+
+    fn service(recorder: &Arc<Recorder>) -> ParticipantService {
+        ParticipantService::builder("bank")
+            .tcc("transfer_out", recorder.clone())
+            .saga_fn(
+                "reserve",
+                |ctx| async move { Ok(format!("execute:{}", ctx.branch_id).into_bytes()) },
+                |_| async { Err(ActionError::failed("database down")) },
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn request(action: &str, payload: &[u8]) -> Request<BranchRequest> {
+        Request::new(BranchRequest {
+            gid: "g1".into(),
+            branch_id: "7".into(),
+            action: action.into(),
+            payload: payload.to_vec(),
+            attempt: 2,
+            metadata: [("traceparent".to_string(), "00-abc-def-01".to_string())].into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn each_phase_reaches_the_matching_method_with_the_full_context() {
+        let recorder = Arc::new(Recorder::default());
+        let svc = service(&recorder);
+        let reply = svc.r#try(request("transfer_out", b"p")).await.unwrap();
+        assert_eq!(reply.into_inner().payload, b"try:7");
+        svc.confirm(request("transfer_out", b"")).await.unwrap();
+        svc.cancel(request("transfer_out", b"")).await.unwrap();
+
+        let calls = recorder.0.lock().unwrap();
+        let ops: Vec<Op> = calls.iter().map(|(op, _)| *op).collect();
+        assert_eq!(ops, [Op::Try, Op::Confirm, Op::Cancel]);
+        let (_, ctx) = &calls[0];
+        assert_eq!((ctx.gid.as_str(), ctx.branch_id.as_str()), ("g1", "7"));
+        assert_eq!((ctx.action.as_str(), ctx.attempt), ("transfer_out", 2));
+        assert_eq!(ctx.payload, b"p");
+        assert_eq!(ctx.traceparent(), Some("00-abc-def-01"));
+    }
+
+    #[tokio::test]
+    async fn saga_closures_are_dispatched() {
+        let svc = service(&Arc::default());
+        let reply = svc.execute(request("reserve", b"")).await.unwrap();
+        assert_eq!(reply.into_inner().payload, b"execute:7");
+        let err = svc.compensate(request("reserve", b"")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn rejection_becomes_aborted() {
+        let svc = service(&Arc::default());
+        let err = svc
+            .r#try(request("transfer_out", b"reject"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Aborted);
+        assert_eq!(err.message(), "no");
+    }
+
+    #[tokio::test]
+    async fn unknown_action_is_not_found() {
+        let svc = service(&Arc::default());
+        let err = svc.r#try(request("nope", b"")).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn phase_of_the_other_mode_is_unimplemented() {
+        let recorder = Arc::new(Recorder::default());
+        let svc = service(&recorder);
+        for err in [
+            svc.execute(request("transfer_out", b"")).await.unwrap_err(),
+            svc.compensate(request("transfer_out", b""))
+                .await
+                .unwrap_err(),
+            svc.r#try(request("reserve", b"")).await.unwrap_err(),
+            svc.confirm(request("reserve", b"")).await.unwrap_err(),
+            svc.cancel(request("reserve", b"")).await.unwrap_err(),
+        ] {
+            assert_eq!(err.code(), Code::Unimplemented);
+        }
+        assert!(recorder.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn build_checks_names() {
+        let ok = |_| async { Ok(Vec::new()) };
+        let b = || ParticipantService::builder("bank");
+        assert_eq!(
+            ParticipantService::builder("bad name")
+                .saga_fn("a", ok, ok)
+                .build()
+                .unwrap_err(),
+            BuildError::InvalidName("bad name".into())
+        );
+        assert_eq!(
+            b().saga_fn("a/b", ok, ok).build().unwrap_err(),
+            BuildError::InvalidName("a/b".into())
+        );
+        assert_eq!(
+            b().saga_fn("a", ok, ok)
+                .saga_fn("a", ok, ok)
+                .build()
+                .unwrap_err(),
+            BuildError::DuplicateAction("a".into())
+        );
+        assert_eq!(b().build().unwrap_err(), BuildError::NoActions);
+        let svc = b()
+            .saga_fn("b.2", ok, ok)
+            .saga_fn("a:1", ok, ok)
+            .build()
+            .unwrap();
+        assert_eq!(svc.actions(), ["a:1", "b.2"]);
+    }
+}

@@ -1,0 +1,347 @@
+//! Crashes between any two steps, recovery by a fresh instance, and two
+//! instances racing for the same work. Invariants: all-or-nothing, and each
+//! Confirm/Cancel effect applied exactly once behind a barrier.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_proto::v1::{self as pb, TransactionStatus as S};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::harness::*;
+
+async fn setup(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
+    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
+    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
+    a.register(coord, &["debit"]).await;
+    b.register(coord, &["credit"]).await;
+    (a, b)
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, _b) = setup(&pool, &coord).await;
+    let hold = Arc::new(Notify::new());
+    a.script(Ph::Try, vec![Behavior::Block(hold.clone())], Behavior::Ok);
+    let mut c = coord.client().await;
+    let gid = c
+        .begin(begin_req("", Some(Duration::from_millis(1500))))
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    let mut c2 = c.clone();
+    let g = gid.clone();
+    let pending = tokio::spawn(async move { c2.r#try(try_req(&g, "bank-a", "debit")).await });
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Try) == 1)
+            .await
+    );
+    coord.crash();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the initiator sees the crash"
+    );
+    hold.notify_waiters();
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    let tx = wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(10)).await;
+    assert!(tx.rollback_reason.starts_with("deadline passed"));
+    assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
+    assert_eq!(a.total_calls(Ph::Confirm), 0);
+    assert!(
+        a.precondition_violations().is_empty(),
+        "{:?}",
+        a.precondition_violations()
+    );
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_after_decision_is_finished_by_a_fresh_instance(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, b) = setup(&pool, &coord).await;
+    let hold = Arc::new(Notify::new());
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    b.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    let reply = c
+        .commit(pb::CommitRequest {
+            gid: gid.clone(),
+            wait: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().status, S::Confirming as i32);
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    coord.crash();
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    for (p, branch) in [(&a, "1"), (&b, "2")] {
+        assert!(p.has_effect(&gid, branch, Ph::Confirm));
+        assert_eq!(p.effects(Ph::Confirm), 1);
+        assert_eq!(p.total_calls(Ph::Cancel), 0);
+        assert!(p.precondition_violations().is_empty());
+    }
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, b) = setup(&pool, &coord).await;
+    let hold = Arc::new(Notify::new());
+    b.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    c.commit(pb::CommitRequest {
+        gid: gid.clone(),
+        wait: false,
+    })
+    .await
+    .unwrap();
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.has_effect(
+            &gid,
+            "1",
+            Ph::Confirm
+        ))
+        .await
+    );
+    assert!(
+        b.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "2", Ph::Confirm)
+            == 1)
+            .await
+    );
+    coord.crash();
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    // The round was not written before the crash, so branch 1 is confirmed
+    // again; the barrier keeps its effect single.
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 2);
+    assert_eq!(a.effects(Ph::Confirm), 1);
+    assert_eq!(b.effects(Ph::Confirm), 1);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) {
+    let coord = TestCoordinator::start_with(&pool, |c| {
+        c.lease = Duration::from_secs(30);
+        c.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let (a, _b) = setup(&pool, &coord).await;
+    let hold = Arc::new(Notify::new());
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.commit(pb::CommitRequest {
+        gid: gid.clone(),
+        wait: false,
+    })
+    .await
+    .unwrap();
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    coord.shutdown();
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM global_transactions WHERE gid = $1")
+            .bind(&gid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(owner, None, "lease released at shutdown, not left for 30 s");
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
+    hold.notify_waiters();
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
+    let one = TestCoordinator::start(&pool).await;
+    let two = TestCoordinator::start(&pool).await;
+    let (a, b) = setup(&pool, &one).await;
+    a.script(Ph::Confirm, vec![], Behavior::FailFirstPerBranch(2));
+    b.script(Ph::Cancel, vec![], Behavior::FailFirstPerBranch(2));
+    let mut c1 = one.client().await;
+    let mut c2 = two.client().await;
+    let mut gids = Vec::new();
+    for i in 0..30 {
+        let c = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+        c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+        c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+        if i % 3 == 0 {
+            c.rollback(pb::RollbackRequest {
+                gid: gid.clone(),
+                reason: "r".into(),
+                wait: false,
+            })
+            .await
+            .unwrap();
+        } else {
+            c.commit(pb::CommitRequest {
+                gid: gid.clone(),
+                wait: false,
+            })
+            .await
+            .unwrap();
+        }
+        gids.push((gid, i % 3 != 0));
+    }
+    for (gid, committed) in &gids {
+        let want = if *committed {
+            S::Confirmed
+        } else {
+            S::Cancelled
+        };
+        wait_status(&mut c1, gid, want, Duration::from_secs(20)).await;
+        if *committed {
+            assert_eq!(
+                a.calls(gid, "1", Ph::Confirm),
+                3,
+                "2 failures then 1 success, never more"
+            );
+            assert_eq!(b.calls(gid, "2", Ph::Confirm), 1);
+        } else {
+            assert_eq!(a.calls(gid, "1", Ph::Cancel), 1);
+            assert_eq!(b.calls(gid, "2", Ph::Cancel), 3);
+        }
+    }
+    assert_eq!(a.concurrent_violations() + b.concurrent_violations(), 0);
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT actor FROM transaction_events WHERE kind = 'call' AND phase IN ('confirm', 'cancel')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        owners.len(),
+        2,
+        "both instances did phase-2 work: {owners:?}"
+    );
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
+    let url = concord::store::postgres::PgStore::url_of(&pool);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // Default lease and poll interval: this measures the shipped settings.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-migrate",
+            "true",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut c = loop {
+        match concord_proto::v1::coordinator_client::CoordinatorClient::connect(endpoint.clone())
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
+    concord_proto::v1::registry_client::RegistryClient::connect(endpoint.clone())
+        .await
+        .unwrap()
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "bank-a".into(),
+            endpoint: a.endpoint(),
+            actions: vec![pb::Action {
+                name: "debit".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let hold = Arc::new(Notify::new());
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.commit(pb::CommitRequest {
+        gid: gid.clone(),
+        wait: false,
+    })
+    .await
+    .unwrap();
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    let other = TestCoordinator::start_with(&pool, |c| {
+        let d = concord::config::Config::with_database("");
+        c.lease = d.lease;
+        c.poll_interval = d.poll_interval;
+    })
+    .await;
+    // SIGKILL: no chance to release anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        a.wait_until(Duration::from_secs(15), |p| p.has_effect(
+            &gid,
+            "1",
+            Ph::Confirm
+        ))
+        .await
+    );
+    let takeover = killed.elapsed();
+    eprintln!("takeover after SIGKILL: {} ms", takeover.as_millis());
+    assert!(
+        takeover < Duration::from_secs(6),
+        "took {takeover:?}, target is 5 s"
+    );
+    let mut c = other.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
+}

@@ -1,0 +1,558 @@
+//! Test harness: a `TestCoordinator` running in its own runtime (so that a
+//! crash drops every task it had, as a killed process would), and a
+//! scriptable `TestParticipant` gRPC server on a loopback port that counts
+//! calls, checks durability preconditions in the database and applies each
+//! effect once per (gid, branch, phase) like a barrier would.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use concord::config::Config;
+use concord::server::Server;
+use concord_proto::participant::v1::participant_server::{Participant, ParticipantServer};
+use concord_proto::participant::v1::{BranchRequest, BranchResponse};
+use concord_proto::v1::coordinator_client::CoordinatorClient;
+use concord_proto::v1::registry_client::RegistryClient;
+use concord_proto::v1::{self as pb};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Config with short delays so that retries and recovery happen quickly.
+pub fn fast_config(database_url: &str) -> Config {
+    let mut c = Config::with_database(database_url);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.pool_size = 4;
+    c.migrate = false;
+    c.retry.initial = Duration::from_millis(100);
+    c.retry.max = Duration::from_millis(400);
+    c.poll_interval = Duration::from_millis(100);
+    c.lease = Duration::from_millis(1000);
+    c.call_timeout = Duration::from_secs(2);
+    c.shutdown_grace = Duration::from_secs(2);
+    c.breaker_cooldown = Duration::from_millis(200);
+    c
+}
+
+enum Stop {
+    Crash,
+    Graceful,
+}
+
+/// One coordinator instance in a runtime of its own.
+pub struct TestCoordinator {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<Stop>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestCoordinator {
+    pub async fn start(pool: &PgPool) -> Self {
+        Self::start_with(pool, |_| {}).await
+    }
+
+    pub async fn start_with(pool: &PgPool, tweak: impl FnOnce(&mut Config)) -> Self {
+        let url = concord::store::postgres::PgStore::url_of(pool);
+        let mut config = fast_config(&url);
+        tweak(&mut config);
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let graceful = rt.block_on(async move {
+                let server = Server::build(config).await.expect("coordinator starts");
+                addr_tx.send(server.local_addr()).unwrap();
+                let shutdown = CancellationToken::new();
+                let run = tokio::spawn(server.run(shutdown.clone().cancelled_owned()));
+                match stop_rx.await {
+                    Ok(Stop::Graceful) => {
+                        shutdown.cancel();
+                        let _ = run.await;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if graceful {
+                drop(rt);
+            } else {
+                // A crash: every task is dropped where it stands.
+                rt.shutdown_background();
+            }
+        });
+        let addr = addr_rx.await.expect("coordinator reports its address");
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> CoordinatorClient<Channel> {
+        CoordinatorClient::connect(self.url()).await.unwrap()
+    }
+
+    pub async fn registry(&self) -> RegistryClient<Channel> {
+        RegistryClient::connect(self.url()).await.unwrap()
+    }
+
+    /// Drops the instance abruptly: no lease release, no finishing.
+    pub fn crash(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Crash);
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// SIGTERM-like shutdown.
+    pub fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Graceful);
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Crash);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the participant does for one call.
+#[derive(Clone)]
+pub enum Behavior {
+    Ok,
+    Abort(&'static str),
+    Unavailable,
+    /// Do the work, then answer after this long (past the call deadline the
+    /// coordinator never hears it).
+    Slow(Duration),
+    /// Wait until released (or forever).
+    Block(Arc<Notify>),
+    /// UNAVAILABLE for the first n calls of each branch, then OK.
+    FailFirstPerBranch(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ph {
+    Try,
+    Confirm,
+    Cancel,
+}
+
+#[derive(Default)]
+struct State {
+    scripts: HashMap<Ph, (VecDeque<Behavior>, Option<Behavior>)>,
+    calls: HashMap<(String, String, Ph), u32>,
+    effects: HashSet<(String, String, Ph)>,
+    in_flight: HashSet<(String, String, Ph)>,
+    concurrent_violations: u32,
+    precondition_violations: Vec<String>,
+    metadata_seen: Vec<HashMap<String, String>>,
+}
+
+/// A participant service with scripted behaviour and call accounting.
+#[derive(Clone)]
+pub struct TestParticipant {
+    pub name: String,
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+struct Service {
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+    db: Option<PgPool>,
+}
+
+impl TestParticipant {
+    /// Serves on a loopback port. With `db`, every call checks in the
+    /// coordinator's database that what must be durable before it is.
+    pub async fn start(name: &str, db: Option<PgPool>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(name, listener, db).await
+    }
+
+    pub async fn serve_on(name: &str, listener: TcpListener, db: Option<PgPool>) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let arrived = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let svc = Service {
+            state: state.clone(),
+            arrived: arrived.clone(),
+            db,
+        };
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(ParticipantServer::new(svc))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), s.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Self {
+            name: name.to_string(),
+            addr,
+            state,
+            arrived,
+            stop,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Registers with the coordinator under `self.name` with `actions`.
+    pub async fn register(&self, coordinator: &TestCoordinator, actions: &[&str]) {
+        coordinator
+            .registry()
+            .await
+            .register_participant(pb::RegisterParticipantRequest {
+                name: self.name.clone(),
+                endpoint: self.endpoint(),
+                actions: actions
+                    .iter()
+                    .map(|a| pb::Action {
+                        name: a.to_string(),
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next calls of `phase` behave as listed, then as `then`.
+    pub fn script(&self, phase: Ph, first: Vec<Behavior>, then: Behavior) {
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(phase, (first.into(), Some(then)));
+    }
+
+    pub fn calls(&self, gid: &str, branch: &str, phase: Ph) -> u32 {
+        let s = self.state.lock().unwrap();
+        s.calls
+            .get(&(gid.to_string(), branch.to_string(), phase))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_calls(&self, phase: Ph) -> u32 {
+        let s = self.state.lock().unwrap();
+        s.calls
+            .iter()
+            .filter(|(k, _)| k.2 == phase)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn effects(&self, phase: Ph) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .effects
+            .iter()
+            .filter(|k| k.2 == phase)
+            .count()
+    }
+
+    pub fn has_effect(&self, gid: &str, branch: &str, phase: Ph) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .effects
+            .contains(&(gid.to_string(), branch.to_string(), phase))
+    }
+
+    pub fn concurrent_violations(&self) -> u32 {
+        self.state.lock().unwrap().concurrent_violations
+    }
+
+    pub fn precondition_violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().precondition_violations.clone()
+    }
+
+    pub fn metadata_seen(&self) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().metadata_seen.clone()
+    }
+
+    /// Waits until `check` holds, re-checking after every call.
+    pub async fn wait_until(&self, timeout: Duration, check: impl Fn(&Self) -> bool) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            if check(self) {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return false;
+            }
+            let _ =
+                tokio::time::timeout((until - now).min(Duration::from_millis(50)), notified).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {}
+}
+
+impl Service {
+    async fn check_durable(&self, req: &BranchRequest, phase: Ph) -> Option<String> {
+        let db = self.db.as_ref()?;
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT g.status, b.branch_id FROM global_transactions g
+               LEFT JOIN branches b ON b.gid = g.gid AND b.branch_id = $2
+              WHERE g.gid = $1",
+        )
+        .bind(&req.gid)
+        .bind(&req.branch_id)
+        .fetch_optional(db)
+        .await
+        .ok()?;
+        let Some((status, branch)) = row else {
+            return Some(format!(
+                "{phase:?} {}: transaction not in the database",
+                req.gid
+            ));
+        };
+        if branch.is_none() {
+            return Some(format!(
+                "{phase:?} {}/{}: branch not committed before the call",
+                req.gid, req.branch_id
+            ));
+        }
+        let ok = match phase {
+            Ph::Try => true,
+            Ph::Confirm => status == "confirming" || status == "confirmed",
+            Ph::Cancel => status == "cancelling" || status == "cancelled",
+        };
+        (!ok).then(|| {
+            format!(
+                "{phase:?} {}: decision not durable (status {status})",
+                req.gid
+            )
+        })
+    }
+
+    async fn handle(
+        &self,
+        req: BranchRequest,
+        phase: Ph,
+    ) -> Result<Response<BranchResponse>, Status> {
+        let key = (req.gid.clone(), req.branch_id.clone(), phase);
+        let violation = self.check_durable(&req, phase).await;
+        let (n, behavior) = {
+            let mut s = self.state.lock().unwrap();
+            let n = {
+                let c = s.calls.entry(key.clone()).or_default();
+                *c += 1;
+                *c
+            };
+            if !s.in_flight.insert(key.clone()) {
+                s.concurrent_violations += 1;
+            }
+            if let Some(v) = violation {
+                s.precondition_violations.push(v);
+            }
+            s.metadata_seen.push(req.metadata.clone());
+            let behavior = match s.scripts.get_mut(&phase) {
+                Some((queue, then)) => queue
+                    .pop_front()
+                    .or_else(|| then.clone())
+                    .unwrap_or(Behavior::Ok),
+                None => Behavior::Ok,
+            };
+            (n, behavior)
+        };
+        let behavior = match behavior {
+            Behavior::FailFirstPerBranch(k) if n <= k => Behavior::Unavailable,
+            Behavior::FailFirstPerBranch(_) => Behavior::Ok,
+            other => other,
+        };
+        self.arrived.notify_waiters();
+        let state = self.state.clone();
+        let arrived = self.arrived.clone();
+        let done = move |applied: bool| {
+            let mut s = state.lock().unwrap();
+            s.in_flight.remove(&key);
+            if applied {
+                s.effects.insert(key.clone());
+            }
+            drop(s);
+            arrived.notify_waiters();
+        };
+        match behavior {
+            Behavior::Ok => {
+                done(true);
+                Ok(Response::new(BranchResponse {
+                    payload: format!("{}:{}", req.branch_id, req.payload.len()).into_bytes(),
+                }))
+            }
+            Behavior::Abort(m) => {
+                done(false);
+                Err(Status::aborted(m))
+            }
+            Behavior::Unavailable => {
+                done(false);
+                Err(Status::unavailable("participant is down"))
+            }
+            Behavior::Slow(d) => {
+                done(true);
+                tokio::time::sleep(d).await;
+                Ok(Response::new(BranchResponse::default()))
+            }
+            Behavior::FailFirstPerBranch(_) => unreachable!("resolved above"),
+            Behavior::Block(release) => {
+                // Leaves in_flight set while blocked; cleared when released.
+                let guard = scopeguard(done);
+                release.notified().await;
+                guard.finish(true);
+                Ok(Response::new(BranchResponse::default()))
+            }
+        }
+    }
+}
+
+/// Runs `f(false)` on drop unless finished, so that a call abandoned by the
+/// client (dropped future) leaves the in-flight set.
+struct ScopeGuard<F: FnOnce(bool)>(Option<F>);
+
+fn scopeguard<F: FnOnce(bool)>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(Some(f))
+}
+
+impl<F: FnOnce(bool)> ScopeGuard<F> {
+    fn finish(mut self, applied: bool) {
+        if let Some(f) = self.0.take() {
+            f(applied);
+        }
+    }
+}
+
+impl<F: FnOnce(bool)> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(false);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Participant for Service {
+    async fn r#try(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
+        self.handle(r.into_inner(), Ph::Try).await
+    }
+    async fn confirm(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
+        self.handle(r.into_inner(), Ph::Confirm).await
+    }
+    async fn cancel(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
+        self.handle(r.into_inner(), Ph::Cancel).await
+    }
+    async fn execute(
+        &self,
+        _r: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        Err(Status::unimplemented("saga not used here"))
+    }
+    async fn compensate(
+        &self,
+        _r: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        Err(Status::unimplemented("saga not used here"))
+    }
+}
+
+/// Reads a transaction through the public API.
+pub async fn get_tx(c: &mut CoordinatorClient<Channel>, gid: &str) -> pb::Transaction {
+    c.get_transaction(pb::GetTransactionRequest {
+        gid: gid.to_string(),
+        include_events: true,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+pub fn status_of(tx: &pb::Transaction) -> pb::TransactionStatus {
+    pb::TransactionStatus::try_from(tx.status).unwrap()
+}
+
+/// Polls the transaction until its status is `want` or the time runs out.
+pub async fn wait_status(
+    c: &mut CoordinatorClient<Channel>,
+    gid: &str,
+    want: pb::TransactionStatus,
+    timeout: Duration,
+) -> pb::Transaction {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let tx = get_tx(c, gid).await;
+        if status_of(&tx) == want {
+            return tx;
+        }
+        if tokio::time::Instant::now() >= until {
+            panic!(
+                "transaction {gid} is {:?}, expected {want:?}: {tx:#?}",
+                status_of(&tx)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn begin_req(gid: &str, timeout: Option<Duration>) -> pb::BeginRequest {
+    pb::BeginRequest {
+        gid: gid.to_string(),
+        timeout: timeout.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        metadata: Default::default(),
+    }
+}
+
+pub fn try_req(gid: &str, participant: &str, action: &str) -> pb::TryRequest {
+    pb::TryRequest {
+        gid: gid.to_string(),
+        participant: participant.to_string(),
+        action: action.to_string(),
+        payload: b"{\"amount\":10}".to_vec(),
+        branch_id: String::new(),
+        call_timeout: None,
+    }
+}
