@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::admin::auth::AdminTokens;
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -101,6 +103,11 @@ pub struct ServeArgs {
     /// Grace period for in-flight work at shutdown.
     #[arg(long, env = "CONCORD_SHUTDOWN_GRACE", value_parser = parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Tokens of the admin API as `name:secret,name:secret`; the name is
+    /// recorded as the actor of operator actions. None: admin API refuses
+    /// every call.
+    #[arg(long, env = "CONCORD_ADMIN_TOKENS", hide_env_values = true)]
+    pub admin_tokens: Option<String>,
 }
 
 /// The same keys as [`ServeArgs`], as found in the TOML file.
@@ -129,6 +136,7 @@ struct FileConfig {
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<String>,
     shutdown_grace: Option<String>,
+    admin_tokens: Option<Vec<String>>,
 }
 
 /// Retry delays of phase-2 calls.
@@ -162,6 +170,8 @@ pub struct Config {
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub shutdown_grace: Duration,
+    /// Who may call the admin API (`Debug` shows the names only).
+    pub admin_tokens: AdminTokens,
 }
 
 /// Default database when nothing is configured.
@@ -196,6 +206,7 @@ impl Config {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            admin_tokens: AdminTokens::default(),
         }
     }
 
@@ -247,6 +258,17 @@ impl Config {
         pick!(breaker_failures);
         pick!(breaker_cooldown, duration);
         pick!(shutdown_grace, duration);
+        let admin_tokens = match (&args.admin_tokens, &file.admin_tokens) {
+            (Some(flag), _) => Some(AdminTokens::parse_list(flag)),
+            (None, Some(list)) => Some(AdminTokens::parse(list.iter().map(String::as_str))),
+            (None, None) => None,
+        };
+        if let Some(tokens) = admin_tokens {
+            c.admin_tokens = tokens.map_err(|message| ConfigError::Invalid {
+                key: "admin_tokens",
+                message,
+            })?;
+        }
         if let Some(no) = args.no_migrate.or(file.no_migrate) {
             c.migrate = !no;
         }
@@ -392,6 +414,37 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("retry_factor"));
+    }
+
+    #[test]
+    fn admin_tokens_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "admin_tokens = [\"alice:s3cret\"]\n").unwrap();
+        let from_file = Config::resolve(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            from_file.admin_tokens.authenticate(b"s3cret"),
+            Some("alice")
+        );
+        assert!(!format!("{from_file:?}").contains("s3cret"));
+        let from_flag = Config::resolve(&ServeArgs {
+            config: Some(path),
+            admin_tokens: Some("ops-bot:t0ken,bob:pw".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.admin_tokens.authenticate(b"s3cret"), None);
+        assert_eq!(from_flag.admin_tokens.authenticate(b"pw"), Some("bob"));
+        let err = Config::resolve(&ServeArgs {
+            admin_tokens: Some("nocolon".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid admin_tokens"), "{err}");
     }
 
     #[test]

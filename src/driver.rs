@@ -17,14 +17,20 @@ use crate::store::{BranchRecord, CallRecord, Claimed, Decision, Lease, Metadata,
 
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
-    pub(crate) fn spawn_drive(&self, lease: Lease, branches: Vec<BranchRecord>, state: TxState) {
+    pub(crate) fn spawn_drive(
+        &self,
+        lease: Lease,
+        branches: Vec<BranchRecord>,
+        state: TxState,
+        metadata: Metadata,
+    ) {
         let Some(engine) = self.self_arc() else {
             return;
         };
         let span = tracing::info_span!("drive", gid = %lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive(lease, branches, state, None).await;
+                engine.drive(lease, branches, state, Some(metadata)).await;
             }
             .instrument(span),
         );
@@ -88,7 +94,10 @@ impl Engine {
                 self.drive(claimed.lease, branches, state, Some(tx.metadata))
                     .await;
             }
-            Status::Confirmed | Status::Cancelled => {
+            Status::Running | Status::Compensating => {
+                self.drive_saga(claimed.lease, tx, branches).await;
+            }
+            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated => {
                 let _ = self
                     .store
                     .release(&self.settings.instance_id, &[claimed.lease])
@@ -221,7 +230,7 @@ impl Engine {
         };
         match self.store.write_round(write).await {
             Ok(true) if finished => {
-                tracing::info!(%gid, status = status.as_str(), "finished");
+                tracing::debug!(%gid, status = status.as_str(), "finished");
                 self.notify_finished(&gid);
             }
             Ok(true) => {

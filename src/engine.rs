@@ -413,9 +413,10 @@ impl Engine {
                 actor: self.settings.instance_id.clone(),
             };
             if let Some(lease) = self.store.decide(decision).await? {
-                tracing::info!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
-                self.spawn_drive(lease, branches, next.clone());
-                return Ok(next.status);
+                tracing::debug!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
+                let status = next.status;
+                self.spawn_drive(lease, branches, next, tx.metadata);
+                return Ok(status);
             }
         }
         Err(Error::Unavailable(format!(
@@ -465,7 +466,7 @@ impl Engine {
     /// Waits until the transaction is final or `until` passes. Finishing on
     /// this instance wakes the waiter at once; a finish by another instance
     /// (after a retry) is seen by polling.
-    async fn wait_final(&self, gid: &Gid, until: Instant) -> Result<Status> {
+    pub(crate) async fn wait_final(&self, gid: &Gid, until: Instant) -> Result<Status> {
         loop {
             let notify = self.waiter(gid);
             let notified = notify.notified();

@@ -26,6 +26,9 @@ pub enum Error {
     /// A wait ran out; the work goes on in the background.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// No valid credentials (admin API).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

@@ -78,12 +78,15 @@ impl Leases {
         self.len() == 0
     }
 
+    /// Cancels the drivers of leases that were not renewed and are still
+    /// held (one that finished between snapshot and renewal is not lost).
     fn mark_lost(&self, lost: &[Lease]) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         for l in lost {
             if let Some((fence, token)) = held.get(&l.gid)
                 && *fence == l.fence
             {
+                tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
                 token.cancel();
             }
         }
@@ -114,9 +117,6 @@ impl Leases {
                         .into_iter()
                         .filter(|l| !renewed.contains(&l.gid))
                         .collect();
-                    for l in &lost {
-                        tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
-                    }
                     self.mark_lost(&lost);
                 }
                 // A failed renewal is not a lost lease: it may still be ours.

@@ -9,7 +9,9 @@
 //! calls participants, [`api`] is the gRPC surface, [`server`] assembles it.
 
 pub mod api;
+pub mod bench;
 pub mod breaker;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -22,6 +24,7 @@ pub mod participant_client;
 pub mod recovery;
 pub mod registry;
 pub mod retry;
+pub mod saga;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -44,15 +44,27 @@ pub enum Status {
     Confirmed,
     Cancelling,
     Cancelled,
+    /// Saga: actions running.
+    Running,
+    /// Saga: every action succeeded.
+    Succeeded,
+    /// Saga: a step was rejected (or the deadline passed); compensating.
+    Compensating,
+    /// Saga: every step that ran or may have run is compensated.
+    Compensated,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 9] = [
         Status::Trying,
         Status::Confirming,
         Status::Confirmed,
         Status::Cancelling,
         Status::Cancelled,
+        Status::Running,
+        Status::Succeeded,
+        Status::Compensating,
+        Status::Compensated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +74,10 @@ impl Status {
             Status::Confirmed => "confirmed",
             Status::Cancelling => "cancelling",
             Status::Cancelled => "cancelled",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Compensating => "compensating",
+            Status::Compensated => "compensated",
         }
     }
 
@@ -71,7 +87,10 @@ impl Status {
 
     /// No further change will happen.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Confirmed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated
+        )
     }
 
     /// The phase-2 call a branch gets in this status, if any.
@@ -98,6 +117,8 @@ pub enum Phase {
     Try,
     Confirm,
     Cancel,
+    Execute,
+    Compensate,
 }
 
 impl Phase {
@@ -106,6 +127,8 @@ impl Phase {
             Phase::Try => "try",
             Phase::Confirm => "confirm",
             Phase::Cancel => "cancel",
+            Phase::Execute => "execute",
+            Phase::Compensate => "compensate",
         }
     }
 }
@@ -437,6 +460,9 @@ fn attention_reason(tx: &TxState, phase: Phase, age: Duration, _now: DateTime<Ut
         failing.join("; ")
     )
 }
+
+pub mod operator;
+pub mod saga;
 
 #[cfg(test)]
 mod tests;

@@ -35,16 +35,26 @@ struct Cli {
 enum Command {
     /// Run the coordinator.
     Serve(Box<ServeArgs>),
+    /// Measure throughput and latency of TCC transactions.
+    Bench(concord::bench::BenchArgs),
     /// Apply database migrations and exit.
     Migrate {
         /// PostgreSQL connection URL.
         #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
         database_url: String,
     },
+    /// Operator commands: `tx`, `participants`, `stats` (see `concord::cli`).
+    #[command(flatten)]
+    Admin(concord::cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // The CLI has its own exit codes and logs nothing.
+        Command::Admin(admin) => return concord::cli::main(admin),
+        other => other,
+    };
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -53,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -72,7 +82,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server.run(shutdown.cancelled_owned()).await?;
             Ok(())
         }
+        Command::Bench(args) => {
+            let report = concord::bench::run(args.clone()).await?;
+            concord::bench::print(&args, &report);
+            Ok(())
+        }
+        Command::Admin(_) => unreachable!("handled in main"),
         Command::Migrate { database_url } => {
+            PgStore::ensure_database(&database_url)
+                .await
+                .context("cannot create the database")?;
             let store = PgStore::connect(&database_url, 1, std::time::Duration::from_secs(5))
                 .await
                 .context("cannot connect to the database")?;

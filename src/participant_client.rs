@@ -3,7 +3,7 @@
 //! classification of replies by the outcome contract (OK, ABORTED = rejected,
 //! anything else = unknown).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,10 +81,56 @@ pub struct EndpointHealth {
     pub breaker: BreakerState,
 }
 
+/// Outcomes remembered per endpoint for the recent failure rate.
+const RECENT_CALLS: usize = 100;
+
+/// What one instance remembers of its calls to one endpoint.
+#[derive(Debug, Clone, Default)]
+struct EndpointStats {
+    /// `true` for a call that failed without an answer (oldest first).
+    recent: VecDeque<bool>,
+    last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_error: Option<String>,
+}
+
+impl EndpointStats {
+    fn record(&mut self, outcome: &Outcome, now: chrono::DateTime<chrono::Utc>) {
+        // ABORTED is an answer (a business "no"), not a failure of the
+        // endpoint; every other non-OK outcome is.
+        let failed = matches!(outcome, Outcome::Unknown { .. });
+        if self.recent.len() == RECENT_CALLS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(failed);
+        if failed {
+            self.last_failure_at = Some(now);
+            self.last_error = Some(format!("{} {}", outcome.code(), outcome.message()));
+        } else if *outcome == Outcome::Succeeded {
+            self.last_success_at = Some(now);
+        }
+    }
+}
+
+/// Call statistics of one endpoint as shown to operators.
+#[derive(Debug, Clone)]
+pub struct EndpointCallStats {
+    pub url: EndpointUrl,
+    pub breaker: BreakerState,
+    /// Calls among the last [`RECENT_CALLS`] and how many of them failed.
+    pub recent_calls: u32,
+    pub recent_failures: u32,
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+}
+
 /// Pool of channels and breakers, shared by every call of one instance.
 pub struct ParticipantClients {
     channels: Mutex<HashMap<EndpointUrl, Channel>>,
     breakers: Mutex<HashMap<EndpointUrl, Breaker>>,
+    /// Recent outcomes per endpoint, for operators (this instance only).
+    stats: Mutex<HashMap<EndpointUrl, EndpointStats>>,
     breaker_failures: u32,
     breaker_cooldown: Duration,
     max_message_bytes: usize,
@@ -99,6 +145,7 @@ impl ParticipantClients {
         Self {
             channels: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
             breaker_failures,
             breaker_cooldown,
             max_message_bytes,
@@ -144,6 +191,12 @@ impl ParticipantClients {
     }
 
     fn report(&self, url: &EndpointUrl, outcome: &Outcome) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(url.clone())
+            .or_default()
+            .record(outcome, chrono::Utc::now());
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = breakers.get_mut(url) {
             if endpoint_failed(outcome) {
@@ -152,6 +205,32 @@ impl ParticipantClients {
                 b.on_success();
             }
         }
+    }
+
+    /// Call statistics and breaker state of every endpoint this instance
+    /// has called. Kept in memory: each instance sees only its own calls,
+    /// and a restart forgets them.
+    pub fn endpoint_stats(&self) -> Vec<EndpointCallStats> {
+        let now = Instant::now();
+        let breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = breakers
+            .iter()
+            .map(|(url, b)| {
+                let s = stats.get(url).cloned().unwrap_or_default();
+                EndpointCallStats {
+                    url: url.clone(),
+                    breaker: b.state(now),
+                    recent_calls: s.recent.len() as u32,
+                    recent_failures: s.recent.iter().filter(|failed| **failed).count() as u32,
+                    last_success_at: s.last_success_at,
+                    last_failure_at: s.last_failure_at,
+                    last_error: s.last_error,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.url.cmp(&b.url));
+        all
     }
 
     /// Breaker state of every endpoint this instance has called.
@@ -221,6 +300,8 @@ impl ParticipantClients {
                 Phase::Try => client.r#try(req).await,
                 Phase::Confirm => client.confirm(req).await,
                 Phase::Cancel => client.cancel(req).await,
+                Phase::Execute => client.execute(req).await,
+                Phase::Compensate => client.compensate(req).await,
             }
         };
         let started = Instant::now();

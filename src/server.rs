@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::admin::AdminApi;
 use crate::api::coordinator::CoordinatorApi;
 use crate::api::registry::RegistryApi;
 use crate::clock::{Clock, SystemClock};
@@ -57,6 +58,11 @@ pub struct Server {
 impl Server {
     /// Connects, migrates (unless disabled) and binds the listen address.
     pub async fn build(config: Config) -> Result<Self, ServerError> {
+        if config.migrate {
+            PgStore::ensure_database(&config.database_url)
+                .await
+                .map_err(ServerError::Database)?;
+        }
         let store = PgStore::connect(
             &config.database_url,
             config.pool_size,
@@ -190,6 +196,9 @@ impl Server {
         health_reporter
             .set_serving::<RegistryServer<RegistryApi>>()
             .await;
+        health_reporter
+            .set_serving::<concord_proto::v1::admin_server::AdminServer<AdminApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -203,6 +212,11 @@ impl Server {
         let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        if config.admin_tokens.is_empty() {
+            tracing::warn!("no admin_tokens configured; the admin api refuses every call");
+        }
+        let admin = AdminApi::new(store.clone(), Arc::clone(&engine), wake.clone())
+            .service(config.admin_tokens.clone(), max);
 
         let addr = listener.local_addr().ok();
         tracing::info!(addr = ?addr, instance = %config.instance_id, "coordinator serving");
@@ -213,6 +227,7 @@ impl Server {
             .add_service(reflection)
             .add_service(coordinator)
             .add_service(registry)
+            .add_service(admin)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 serving.clone().cancelled_owned(),

@@ -7,6 +7,7 @@ use prost::Message;
 
 const FILES: &[&str] = &[
     "concord/v1/coordinator.proto",
+    "concord/v1/admin.proto",
     "concord/participant/v1/participant.proto",
 ];
 

@@ -27,6 +27,10 @@ pub fn status(s: Status) -> pb::TransactionStatus {
         Status::Confirmed => pb::TransactionStatus::Confirmed,
         Status::Cancelling => pb::TransactionStatus::Cancelling,
         Status::Cancelled => pb::TransactionStatus::Cancelled,
+        Status::Running => pb::TransactionStatus::Running,
+        Status::Succeeded => pb::TransactionStatus::Succeeded,
+        Status::Compensating => pb::TransactionStatus::Compensating,
+        Status::Compensated => pb::TransactionStatus::Compensated,
     }
 }
 
@@ -59,6 +63,12 @@ pub fn branch(b: &BranchRecord) -> pb::Branch {
         last_error: b.last_error.clone().unwrap_or_default(),
         created_at: Some(timestamp(b.created_at)),
         updated_at: Some(timestamp(b.updated_at)),
+        compensation: b
+            .compensation
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        depends_on: b.depends_on.iter().map(|&d| d as u32).collect(),
     }
 }
 
@@ -90,10 +100,21 @@ pub fn transaction(
         gid: tx.gid.to_string(),
         mode: mode(tx.mode) as i32,
         status: status(tx.status) as i32,
-        branches: branches.iter().map(branch).collect(),
+        branches: branches
+            .iter()
+            .map(|b| {
+                let mut pb = branch(b);
+                // A decided transaction's branch without a recorded round is
+                // owed its call: show it as pending.
+                if tx.status.second_phase().is_some() && b.second_phase == CallStatus::NotRequired {
+                    pb.second_phase = pb::CallStatus::Pending as i32;
+                }
+                pb
+            })
+            .collect(),
         created_at: Some(timestamp(tx.created_at)),
         updated_at: Some(timestamp(tx.updated_at)),
-        deadline: Some(timestamp(tx.deadline)),
+        deadline: tx.has_deadline().then(|| timestamp(tx.deadline)),
         metadata: tx.metadata.clone().into_iter().collect(),
         needs_attention: tx.needs_attention,
         attention_reason: tx.attention_reason.clone().unwrap_or_default(),

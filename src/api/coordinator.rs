@@ -12,6 +12,7 @@ use super::{convert, grpc_timeout, guarded};
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
 use crate::engine::{Engine, TryBranch};
 use crate::error::Error;
+use crate::saga::{SagaRequest, StepRequest};
 
 pub struct CoordinatorApi {
     engine: Arc<Engine>,
@@ -134,6 +135,74 @@ impl Coordinator for CoordinatorApi {
             let status = self.engine.rollback(&gid(&req.gid)?, reason, until).await?;
             Ok(pb::RollbackResponse {
                 status: convert::status(status) as i32,
+            })
+        })
+        .await
+    }
+
+    async fn submit_saga(
+        &self,
+        request: Request<pb::SubmitSagaRequest>,
+    ) -> Result<Response<pb::SubmitSagaResponse>, Status> {
+        let until = self.wait_until(&request, request.get_ref().wait);
+        let req = request.into_inner();
+        guarded("SubmitSaga", &req.gid.clone(), async {
+            let gid = if req.gid.is_empty() {
+                None
+            } else {
+                Some(gid(&req.gid)?)
+            };
+            let timeout = match &req.timeout {
+                Some(d) => Some(convert::duration(d).ok_or_else(|| {
+                    Error::InvalidArgument("timeout must not be negative".into())
+                })?),
+                None => None,
+            };
+            let steps = req
+                .steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let step = |e: crate::domain::InvalidValue| {
+                        Error::InvalidArgument(format!("step {i}: {}", e.0))
+                    };
+                    Ok(StepRequest {
+                        participant: ParticipantName::parse(s.participant).map_err(step)?,
+                        action: ActionName::parse(s.action).map_err(step)?,
+                        compensation: ActionName::parse(s.compensation).map_err(|e| {
+                            Error::InvalidArgument(format!("step {i}: compensation: {}", e.0))
+                        })?,
+                        payload: s.payload,
+                        depends_on: s.depends_on.into_iter().map(|d| d as usize).collect(),
+                        compensate_rejected: s.compensate_rejected.unwrap_or(true),
+                        call_timeout: match &s.call_timeout {
+                            Some(d) => Some(convert::duration(d).ok_or_else(|| {
+                                Error::InvalidArgument(format!(
+                                    "step {i}: call_timeout must not be negative"
+                                ))
+                            })?),
+                            None => None,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let (gid, status, reason) = self
+                .engine
+                .submit_saga(
+                    SagaRequest {
+                        gid,
+                        steps,
+                        timeout,
+                        metadata: req.metadata.into_iter().collect(),
+                        concurrency: Some(req.concurrency),
+                    },
+                    until,
+                )
+                .await?;
+            Ok(pb::SubmitSagaResponse {
+                gid: gid.to_string(),
+                status: convert::status(status) as i32,
+                reason: reason.unwrap_or_default(),
             })
         })
         .await

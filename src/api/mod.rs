@@ -2,6 +2,7 @@
 //! This module holds what every handler shares: the one mapping of errors
 //! to `tonic::Status`, panic recovery and request logging.
 
+pub mod admin;
 pub mod convert;
 pub mod coordinator;
 pub mod registry;
@@ -26,6 +27,7 @@ pub fn status(err: Error) -> Status {
         Error::Rejected(m) => Status::aborted(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        Error::Unauthenticated(m) => Status::unauthenticated(m),
         Error::Store(StoreError::Unavailable(m)) => {
             Status::unavailable(format!("database unavailable: {m}"))
         }
@@ -132,6 +134,7 @@ mod tests {
             (Error::Rejected("x".into()), Code::Aborted),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
+            (Error::Unauthenticated("x".into()), Code::Unauthenticated),
             (
                 Error::Store(StoreError::Unavailable("x".into())),
                 Code::Unavailable,

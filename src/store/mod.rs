@@ -6,6 +6,7 @@
 //! made while driving a transaction carries the lease's fencing token, so an
 //! instance whose lease was taken over matches no row and changes nothing.
 
+pub mod admin;
 pub mod postgres;
 mod records;
 
@@ -162,6 +163,62 @@ pub struct RoundWrite {
     pub now: DateTime<Utc>,
 }
 
+/// One step of a saga to submit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStep {
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    pub compensation: ActionName,
+    pub payload: Vec<u8>,
+    /// Effective dependencies (sequential sagas made explicit).
+    pub depends_on: Vec<usize>,
+    pub compensate_rejected: bool,
+    pub call_timeout: Option<Duration>,
+}
+
+/// A saga to submit; it is leased to the submitting instance at once.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    pub gid: Gid,
+    pub steps: Vec<NewStep>,
+    pub metadata: Metadata,
+    pub timeout: Option<Duration>,
+    pub deadline: DateTime<Utc>,
+    pub concurrency: u32,
+    pub owner: String,
+    pub lease: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// Result of [`Store::submit_saga`].
+#[derive(Debug, Clone)]
+pub enum SagaSubmitted {
+    /// Committed with every step; the submitter holds `Lease`.
+    Created(Lease),
+    /// A transaction with that gid exists already.
+    Existing(Box<(TxRecord, Vec<BranchRecord>)>),
+}
+
+/// A saga's progress after one reply (or a deadline), written under the
+/// lease.
+#[derive(Debug, Clone)]
+pub struct SagaWrite {
+    pub lease: Lease,
+    pub owner: String,
+    pub state: crate::machine::saga::SagaState,
+    /// Steps whose row changed.
+    pub steps: Vec<usize>,
+    pub calls: Vec<CallRecord>,
+    /// Status changed (to compensating or final): record it as an event.
+    pub status_changed: bool,
+    pub newly_flagged: bool,
+    /// Give the lease back (final, or waiting for a retry).
+    pub release: bool,
+    /// `None` when final.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
 /// Storage of everything the coordinator must not forget.
 #[tonic::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -194,6 +251,13 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a phase-2 round and releases the lease; `false` if the lease
     /// was lost (fenced out) and nothing was written.
     async fn write_round(&self, round: RoundWrite) -> StoreResult<bool>;
+
+    /// Inserts a saga and all its steps in one durable commit, leased to
+    /// the submitter, unless its gid exists.
+    async fn submit_saga(&self, saga: NewSaga) -> StoreResult<SagaSubmitted>;
+
+    /// Writes a saga's progress; `false` if the lease was lost.
+    async fn write_saga(&self, write: SagaWrite) -> StoreResult<bool>;
 
     /// Claims up to `limit` transactions that are due and not leased.
     async fn claim_due(

@@ -101,6 +101,22 @@ impl PgStore {
         })
     }
 
+    /// Creates the database named in `url` if it does not exist, so that
+    /// a first `concord serve` on a fresh PostgreSQL just works.
+    pub async fn ensure_database(url: &str) -> StoreResult<()> {
+        use sqlx::migrate::MigrateDatabase;
+        if !sqlx::Postgres::database_exists(url)
+            .await
+            .map_err(map_sqlx)?
+        {
+            sqlx::Postgres::create_database(url)
+                .await
+                .map_err(map_sqlx)?;
+            tracing::info!("database created");
+        }
+        Ok(())
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR
@@ -125,14 +141,15 @@ macro_rules! tx_columns {
     () => {
         "gid, mode, status, metadata, timeout_ms, deadline, branch_seq, \
     rollback_reason, decided_at, attempts, needs_attention, attention_reason, paused, \
-    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at"
+    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at, concurrency"
     };
 }
 
 macro_rules! branch_columns {
     () => {
         "branch_id, participant, action, payload, call_timeout_ms, \
-    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at"
+    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at, \
+    compensation, depends_on, compensate_rejected"
     };
 }
 
@@ -140,7 +157,7 @@ fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} {value:?}"))
 }
 
-fn tx_from_row(row: &PgRow) -> StoreResult<TxRecord> {
+pub(super) fn tx_from_row(row: &PgRow) -> StoreResult<TxRecord> {
     let mode: String = row.try_get("mode").map_err(map_sqlx)?;
     let status: String = row.try_get("status").map_err(map_sqlx)?;
     let metadata: serde_json::Value = row.try_get("metadata").map_err(map_sqlx)?;
@@ -168,6 +185,7 @@ fn tx_from_row(row: &PgRow) -> StoreResult<TxRecord> {
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
         finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
+        concurrency: u32_of(row.try_get("concurrency").map_err(map_sqlx)?),
     })
 }
 
@@ -176,7 +194,7 @@ fn call_status(row: &PgRow, col: &str) -> StoreResult<CallStatus> {
     CallStatus::parse(&v).ok_or_else(|| corrupt(col, &v))
 }
 
-fn branch_from_row(row: &PgRow) -> StoreResult<BranchRecord> {
+pub(super) fn branch_from_row(row: &PgRow) -> StoreResult<BranchRecord> {
     let timeout: Option<i64> = row.try_get("call_timeout_ms").map_err(map_sqlx)?;
     Ok(BranchRecord {
         branch_id: BranchId::from_trusted(row.try_get("branch_id").map_err(map_sqlx)?),
@@ -192,6 +210,17 @@ fn branch_from_row(row: &PgRow) -> StoreResult<BranchRecord> {
         last_attempt_at: row.try_get("last_attempt_at").map_err(map_sqlx)?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+        compensation: row
+            .try_get::<Option<String>, _>("compensation")
+            .map_err(map_sqlx)?
+            .map(ActionName::from_trusted),
+        depends_on: row
+            .try_get::<Vec<i32>, _>("depends_on")
+            .map_err(map_sqlx)?
+            .into_iter()
+            .map(|d| usize::try_from(d).unwrap_or(0))
+            .collect(),
+        compensate_rejected: row.try_get("compensate_rejected").map_err(map_sqlx)?,
     })
 }
 
@@ -223,6 +252,42 @@ impl PgStore {
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(branch_from_row).transpose()
+    }
+}
+
+/// Event rows as parallel arrays, the shape `unnest` wants.
+#[derive(Default)]
+struct EventRows {
+    kind: Vec<String>,
+    status: Vec<Option<String>>,
+    branch: Vec<Option<String>>,
+    phase: Vec<Option<String>>,
+    attempt: Vec<Option<i32>>,
+    code: Vec<Option<String>>,
+    message: Vec<Option<String>>,
+}
+
+impl EventRows {
+    fn call(&mut self, c: &CallRecord) {
+        self.kind.push("call".to_string());
+        self.status.push(None);
+        self.branch.push(Some(c.branch_id.as_str().to_string()));
+        self.phase.push(Some(c.phase.as_str().to_string()));
+        self.attempt
+            .push(Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)));
+        self.code.push(Some(c.outcome.code().to_string()));
+        let m = c.outcome.message();
+        self.message.push((!m.is_empty()).then(|| m.to_string()));
+    }
+
+    fn conclude(&mut self, kind: &str, status: Status, message: Option<String>) {
+        self.kind.push(kind.to_string());
+        self.status.push(Some(status.as_str().to_string()));
+        self.branch.push(None);
+        self.phase.push(None);
+        self.attempt.push(None);
+        self.code.push(None);
+        self.message.push(message);
     }
 }
 
@@ -318,16 +383,28 @@ impl Store for PgStore {
         };
         match (seq, inserted) {
             (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
-            (Some(_), Some(id)) => {
-                let record = self
-                    .load_branch(&b.gid, &id)
-                    .await?
-                    .ok_or_else(|| StoreError::Database("inserted branch not readable".into()))?;
-                Ok(BranchAdded::Added {
-                    branch: record,
-                    metadata,
-                })
-            }
+            // Everything in the new row is known here; no need to read it back.
+            (Some(_), Some(id)) => Ok(BranchAdded::Added {
+                branch: BranchRecord {
+                    branch_id: BranchId::from_trusted(id),
+                    participant: b.participant,
+                    action: b.action,
+                    payload: b.payload,
+                    call_timeout: b.call_timeout.map(|t| Duration::from_millis(ms(t) as u64)),
+                    first_phase: CallStatus::Pending,
+                    second_phase: CallStatus::NotRequired,
+                    attempts: 0,
+                    last_code: None,
+                    last_error: None,
+                    last_attempt_at: None,
+                    created_at: b.now,
+                    updated_at: b.now,
+                    compensation: None,
+                    depends_on: Vec::new(),
+                    compensate_rejected: true,
+                },
+                metadata,
+            }),
             (Some(seq), None) => {
                 let id = b
                     .branch_id
@@ -441,9 +518,6 @@ impl Store for PgStore {
                        fence = fence + 1, next_attempt_at = $6, updated_at = $6
                  WHERE gid = $1 AND status = $2 AND branch_seq = $3 AND fence = $4
                 RETURNING gid, fence
-            ), b AS (
-                UPDATE branches SET second_phase = 'pending', attempts = 0, updated_at = $6
-                 WHERE gid = (SELECT gid FROM g)
             ), ev AS (
                 INSERT INTO transaction_events (gid, at, kind, status, message, actor)
                 SELECT gid, $6, 'decided', $5, $7, $10 FROM g
@@ -481,48 +555,25 @@ impl Store for PgStore {
             errors.push(b.last_error.clone());
         }
         // Events: one per call, then the round's conclusion.
-        let mut ev_kind = Vec::new();
-        let mut ev_status: Vec<Option<String>> = Vec::new();
-        let mut ev_branch: Vec<Option<String>> = Vec::new();
-        let mut ev_phase: Vec<Option<String>> = Vec::new();
-        let mut ev_attempt: Vec<Option<i32>> = Vec::new();
-        let mut ev_code: Vec<Option<String>> = Vec::new();
-        let mut ev_message: Vec<Option<String>> = Vec::new();
+        let mut ev = EventRows::default();
         for c in &r.calls {
-            ev_kind.push("call".to_string());
-            ev_status.push(None);
-            ev_branch.push(Some(c.branch_id.as_str().to_string()));
-            ev_phase.push(Some(c.phase.as_str().to_string()));
-            ev_attempt.push(Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)));
-            ev_code.push(Some(c.outcome.code().to_string()));
-            let m = c.outcome.message();
-            ev_message.push((!m.is_empty()).then(|| m.to_string()));
+            ev.call(c);
         }
-        let mut conclude = |kind: &str, message: Option<String>| {
-            ev_kind.push(kind.to_string());
-            ev_status.push(Some(r.next.status.as_str().to_string()));
-            ev_branch.push(None);
-            ev_phase.push(None);
-            ev_attempt.push(None);
-            ev_code.push(None);
-            ev_message.push(message);
-        };
-        if r.next_attempt_at.is_none() {
-            conclude("finished", None);
-        } else {
-            conclude(
+        let status = r.next.status;
+        match r.next_attempt_at {
+            None => ev.conclude("finished", status, None),
+            Some(at) => ev.conclude(
                 "retry_scheduled",
-                r.next_attempt_at.map(|at| {
-                    format!(
-                        "round {} failed; next at {}",
-                        r.next.attempts,
-                        at.to_rfc3339()
-                    )
-                }),
-            );
+                status,
+                Some(format!(
+                    "round {} failed; next at {}",
+                    r.next.attempts,
+                    at.to_rfc3339()
+                )),
+            ),
         }
         if r.newly_flagged {
-            conclude("needs_attention", r.next.attention_reason.clone());
+            ev.conclude("needs_attention", status, r.next.attention_reason.clone());
         }
         let updated: i64 = sqlx::query_scalar(
             "WITH g AS (
@@ -563,13 +614,201 @@ impl Store for PgStore {
         .bind(attempts)
         .bind(codes)
         .bind(errors)
-        .bind(ev_kind)
-        .bind(ev_status)
-        .bind(ev_branch)
-        .bind(ev_phase)
-        .bind(ev_attempt)
-        .bind(ev_code)
-        .bind(ev_message)
+        .bind(ev.kind)
+        .bind(ev.status)
+        .bind(ev.branch)
+        .bind(ev.phase)
+        .bind(ev.attempt)
+        .bind(ev.code)
+        .bind(ev.message)
+        .fetch_one(&self.relaxed)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(updated == 1)
+    }
+
+    async fn submit_saga(&self, saga: NewSaga) -> StoreResult<SagaSubmitted> {
+        let metadata = serde_json::to_value(&saga.metadata)
+            .map_err(|e| StoreError::Database(format!("metadata: {e}")))?;
+        let n = saga.steps.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut participants = Vec::with_capacity(n);
+        let mut actions = Vec::with_capacity(n);
+        let mut compensations = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut timeouts = Vec::with_capacity(n);
+        let mut deps = Vec::with_capacity(n);
+        let mut compensate_rejected = Vec::with_capacity(n);
+        for (i, step) in saga.steps.iter().enumerate() {
+            ids.push((i + 1).to_string());
+            participants.push(step.participant.as_str());
+            actions.push(step.action.as_str());
+            compensations.push(step.compensation.as_str());
+            payloads.push(step.payload.as_slice());
+            timeouts.push(step.call_timeout.map(ms));
+            deps.push(
+                step.depends_on
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            compensate_rejected.push(step.compensate_rejected);
+        }
+        let created: i64 = sqlx::query_scalar(
+            "WITH g AS (
+                INSERT INTO global_transactions
+                    (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
+                     owner, lease_until, fence, created_at, updated_at)
+                VALUES ($1, 'saga', 'running', $2, $3, $4, $5, $6,
+                        $7, now() + $8 * interval '1 millisecond', 1, $6, $6)
+                ON CONFLICT (gid) DO NOTHING
+                RETURNING gid
+            ), b AS (
+                INSERT INTO branches
+                    (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
+                     depends_on, compensate_rejected, created_at, updated_at)
+                SELECT g.gid, s.id, s.participant, s.action, s.compensation, s.payload, s.timeout,
+                       string_to_array(s.deps, ',')::integer[], s.compensate_rejected, $6, $6
+                  FROM g, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[],
+                                 $14::bigint[], $15::text[], $16::boolean[])
+                       AS s(id, participant, action, compensation, payload, timeout, deps, compensate_rejected)
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, status, message, actor)
+                SELECT gid, $6, 'submitted', 'running', $17, $7 FROM g
+            )
+            SELECT count(*) FROM g",
+        )
+        .bind(saga.gid.as_str())
+        .bind(metadata)
+        .bind(saga.timeout.map_or(0, ms))
+        .bind(saga.deadline)
+        .bind(i32::try_from(saga.concurrency).unwrap_or(i32::MAX))
+        .bind(saga.now)
+        .bind(&saga.owner)
+        .bind(ms(saga.lease))
+        .bind(ids)
+        .bind(participants)
+        .bind(actions)
+        .bind(compensations)
+        .bind(payloads)
+        .bind(timeouts)
+        .bind(deps)
+        .bind(compensate_rejected)
+        .bind(format!("{n} steps"))
+        .fetch_one(&self.durable)
+        .await
+        .map_err(map_sqlx)?;
+        if created == 1 {
+            return Ok(SagaSubmitted::Created(Lease {
+                gid: saga.gid,
+                fence: 1,
+            }));
+        }
+        match self.load(&saga.gid).await? {
+            Some(found) => Ok(SagaSubmitted::Existing(Box::new(found))),
+            None => Err(StoreError::Conflict(format!("gid {} vanished", saga.gid))),
+        }
+    }
+
+    async fn write_saga(&self, w: SagaWrite) -> StoreResult<bool> {
+        let mut ids = Vec::new();
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        let mut attempts = Vec::new();
+        let mut codes = Vec::new();
+        let mut errors = Vec::new();
+        for &i in &w.steps {
+            let Some(step) = w.state.steps.get(i) else {
+                continue;
+            };
+            ids.push(step.id.as_str().to_string());
+            first.push(step.action.as_str());
+            second.push(step.compensation.as_str());
+            attempts.push(i32::try_from(step.attempts).unwrap_or(i32::MAX));
+            codes.push(step.last_code.clone());
+            errors.push(step.last_error.clone());
+        }
+        let mut ev = EventRows::default();
+        for c in &w.calls {
+            ev.call(c);
+        }
+        let status = w.state.status;
+        if w.status_changed {
+            let kind = if status.is_final() {
+                "finished"
+            } else {
+                "compensating"
+            };
+            ev.conclude(kind, status, w.state.reason.clone());
+        } else if w.release && w.next_attempt_at.is_some() {
+            ev.conclude(
+                "retry_scheduled",
+                status,
+                w.next_attempt_at.map(|at| {
+                    format!(
+                        "round {} incomplete; next at {}",
+                        w.state.attempts,
+                        at.to_rfc3339()
+                    )
+                }),
+            );
+        }
+        if w.newly_flagged {
+            ev.conclude("needs_attention", status, w.state.attention_reason.clone());
+        }
+        let updated: i64 = sqlx::query_scalar(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET status = $4, decided_at = $5, rollback_reason = $6, attempts = $7,
+                       needs_attention = $8, attention_reason = $9, next_attempt_at = $10,
+                       owner = CASE WHEN $11 THEN NULL ELSE owner END,
+                       lease_until = CASE WHEN $11 THEN NULL ELSE lease_until END,
+                       finished_at = CASE WHEN $10::timestamptz IS NULL THEN $12 END,
+                       updated_at = $12
+                 WHERE gid = $1 AND fence = $2 AND owner = $3
+                RETURNING gid
+            ), b AS (
+                UPDATE branches br
+                   SET first_phase = u.first, second_phase = u.second, attempts = u.attempts,
+                       last_code = u.code, last_error = u.error, last_attempt_at = $12, updated_at = $12
+                  FROM unnest($13::text[], $14::text[], $15::text[], $16::int[], $17::text[], $18::text[])
+                       AS u(id, first, second, attempts, code, error)
+                 WHERE br.gid = (SELECT gid FROM g) AND br.branch_id = u.id
+            ), ev AS (
+                INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
+                SELECT g.gid, $12, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, $3
+                  FROM g, unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::text[], $25::text[])
+                       WITH ORDINALITY AS e(kind, status, branch_id, phase, attempt, code, message, ord)
+                 ORDER BY e.ord
+            )
+            SELECT count(*) FROM g",
+        )
+        .bind(w.lease.gid.as_str())
+        .bind(w.lease.fence)
+        .bind(&w.owner)
+        .bind(status.as_str())
+        .bind(w.state.decided_at)
+        .bind(w.state.reason.as_deref())
+        .bind(i32::try_from(w.state.attempts).unwrap_or(i32::MAX))
+        .bind(w.state.needs_attention)
+        .bind(w.state.attention_reason.as_deref())
+        .bind(w.next_attempt_at)
+        .bind(w.release)
+        .bind(w.now)
+        .bind(ids)
+        .bind(first)
+        .bind(second)
+        .bind(attempts)
+        .bind(codes)
+        .bind(errors)
+        .bind(ev.kind)
+        .bind(ev.status)
+        .bind(ev.branch)
+        .bind(ev.phase)
+        .bind(ev.attempt)
+        .bind(ev.code)
+        .bind(ev.message)
         .fetch_one(&self.relaxed)
         .await
         .map_err(map_sqlx)?;

@@ -7,7 +7,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::machine::saga::{SagaState, StepState};
 use crate::machine::{BranchState, CallStatus, Mode, Status, TxState};
+
+/// The deadline stored for a saga that has none (PostgreSQL's timestamp
+/// range and the protobuf Timestamp both reach year 9999).
+pub fn no_deadline() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_370_764_800, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// Transaction metadata (for example `traceparent`).
 pub type Metadata = BTreeMap<String, String>;
@@ -35,6 +42,8 @@ pub struct TxRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Sagas: most steps running at once.
+    pub concurrency: u32,
 }
 
 /// A branch row.
@@ -53,6 +62,12 @@ pub struct BranchRecord {
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Sagas: the action that undoes `action`.
+    pub compensation: Option<ActionName>,
+    /// Sagas: indices of the steps this one waits for.
+    pub depends_on: Vec<usize>,
+    /// Sagas: compensate even when the action was rejected.
+    pub compensate_rejected: bool,
 }
 
 impl BranchRecord {
@@ -75,8 +90,53 @@ impl BranchRecord {
 }
 
 impl TxRecord {
+    /// False for a saga submitted without a timeout.
+    pub fn has_deadline(&self) -> bool {
+        self.deadline < no_deadline()
+    }
+
+    /// The saga view of this row and its steps (branches in step order).
+    pub fn saga_state(&self, steps: &[BranchRecord]) -> SagaState {
+        SagaState {
+            status: self.status,
+            deadline: self.has_deadline().then_some(self.deadline),
+            decided_at: self.decided_at,
+            reason: self.rollback_reason.clone(),
+            attempts: self.attempts,
+            needs_attention: self.needs_attention,
+            attention_reason: self.attention_reason.clone(),
+            steps: steps
+                .iter()
+                .map(|b| StepState {
+                    id: b.branch_id.clone(),
+                    label: b.label(),
+                    depends_on: b.depends_on.clone(),
+                    action: b.first_phase,
+                    compensation: b.second_phase,
+                    compensate_rejected: b.compensate_rejected,
+                    attempts: b.attempts,
+                    last_code: b.last_code.clone(),
+                    last_error: b.last_error.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// The state-machine view of this row and its branches.
     pub fn state(&self, branches: &[BranchRecord]) -> TxState {
+        // The decision does not rewrite branch rows; a branch of a decided
+        // transaction without a recorded round is owed its phase-2 call.
+        let owed = self.status.second_phase().is_some();
+        let branches = branches
+            .iter()
+            .map(|b| {
+                let mut s = b.state();
+                if owed && s.second_phase == CallStatus::NotRequired {
+                    s.second_phase = CallStatus::Pending;
+                }
+                s
+            })
+            .collect();
         TxState {
             status: self.status,
             deadline: self.deadline,
@@ -85,7 +145,7 @@ impl TxRecord {
             attempts: self.attempts,
             needs_attention: self.needs_attention,
             attention_reason: self.attention_reason.clone(),
-            branches: branches.iter().map(BranchRecord::state).collect(),
+            branches,
         }
     }
 }

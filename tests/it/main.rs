@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real PostgreSQL (a fresh database per test
 //! through `#[sqlx::test]`), real gRPC servers on loopback ports.
 
+mod admin;
 mod bad_input;
 mod crash;
 mod harness;

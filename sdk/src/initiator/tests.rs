@@ -99,6 +99,13 @@ impl coordinator_server::Coordinator for FakeCoordinator {
             r.into_inner().gid
         )))
     }
+
+    async fn submit_saga(
+        &self,
+        _r: Request<concord_proto::v1::SubmitSagaRequest>,
+    ) -> Result<Response<concord_proto::v1::SubmitSagaResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 struct Harness {

@@ -1,0 +1,205 @@
+//! Admin wire types from store rows, and the per-phase view of a branch
+//! reconstructed from its call events.
+
+use chrono::{DateTime, Utc};
+use concord_proto::v1 as pb;
+
+use crate::api::convert::{event, status, timestamp};
+use crate::machine::{CallStatus, Mode, Status};
+use crate::store::admin::{AdminStats, AdminTx};
+use crate::store::{BranchRecord, EventRecord};
+
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// The wire status back to the machine's; `None` for UNSPECIFIED or unknown.
+pub fn status_from_wire(raw: i32) -> Option<Status> {
+    Status::ALL
+        .into_iter()
+        .find(|s| status(*s) as i32 == raw && raw != 0)
+}
+
+pub fn mode_from_wire(raw: i32) -> Result<Option<Mode>, String> {
+    match pb::TransactionMode::try_from(raw) {
+        Ok(pb::TransactionMode::Unspecified) => Ok(None),
+        Ok(pb::TransactionMode::Tcc) => Ok(Some(Mode::Tcc)),
+        Ok(pb::TransactionMode::Saga) => Ok(Some(Mode::Saga)),
+        Err(_) => Err(format!("unknown mode {raw}")),
+    }
+}
+
+fn mode(m: Mode) -> pb::TransactionMode {
+    match m {
+        Mode::Tcc => pb::TransactionMode::Tcc,
+        Mode::Saga => pb::TransactionMode::Saga,
+    }
+}
+
+fn call_status(s: CallStatus) -> pb::CallStatus {
+    match s {
+        CallStatus::Pending => pb::CallStatus::Pending,
+        CallStatus::Succeeded => pb::CallStatus::Succeeded,
+        CallStatus::Rejected => pb::CallStatus::Rejected,
+        CallStatus::Unknown => pb::CallStatus::Unknown,
+        CallStatus::NotRequired => pb::CallStatus::NotRequired,
+    }
+}
+
+/// Whether the recovery loop will drive this transaction again.
+fn will_retry(a: &AdminTx) -> bool {
+    !a.tx.status.is_final() && a.resolution.is_none() && !a.tx.paused
+}
+
+pub fn summary(a: &AdminTx) -> pb::TransactionSummary {
+    let tx = &a.tx;
+    pb::TransactionSummary {
+        gid: tx.gid.to_string(),
+        mode: mode(tx.mode) as i32,
+        status: status(tx.status) as i32,
+        created_at: Some(timestamp(tx.created_at)),
+        updated_at: Some(timestamp(tx.updated_at)),
+        deadline: Some(timestamp(tx.deadline)),
+        decided_at: tx.decided_at.map(timestamp),
+        finished_at: tx.finished_at.map(timestamp),
+        attempts: tx.attempts,
+        needs_attention: tx.needs_attention,
+        attention_reason: tx.attention_reason.clone().unwrap_or_default(),
+        rollback_reason: tx.rollback_reason.clone().unwrap_or_default(),
+        paused: tx.paused,
+        next_attempt_at: tx.next_attempt_at.filter(|_| will_retry(a)).map(timestamp),
+        lease_owner: tx.owner.clone().unwrap_or_default(),
+        lease_until: tx.lease_until.filter(|_| tx.owner.is_some()).map(timestamp),
+        branch_count: a.branch_count,
+        participants: a.participants.clone(),
+        resolution: a.resolution.as_ref().map(|r| pb::Resolution {
+            resolved_at: Some(timestamp(r.at)),
+            resolved_by: r.by.clone(),
+            note: r.note.clone(),
+        }),
+    }
+}
+
+/// Per-phase history of one branch, from its call events (oldest first).
+fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::PhaseDetail> {
+    let branch_id = b.branch_id.as_str();
+    let calls: Vec<&EventRecord> = events
+        .iter()
+        .filter(|e| e.kind == "call" && e.branch_id.as_deref() == Some(branch_id))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    if b.first_phase != CallStatus::NotRequired {
+        names.push("try".into());
+    }
+    for c in &calls {
+        if let Some(p) = &c.phase
+            && !names.contains(p)
+        {
+            names.push(p.clone());
+        }
+    }
+    // The phase owed but not called yet.
+    if let Some(p) = a.tx.status.second_phase()
+        && !names.iter().any(|n| n == p.as_str())
+    {
+        names.push(p.as_str().to_string());
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let of_phase: Vec<&&EventRecord> = calls
+                .iter()
+                .filter(|c| c.phase.as_deref() == Some(name.as_str()))
+                .collect();
+            let st = if name == "try" {
+                b.first_phase
+            } else {
+                b.second_phase
+            };
+            // The failures since the last success (all of them if none).
+            let since_ok: Vec<&&&EventRecord> = of_phase
+                .iter()
+                .rev()
+                .take_while(|c| c.code.as_deref() != Some("OK"))
+                .collect();
+            let failing = st != CallStatus::Succeeded && !since_ok.is_empty();
+            let last = of_phase.last();
+            let mut attempts = of_phase.len() as u32;
+            if name != "try" {
+                // Events of a round can be lost in a database crash; the
+                // branch row's counter is the floor.
+                attempts = attempts.max(b.attempts);
+            }
+            pb::PhaseDetail {
+                phase: name,
+                status: call_status(st) as i32,
+                attempts,
+                last_code: if failing {
+                    since_ok[0].code.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                last_error: if failing {
+                    since_ok[0].message.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                last_attempt_at: last.map(|c| timestamp(c.at)),
+                failing_since: if failing {
+                    since_ok.last().map(|c| timestamp(c.at))
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
+pub fn detail(
+    a: &AdminTx,
+    branches: &[BranchRecord],
+    events: &[EventRecord],
+) -> pb::TransactionDetail {
+    let owed = a.tx.status.second_phase().is_some();
+    pb::TransactionDetail {
+        transaction: Some(summary(a)),
+        branches: branches
+            .iter()
+            .map(|b| pb::BranchDetail {
+                branch_id: b.branch_id.to_string(),
+                participant: b.participant.to_string(),
+                action: b.action.to_string(),
+                phases: phases(a, b, events),
+                next_attempt_at: a
+                    .tx
+                    .next_attempt_at
+                    .filter(|_| will_retry(a) && owed && b.second_phase != CallStatus::Succeeded)
+                    .map(timestamp),
+                lease_owner: a.tx.owner.clone().unwrap_or_default(),
+            })
+            .collect(),
+        events: events.iter().map(event).collect(),
+        metadata: a.tx.metadata.clone().into_iter().collect(),
+    }
+}
+
+pub fn stats(s: &AdminStats) -> pb::Stats {
+    pb::Stats {
+        by_status: s
+            .by_status
+            .iter()
+            .map(|(st, n)| pb::StatusCount {
+                status: status(*st) as i32,
+                count: *n,
+            })
+            .collect(),
+        total: s.total,
+        unfinished: s.unfinished,
+        retry_backlog: s.retry_backlog,
+        retry_due: s.retry_due,
+        needs_attention: s.needs_attention,
+        paused: s.paused,
+        resolved: s.resolved,
+        oldest_unfinished: s.oldest_unfinished.as_ref().map(summary),
+    }
+}

@@ -1,0 +1,297 @@
+//! `concord bench`: runs TCC transactions with two branches against
+//! in-process zero-work participants over loopback gRPC, at a given
+//! concurrency, and reports throughput and latency. Everything (coordinator,
+//! participants, clients) shares this process and the machine with
+//! PostgreSQL, as on a small production box.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use concord_proto::participant::v1::participant_server::{Participant, ParticipantServer};
+use concord_proto::participant::v1::{BranchRequest, BranchResponse};
+use concord_proto::v1 as pb;
+use concord_proto::v1::coordinator_client::CoordinatorClient;
+use concord_proto::v1::registry_client::RegistryClient;
+use hdrhistogram::Histogram;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::server::Server;
+use crate::store::postgres::PgStore;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Transactions to run (after the warm-up).
+    #[arg(long, default_value_t = 10_000)]
+    pub transactions: u64,
+    /// Concurrent initiators.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: u64,
+    /// Transactions run first and not measured.
+    #[arg(long, default_value_t = 1_000)]
+    pub warmup: u64,
+    /// Commit with wait=true (latency includes phase 2).
+    #[arg(long)]
+    pub wait: bool,
+    /// Database server; a fresh database `concord_bench_<pid>` is created on
+    /// it and dropped afterwards.
+    #[arg(long, env = "DATABASE_URL", default_value = crate::config::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Connections of the coordinator's durable pool.
+    #[arg(long, default_value_t = 32)]
+    pub pool_size: u32,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub transactions: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// Time until every committed transaction was CONFIRMED.
+    pub drained: Duration,
+}
+
+impl BenchReport {
+    pub fn per_second(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct ZeroWork;
+
+#[tonic::async_trait]
+impl Participant for ZeroWork {
+    async fn r#try(&self, _r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
+        Ok(Response::new(BranchResponse::default()))
+    }
+    async fn confirm(
+        &self,
+        _r: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        Ok(Response::new(BranchResponse::default()))
+    }
+    async fn cancel(&self, _r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
+        Ok(Response::new(BranchResponse::default()))
+    }
+    async fn execute(
+        &self,
+        _r: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        Ok(Response::new(BranchResponse::default()))
+    }
+    async fn compensate(
+        &self,
+        _r: Request<BranchRequest>,
+    ) -> Result<Response<BranchResponse>, Status> {
+        Ok(Response::new(BranchResponse::default()))
+    }
+}
+
+async fn serve_participant(stop: CancellationToken) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(ParticipantServer::new(ZeroWork))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+    );
+    Ok(format!("http://{addr}"))
+}
+
+fn bench_database(url: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/concord_bench_{}", std::process::id())
+}
+
+async fn one_tcc(
+    c: &mut CoordinatorClient<tonic::transport::Channel>,
+    wait: bool,
+) -> Result<(), Status> {
+    let gid = c.begin(pb::BeginRequest::default()).await?.into_inner().gid;
+    for (participant, action) in [("bench-a", "debit"), ("bench-b", "credit")] {
+        c.r#try(pb::TryRequest {
+            gid: gid.clone(),
+            participant: participant.into(),
+            action: action.into(),
+            payload: b"{\"amount\":1}".to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    c.commit(pb::CommitRequest { gid, wait }).await?;
+    Ok(())
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    let url = bench_database(&args.database_url);
+    PgStore::ensure_database(&url).await?;
+    let stop = CancellationToken::new();
+    let mut config = Config::with_database(&url);
+    config.listen = "127.0.0.1:0".parse()?;
+    config.pool_size = args.pool_size;
+    let server = Server::build(config).await?;
+    let endpoint = format!("http://{}", server.local_addr());
+    let engine = server.engine();
+    let server_task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+
+    let mut registry = RegistryClient::connect(endpoint.clone()).await?;
+    for (name, action) in [("bench-a", "debit"), ("bench-b", "credit")] {
+        let url = serve_participant(stop.clone()).await?;
+        registry
+            .register_participant(pb::RegisterParticipantRequest {
+                name: name.into(),
+                endpoint: url,
+                actions: vec![pb::Action {
+                    name: action.into(),
+                }],
+            })
+            .await?;
+    }
+
+    // One HTTP/2 connection per 10 clients, as initiators of several
+    // service instances would have.
+    let mut channels = Vec::new();
+    for _ in 0..args.concurrency.div_ceil(10).max(1) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+
+    let run_phase = |total: u64, record: bool| {
+        let channels = channels.clone();
+        let wait = args.wait;
+        let concurrency = args.concurrency;
+        async move {
+            let next = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..concurrency {
+                let mut client =
+                    CoordinatorClient::new(channels[i as usize % channels.len()].clone());
+                let next = Arc::clone(&next);
+                let failed = Arc::clone(&failed);
+                tasks.push(tokio::spawn(async move {
+                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                        .expect("histogram bounds");
+                    while next.fetch_add(1, Ordering::Relaxed) < total {
+                        let t = Instant::now();
+                        match one_tcc(&mut client, wait).await {
+                            Ok(()) if record => {
+                                let _ = h.record(t.elapsed().as_micros() as u64);
+                            }
+                            Ok(()) => {}
+                            Err(e) => {
+                                if failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                                    eprintln!(
+                                        "bench: transaction failed: {} {}",
+                                        e.code(),
+                                        e.message()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    h
+                }));
+            }
+            let mut all =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            for t in tasks {
+                if let Ok(h) = t.await {
+                    all.add(h).expect("same bounds");
+                }
+            }
+            (all, failed.load(Ordering::Relaxed))
+        }
+    };
+
+    eprintln!("bench: warm-up, {} transactions", args.warmup);
+    run_phase(args.warmup, false).await;
+    eprintln!(
+        "bench: measuring {} TCC transactions (2 branches) at concurrency {}",
+        args.transactions, args.concurrency
+    );
+    let started = Instant::now();
+    let (hist, failed) = run_phase(args.transactions, true).await;
+    let elapsed = started.elapsed();
+    // Phase 2 may still be running in the background: wait for it.
+    let pool = sqlx::PgPool::connect(&url).await?;
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM global_transactions WHERE status <> 'confirmed'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if open == 0 || started.elapsed() > elapsed + Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = started.elapsed();
+    pool.close().await;
+    drop(engine);
+    stop.cancel();
+    let _ = server_task.await;
+    let q = |p: f64| Duration::from_micros(hist.value_at_quantile(p));
+    let report = BenchReport {
+        transactions: hist.len(),
+        failed,
+        elapsed,
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        max: Duration::from_micros(hist.max()),
+        drained,
+    };
+    drop_database(&url).await;
+    Ok(report)
+}
+
+async fn drop_database(url: &str) {
+    use sqlx::migrate::MigrateDatabase;
+    if let Err(e) = sqlx::Postgres::force_drop_database(url).await {
+        eprintln!("bench: could not drop {url}: {e}");
+    }
+}
+
+/// Prints a report as the lines quoted in BENCHMARKS.md.
+pub fn print(args: &BenchArgs, r: &BenchReport) {
+    println!(
+        "mode               tcc, 2 branches, zero-work participants, commit wait={}",
+        args.wait
+    );
+    println!("concurrency        {}", args.concurrency);
+    println!(
+        "transactions       {} ok, {} failed",
+        r.transactions, r.failed
+    );
+    println!("elapsed            {:.2} s", r.elapsed.as_secs_f64());
+    println!("throughput         {:.0} transactions/s", r.per_second());
+    println!(
+        "latency            p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        r.p50.as_secs_f64() * 1e3,
+        r.p90.as_secs_f64() * 1e3,
+        r.p99.as_secs_f64() * 1e3,
+        r.max.as_secs_f64() * 1e3
+    );
+    println!(
+        "all confirmed in   {:.2} s ({:.0} transactions/s end to end)",
+        r.drained.as_secs_f64(),
+        r.transactions as f64 / r.drained.as_secs_f64()
+    );
+}

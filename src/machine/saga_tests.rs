@@ -1,0 +1,275 @@
+//! Saga transitions with a fixed clock: ordering, rejection, reverse
+//! compensation, retries, deadlines and escalation.
+
+use std::collections::HashSet;
+
+use chrono::{Duration, TimeZone, Utc};
+
+use super::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn saga(deps: &[Vec<usize>]) -> SagaState {
+    let deps = effective_dependencies(deps);
+    SagaState {
+        status: Status::Running,
+        deadline: None,
+        decided_at: None,
+        reason: None,
+        attempts: 0,
+        needs_attention: false,
+        attention_reason: None,
+        steps: deps
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| StepState {
+                id: BranchId::parse((i + 1).to_string()).unwrap(),
+                label: format!("svc{i}.act"),
+                depends_on: d,
+                action: CallStatus::Pending,
+                compensation: CallStatus::NotRequired,
+                compensate_rejected: true,
+                attempts: 0,
+                last_code: None,
+                last_error: None,
+            })
+            .collect(),
+    }
+}
+
+fn none() -> HashSet<usize> {
+    HashSet::new()
+}
+
+fn untried() -> HashSet<(usize, SagaPhase)> {
+    HashSet::new()
+}
+
+fn ok(s: &SagaState, i: usize, p: SagaPhase) -> (SagaState, SagaChange) {
+    on_reply(s, i, p, &Outcome::Succeeded, t0())
+}
+
+fn rejected() -> Outcome {
+    Outcome::Rejected {
+        message: "no funds".into(),
+    }
+}
+
+fn unknown() -> Outcome {
+    Outcome::Unknown {
+        code: "UNAVAILABLE".into(),
+        message: "down".into(),
+    }
+}
+
+const ESC: Escalation = Escalation {
+    max_attempts: 3,
+    max_age: Duration::minutes(10),
+};
+
+#[test]
+fn validation_names_the_offending_step() {
+    assert!(validate(&[vec![], vec![0], vec![0, 1]]).is_ok());
+    assert_eq!(
+        validate(&[vec![0]]).unwrap_err(),
+        "step 0 depends on itself"
+    );
+    assert_eq!(
+        validate(&[vec![], vec![5]]).unwrap_err(),
+        "step 1 depends on step 5, which does not exist"
+    );
+    assert!(
+        validate(&[vec![1], vec![]])
+            .unwrap_err()
+            .contains("only name earlier steps")
+    );
+    assert!(
+        validate(&[vec![], vec![0, 0]])
+            .unwrap_err()
+            .contains("twice")
+    );
+}
+
+#[test]
+fn without_dependencies_steps_run_in_order() {
+    let mut s = saga(&[vec![], vec![], vec![]]);
+    for i in 0..3 {
+        assert_eq!(
+            next_calls(&s, &none(), &untried(), 8),
+            vec![(i, SagaPhase::Execute)]
+        );
+        let (n, change) = ok(&s, i, SagaPhase::Execute);
+        s = n;
+        if i < 2 {
+            assert_eq!(change, SagaChange::Step);
+        } else {
+            assert_eq!(change, SagaChange::Finished(Status::Succeeded));
+        }
+    }
+    assert_eq!(s.status, Status::Succeeded);
+    assert!(next_calls(&s, &none(), &untried(), 8).is_empty());
+}
+
+#[test]
+fn a_dag_runs_independent_steps_concurrently_within_the_limit() {
+    // 0 -> {1, 2, 3} -> 4
+    let s = saga(&[vec![], vec![0], vec![0], vec![0], vec![1, 2, 3]]);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    assert_eq!(next_calls(&s, &none(), &untried(), 8).len(), 3);
+    assert_eq!(next_calls(&s, &none(), &untried(), 2).len(), 2);
+    let in_flight: HashSet<usize> = [1, 2].into();
+    assert_eq!(
+        next_calls(&s, &in_flight, &untried(), 3),
+        vec![(3, SagaPhase::Execute)]
+    );
+    let (s, _) = ok(&s, 1, SagaPhase::Execute);
+    let (s, _) = ok(&s, 2, SagaPhase::Execute);
+    assert!(
+        next_calls(&s, &[3].into(), &untried(), 8).is_empty(),
+        "4 waits for 3"
+    );
+    let (s, _) = ok(&s, 3, SagaPhase::Execute);
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(4, SagaPhase::Execute)]
+    );
+}
+
+#[test]
+fn rejection_compensates_in_reverse_order_including_the_rejected_step() {
+    let s = saga(&[vec![], vec![], vec![]]);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, _) = ok(&s, 1, SagaPhase::Execute);
+    let (s, change) = on_reply(&s, 2, SagaPhase::Execute, &rejected(), t0());
+    assert_eq!(change, SagaChange::Compensating);
+    assert_eq!(s.status, Status::Compensating);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("step 2 (svc2.act) rejected: no funds")
+    );
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(2, SagaPhase::Compensate)]
+    );
+    let (s, _) = ok(&s, 2, SagaPhase::Compensate);
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(1, SagaPhase::Compensate)]
+    );
+    let (s, _) = ok(&s, 1, SagaPhase::Compensate);
+    let (s, change) = ok(&s, 0, SagaPhase::Compensate);
+    assert_eq!(change, SagaChange::Finished(Status::Compensated));
+    assert_eq!(s.status, Status::Compensated);
+}
+
+#[test]
+fn rejected_step_is_skipped_when_configured_and_unrun_steps_never_compensate() {
+    let mut s = saga(&[vec![], vec![], vec![]]);
+    s.steps[1].compensate_rejected = false;
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, _) = on_reply(&s, 1, SagaPhase::Execute, &rejected(), t0());
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(0, SagaPhase::Compensate)]
+    );
+    let (s, change) = ok(&s, 0, SagaPhase::Compensate);
+    assert_eq!(change, SagaChange::Finished(Status::Compensated));
+    assert_eq!(s.steps[2].compensation, CallStatus::NotRequired);
+}
+
+#[test]
+fn in_flight_actions_finish_before_compensation_and_unknown_ones_are_compensated() {
+    // 0 -> {1, 2}
+    let s = saga(&[vec![], vec![0], vec![0]]);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, _) = on_reply(&s, 1, SagaPhase::Execute, &rejected(), t0());
+    assert!(
+        next_calls(&s, &[2].into(), &untried(), 8).is_empty(),
+        "no compensation while step 2 runs"
+    );
+    assert!(
+        !next_calls(&s, &none(), &untried(), 8).contains(&(2, SagaPhase::Execute)),
+        "no new action once compensating"
+    );
+    let (s, _) = on_reply(&s, 2, SagaPhase::Execute, &unknown(), t0());
+    let calls = next_calls(&s, &none(), &untried(), 8);
+    assert!(
+        calls.contains(&(1, SagaPhase::Compensate)) && calls.contains(&(2, SagaPhase::Compensate))
+    );
+    assert!(
+        !calls.contains(&(0, SagaPhase::Compensate)),
+        "0 waits for its dependents"
+    );
+}
+
+#[test]
+fn unknown_actions_wait_for_the_next_round_and_compensations_escalate() {
+    let s = saga(&[vec![]]);
+    let (s, change) = on_reply(&s, 0, SagaPhase::Execute, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step);
+    let tried: HashSet<_> = [(0, SagaPhase::Execute)].into();
+    assert!(next_calls(&s, &none(), &tried, 8).is_empty());
+    let (s, attempt, flagged) = round_failed(&s, t0(), ESC);
+    assert_eq!((attempt, flagged), (1, false));
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(0, SagaPhase::Execute)]
+    );
+
+    // Forward retries never escalate; compensations do.
+    let mut r = s.clone();
+    for _ in 0..5 {
+        r = round_failed(&r, t0(), ESC).0;
+    }
+    assert!(!r.needs_attention);
+    let mut c = s;
+    c.status = Status::Compensating;
+    c.decided_at = Some(t0());
+    let mut flags = 0;
+    for _ in 0..4 {
+        let (n, _, newly) = round_failed(&c, t0(), ESC);
+        flags += newly as u32;
+        c = n;
+    }
+    assert_eq!(flags, 1);
+    assert!(
+        c.attention_reason
+            .unwrap()
+            .contains("step 0 (svc0.act) compensate failing")
+    );
+}
+
+#[test]
+fn an_aborted_compensation_is_retried() {
+    let s = saga(&[vec![], vec![]]);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, _) = on_reply(&s, 1, SagaPhase::Execute, &rejected(), t0());
+    let (s, _) = ok(&s, 1, SagaPhase::Compensate);
+    let (s, change) = on_reply(&s, 0, SagaPhase::Compensate, &rejected(), t0());
+    assert_eq!(change, SagaChange::Step);
+    assert_eq!(s.steps[0].compensation, CallStatus::Unknown);
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(0, SagaPhase::Compensate)]
+    );
+}
+
+#[test]
+fn deadline_turns_a_running_saga_to_compensating() {
+    let mut s = saga(&[vec![], vec![]]);
+    assert_eq!(expire(&s, t0()), None, "no deadline, no expiry");
+    s.deadline = Some(t0() + Duration::seconds(5));
+    assert_eq!(expire(&s, t0()), None);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let e = expire(&s, t0() + Duration::seconds(5)).unwrap();
+    assert_eq!(e.status, Status::Compensating);
+    assert!(e.reason.unwrap().starts_with("deadline passed"));
+    // Nothing ran: the expired saga is compensated at once.
+    let fresh = SagaState {
+        deadline: Some(t0()),
+        ..saga(&[vec![]])
+    };
+    assert_eq!(expire(&fresh, t0()).unwrap().status, Status::Compensated);
+}

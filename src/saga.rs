@@ -1,0 +1,435 @@
+//! Sagas: submission (every step durable before the first action) and the
+//! driver that executes actions, persists each step's outcome before
+//! starting the steps that depend on it, and compensates in reverse order
+//! after a rejection. Decisions come from `machine::saga`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_proto::participant::v1::BranchRequest;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::domain::{ActionName, Gid, ParticipantName};
+use crate::engine::{Engine, validate_metadata};
+use crate::error::{Error, Result};
+use crate::machine::saga::{self, SagaChange, SagaPhase, SagaState};
+use crate::machine::{Outcome, Phase, Status};
+use crate::store::{
+    BranchRecord, CallRecord, Lease, Metadata, NewSaga, NewStep, SagaSubmitted, SagaWrite,
+    TxRecord, no_deadline,
+};
+
+/// Most steps one saga may have.
+pub const MAX_STEPS: usize = 256;
+/// Default and largest per-saga concurrency.
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const MAX_CONCURRENCY: u32 = 64;
+
+/// A step as an initiator asks for it (indices are 0-based).
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    pub compensation: ActionName,
+    pub payload: Vec<u8>,
+    pub depends_on: Vec<usize>,
+    pub compensate_rejected: bool,
+    pub call_timeout: Option<Duration>,
+}
+
+/// A saga as an initiator submits it.
+#[derive(Debug, Clone)]
+pub struct SagaRequest {
+    pub gid: Option<Gid>,
+    pub steps: Vec<StepRequest>,
+    pub timeout: Option<Duration>,
+    pub metadata: Metadata,
+    pub concurrency: Option<u32>,
+}
+
+fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
+    steps.len() == existing.len()
+        && steps.iter().zip(existing).all(|(s, b)| {
+            s.participant == b.participant
+                && s.action == b.action
+                && Some(&s.compensation) == b.compensation.as_ref()
+                && s.payload == b.payload
+                && s.depends_on == b.depends_on
+                && s.compensate_rejected == b.compensate_rejected
+        })
+}
+
+impl Engine {
+    async fn check_step(&self, i: usize, s: &StepRequest) -> Result<()> {
+        if s.payload.len() > self.settings.max_payload_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "step {i}: payload is {} bytes, the limit is {}",
+                s.payload.len(),
+                self.settings.max_payload_bytes
+            )));
+        }
+        let entry = self.registry.lookup(&s.participant).await?.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "step {i}: participant {} is not registered",
+                s.participant
+            ))
+        })?;
+        for name in [&s.action, &s.compensation] {
+            if !entry.actions.contains(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "step {i}: participant {} has no action {name}",
+                    s.participant
+                )));
+            }
+        }
+        if s.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidArgument(format!(
+                "step {i}: call_timeout must be positive"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates and persists a saga, then drives it in the background.
+    /// Returns the status and, for a compensated saga, the reason.
+    pub async fn submit_saga(
+        &self,
+        req: SagaRequest,
+        wait_until: Option<Instant>,
+    ) -> Result<(Gid, Status, Option<String>)> {
+        validate_metadata(&req.metadata)?;
+        if req.steps.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a saga needs at least one step".into(),
+            ));
+        }
+        if req.steps.len() > MAX_STEPS {
+            return Err(Error::InvalidArgument(format!(
+                "{} steps, the limit is {MAX_STEPS}",
+                req.steps.len()
+            )));
+        }
+        let declared: Vec<Vec<usize>> = req.steps.iter().map(|s| s.depends_on.clone()).collect();
+        saga::validate(&declared).map_err(Error::InvalidArgument)?;
+        for (i, s) in req.steps.iter().enumerate() {
+            self.check_step(i, s).await?;
+        }
+        let concurrency = match req.concurrency {
+            None | Some(0) => DEFAULT_CONCURRENCY,
+            Some(c) => c.min(MAX_CONCURRENCY),
+        };
+        let timeout = match req.timeout {
+            Some(t) if t.is_zero() => {
+                return Err(Error::InvalidArgument("timeout must be positive".into()));
+            }
+            Some(t) => Some(Duration::from_millis(
+                t.min(self.settings.max_timeout).as_millis() as u64,
+            )),
+            None => None,
+        };
+        let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 6);
+        let deadline = match timeout {
+            Some(t) => {
+                now + chrono::Duration::from_std(t)
+                    .map_err(|_| Error::InvalidArgument("timeout too large".into()))?
+            }
+            None => no_deadline(),
+        };
+        let effective = saga::effective_dependencies(&declared);
+        let steps: Vec<NewStep> = req
+            .steps
+            .into_iter()
+            .zip(effective)
+            .map(|(s, depends_on)| NewStep {
+                participant: s.participant,
+                action: s.action,
+                compensation: s.compensation,
+                payload: s.payload,
+                depends_on,
+                compensate_rejected: s.compensate_rejected,
+                call_timeout: s.call_timeout,
+            })
+            .collect();
+        let gid = req.gid.unwrap_or_else(Gid::generate);
+        let submitted = self
+            .store
+            .submit_saga(NewSaga {
+                gid: gid.clone(),
+                steps: steps.clone(),
+                metadata: req.metadata.clone(),
+                timeout,
+                deadline,
+                concurrency,
+                owner: self.settings.instance_id.clone(),
+                lease: self.settings.lease,
+                now,
+            })
+            .await?;
+        match submitted {
+            SagaSubmitted::Created(lease) => {
+                let (tx, branches) = self.load_required(&gid).await?;
+                self.spawn_saga(lease, tx, branches);
+            }
+            SagaSubmitted::Existing(found) => {
+                let (tx, branches) = *found;
+                let same = tx.mode == crate::machine::Mode::Saga
+                    && tx.metadata == req.metadata
+                    && same_steps(&steps, &branches);
+                if !same {
+                    return Err(Error::AlreadyExists(format!(
+                        "transaction {gid} exists with different steps, mode or metadata"
+                    )));
+                }
+            }
+        }
+        let status = match wait_until {
+            Some(until) => self.wait_final(&gid, until).await?,
+            None => Status::Running,
+        };
+        let reason = if status == Status::Running {
+            None
+        } else {
+            self.load_required(&gid).await?.0.rollback_reason
+        };
+        Ok((gid, status, reason))
+    }
+
+    pub(crate) fn spawn_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+        let Some(engine) = self.self_arc() else {
+            return;
+        };
+        let span = tracing::info_span!("saga", gid = %lease.gid);
+        self.tracker.spawn(
+            async move {
+                engine.drive_saga(lease, tx, branches).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn saga_call(
+        self: Arc<Self>,
+        gid: Gid,
+        branch: BranchRecord,
+        index: usize,
+        phase: SagaPhase,
+        attempt: u32,
+        metadata: Metadata,
+    ) -> (usize, SagaPhase, CallRecord) {
+        let (name, rpc) = match phase {
+            SagaPhase::Execute => (branch.action.to_string(), Phase::Execute),
+            SagaPhase::Compensate => (
+                branch
+                    .compensation
+                    .as_ref()
+                    .map_or_else(|| branch.action.to_string(), ToString::to_string),
+                Phase::Compensate,
+            ),
+        };
+        let outcome = match self.registry.lookup(&branch.participant).await {
+            Ok(Some(entry)) => {
+                let request = BranchRequest {
+                    gid: gid.to_string(),
+                    branch_id: branch.branch_id.to_string(),
+                    action: name,
+                    payload: branch.payload.clone(),
+                    attempt,
+                    metadata: metadata.into_iter().collect(),
+                };
+                let timeout = branch.call_timeout.unwrap_or(self.settings.call_timeout);
+                self.clients
+                    .call(&branch.participant, &entry.endpoints, rpc, request, timeout)
+                    .await
+                    .outcome
+            }
+            Ok(None) => Outcome::Unknown {
+                code: "NOT_FOUND".into(),
+                message: format!("participant {} is not registered", branch.participant),
+            },
+            Err(e) => Outcome::Unknown {
+                code: "UNAVAILABLE".into(),
+                message: format!("registry unavailable: {e}"),
+            },
+        };
+        tracing::debug!(branch_id = %branch.branch_id, participant = %branch.participant,
+            phase = rpc.as_str(), attempt, code = outcome.code(), "participant replied");
+        (
+            index,
+            phase,
+            CallRecord {
+                branch_id: branch.branch_id,
+                phase: rpc,
+                attempt,
+                outcome,
+            },
+        )
+    }
+
+    /// Drives a saga under `lease` until it is final, its lease is lost, or
+    /// only retries are left (then the lease is given back with the next
+    /// attempt time).
+    pub(crate) async fn drive_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+        let Some(me) = self.self_arc() else {
+            return;
+        };
+        let guard = self.leases.hold(&lease);
+        let gid = lease.gid.clone();
+        let mut state = tx.saga_state(&branches);
+        let limit = tx.concurrency.max(1) as usize;
+        let mut in_flight = FuturesUnordered::new();
+        let mut running: HashSet<usize> = HashSet::new();
+        let mut tried: HashSet<(usize, SagaPhase)> = HashSet::new();
+        loop {
+            if running.is_empty()
+                && let Some(expired) = saga::expire(&state, self.clock.now())
+            {
+                let finished = expired.status.is_final();
+                if !self
+                    .persist_saga(
+                        &lease,
+                        &expired,
+                        vec![],
+                        vec![],
+                        true,
+                        false,
+                        finished,
+                        None,
+                    )
+                    .await
+                {
+                    return;
+                }
+                tracing::info!(%gid, "saga deadline passed; compensating");
+                state = expired;
+                if finished {
+                    self.notify_finished(&gid);
+                    return;
+                }
+            }
+            if !self.shutdown.is_cancelled() {
+                for (i, phase) in saga::next_calls(&state, &running, &tried, limit) {
+                    let attempt = state.steps[i].attempts + 1;
+                    running.insert(i);
+                    tried.insert((i, phase));
+                    in_flight.push(Arc::clone(&me).saga_call(
+                        gid.clone(),
+                        branches[i].clone(),
+                        i,
+                        phase,
+                        attempt,
+                        tx.metadata.clone(),
+                    ));
+                }
+            }
+            if in_flight.is_empty() {
+                // Only retries are left: schedule them and give the lease back.
+                let now = self.clock.now();
+                let (next, attempt, newly) =
+                    saga::round_failed(&state, now, self.settings.escalation);
+                let delay = chrono::Duration::from_std(self.retry.delay(attempt))
+                    .unwrap_or(chrono::Duration::seconds(60));
+                let mut at = now + delay;
+                if let Some(deadline) = state.deadline.filter(|_| state.status == Status::Running) {
+                    at = at.min(deadline);
+                }
+                if newly {
+                    tracing::warn!(%gid, reason = next.attention_reason.as_deref().unwrap_or(""), "needs attention");
+                }
+                self.persist_saga(&lease, &next, vec![], vec![], false, newly, false, Some(at))
+                    .await;
+                return;
+            }
+            let reply = tokio::select! {
+                r = in_flight.next() => r,
+                _ = guard.lost().cancelled() => {
+                    tracing::warn!(%gid, "lease lost; leaving the saga to its new owner");
+                    return;
+                }
+            };
+            let Some((i, phase, record)) = reply else {
+                continue;
+            };
+            running.remove(&i);
+            let (next, change) =
+                saga::on_reply(&state, i, phase, &record.outcome, self.clock.now());
+            let finished = matches!(change, SagaChange::Finished(_));
+            let changed = !matches!(change, SagaChange::Step);
+            // Each step's outcome is written before any step that depends on
+            // it starts, so a crash never re-executes a completed action.
+            if !self
+                .persist_saga(
+                    &lease,
+                    &next,
+                    vec![i],
+                    vec![record],
+                    changed,
+                    false,
+                    finished,
+                    None,
+                )
+                .await
+            {
+                return;
+            }
+            if changed {
+                tracing::debug!(%gid, status = next.status.as_str(), reason = next.reason.as_deref().unwrap_or(""), "saga status changed");
+            }
+            state = next;
+            if finished {
+                self.notify_finished(&gid);
+                return;
+            }
+        }
+    }
+
+    /// Writes saga progress; false (and a log line) if it could not, in
+    /// which case the driver stops and the lease expires.
+    #[allow(clippy::too_many_arguments)]
+    async fn persist_saga(
+        &self,
+        lease: &Lease,
+        state: &SagaState,
+        steps: Vec<usize>,
+        calls: Vec<CallRecord>,
+        status_changed: bool,
+        newly_flagged: bool,
+        finished: bool,
+        retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> bool {
+        let now = self.clock.now();
+        let release = finished || retry_at.is_some();
+        let write = SagaWrite {
+            lease: lease.clone(),
+            owner: self.settings.instance_id.clone(),
+            state: state.clone(),
+            steps,
+            calls,
+            status_changed,
+            newly_flagged,
+            release,
+            // While driving, the row stays due so that it is picked up as
+            // soon as this lease lapses.
+            next_attempt_at: if finished {
+                None
+            } else {
+                Some(retry_at.unwrap_or(now))
+            },
+            now,
+        };
+        match self.store.write_saga(write).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(gid = %lease.gid, "lease lost before saga progress was written");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(gid = %lease.gid, error = %e, "saga progress not written; the lease will expire");
+                false
+            }
+        }
+    }
+}
