@@ -23,9 +23,21 @@ use crate::config::Config;
 use crate::server::Server;
 use crate::store::postgres::PgStore;
 
+/// Which kind of transaction to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    /// Begin, Try on two participants, Commit.
+    Tcc,
+    /// SubmitSaga with two sequential steps.
+    Saga,
+}
+
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// Transaction kind.
+    #[arg(long, value_enum, default_value = "tcc")]
+    pub mode: BenchMode,
     /// Transactions to run (after the warm-up).
     #[arg(long, default_value_t = 10_000)]
     pub transactions: u64,
@@ -35,7 +47,8 @@ pub struct BenchArgs {
     /// Transactions run first and not measured.
     #[arg(long, default_value_t = 1_000)]
     pub warmup: u64,
-    /// Commit with wait=true (latency includes phase 2).
+    /// Commit (or submit the saga) with wait=true: latency includes phase 2
+    /// (every step, for sagas).
     #[arg(long)]
     pub wait: bool,
     /// Database server; a fresh database `concord_bench_<pid>` is created on
@@ -114,6 +127,23 @@ fn bench_database(url: &str) -> String {
     format!("{base}/concord_bench_{}", std::process::id())
 }
 
+async fn one_saga(c: &mut CoordinatorClient<tonic::transport::Channel>, wait: bool) -> Result<(), Status> {
+    let step = |participant: &str, action: &str, compensation: &str| pb::SagaStep {
+        participant: participant.into(),
+        action: action.into(),
+        compensation: compensation.into(),
+        payload: b"{\"amount\":1}".to_vec(),
+        ..Default::default()
+    };
+    c.submit_saga(pb::SubmitSagaRequest {
+        steps: vec![step("bench-a", "debit", "debit-undo"), step("bench-b", "credit", "credit-undo")],
+        wait,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
 async fn one_tcc(
     c: &mut CoordinatorClient<tonic::transport::Channel>,
     wait: bool,
@@ -175,6 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let run_phase = |total: u64, record: bool| {
         let channels = channels.clone();
         let wait = args.wait;
+        let mode = args.mode;
         let concurrency = args.concurrency;
         async move {
             let next = Arc::new(AtomicU64::new(0));
@@ -190,7 +221,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
                         .expect("histogram bounds");
                     while next.fetch_add(1, Ordering::Relaxed) < total {
                         let t = Instant::now();
-                        match one_tcc(&mut client, wait).await {
+                        let result = match mode {
+                            BenchMode::Tcc => one_tcc(&mut client, wait).await,
+                            BenchMode::Saga => one_saga(&mut client, wait).await,
+                        };
+                        match result {
                             Ok(()) if record => {
                                 let _ = h.record(t.elapsed().as_micros() as u64);
                             }
@@ -223,8 +258,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     eprintln!("bench: warm-up, {} transactions", args.warmup);
     run_phase(args.warmup, false).await;
     eprintln!(
-        "bench: measuring {} TCC transactions (2 branches) at concurrency {}",
-        args.transactions, args.concurrency
+        "bench: measuring {} {:?} transactions (2 branches) at concurrency {}",
+        args.transactions, args.mode, args.concurrency
     );
     let started = Instant::now();
     let (hist, failed) = run_phase(args.transactions, true).await;
@@ -290,7 +325,7 @@ pub fn print(args: &BenchArgs, r: &BenchReport) {
         r.max.as_secs_f64() * 1e3
     );
     println!(
-        "all confirmed in   {:.2} s ({:.0} transactions/s end to end)",
+        "all finished in    {:.2} s ({:.0} transactions/s end to end)",
         r.drained.as_secs_f64(),
         r.transactions as f64 / r.drained.as_secs_f64()
     );

@@ -108,6 +108,34 @@ pub struct ServeArgs {
     /// every call.
     #[arg(long, env = "CONCORD_ADMIN_TOKENS", hide_env_values = true)]
     pub admin_tokens: Option<String>,
+    /// Address of the HTTP listener for /metrics, /healthz and /readyz, or
+    /// `off`.
+    #[arg(long, env = "CONCORD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// How long finished transactions are kept, or `off` to keep them.
+    #[arg(long, env = "CONCORD_RETENTION")]
+    pub retention: Option<String>,
+    /// Transactions deleted per retention batch.
+    #[arg(long, env = "CONCORD_RETENTION_BATCH")]
+    pub retention_batch: Option<u32>,
+    /// PEM certificate chain of the gRPC server (with tls_key: TLS on).
+    #[arg(long, env = "CONCORD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC server.
+    #[arg(long, env = "CONCORD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that clients' certificates must chain to (mutual TLS).
+    #[arg(long, env = "CONCORD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA trusted for https:// participants (instead of system roots).
+    #[arg(long, env = "CONCORD_PARTICIPANT_CA")]
+    pub participant_ca: Option<PathBuf>,
+    /// PEM client certificate presented to https:// participants.
+    #[arg(long, env = "CONCORD_PARTICIPANT_CERT")]
+    pub participant_cert: Option<PathBuf>,
+    /// PEM private key of participant_cert.
+    #[arg(long, env = "CONCORD_PARTICIPANT_KEY")]
+    pub participant_key: Option<PathBuf>,
 }
 
 /// The same keys as [`ServeArgs`], as found in the TOML file.
@@ -137,6 +165,15 @@ struct FileConfig {
     breaker_cooldown: Option<String>,
     shutdown_grace: Option<String>,
     admin_tokens: Option<Vec<String>>,
+    metrics_listen: Option<String>,
+    retention: Option<String>,
+    retention_batch: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    participant_ca: Option<PathBuf>,
+    participant_cert: Option<PathBuf>,
+    participant_key: Option<PathBuf>,
 }
 
 /// Retry delays of phase-2 calls.
@@ -172,10 +209,47 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Who may call the admin API (`Debug` shows the names only).
     pub admin_tokens: AdminTokens,
+    /// HTTP listener of /metrics, /healthz and /readyz; `None`: none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Finished transactions older than this are deleted; `None`: kept.
+    pub retention: Option<Duration>,
+    pub retention_batch: u32,
+    /// Server certificate and key (PEM): TLS on the gRPC port when both
+    /// are set; with `tls_client_ca`, clients must present a certificate.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    /// For https:// participants: the CA to trust (else the system roots)
+    /// and a client certificate and key to present (mutual TLS).
+    pub participant_ca: Option<PathBuf>,
+    pub participant_cert: Option<PathBuf>,
+    pub participant_key: Option<PathBuf>,
 }
 
 /// Default database when nothing is configured.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/concord";
+
+/// Default HTTP listener of `concord serve` (embedded servers and tests
+/// built from [`Config::with_database`] have none unless they ask).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Parses an address, or `off` for none.
+fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?} is not an address or \"off\" ({e})"))
+}
+
+/// Parses a duration, or `off` for none.
+fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(s).map(Some)
+}
 
 impl Config {
     /// Defaults for everything, on the given database; used by tests and
@@ -207,6 +281,15 @@ impl Config {
             breaker_cooldown: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             admin_tokens: AdminTokens::default(),
+            metrics_listen: None,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_batch: 500,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            participant_ca: None,
+            participant_cert: None,
+            participant_key: None,
         }
     }
 
@@ -258,6 +341,36 @@ impl Config {
         pick!(breaker_failures);
         pick!(breaker_cooldown, duration);
         pick!(shutdown_grace, duration);
+        pick!(retention_batch);
+        macro_rules! path {
+            ($field:ident) => {
+                if let Some(v) = args.$field.clone().or(file.$field.clone()) {
+                    c.$field = Some(v);
+                }
+            };
+        }
+        path!(tls_cert);
+        path!(tls_key);
+        path!(tls_client_ca);
+        path!(participant_ca);
+        path!(participant_cert);
+        path!(participant_key);
+        c.metrics_listen = parse_optional_addr(
+            args.metrics_listen
+                .as_deref()
+                .or(file.metrics_listen.as_deref())
+                .unwrap_or(DEFAULT_METRICS_LISTEN),
+        )
+        .map_err(|message| ConfigError::Invalid {
+            key: "metrics_listen",
+            message,
+        })?;
+        if let Some(v) = args.retention.as_deref().or(file.retention.as_deref()) {
+            c.retention = parse_optional_duration(v).map_err(|message| ConfigError::Invalid {
+                key: "retention",
+                message,
+            })?;
+        }
         let admin_tokens = match (&args.admin_tokens, &file.admin_tokens) {
             (Some(flag), _) => Some(AdminTokens::parse_list(flag)),
             (None, Some(list)) => Some(AdminTokens::parse(list.iter().map(String::as_str))),
@@ -328,6 +441,24 @@ impl Config {
         }
         if self.recovery_concurrency == 0 {
             return invalid("recovery_concurrency", "must be at least 1");
+        }
+        if self.retention_batch == 0 {
+            return invalid("retention_batch", "must be at least 1");
+        }
+        if self.retention.is_some_and(|r| r < Duration::from_secs(60)) {
+            return invalid("retention", "must be at least 1m (or off)");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert", "tls_cert and tls_key go together");
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return invalid("tls_client_ca", "needs tls_cert and tls_key");
+        }
+        if self.participant_cert.is_some() != self.participant_key.is_some() {
+            return invalid(
+                "participant_cert",
+                "participant_cert and participant_key go together",
+            );
         }
         Ok(())
     }
@@ -445,6 +576,104 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("invalid admin_tokens"), "{err}");
+    }
+
+    /// The keys of the TOML file, as serde sees them: a deserializer that
+    /// records the fields a struct asks for and refuses everything.
+    fn file_keys() -> Vec<&'static str> {
+        struct Capture<'a>(&'a mut Vec<&'static str>);
+        impl<'de> serde::Deserializer<'de> for Capture<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("structs only"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend_from_slice(fields);
+                Err(serde::de::Error::custom("captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut keys = Vec::new();
+        let _ = FileConfig::deserialize(Capture(&mut keys));
+        keys
+    }
+
+    #[test]
+    fn shipped_file_documents_exactly_the_keys_and_each_has_a_flag() {
+        let keys = file_keys();
+        assert!(keys.contains(&"metrics_listen") && keys.contains(&"lease"), "{keys:?}");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/concord.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        // `key = value`, commented out or not.
+        let documented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let (k, _) = l.trim_start_matches('#').trim().split_once(" = ")?;
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+                    .then_some(k)
+            })
+            .collect();
+        for k in &keys {
+            assert!(documented.contains(k), "config/concord.toml does not document {k}");
+        }
+        for k in &documented {
+            assert!(keys.contains(k), "config/concord.toml documents {k}, which is no key");
+        }
+        let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for k in &keys {
+            assert!(
+                command.get_arguments().any(|a| a.get_id() == *k),
+                "key {k} has no flag"
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_listen_and_retention_take_off() {
+        let c = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(c.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+        let c = Config::resolve(&ServeArgs {
+            metrics_listen: Some("off".into()),
+            retention: Some("off".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.metrics_listen, c.retention), (None, None));
+        let c = Config::resolve(&ServeArgs {
+            metrics_listen: Some("0.0.0.0:9000".into()),
+            retention: Some("30d".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(c.retention, Some(Duration::from_secs(30 * 24 * 3600)));
+        for bad in [
+            ServeArgs {
+                metrics_listen: Some("nowhere".into()),
+                ..Default::default()
+            },
+            ServeArgs {
+                tls_cert: Some("cert.pem".into()),
+                ..Default::default()
+            },
+            ServeArgs {
+                retention: Some("1s".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(Config::resolve(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -230,10 +230,12 @@ impl Engine {
         };
         match self.store.write_round(write).await {
             Ok(true) if finished => {
+                crate::telemetry::metrics::tx_finished(machine::Mode::Tcc, status);
                 tracing::debug!(%gid, status = status.as_str(), "finished");
                 self.notify_finished(&gid);
             }
             Ok(true) => {
+                crate::telemetry::metrics::retry_scheduled(machine::Mode::Tcc);
                 let level_reason = next.attention_reason.as_deref().unwrap_or("");
                 if newly_flagged {
                     tracing::warn!(%gid, attempts = next.attempts, reason = level_reason, "needs attention");

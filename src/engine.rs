@@ -192,11 +192,14 @@ impl Engine {
             .await?;
         match begun {
             Begun::Created => {
+                crate::telemetry::metrics::tx_begun(machine::Mode::Tcc);
                 tracing::debug!(%gid, timeout_ms = timeout.as_millis() as u64, "transaction begun");
                 Ok((gid, deadline))
             }
             Begun::Existing(tx) => {
-                if tx.mode == machine::Mode::Tcc && tx.timeout == timeout && tx.metadata == metadata
+                if tx.mode == machine::Mode::Tcc
+                    && tx.timeout == timeout
+                    && crate::telemetry::trace::same_metadata(&tx.metadata, &metadata)
                 {
                     Ok((gid, tx.deadline))
                 } else {

@@ -87,6 +87,7 @@ impl Leases {
                 && *fence == l.fence
             {
                 tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
+                crate::telemetry::metrics::leases_lost(1);
                 token.cancel();
             }
         }

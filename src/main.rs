@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use concord::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
+use concord::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_METRICS_LISTEN, ServeArgs};
 use concord::server::Server;
 use concord::store::postgres::PgStore;
 use concord::telemetry::{self, LogFormat};
@@ -42,6 +42,16 @@ enum Command {
         /// PostgreSQL connection URL.
         #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
         database_url: String,
+    },
+    /// Exit 0 if a local coordinator's /healthz (or /readyz) answers 200:
+    /// the container HEALTHCHECK (the image has no curl).
+    Healthcheck {
+        /// Address of the coordinator's metrics and health listener.
+        #[arg(long, env = "CONCORD_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+        addr: std::net::SocketAddr,
+        /// Ask /readyz (database reachable) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
     },
     /// Operator commands: `tx`, `participants`, `stats` (see `concord::cli`).
     #[command(flatten)]
@@ -86,6 +96,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report = concord::bench::run(args.clone()).await?;
             concord::bench::print(&args, &report);
             Ok(())
+        }
+        Command::Healthcheck { addr, ready } => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            concord::telemetry::http::check(addr, path)
+                .await
+                .map_err(anyhow::Error::msg)
         }
         Command::Admin(_) => unreachable!("handled in main"),
         Command::Migrate { database_url } => {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use concord_proto::participant::v1::participant_client::ParticipantClient;
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::domain::{EndpointUrl, ParticipantName};
@@ -134,6 +135,8 @@ pub struct ParticipantClients {
     breaker_failures: u32,
     breaker_cooldown: Duration,
     max_message_bytes: usize,
+    /// TLS of `https://` endpoints; `None` uses tonic's defaults.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ParticipantClients {
@@ -149,7 +152,14 @@ impl ParticipantClients {
             breaker_failures,
             breaker_cooldown,
             max_message_bytes,
+            tls: None,
         }
+    }
+
+    /// Uses `tls` (custom CA, client certificate) for `https://` endpoints.
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn channel(&self, url: &EndpointUrl) -> Result<Channel, String> {
@@ -157,8 +167,14 @@ impl ParticipantClients {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.as_str().to_string())
-            .map_err(|e| format!("bad endpoint {url}: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.as_str().to_string())
+            .map_err(|e| format!("bad endpoint {url}: {e}"))?;
+        if let Some(tls) = self.tls.clone().filter(|_| url.as_str().starts_with("https:")) {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("cannot set up tls for {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -288,7 +304,10 @@ impl ParticipantClients {
         let mut client = ParticipantClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        let span = crate::telemetry::trace::call_span(participant, phase, &request);
+        let action = request.action.clone();
         let mut req = tonic::Request::new(request);
+        crate::telemetry::trace::forward(&mut req);
         // The header tells the participant when to give up; our own timer
         // below ends the wait (tonic's client timer would report CANCELLED,
         // which reads wrong in an operator's event history).
@@ -305,7 +324,7 @@ impl ParticipantClients {
             }
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, call).await {
+        let result = match tokio::time::timeout(timeout, call).instrument(span).await {
             // tonic's channel enforces the grpc-timeout header itself and
             // reports CANCELLED; it is a deadline all the same.
             Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout => {
@@ -321,6 +340,13 @@ impl ParticipantClients {
             ))),
         };
         let (outcome, payload) = classify(result);
+        crate::telemetry::metrics::participant_call(
+            participant.as_str(),
+            &action,
+            phase,
+            &outcome,
+            started.elapsed(),
+        );
         self.report(&url, &outcome);
         CallReply {
             outcome,

@@ -171,13 +171,14 @@ impl Engine {
             .await?;
         match submitted {
             SagaSubmitted::Created(lease) => {
+                crate::telemetry::metrics::tx_begun(crate::machine::Mode::Saga);
                 let (tx, branches) = self.load_required(&gid).await?;
                 self.spawn_saga(lease, tx, branches);
             }
             SagaSubmitted::Existing(found) => {
                 let (tx, branches) = *found;
                 let same = tx.mode == crate::machine::Mode::Saga
-                    && tx.metadata == req.metadata
+                    && crate::telemetry::trace::same_metadata(&tx.metadata, &req.metadata)
                     && same_steps(&steps, &branches);
                 if !same {
                     return Err(Error::AlreadyExists(format!(
@@ -339,6 +340,7 @@ impl Engine {
                 if newly {
                     tracing::warn!(%gid, reason = next.attention_reason.as_deref().unwrap_or(""), "needs attention");
                 }
+                crate::telemetry::metrics::retry_scheduled(crate::machine::Mode::Saga);
                 self.persist_saga(&lease, &next, vec![], vec![], false, newly, false, Some(at))
                     .await;
                 return;
@@ -421,6 +423,10 @@ impl Engine {
             now,
         };
         match self.store.write_saga(write).await {
+            Ok(true) if finished => {
+                crate::telemetry::metrics::tx_finished(crate::machine::Mode::Saga, state.status);
+                true
+            }
             Ok(true) => true,
             Ok(false) => {
                 tracing::warn!(gid = %lease.gid, "lease lost before saga progress was written");

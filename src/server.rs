@@ -41,6 +41,8 @@ pub enum ServerError {
     },
     #[error("grpc server failed: {0}")]
     Serve(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// How often the registry cache is reloaded, to see registrations made
@@ -53,6 +55,9 @@ pub struct Server {
     engine: Arc<Engine>,
     listener: TcpListener,
     wake: Wake,
+    /// The /metrics, /healthz and /readyz listener, if configured.
+    metrics_listener: Option<TcpListener>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Server {
@@ -80,28 +85,45 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        Ok(Self::assemble(
-            config,
-            Arc::new(store),
-            Arc::new(SystemClock),
-            listener,
-        ))
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let mut server = Self::assemble(config, Arc::new(store), Arc::new(SystemClock), listener)?;
+        server.metrics_listener = metrics_listener;
+        Ok(server)
     }
 
-    /// Builds from parts (tests inject the store, clock and listener).
+    /// Builds from parts (tests inject the store, clock and listener);
+    /// reads the TLS files the configuration names.
     pub fn assemble(
         config: Config,
         store: Arc<PgStore>,
         clock: Arc<dyn Clock>,
         listener: TcpListener,
-    ) -> Self {
+    ) -> Result<Self, ServerError> {
+        let tls = crate::tls::server_config(&config).map_err(ServerError::Tls)?;
+        if let Some(tls) = &tls {
+            // Refuses a key or certificate rustls cannot use now, not at run.
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+        }
+        let participant_tls = crate::tls::client_config(&config).map_err(ServerError::Tls)?;
         let dyn_store: Arc<dyn Store> = store.clone();
         let registry = Arc::new(Registry::new(Arc::clone(&dyn_store), Arc::clone(&clock)));
-        let clients = Arc::new(ParticipantClients::new(
-            config.breaker_failures,
-            config.breaker_cooldown,
-            config.max_request_bytes,
-        ));
+        let clients = Arc::new(
+            ParticipantClients::new(
+                config.breaker_failures,
+                config.breaker_cooldown,
+                config.max_request_bytes,
+            )
+            .with_tls(participant_tls),
+        );
         let settings = EngineSettings {
             instance_id: config.instance_id.clone(),
             default_timeout: config.default_timeout,
@@ -124,19 +146,28 @@ impl Server {
             settings,
             RetryPolicy::new(config.retry),
         );
-        Self {
+        Ok(Self {
             config,
             store,
             engine,
             listener,
             wake: Wake::default(),
-        }
+            metrics_listener: None,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where /metrics, /healthz and /readyz are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -156,9 +187,45 @@ impl Server {
             engine,
             listener,
             wake,
+            metrics_listener,
+            tls,
         } = self;
         let stop = CancellationToken::new();
+        // Cancelled when shutdown begins; /readyz fails from then on.
+        let draining = CancellationToken::new();
         let background = tokio_util::task::TaskTracker::new();
+        if let Some(retention) = config.retention {
+            background.spawn(crate::retention::run(
+                store.clone(),
+                retention,
+                config.retention_batch,
+                stop.clone(),
+            ));
+        }
+        if let Some(http) = metrics_listener {
+            let handle = crate::telemetry::metrics::install();
+            if let Some(handle) = handle.clone() {
+                background.spawn(crate::telemetry::metrics::sample(
+                    store.clone(),
+                    Arc::clone(&engine),
+                    handle,
+                    stop.clone(),
+                ));
+            }
+            tracing::info!(addr = ?http.local_addr().ok(), "metrics and health served over http");
+            let serve = crate::telemetry::http::serve(
+                http,
+                handle,
+                store.clone(),
+                draining.clone(),
+                stop.clone(),
+            );
+            background.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         background.spawn(recovery::run(
             Arc::clone(&engine),
             config.poll_interval,
@@ -221,7 +288,14 @@ impl Server {
         let addr = listener.local_addr().ok();
         tracing::info!(addr = ?addr, instance = %config.instance_id, "coordinator serving");
         let serving = CancellationToken::new();
-        let serve = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| {
+                stop.cancel();
+                ServerError::Tls(e.to_string())
+            })?;
+        }
+        let serve = builder
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
@@ -242,6 +316,7 @@ impl Server {
             }
         }
         tracing::info!("shutting down: no new requests");
+        draining.cancel();
         health_reporter
             .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
             .await;

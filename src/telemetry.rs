@@ -1,4 +1,10 @@
 //! Logging setup: human-readable on a terminal, JSON for log shippers.
+//! Metrics ([`metrics`]), W3C trace context ([`trace`]) and the operator
+//! HTTP listener ([`http`]) live below.
+
+pub mod http;
+pub mod metrics;
+pub mod trace;
 
 use tracing_subscriber::EnvFilter;
 

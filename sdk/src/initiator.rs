@@ -1,5 +1,6 @@
 //! The initiator side: opening a TCC global transaction on the coordinator,
-//! trying branches in it and deciding its outcome.
+//! trying branches in it and deciding its outcome; or describing a saga and
+//! submitting it whole (see [`SagaBuilder`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -457,6 +458,10 @@ impl TccTransaction {
         Ok(reply.status())
     }
 }
+
+mod saga;
+
+pub use saga::{SagaBuilder, SagaOutcome};
 
 #[cfg(test)]
 mod tests;

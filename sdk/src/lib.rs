@@ -5,7 +5,8 @@
 //!   a [`ParticipantService`] and serve it with [`ParticipantServer`].
 //! - [`Barrier`] makes those actions idempotent and safe against null
 //!   compensation and hanging tries, in the participant's own PostgreSQL.
-//! - Initiators open and drive transactions through [`Coordinator`].
+//! - Initiators open and drive TCC transactions, or submit sagas (see
+//!   [`Coordinator::saga`]), through [`Coordinator`].
 //!
 //! The outcome contract of participant calls: success is `Ok`;
 //! [`ActionError::Rejected`] is a final business refusal (`ABORTED`);
@@ -92,7 +93,9 @@ pub mod initiator;
 pub mod participant;
 
 pub use barrier::{Barrier, BarrierOutcome};
-pub use initiator::{BeginOptions, Coordinator, TccTransaction, TryOptions, TryOutcome};
+pub use initiator::{
+    BeginOptions, Coordinator, SagaBuilder, SagaOutcome, TccTransaction, TryOptions, TryOutcome,
+};
 pub use participant::{
     ActionError, ActionResult, BoxError, BranchContext, BuildError, Op, ParticipantServer,
     ParticipantService, ParticipantServiceBuilder, SagaAction, ServeError, TccAction,

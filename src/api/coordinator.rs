@@ -47,6 +47,8 @@ impl Coordinator for CoordinatorApi {
         &self,
         request: Request<pb::BeginRequest>,
     ) -> Result<Response<pb::BeginResponse>, Status> {
+        let mut metadata = request.get_ref().metadata.clone().into_iter().collect();
+        crate::telemetry::trace::inherit(request.metadata(), &mut metadata);
         let req = request.into_inner();
         guarded("Begin", &req.gid.clone(), async {
             let gid = if req.gid.is_empty() {
@@ -62,7 +64,7 @@ impl Coordinator for CoordinatorApi {
             };
             let (gid, deadline) = self
                 .engine
-                .begin(gid, timeout, req.metadata.into_iter().collect())
+                .begin(gid, timeout, metadata)
                 .await?;
             Ok(pb::BeginResponse {
                 gid: gid.to_string(),
@@ -145,6 +147,8 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::SubmitSagaRequest>,
     ) -> Result<Response<pb::SubmitSagaResponse>, Status> {
         let until = self.wait_until(&request, request.get_ref().wait);
+        let mut metadata = request.get_ref().metadata.clone().into_iter().collect();
+        crate::telemetry::trace::inherit(request.metadata(), &mut metadata);
         let req = request.into_inner();
         guarded("SubmitSaga", &req.gid.clone(), async {
             let gid = if req.gid.is_empty() {
@@ -193,7 +197,7 @@ impl Coordinator for CoordinatorApi {
                         gid,
                         steps,
                         timeout,
-                        metadata: req.metadata.into_iter().collect(),
+                        metadata,
                         concurrency: Some(req.concurrency),
                     },
                     until,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::domain::InvalidValue;
 use crate::error::Error;
@@ -45,8 +46,9 @@ impl From<InvalidValue> for Error {
     }
 }
 
-/// Runs one handler: turns a panic into INTERNAL (the server lives on) and
-/// logs the outcome once, with the gid when there is one.
+/// Runs one handler: turns a panic into INTERNAL (the server lives on),
+/// runs it in a span with the method and gid, logs the outcome once and
+/// records it in the request metrics.
 pub async fn guarded<T, F>(
     method: &'static str,
     gid: &str,
@@ -56,7 +58,8 @@ where
     F: Future<Output = Result<T, Error>>,
 {
     let started = std::time::Instant::now();
-    let result = match AssertUnwindSafe(handler).catch_unwind().await {
+    let span = tracing::info_span!("rpc", method, gid);
+    let result = match AssertUnwindSafe(handler).catch_unwind().instrument(span).await {
         Ok(Ok(reply)) => Ok(tonic::Response::new(reply)),
         Ok(Err(e)) => Err(status(e)),
         Err(panic) => {
@@ -69,6 +72,8 @@ where
             Err(Status::internal(format!("internal error in {method}")))
         }
     };
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    crate::telemetry::metrics::grpc_request(method, code, started.elapsed());
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &result {
         Ok(_) => tracing::debug!(method, gid, elapsed_ms, "request ok"),

@@ -147,7 +147,8 @@ pub fn shown_status(t: &TxSummary) -> (String, Option<Style>) {
 
 fn flags(t: &TxSummary) -> String {
     let mut f = Vec::new();
-    if t.needs_attention {
+    // A finished transaction keeps the flag it had; it needs nobody now.
+    if t.needs_attention && !t.is_final() && t.resolution.is_none() {
         f.push("attention");
     }
     if t.paused {
@@ -172,7 +173,11 @@ pub fn tx_list(list: &[TxSummary], now: DateTime<Utc>, paint: Paint) -> String {
                 Cell::styled(status, style),
                 Cell::styled(
                     flags(t),
-                    t.needs_attention.then_some(Style::Red).or(Some(Style::Dim)),
+                    Some(if flags(t).contains("attention") {
+                        Style::Red
+                    } else {
+                        Style::Dim
+                    }),
                 ),
                 Cell::plain(rel(t.created_at, now)),
                 Cell::plain(rel(t.updated_at, now)),
@@ -305,7 +310,7 @@ pub fn tx_detail(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
     if t.resolution.is_some() {
         head.push_str(&format!(" (was {})", t.status));
     }
-    if t.needs_attention {
+    if t.needs_attention && !t.is_final() {
         head.push_str(&format!(
             "  {}",
             paint.paint(Some(Style::Red), "needs attention")
@@ -519,7 +524,11 @@ pub fn participants(p: &Participants, now: DateTime<Utc>, paint: Paint) -> Strin
                     String::new()
                 }),
                 Cell::styled(
-                    e.and_then(|e| e.last_error.clone()).unwrap_or_default(),
+                    // Only while the last failure is newer than the last
+                    // success.
+                    e.filter(|e| e.last_failure_at > e.last_success_at)
+                        .and_then(|e| e.last_error.clone())
+                        .unwrap_or_default(),
                     Some(Style::Red),
                 ),
             ]);

@@ -269,24 +269,29 @@ pub fn round_failed(
 ) -> (SagaState, u32, bool) {
     let mut next = saga.clone();
     next.attempts += 1;
-    let since = saga.decided_at.unwrap_or(now);
-    let age = now - since;
-    // Forward actions with an unknown outcome are bounded by the deadline,
-    // not by escalation; compensations escalate.
-    let over = next.status == Status::Compensating
-        && (next.attempts >= escalation.max_attempts || age >= escalation.max_age);
+    // A running saga has no decision time: only the attempt count applies.
+    let age = now - saga.decided_at.unwrap_or(now);
+    // Nothing is retried silently forever: forward actions (bounded by the
+    // deadline only when the saga has one) and compensations both raise the
+    // flag past the thresholds, and keep being retried.
+    let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
     let mut newly = false;
     if over {
         newly = !next.needs_attention;
         next.needs_attention = true;
+        let (phase, owed): (&str, fn(&StepState) -> bool) = if next.status == Status::Compensating {
+            ("compensate", |s| s.needs_compensation() && s.compensation != CallStatus::Succeeded)
+        } else {
+            ("execute", |s| s.action == CallStatus::Unknown)
+        };
         let failing: Vec<String> = next
             .steps
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.needs_compensation() && s.compensation != CallStatus::Succeeded)
+            .filter(|(_, s)| owed(s))
             .map(|(i, s)| {
                 format!(
-                    "step {i} ({}) compensate failing after {} attempts: {} {}",
+                    "step {i} ({}) {phase} failing after {} attempts: {} {}",
                     s.label,
                     s.attempts,
                     s.last_code.as_deref().unwrap_or("UNKNOWN"),

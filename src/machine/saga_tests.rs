@@ -218,12 +218,13 @@ fn unknown_actions_wait_for_the_next_round_and_compensations_escalate() {
         vec![(0, SagaPhase::Execute)]
     );
 
-    // Forward retries never escalate; compensations do.
+    // Forward retries escalate too (nothing is retried silently forever).
     let mut r = s.clone();
     for _ in 0..5 {
         r = round_failed(&r, t0(), ESC).0;
     }
-    assert!(!r.needs_attention);
+    assert!(r.needs_attention);
+    assert!(r.attention_reason.unwrap().contains("step 0 (svc0.act) execute failing"));
     let mut c = s;
     c.status = Status::Compensating;
     c.decided_at = Some(t0());

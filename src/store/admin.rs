@@ -183,7 +183,8 @@ impl PgStore {
                 AND ($4::timestamptz IS NULL OR g.created_at < $4)
                 AND ($5::timestamptz IS NULL OR g.created_at > $5)
                 AND ($6::timestamptz IS NULL OR g.updated_at < $6)
-                AND (NOT $7 OR (g.needs_attention AND g.resolved_at IS NULL))
+                AND (NOT $7 OR (g.needs_attention AND g.resolved_at IS NULL
+                                  AND NOT g.status = ANY($13)))
                 AND ($8::timestamptz IS NULL OR (g.created_at < $8 AND g.resolved_at IS NULL
                                                  AND NOT g.status = ANY($13)))
                 AND ($9::text IS NULL OR starts_with(g.gid, $9))

@@ -7,8 +7,10 @@
 //! instance whose lease was taken over matches no row and changes nothing.
 
 pub mod admin;
+pub mod gauges;
 pub mod postgres;
 mod records;
+mod retention;
 
 use std::time::Duration;
 

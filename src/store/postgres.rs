@@ -130,6 +130,11 @@ impl PgStore {
         &self.durable
     }
 
+    /// The pool of writes that do not wait for the WAL flush (metrics).
+    pub(crate) fn relaxed_pool(&self) -> &PgPool {
+        &self.relaxed
+    }
+
     /// Closes both pools.
     pub async fn close(&self) {
         self.durable.close().await;

@@ -48,6 +48,8 @@ enum Stop {
 /// One coordinator instance in a runtime of its own.
 pub struct TestCoordinator {
     pub addr: SocketAddr,
+    /// The /metrics listener, when the config asked for one.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<Stop>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -71,7 +73,9 @@ impl TestCoordinator {
                 .unwrap();
             let graceful = rt.block_on(async move {
                 let server = Server::build(config).await.expect("coordinator starts");
-                addr_tx.send(server.local_addr()).unwrap();
+                addr_tx
+                    .send((server.local_addr(), server.metrics_addr()))
+                    .unwrap();
                 let shutdown = CancellationToken::new();
                 let run = tokio::spawn(server.run(shutdown.clone().cancelled_owned()));
                 match stop_rx.await {
@@ -90,9 +94,10 @@ impl TestCoordinator {
                 rt.shutdown_background();
             }
         });
-        let addr = addr_rx.await.expect("coordinator reports its address");
+        let (addr, metrics_addr) = addr_rx.await.expect("coordinator reports its address");
         Self {
             addr,
+            metrics_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -162,6 +167,8 @@ pub enum Ph {
     Try,
     Confirm,
     Cancel,
+    Execute,
+    Compensate,
 }
 
 #[derive(Default)]
@@ -173,6 +180,10 @@ struct State {
     concurrent_violations: u32,
     precondition_violations: Vec<String>,
     metadata_seen: Vec<HashMap<String, String>>,
+    /// Every call in arrival order.
+    log: Vec<(String, String, Ph)>,
+    /// Most calls in flight at once.
+    max_in_flight: usize,
 }
 
 /// A participant service with scripted behaviour and call accounting.
@@ -305,6 +316,20 @@ impl TestParticipant {
         self.state.lock().unwrap().precondition_violations.clone()
     }
 
+    /// Calls of `gid` in arrival order, as (branch, phase).
+    pub fn log(&self, gid: &str) -> Vec<(String, Ph)> {
+        let s = self.state.lock().unwrap();
+        s.log
+            .iter()
+            .filter(|k| k.0 == gid)
+            .map(|k| (k.1.clone(), k.2))
+            .collect()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
+
     pub fn metadata_seen(&self) -> Vec<HashMap<String, String>> {
         self.state.lock().unwrap().metadata_seen.clone()
     }
@@ -360,6 +385,8 @@ impl Service {
             Ph::Try => true,
             Ph::Confirm => status == "confirming" || status == "confirmed",
             Ph::Cancel => status == "cancelling" || status == "cancelled",
+            Ph::Execute => status == "running" || status == "compensating",
+            Ph::Compensate => status == "compensating" || status == "compensated",
         };
         (!ok).then(|| {
             format!(
@@ -386,6 +413,8 @@ impl Service {
             if !s.in_flight.insert(key.clone()) {
                 s.concurrent_violations += 1;
             }
+            s.max_in_flight = s.max_in_flight.max(s.in_flight.len());
+            s.log.push(key.clone());
             if let Some(v) = violation {
                 s.precondition_violations.push(v);
             }
@@ -405,6 +434,7 @@ impl Service {
             other => other,
         };
         self.arrived.notify_waiters();
+        let key_for_effect = key.clone();
         let state = self.state.clone();
         let arrived = self.arrived.clone();
         let done = move |applied: bool| {
@@ -432,8 +462,11 @@ impl Service {
                 Err(Status::unavailable("participant is down"))
             }
             Behavior::Slow(d) => {
-                done(true);
+                // The work is done at once; only the reply is late.
+                self.state.lock().unwrap().effects.insert(key_for_effect);
+                let guard = scopeguard(done);
                 tokio::time::sleep(d).await;
+                guard.finish(false);
                 Ok(Response::new(BranchResponse::default()))
             }
             Behavior::FailFirstPerBranch(_) => unreachable!("resolved above"),
@@ -485,15 +518,15 @@ impl Participant for Service {
     }
     async fn execute(
         &self,
-        _r: Request<BranchRequest>,
+        r: Request<BranchRequest>,
     ) -> Result<Response<BranchResponse>, Status> {
-        Err(Status::unimplemented("saga not used here"))
+        self.handle(r.into_inner(), Ph::Execute).await
     }
     async fn compensate(
         &self,
-        _r: Request<BranchRequest>,
+        r: Request<BranchRequest>,
     ) -> Result<Response<BranchResponse>, Status> {
-        Err(Status::unimplemented("saga not used here"))
+        self.handle(r.into_inner(), Ph::Compensate).await
     }
 }
 

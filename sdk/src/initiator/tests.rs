@@ -3,7 +3,10 @@
 use std::sync::{Arc, Mutex};
 
 use concord_proto::v1::coordinator_server::{self, CoordinatorServer};
-use concord_proto::v1::{BeginResponse, CommitResponse, RollbackResponse, TryResponse};
+use concord_proto::v1::{
+    BeginResponse, CommitResponse, RollbackResponse, SagaStep, SubmitSagaRequest,
+    SubmitSagaResponse, TryResponse,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +18,7 @@ use super::*;
 #[derive(Default)]
 struct FakeCoordinator {
     log: Mutex<Vec<String>>,
+    sagas: Mutex<Vec<SubmitSagaRequest>>,
 }
 
 impl FakeCoordinator {
@@ -100,11 +104,45 @@ impl coordinator_server::Coordinator for FakeCoordinator {
         )))
     }
 
+    /// Records the whole request; a saga whose first payload is `no`
+    /// compensates, one with no step is refused.
     async fn submit_saga(
         &self,
-        _r: Request<concord_proto::v1::SubmitSagaRequest>,
-    ) -> Result<Response<concord_proto::v1::SubmitSagaResponse>, Status> {
-        Err(Status::unimplemented("not used by these tests"))
+        r: Request<SubmitSagaRequest>,
+    ) -> Result<Response<SubmitSagaResponse>, Status> {
+        let header = r
+            .metadata()
+            .get(TRACEPARENT)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let timeout_header = r.metadata().contains_key("grpc-timeout");
+        let r = r.into_inner();
+        self.log(format!(
+            "saga {:?} steps={} header={header:?} timeout_header={timeout_header}",
+            r.gid,
+            r.steps.len()
+        ));
+        if r.steps.is_empty() {
+            return Err(Status::invalid_argument("a saga needs at least one step"));
+        }
+        let gid = if r.gid.is_empty() {
+            "generated".to_owned()
+        } else {
+            r.gid.clone()
+        };
+        let (status, reason) = match (r.wait, r.steps[0].payload == b"no") {
+            (false, _) => (TransactionStatus::Running, String::new()),
+            (true, false) => (TransactionStatus::Succeeded, String::new()),
+            (true, true) => (
+                TransactionStatus::Compensated,
+                "step 0 rejected: insufficient funds".to_owned(),
+            ),
+        };
+        self.sagas.lock().unwrap().push(r);
+        Ok(Response::new(SubmitSagaResponse {
+            gid,
+            status: status as i32,
+            reason,
+        }))
     }
 }
 
@@ -140,6 +178,10 @@ impl Harness {
 
     fn log(&self) -> Vec<String> {
         self.fake.log.lock().unwrap().clone()
+    }
+
+    fn sagas(&self) -> Vec<SubmitSagaRequest> {
+        self.fake.sagas.lock().unwrap().clone()
     }
 }
 
@@ -261,4 +303,138 @@ fn malformed_url_is_reported() {
     let err = Coordinator::connect_lazy("not a url").unwrap_err();
     assert!(matches!(err, Error::InvalidUrl { .. }));
     assert_eq!(err.code(), None);
+}
+
+fn step(participant: &str, action: &str, compensation: &str, payload: &[u8]) -> SagaStep {
+    SagaStep {
+        participant: participant.into(),
+        action: action.into(),
+        compensation: compensation.into(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn saga_sends_every_step_and_option() {
+    let h = Harness::start().await;
+    let outcome = h
+        .coordinator
+        .saga(Some("order-7"))
+        .step("inventory", "reserve", "release", b"tea".to_vec())
+        .after(&[])
+        .step("shipping", "book", "unbook", b"box".to_vec())
+        .compensate_rejected(false)
+        .step("payment", "charge", "refund", b"30".to_vec())
+        .after(&[0, 1])
+        .call_timeout(Duration::from_millis(1500))
+        .timeout(Duration::from_secs(60))
+        .concurrency(3)
+        .metadata(TRACEPARENT, "00-trace-span-01")
+        .submit(true)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        SagaOutcome {
+            gid: "order-7".into(),
+            status: TransactionStatus::Succeeded,
+            reason: None,
+        }
+    );
+    assert!(outcome.succeeded() && outcome.is_finished());
+
+    let sagas = h.sagas();
+    assert_eq!(sagas.len(), 1);
+    let r = &sagas[0];
+    assert_eq!(r.gid, "order-7");
+    assert!(r.wait);
+    assert_eq!(r.concurrency, 3);
+    assert_eq!(r.timeout.map(|d| d.seconds), Some(60));
+    assert_eq!(r.metadata[TRACEPARENT], "00-trace-span-01");
+    let shipping = SagaStep {
+        compensate_rejected: Some(false),
+        ..step("shipping", "book", "unbook", b"box")
+    };
+    let payment = SagaStep {
+        depends_on: vec![0, 1],
+        call_timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 500_000_000,
+        }),
+        ..step("payment", "charge", "refund", b"30")
+    };
+    assert_eq!(
+        r.steps,
+        [step("inventory", "reserve", "release", b"tea"), shipping, payment]
+    );
+    assert_eq!(
+        h.log(),
+        [r#"saga "order-7" steps=3 header=Some("00-trace-span-01") timeout_header=false"#]
+    );
+}
+
+#[tokio::test]
+async fn saga_without_wait_returns_the_generated_gid_and_running() {
+    let h = Harness::start().await;
+    let saga = h
+        .coordinator
+        .saga(None)
+        .step("payment", "charge", "refund", b"30".to_vec());
+    assert_eq!((saga.len(), saga.is_empty()), (1, false));
+    let outcome = saga.submit(false).await.unwrap();
+    assert_eq!(outcome.gid, "generated");
+    assert_eq!(outcome.status, TransactionStatus::Running);
+    assert!(!outcome.is_finished());
+    let r = &h.sagas()[0];
+    assert_eq!((r.gid.as_str(), r.wait, r.concurrency), ("", false, 0));
+    assert_eq!((r.timeout, r.steps[0].compensate_rejected), (None, None));
+}
+
+#[tokio::test]
+async fn saga_compensation_reason_is_returned() {
+    let h = Harness::start().await;
+    let outcome = h
+        .coordinator
+        .saga(Some("order-8"))
+        .step("payment", "charge", "refund", b"no".to_vec())
+        .wait_timeout(Duration::from_secs(5))
+        .submit(true)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, TransactionStatus::Compensated);
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("step 0 rejected: insufficient funds")
+    );
+    assert_eq!(
+        h.log(),
+        [r#"saga "order-8" steps=1 header=None timeout_header=true"#]
+    );
+}
+
+#[tokio::test]
+async fn saga_errors_keep_their_code() {
+    let h = Harness::start().await;
+    let err = h.coordinator.saga(None).submit(true).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+}
+
+#[tokio::test]
+async fn saga_qualifier_before_any_step_is_refused_without_a_call() {
+    let h = Harness::start().await;
+    let err = h
+        .coordinator
+        .saga(None)
+        .after(&[0])
+        .step("payment", "charge", "refund", b"30".to_vec())
+        .submit(false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.contains("after()")),
+        "{err:?}"
+    );
+    assert!(h.log().is_empty());
 }

@@ -32,6 +32,9 @@ pub enum BuildError {
 enum Handler {
     Tcc(Arc<dyn TccAction>),
     Saga(Arc<dyn SagaAction>),
+    /// The compensation of a saga action registered under a name of its
+    /// own: answers only `Compensate`.
+    SagaCompensation(Arc<dyn SagaAction>),
 }
 
 impl Handler {
@@ -39,6 +42,7 @@ impl Handler {
         match self {
             Handler::Tcc(_) => "tcc",
             Handler::Saga(_) => "saga",
+            Handler::SagaCompensation(_) => "saga compensation",
         }
     }
 }
@@ -171,7 +175,9 @@ fn call(handler: &Handler, op: Op, ctx: BranchContext) -> Option<ActionFuture> {
         (Handler::Tcc(a), Op::Confirm) => Box::pin(async move { a.confirm(ctx).await }),
         (Handler::Tcc(a), Op::Cancel) => Box::pin(async move { a.cancel(ctx).await }),
         (Handler::Saga(a), Op::Execute) => Box::pin(async move { a.execute(ctx).await }),
-        (Handler::Saga(a), Op::Compensate) => Box::pin(async move { a.compensate(ctx).await }),
+        (Handler::Saga(a) | Handler::SagaCompensation(a), Op::Compensate) => {
+            Box::pin(async move { a.compensate(ctx).await })
+        }
         _ => return None,
     })
 }
@@ -240,10 +246,78 @@ impl ParticipantServiceBuilder {
         self
     }
 
-    /// Registers a saga action under `name`.
+    /// Registers a saga action under `name`, for both its phases: a saga
+    /// step using it names `name` as both its action and its compensation.
+    /// To give the compensation a name of its own (`reserve` undone by
+    /// `release`), use [`saga_pair`](Self::saga_pair).
+    ///
+    /// ```
+    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, SagaAction};
+    ///
+    /// struct Reserve;
+    ///
+    /// #[tonic::async_trait]
+    /// impl SagaAction for Reserve {
+    ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
+    ///         Ok(Vec::new())
+    ///     }
+    ///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult {
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    ///
+    /// // Initiators use `.step("inventory", "reserve", "reserve", payload)`.
+    /// let service = ParticipantService::builder("inventory")
+    ///     .saga("reserve", Reserve)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["reserve"]);
+    /// ```
     pub fn saga(mut self, name: impl Into<String>, action: impl SagaAction) -> Self {
         self.actions
             .push((name.into(), Handler::Saga(Arc::new(action))));
+        self
+    }
+
+    /// Registers a saga action under `name`, and its compensation under the
+    /// separate name `compensation`: the coordinator calls a step's
+    /// compensation by the name the initiator gave it, so a step
+    /// `("inventory", "reserve", "release", ..)` needs both names registered.
+    /// `compensation` answers only compensations.
+    ///
+    /// ```
+    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, SagaAction};
+    ///
+    /// struct Reserve;
+    ///
+    /// #[tonic::async_trait]
+    /// impl SagaAction for Reserve {
+    ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
+    ///         Ok(Vec::new())
+    ///     }
+    ///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult {
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    ///
+    /// // Initiators use `.step("inventory", "reserve", "release", payload)`.
+    /// let service = ParticipantService::builder("inventory")
+    ///     .saga_pair("reserve", "release", Reserve)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["release", "reserve"]);
+    /// ```
+    pub fn saga_pair(
+        mut self,
+        name: impl Into<String>,
+        compensation: impl Into<String>,
+        action: impl SagaAction,
+    ) -> Self {
+        let action: Arc<dyn SagaAction> = Arc::new(action);
+        self.actions
+            .push((name.into(), Handler::Saga(action.clone())));
+        self.actions
+            .push((compensation.into(), Handler::SagaCompensation(action)));
         self
     }
 
@@ -289,7 +363,18 @@ impl ParticipantServiceBuilder {
         )
     }
 
-    /// Registers a saga action made of two closures (execute, compensate).
+    /// Registers a saga action made of two closures (execute, compensate),
+    /// both under `name`; see [`saga`](Self::saga).
+    ///
+    /// ```
+    /// use concord_sdk::ParticipantService;
+    ///
+    /// let service = ParticipantService::builder("inventory")
+    ///     .saga_fn("reserve", |_ctx| async { Ok(Vec::new()) }, |_ctx| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = service;
+    /// ```
     pub fn saga_fn<E, EF, C, CF>(self, name: impl Into<String>, execute: E, compensate: C) -> Self
     where
         E: Fn(BranchContext) -> EF + Send + Sync + 'static,
@@ -299,6 +384,46 @@ impl ParticipantServiceBuilder {
     {
         self.saga(
             name,
+            SagaFn {
+                execute,
+                compensate,
+            },
+        )
+    }
+
+    /// Like [`saga_fn`](Self::saga_fn), with the compensation registered
+    /// under a name of its own; see [`saga_pair`](Self::saga_pair).
+    ///
+    /// ```
+    /// use concord_sdk::ParticipantService;
+    ///
+    /// let service = ParticipantService::builder("payment")
+    ///     .saga_fn_pair(
+    ///         "charge",
+    ///         "refund",
+    ///         |_ctx| async { Ok(Vec::new()) },
+    ///         |_ctx| async { Ok(Vec::new()) },
+    ///     )
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["charge", "refund"]);
+    /// ```
+    pub fn saga_fn_pair<E, EF, C, CF>(
+        self,
+        name: impl Into<String>,
+        compensation: impl Into<String>,
+        execute: E,
+        compensate: C,
+    ) -> Self
+    where
+        E: Fn(BranchContext) -> EF + Send + Sync + 'static,
+        EF: Future<Output = ActionResult> + Send + 'static,
+        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.saga_pair(
+            name,
+            compensation,
             SagaFn {
                 execute,
                 compensate,
@@ -418,6 +543,42 @@ mod tests {
         assert_eq!(reply.into_inner().payload, b"execute:7");
         let err = svc.compensate(request("reserve", b"")).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn compensation_with_a_name_of_its_own_answers_only_compensate() {
+        let svc = ParticipantService::builder("inventory")
+            .saga_fn_pair(
+                "reserve",
+                "release",
+                |ctx| async move { Ok(format!("execute:{}", ctx.action).into_bytes()) },
+                |ctx| async move { Ok(format!("compensate:{}", ctx.action).into_bytes()) },
+            )
+            .build()
+            .unwrap();
+        assert_eq!(svc.actions(), ["release", "reserve"]);
+        let undo = svc.compensate(request("release", b"")).await.unwrap();
+        assert_eq!(undo.into_inner().payload, b"compensate:release");
+        let undo = svc.compensate(request("reserve", b"")).await.unwrap();
+        assert_eq!(undo.into_inner().payload, b"compensate:reserve");
+        let err = svc.execute(request("release", b"")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+        assert!(err.message().contains("saga compensation"), "{err:?}");
+    }
+
+    #[test]
+    fn a_compensation_name_clashing_with_an_action_is_refused() {
+        let err = ParticipantService::builder("inventory")
+            .saga_fn("release", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+            .saga_fn_pair(
+                "reserve",
+                "release",
+                |_| async { Ok(Vec::new()) },
+                |_| async { Ok(Vec::new()) },
+            )
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::DuplicateAction("release".into()));
     }
 
     #[tokio::test]

@@ -1,0 +1,191 @@
+//! Runs a participant service on a TCP port, announced to the coordinator,
+//! optionally behind the [fault injector](crate::faults).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use concord_sdk::proto::participant::v1::participant_server::ParticipantServer as GrpcParticipant;
+use concord_sdk::proto::v1::registry_client::RegistryClient;
+use concord_sdk::proto::v1::{Action, ListParticipantsRequest, RegisterParticipantRequest};
+use concord_sdk::{ParticipantServer, ParticipantService};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{FaultyParticipant, Faults};
+
+/// Why a participant could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The coordinator URL does not parse.
+    #[error("invalid coordinator url {0:?}")]
+    CoordinatorUrl(String),
+    /// The coordinator did not list the participant in time.
+    #[error("participant {0} not registered with the coordinator after 30s")]
+    NotRegistered(String),
+}
+
+/// A participant being served; stops when [`stop`](Self::stop)ped or
+/// dropped.
+#[derive(Debug)]
+pub struct Hosted {
+    /// The participant name.
+    pub name: String,
+    /// The URL the coordinator calls.
+    pub endpoint: String,
+    /// The fault injector, if any (for its counters).
+    pub faults: Option<FaultyParticipant<ParticipantService>>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Hosted {
+    /// Stops accepting calls and waits for in-flight ones (and for delayed
+    /// deliveries of the fault injector) to finish.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(f) = &self.faults {
+            f.drain().await;
+        }
+    }
+}
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Serves `service` on `listen` (port 0 for any), advertised to the
+/// coordinator at `coordinator_url` as `http://<bound address>`, and
+/// returns once the coordinator lists it. With `faults`, calls go through a
+/// [`FaultyParticipant`].
+pub async fn host(
+    service: ParticipantService,
+    listen: SocketAddr,
+    coordinator_url: &str,
+    faults: Option<Faults>,
+) -> Result<Hosted, HostError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| HostError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| HostError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let endpoint = format!("http://{addr}");
+    let name = service.name().to_owned();
+    let actions: Vec<String> = service.actions().into_iter().map(String::from).collect();
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone().cancelled_owned();
+    let (task, faulty) = match faults {
+        // The plain path is what a real participant does: the SDK's server
+        // registers it in the background.
+        None => {
+            let server = ParticipantServer::new(service)
+                .register_with(coordinator_url, endpoint.clone())
+                .registration_backoff(Duration::from_millis(50), Duration::from_secs(1));
+            let task = tokio::spawn(async move {
+                if let Err(e) = server.serve(listener, shutdown).await {
+                    tracing::error!(error = %e, "participant server failed");
+                }
+            });
+            (task, None)
+        }
+        // The SDK server serves only a `ParticipantService`, so the wrapped
+        // one is served by tonic directly and registered by hand.
+        Some(faults) => {
+            let faulty = FaultyParticipant::new(service, faults);
+            let grpc = GrpcParticipant::new(faulty.clone());
+            let task = tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(grpc)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "participant server failed");
+                }
+            });
+            register(coordinator_url, &name, &endpoint, &actions).await?;
+            (task, Some(faulty))
+        }
+    };
+    wait_registered(coordinator_url, &name, &endpoint).await?;
+    tracing::info!(participant = %name, %endpoint, "participant ready");
+    Ok(Hosted {
+        name,
+        endpoint,
+        faults: faulty,
+        stop,
+        task: Some(task),
+    })
+}
+
+fn registry(coordinator_url: &str) -> Result<RegistryClient<tonic::transport::Channel>, HostError> {
+    let channel = tonic::transport::Endpoint::from_shared(coordinator_url.to_owned())
+        .map_err(|_| HostError::CoordinatorUrl(coordinator_url.to_owned()))?
+        .connect_lazy();
+    Ok(RegistryClient::new(channel))
+}
+
+async fn register(
+    coordinator_url: &str,
+    name: &str,
+    endpoint: &str,
+    actions: &[String],
+) -> Result<(), HostError> {
+    let mut client = registry(coordinator_url)?;
+    let request = RegisterParticipantRequest {
+        name: name.to_owned(),
+        endpoint: endpoint.to_owned(),
+        actions: actions
+            .iter()
+            .map(|a| Action { name: a.clone() })
+            .collect(),
+    };
+    for _ in 0..300 {
+        match client.register_participant(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => tracing::debug!(error = %e, "registration failed, retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(HostError::NotRegistered(name.to_owned()))
+}
+
+/// Polls the registry until `endpoint` is listed under `name`.
+async fn wait_registered(
+    coordinator_url: &str,
+    name: &str,
+    endpoint: &str,
+) -> Result<(), HostError> {
+    let mut client = registry(coordinator_url)?;
+    for _ in 0..300 {
+        if let Ok(reply) = client.list_participants(ListParticipantsRequest {}).await {
+            let listed = reply.into_inner().participants.iter().any(|p| {
+                p.name == name && p.endpoints.iter().any(|e| e.url == endpoint)
+            });
+            if listed {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(HostError::NotRegistered(name.to_owned()))
+}

@@ -1,0 +1,44 @@
+//! Retention: deletes finished transactions (and resolved ones) older than
+//! the retention, with their branches (by cascade) and events, in small
+//! batches. `SKIP LOCKED` keeps it off rows an operator or another
+//! instance's retention holds, so it never waits on the hot path. Inherent
+//! methods of [`PgStore`]; the loop that calls them is
+//! [`crate::retention`].
+
+use std::time::Duration;
+
+use super::postgres::PgStore;
+use super::{StoreResult, map_sqlx};
+
+impl PgStore {
+    /// Deletes up to `batch` transactions that finished (or were resolved
+    /// by an operator) more than `older_than` ago by the database clock;
+    /// returns how many.
+    pub async fn delete_finished(&self, older_than: Duration, batch: u32) -> StoreResult<u64> {
+        let deleted: i64 = sqlx::query_scalar(
+            "WITH doomed AS (
+                SELECT gid FROM global_transactions
+                 WHERE (finished_at IS NOT NULL OR resolved_at IS NOT NULL)
+                   AND COALESCE(finished_at, resolved_at)
+                       < now() - make_interval(secs => $1::float8)
+                 ORDER BY COALESCE(finished_at, resolved_at)
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+            ), events AS (
+                DELETE FROM transaction_events
+                 WHERE gid IN (SELECT gid FROM doomed)
+            ), gone AS (
+                DELETE FROM global_transactions
+                 WHERE gid IN (SELECT gid FROM doomed)
+                RETURNING gid
+            )
+            SELECT count(*) FROM gone",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(i64::from(batch.max(1)))
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_sqlx)?;
+        Ok(deleted.max(0) as u64)
+    }
+}
