@@ -127,7 +127,10 @@ fn bench_database(url: &str) -> String {
     format!("{base}/concord_bench_{}", std::process::id())
 }
 
-async fn one_saga(c: &mut CoordinatorClient<tonic::transport::Channel>, wait: bool) -> Result<(), Status> {
+async fn one_saga(
+    c: &mut CoordinatorClient<tonic::transport::Channel>,
+    wait: bool,
+) -> Result<(), Status> {
     let step = |participant: &str, action: &str, compensation: &str| pb::SagaStep {
         participant: participant.into(),
         action: action.into(),
@@ -136,7 +139,10 @@ async fn one_saga(c: &mut CoordinatorClient<tonic::transport::Channel>, wait: bo
         ..Default::default()
     };
     c.submit_saga(pb::SubmitSagaRequest {
-        steps: vec![step("bench-a", "debit", "debit-undo"), step("bench-b", "credit", "credit-undo")],
+        steps: vec![
+            step("bench-a", "debit", "debit-undo"),
+            step("bench-b", "credit", "credit-undo"),
+        ],
         wait,
         ..Default::default()
     })
@@ -183,9 +189,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             .register_participant(pb::RegisterParticipantRequest {
                 name: name.into(),
                 endpoint: url,
-                actions: vec![pb::Action {
-                    name: action.into(),
-                }],
+                actions: vec![
+                    pb::Action {
+                        name: action.into(),
+                    },
+                    pb::Action {
+                        name: format!("{action}-undo"),
+                    },
+                ],
             })
             .await?;
     }
@@ -268,7 +279,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let pool = sqlx::PgPool::connect(&url).await?;
     loop {
         let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM global_transactions WHERE status <> 'confirmed'",
+            "SELECT count(*) FROM global_transactions WHERE status NOT IN ('confirmed', 'succeeded')",
         )
         .fetch_one(&pool)
         .await?;
@@ -306,8 +317,12 @@ async fn drop_database(url: &str) {
 
 /// Prints a report as the lines quoted in BENCHMARKS.md.
 pub fn print(args: &BenchArgs, r: &BenchReport) {
+    let what = match args.mode {
+        BenchMode::Tcc => "tcc, 2 branches",
+        BenchMode::Saga => "saga, 2 sequential steps",
+    };
     println!(
-        "mode               tcc, 2 branches, zero-work participants, commit wait={}",
+        "mode               {what}, zero-work participants, wait={}",
         args.wait
     );
     println!("concurrency        {}", args.concurrency);

@@ -584,7 +584,10 @@ mod tests {
         struct Capture<'a>(&'a mut Vec<&'static str>);
         impl<'de> serde::Deserializer<'de> for Capture<'_> {
             type Error = serde::de::value::Error;
-            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
                 Err(serde::de::Error::custom("structs only"))
             }
             fn deserialize_struct<V: serde::de::Visitor<'de>>(
@@ -610,7 +613,10 @@ mod tests {
     #[test]
     fn shipped_file_documents_exactly_the_keys_and_each_has_a_flag() {
         let keys = file_keys();
-        assert!(keys.contains(&"metrics_listen") && keys.contains(&"lease"), "{keys:?}");
+        assert!(
+            keys.contains(&"metrics_listen") && keys.contains(&"lease"),
+            "{keys:?}"
+        );
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/concord.toml");
         let text = std::fs::read_to_string(path).unwrap();
         // `key = value`, commented out or not.
@@ -624,10 +630,16 @@ mod tests {
             })
             .collect();
         for k in &keys {
-            assert!(documented.contains(k), "config/concord.toml does not document {k}");
+            assert!(
+                documented.contains(k),
+                "config/concord.toml does not document {k}"
+            );
         }
         for k in &documented {
-            assert!(keys.contains(k), "config/concord.toml documents {k}, which is no key");
+            assert!(
+                keys.contains(k),
+                "config/concord.toml documents {k}, which is no key"
+            );
         }
         let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
         for k in &keys {
@@ -641,7 +653,10 @@ mod tests {
     #[test]
     fn metrics_listen_and_retention_take_off() {
         let c = Config::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(
+            c.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
         assert_eq!(c.retention, Some(Duration::from_secs(7 * 24 * 3600)));
         let c = Config::resolve(&ServeArgs {
             metrics_listen: Some("off".into()),

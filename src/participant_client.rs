@@ -169,7 +169,11 @@ impl ParticipantClients {
         }
         let mut endpoint = Endpoint::from_shared(url.as_str().to_string())
             .map_err(|e| format!("bad endpoint {url}: {e}"))?;
-        if let Some(tls) = self.tls.clone().filter(|_| url.as_str().starts_with("https:")) {
+        if let Some(tls) = self
+            .tls
+            .clone()
+            .filter(|_| url.as_str().starts_with("https:"))
+        {
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| format!("cannot set up tls for {url}: {e}"))?;

@@ -56,7 +56,10 @@ pub async fn run(
         };
         if !claimed.is_empty() {
             tracing::debug!(count = claimed.len(), "claimed due transactions");
-            let takeovers = claimed.iter().filter(|c| c.previous_owner.is_some()).count();
+            let takeovers = claimed
+                .iter()
+                .filter(|c| c.previous_owner.is_some())
+                .count();
             crate::telemetry::metrics::recovery_claimed(claimed.len(), takeovers);
         }
         let full = claimed.len() == free;

@@ -172,7 +172,53 @@ impl Engine {
         match submitted {
             SagaSubmitted::Created(lease) => {
                 crate::telemetry::metrics::tx_begun(crate::machine::Mode::Saga);
-                let (tx, branches) = self.load_required(&gid).await?;
+                // The rows just written are known here; reading them back
+                // would cost a round trip per saga.
+                let tx = TxRecord {
+                    gid: gid.clone(),
+                    mode: crate::machine::Mode::Saga,
+                    status: Status::Running,
+                    metadata: req.metadata.clone(),
+                    timeout: timeout.unwrap_or_default(),
+                    deadline,
+                    branch_seq: 0,
+                    rollback_reason: None,
+                    decided_at: None,
+                    attempts: 0,
+                    needs_attention: false,
+                    attention_reason: None,
+                    paused: false,
+                    next_attempt_at: Some(now),
+                    owner: Some(self.settings.instance_id.clone()),
+                    lease_until: None,
+                    fence: lease.fence,
+                    created_at: now,
+                    updated_at: now,
+                    finished_at: None,
+                    concurrency,
+                };
+                let branches = steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| BranchRecord {
+                        branch_id: crate::domain::BranchId::from_trusted((i + 1).to_string()),
+                        participant: s.participant,
+                        action: s.action,
+                        payload: s.payload,
+                        call_timeout: s.call_timeout,
+                        first_phase: crate::machine::CallStatus::Pending,
+                        second_phase: crate::machine::CallStatus::NotRequired,
+                        attempts: 0,
+                        last_code: None,
+                        last_error: None,
+                        last_attempt_at: None,
+                        created_at: now,
+                        updated_at: now,
+                        compensation: Some(s.compensation),
+                        depends_on: s.depends_on,
+                        compensate_rejected: s.compensate_rejected,
+                    })
+                    .collect();
                 self.spawn_saga(lease, tx, branches);
             }
             SagaSubmitted::Existing(found) => {

@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use concord_sdk::initiator::Error;
 use concord_sdk::{
-    ActionError, ActionResult, Barrier, BeginOptions, BuildError, BranchContext, Coordinator, Op,
+    ActionError, ActionResult, Barrier, BeginOptions, BranchContext, BuildError, Coordinator, Op,
     ParticipantService, TccAction, TryOptions,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+use tonic::Code;
 
 /// The action debiting an account.
 pub const TRANSFER_OUT: &str = "transfer_out";
@@ -404,6 +405,9 @@ pub enum TransferOutcome {
 /// Runs one transfer: a TCC transaction with a `transfer_out` branch on the
 /// debited bank and a `transfer_in` branch on the credited one, tried
 /// concurrently; committed if both tries succeed, rolled back otherwise.
+///
+/// Begin and commit are retried for a few seconds while the coordinator is
+/// unreachable (restarting, say): both are idempotent for a given gid.
 pub async fn transfer(
     coordinator: &Coordinator,
     t: &Transfer,
@@ -413,6 +417,10 @@ pub async fn transfer(
         .gid(&t.gid)
         .timeout(opts.timeout)
         .wait(opts.wait);
+    let tx = match retry_transient(|| coordinator.begin(begin.clone())).await {
+        Ok(tx) => tx,
+        Err(e) => return TransferOutcome::Unknown(e.to_string()),
+    };
     let out = serde_json::to_vec(&Leg {
         account: t.from.account,
         amount: t.amount,
@@ -427,20 +435,55 @@ pub async fn transfer(
         branch_id: Some(branch_id.to_owned()),
         call_timeout: opts.call_timeout,
     };
-    let result = coordinator
-        .tcc(begin, |tx| async move {
-            tokio::try_join!(
-                tx.try_branch_with(&t.from.bank, TRANSFER_OUT, out, try_opts("out")),
-                tx.try_branch_with(&t.to.bank, TRANSFER_IN, into, try_opts("in")),
-            )?;
-            Ok::<_, Error>(())
-        })
-        .await;
-    match result {
-        Ok(()) => TransferOutcome::Committed,
+    let tried = tokio::try_join!(
+        tx.try_branch_with(&t.from.bank, TRANSFER_OUT, out, try_opts("out")),
+        tx.try_branch_with(&t.to.bank, TRANSFER_IN, into, try_opts("in")),
+    );
+    if let Err(e) = tried {
+        // Best effort: if the rollback is lost too, the coordinator rolls
+        // back at the timeout.
+        if let Err(rollback) = tx.rollback(e.to_string(), opts.wait).await {
+            tracing::debug!(gid = %t.gid, error = %rollback, "rollback failed");
+        }
+        return if e.is_rejected() {
+            TransferOutcome::Rejected(e.to_string())
+        } else {
+            TransferOutcome::Unknown(e.to_string())
+        };
+    }
+    match retry_transient(|| tx.commit(opts.wait)).await {
+        Ok(_) => TransferOutcome::Committed,
+        // The transaction was already rolling back (its deadline passed).
         Err(e) if e.is_rejected() => TransferOutcome::Rejected(e.to_string()),
         Err(e) => TransferOutcome::Unknown(e.to_string()),
     }
+}
+
+/// Retries `call` for up to 5 s while the coordinator cannot be reached.
+async fn retry_transient<T, F, Fut>(mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match call().await {
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() < until => {
+                tracing::debug!(error = %e, "coordinator unreachable, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Errors that say the coordinator was not reached (or the connection
+/// broke), as opposed to an answer.
+fn is_transient(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        None | Some(Code::Unavailable | Code::Unknown | Code::Cancelled)
+    )
 }
 
 /// Counts of what the initiator saw.
@@ -480,7 +523,7 @@ pub async fn run_transfers(
                 let outcome = transfer(&coordinator, &t, &opts).await;
                 tracing::debug!(gid = %t.gid, ?outcome, "transfer done");
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     tracing::info!(done = n, total, "transfers");
                 }
                 outcomes.push((t.gid, outcome));

@@ -49,9 +49,11 @@ pub async fn schema_pool(
         .connect_with(options.options([("search_path", schema)]))
         .await?;
     // `check_name` allows only plain identifiers.
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-        .execute(&pool)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&pool)
+    .await?;
     Ok(pool)
 }
 
@@ -61,8 +63,8 @@ pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error>
     sqlx::query(AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
-        .execute(pool)
-        .await?;
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

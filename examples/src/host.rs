@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::{FaultyParticipant, Faults};
+use crate::faults::{Faults, FaultyParticipant};
 
 /// Why a participant could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +154,7 @@ async fn register(
     let request = RegisterParticipantRequest {
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
-        actions: actions
-            .iter()
-            .map(|a| Action { name: a.clone() })
-            .collect(),
+        actions: actions.iter().map(|a| Action { name: a.clone() }).collect(),
     };
     for _ in 0..300 {
         match client.register_participant(request.clone()).await {
@@ -178,9 +175,11 @@ async fn wait_registered(
     let mut client = registry(coordinator_url)?;
     for _ in 0..300 {
         if let Ok(reply) = client.list_participants(ListParticipantsRequest {}).await {
-            let listed = reply.into_inner().participants.iter().any(|p| {
-                p.name == name && p.endpoints.iter().any(|e| e.url == endpoint)
-            });
+            let listed = reply
+                .into_inner()
+                .participants
+                .iter()
+                .any(|p| p.name == name && p.endpoints.iter().any(|e| e.url == endpoint));
             if listed {
                 return Ok(());
             }

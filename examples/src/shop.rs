@@ -95,7 +95,11 @@ impl Shop {
     }
 
     /// Sets stock levels and wallet balances (overwriting existing ones).
-    pub async fn seed(&self, stock: &[(&str, i32)], wallets: &[(i64, i64)]) -> Result<(), sqlx::Error> {
+    pub async fn seed(
+        &self,
+        stock: &[(&str, i32)],
+        wallets: &[(i64, i64)],
+    ) -> Result<(), sqlx::Error> {
         for (sku, available) in stock {
             sqlx::query(
                 "INSERT INTO stock (sku, available) VALUES ($1, $2) \
@@ -190,7 +194,9 @@ pub async fn place_order(
 fn order(ctx: &BranchContext) -> Result<Order, ActionError> {
     let order: Order = ctx.json()?;
     if order.qty <= 0 || order.amount <= 0 {
-        return Err(ActionError::rejected("quantity and amount must be positive"));
+        return Err(ActionError::rejected(
+            "quantity and amount must be positive",
+        ));
     }
     Ok(order)
 }

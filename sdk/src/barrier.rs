@@ -17,6 +17,22 @@
 //! first decides the outcome and the other queues behind it; no transaction
 //! ever waits on a second key while holding the first one that the other
 //! needs, so they cannot deadlock. This holds under READ COMMITTED.
+//!
+//! ```no_run
+//! use concord_sdk::{ActionResult, Barrier, BranchContext, Op};
+//!
+//! async fn confirm(pool: &sqlx::PgPool, ctx: BranchContext) -> ActionResult {
+//!     // Runs once per branch, however often the coordinator calls.
+//!     Barrier::run(pool, &ctx, Op::Confirm, async |conn| {
+//!         sqlx::query("UPDATE account SET balance = balance - 30, frozen = frozen - 30 WHERE id = 1")
+//!             .execute(conn)
+//!             .await?;
+//!         Ok(())
+//!     })
+//!     .await?;
+//!     Ok(Vec::new())
+//! }
+//! ```
 
 use std::time::Duration;
 
@@ -26,6 +42,10 @@ use crate::{ActionError, BranchContext, Op};
 
 /// The SQL creating the barrier table, for applications that prefer to copy
 /// it into their own migrations over calling [`Barrier::migrate`].
+///
+/// ```
+/// assert!(concord_sdk::barrier::MIGRATION_SQL.contains("CREATE TABLE IF NOT EXISTS concord_barrier"));
+/// ```
 pub const MIGRATION_SQL: &str = include_str!("../migrations/0001_barrier.sql");
 
 /// Arbitrary constant key of the advisory lock that serialises concurrent
@@ -34,6 +54,19 @@ pub const MIGRATION_SQL: &str = include_str!("../migrations/0001_barrier.sql");
 const MIGRATE_LOCK: i64 = 0x636f_6e63_6f72_6462; // "concordb"
 
 /// What [`Barrier::run`] did.
+///
+/// ```
+/// use concord_sdk::BarrierOutcome;
+///
+/// fn describe(outcome: &BarrierOutcome<i64>) -> String {
+///     match outcome {
+///         BarrierOutcome::Ran(frozen) => format!("froze {frozen}"),
+///         BarrierOutcome::Duplicate => "already done".into(),
+///         BarrierOutcome::NullCompensated => "nothing to undo".into(),
+///     }
+/// }
+/// assert_eq!(describe(&BarrierOutcome::Ran(30)), "froze 30");
+/// ```
 // Not `#[must_use]`: most actions only care that the op is done, however.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BarrierOutcome<T> {
@@ -49,6 +82,13 @@ pub enum BarrierOutcome<T> {
 
 impl<T> BarrierOutcome<T> {
     /// The business logic's value, if it ran.
+    ///
+    /// ```
+    /// use concord_sdk::BarrierOutcome;
+    ///
+    /// assert_eq!(BarrierOutcome::Ran(7).ran(), Some(7));
+    /// assert_eq!(BarrierOutcome::<i32>::Duplicate.ran(), None);
+    /// ```
     pub fn ran(self) -> Option<T> {
         match self {
             Self::Ran(value) => Some(value),
@@ -121,6 +161,14 @@ pub struct Barrier;
 impl Barrier {
     /// Creates the barrier table if it does not exist. Idempotent and safe to
     /// call from several instances at once.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sqlx::Error> {
+    /// let pool = sqlx::PgPool::connect("postgres://localhost/bank").await?;
+    /// concord_sdk::Barrier::migrate(&pool).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -138,7 +186,25 @@ impl Barrier {
     /// it returns `Ok`, and an `Err` rolls back both them and the barrier
     /// row, so a retry runs it again. A try (execute) that comes after its
     /// cancel (compensate) returns [`ActionError::Rejected`] without running,
-    /// and so does a context with an empty gid or branch id. Database errors are [`ActionError::Failed`], hence retried.
+    /// and so does a context with an empty gid or branch id. Database errors
+    /// are [`ActionError::Failed`], hence retried.
+    ///
+    /// ```no_run
+    /// use concord_sdk::{ActionResult, Barrier, BranchContext, Op};
+    ///
+    /// async fn release(pool: &sqlx::PgPool, ctx: BranchContext) -> ActionResult {
+    ///     let qty: i32 = ctx.json()?;
+    ///     Barrier::run(pool, &ctx, Op::Compensate, async |conn| {
+    ///         sqlx::query("UPDATE stock SET available = available + $1 WHERE sku = 'tea'")
+    ///             .bind(qty)
+    ///             .execute(conn)
+    ///             .await?;
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    ///     Ok(Vec::new())
+    /// }
+    /// ```
     pub async fn run<T, F>(
         pool: &PgPool,
         ctx: &BranchContext,
@@ -197,6 +263,18 @@ impl Barrier {
     /// `older_than` must exceed the longest time a delayed request can still
     /// arrive (the coordinator's whole retry horizon): a try arriving after
     /// its rows are gone would no longer be recognised as hanging.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # async fn run(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
+    /// // Daily, keeping a week of rows.
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// let deleted = concord_sdk::Barrier::cleanup(&pool, week, 10_000).await?;
+    /// println!("{deleted} barrier rows deleted");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn cleanup(
         pool: &PgPool,
         older_than: Duration,

@@ -1,6 +1,26 @@
 //! The initiator side: opening a TCC global transaction on the coordinator,
 //! trying branches in it and deciding its outcome; or describing a saga and
 //! submitting it whole (see [`SagaBuilder`]).
+//!
+//! ```no_run
+//! use concord_sdk::{BeginOptions, Coordinator};
+//!
+//! # async fn run() -> Result<(), concord_sdk::initiator::Error> {
+//! let coordinator = Coordinator::connect("http://127.0.0.1:50051").await?;
+//! // TCC: the initiator tries branches and decides.
+//! let tx = coordinator.begin(BeginOptions::default()).await?;
+//! tx.try_branch("bank", "transfer_out", b"30".to_vec()).await?;
+//! tx.commit(false).await?;
+//! // Saga: the coordinator runs the steps by itself.
+//! let outcome = coordinator
+//!     .saga(None)
+//!     .step("inventory", "reserve", "release", b"tea".to_vec())
+//!     .submit(true)
+//!     .await?;
+//! # let _ = outcome;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +37,15 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 /// The `Result` of every initiator call.
+///
+/// ```
+/// use concord_sdk::initiator::{Error, Result};
+///
+/// fn parse(raw: &str) -> Result<u32> {
+///     raw.parse().map_err(|_| Error::InvalidArgument { message: format!("bad number {raw}") })
+/// }
+/// assert!(parse("x").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a call to the coordinator failed.
@@ -24,6 +53,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The gRPC code is kept (see [`Error::code`]) so callers can tell a final
 /// answer ([`Error::Rejected`]) from one worth retrying
 /// ([`Error::Unavailable`], [`Error::DeadlineExceeded`]).
+///
+/// ```no_run
+/// use concord_sdk::initiator::Error;
+/// use concord_sdk::{BeginOptions, Coordinator};
+///
+/// # async fn run(coordinator: Coordinator) -> Result<(), Error> {
+/// let tx = coordinator.begin(BeginOptions::default()).await?;
+/// match tx.try_branch("bank", "transfer_out", b"30".to_vec()).await {
+///     Ok(_) => tx.commit(false).await.map(drop)?,
+///     Err(e) if e.is_rejected() => tx.rollback(e.to_string(), false).await.map(drop)?,
+///     // The outcome is unknown: roll back, or let the timeout do it.
+///     Err(e) => tx.rollback(e.to_string(), false).await.map(drop)?,
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The coordinator URL does not parse.
@@ -93,6 +138,14 @@ pub enum Error {
 impl Error {
     /// The gRPC code of the coordinator's answer, or `None` if the call
     /// never reached it.
+    ///
+    /// ```
+    /// use concord_sdk::initiator::Error;
+    /// use tonic::{Code, Status};
+    ///
+    /// let e = Error::from(Status::resource_exhausted("too many open transactions"));
+    /// assert_eq!(e.code(), Some(Code::ResourceExhausted));
+    /// ```
     pub fn code(&self) -> Option<Code> {
         Some(match self {
             Error::InvalidUrl { .. } | Error::Connect(_) => return None,
@@ -107,6 +160,13 @@ impl Error {
     }
 
     /// Whether this is a final business rejection (`ABORTED`).
+    ///
+    /// ```
+    /// use concord_sdk::initiator::Error;
+    ///
+    /// assert!(Error::from(tonic::Status::aborted("insufficient funds")).is_rejected());
+    /// assert!(!Error::from(tonic::Status::unavailable("down")).is_rejected());
+    /// ```
     pub fn is_rejected(&self) -> bool {
         matches!(self, Error::Rejected { .. })
     }
@@ -155,6 +215,14 @@ pub struct Coordinator {
 impl Coordinator {
     /// Connects to the coordinator at `url` (`http://host:port`), failing if
     /// it cannot be reached now.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concord_sdk::initiator::Error> {
+    /// let coordinator = concord_sdk::Coordinator::connect("http://127.0.0.1:50051").await?;
+    /// # let _ = coordinator;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(url: impl Into<String>) -> Result<Self> {
         let channel = endpoint(url.into())?
             .connect()
@@ -165,18 +233,57 @@ impl Coordinator {
 
     /// Like [`connect`](Self::connect), but connects on first use, so the
     /// coordinator need not be up yet.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let coordinator = concord_sdk::Coordinator::connect_lazy("http://127.0.0.1:50051").unwrap();
+    /// # let _ = coordinator;
+    /// # }
+    /// ```
     pub fn connect_lazy(url: impl Into<String>) -> Result<Self> {
         Ok(Self::from_channel(endpoint(url.into())?.connect_lazy()))
     }
 
     /// Wraps an existing channel (for custom TLS, timeouts, interceptors...).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tonic::transport::Endpoint;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let channel = Endpoint::from_static("http://127.0.0.1:50051")
+    ///     .connect_timeout(Duration::from_secs(1))
+    ///     .timeout(Duration::from_secs(10))
+    ///     .connect()
+    ///     .await?;
+    /// let coordinator = concord_sdk::Coordinator::from_channel(channel);
+    /// # let _ = coordinator;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_channel(channel: Channel) -> Self {
         Self {
             client: CoordinatorClient::new(channel),
         }
     }
 
-    /// Opens a TCC global transaction.
+    /// Opens a TCC global transaction; drive it with the returned handle,
+    /// or let [`tcc`](Self::tcc) do it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use concord_sdk::{BeginOptions, Coordinator};
+    ///
+    /// # async fn run(coordinator: Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+    /// let tx = coordinator
+    ///     .begin(BeginOptions::default().timeout(Duration::from_secs(10)))
+    ///     .await?;
+    /// tx.try_branch("bank", "transfer_out", br#"{"amount":30}"#.to_vec()).await?;
+    /// tx.commit(true).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn begin(&self, opts: BeginOptions) -> Result<TccTransaction> {
         let traceparent = opts.metadata.get(TRACEPARENT).cloned();
         let timeout = opts.timeout.map(proto_duration);
@@ -208,6 +315,26 @@ impl Coordinator {
     /// A failed rollback is only logged: the coordinator rolls back by itself
     /// when the transaction's timeout passes. For the same reason a `body`
     /// that panics leaves nothing behind for long.
+    ///
+    /// ```no_run
+    /// use concord_sdk::{BeginOptions, Coordinator};
+    /// use concord_sdk::initiator::Error;
+    ///
+    /// # async fn run(coordinator: Coordinator) -> Result<(), Error> {
+    /// coordinator
+    ///     .tcc(BeginOptions::default().gid("transfer-17").wait(true), |tx| async move {
+    ///         let (out, into) = tokio::join!(
+    ///             tx.try_branch("bank-a", "transfer_out", br#"{"account":1,"amount":30}"#.to_vec()),
+    ///             tx.try_branch("bank-b", "transfer_in", br#"{"account":2,"amount":30}"#.to_vec()),
+    ///         );
+    ///         out?;
+    ///         into?;
+    ///         Ok::<_, Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn tcc<T, E, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<T, E>
     where
         F: FnOnce(TccTransaction) -> Fut,
@@ -236,6 +363,14 @@ impl Coordinator {
 
     /// Reads a transaction and its branches, with its event history if
     /// `include_events`.
+    ///
+    /// ```no_run
+    /// # async fn run(coordinator: concord_sdk::Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+    /// let tx = coordinator.get_transaction("transfer-17", false).await?;
+    /// println!("{:?} with {} branches", tx.status(), tx.branches.len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_transaction(
         &self,
         gid: impl Into<String>,
@@ -309,24 +444,44 @@ pub struct BeginOptions {
 
 impl BeginOptions {
     /// Sets the transaction id.
+    ///
+    /// ```
+    /// let opts = concord_sdk::BeginOptions::default().gid("order-42");
+    /// assert_eq!(opts.gid.as_deref(), Some("order-42"));
+    /// ```
     pub fn gid(mut self, gid: impl Into<String>) -> Self {
         self.gid = Some(gid.into());
         self
     }
 
     /// Sets the transaction timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = concord_sdk::BeginOptions::default().timeout(Duration::from_secs(5));
+    /// assert_eq!(opts.timeout, Some(Duration::from_secs(5)));
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Adds one metadata entry.
+    ///
+    /// ```
+    /// let opts = concord_sdk::BeginOptions::default().metadata("tenant", "acme");
+    /// assert_eq!(opts.metadata["tenant"], "acme");
+    /// ```
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }
 
     /// Sets [`wait`](Self::wait).
+    ///
+    /// ```
+    /// assert!(concord_sdk::BeginOptions::default().wait(true).wait);
+    /// ```
     pub fn wait(mut self, wait: bool) -> Self {
         self.wait = wait;
         self
@@ -334,6 +489,14 @@ impl BeginOptions {
 }
 
 /// What a successful Try returned.
+///
+/// ```no_run
+/// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+/// let outcome = tx.try_branch("inventory", "reserve", b"tea".to_vec()).await?;
+/// println!("branch {} replied {} bytes", outcome.branch_id, outcome.payload.len());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TryOutcome {
     /// The branch id, as given or as assigned by the coordinator.
@@ -343,6 +506,17 @@ pub struct TryOutcome {
 }
 
 /// Options of [`TccTransaction::try_branch_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use concord_sdk::TryOptions;
+///
+/// let opts = TryOptions {
+///     branch_id: Some("debit".into()),
+///     call_timeout: Some(Duration::from_secs(2)),
+/// };
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TryOptions {
     /// An explicit branch id. Retrying a Try with the same id never creates
@@ -357,6 +531,25 @@ pub struct TryOptions {
 
 /// Handle on an open TCC transaction. Cheap to clone, so branches can be
 /// tried concurrently.
+///
+/// ```no_run
+/// use concord_sdk::{BeginOptions, Coordinator};
+///
+/// # async fn run(coordinator: Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+/// let tx = coordinator.begin(BeginOptions::default()).await?;
+/// let other = tx.clone();
+/// let (a, b) = tokio::join!(
+///     tx.try_branch("bank-a", "transfer_out", b"30".to_vec()),
+///     other.try_branch("bank-b", "transfer_in", b"30".to_vec()),
+/// );
+/// if a.is_ok() && b.is_ok() {
+///     tx.commit(false).await?;
+/// } else {
+///     tx.rollback("a try failed", false).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TccTransaction {
     client: CoordinatorClient<Channel>,
@@ -367,18 +560,46 @@ pub struct TccTransaction {
 
 impl TccTransaction {
     /// The global transaction id.
+    ///
+    /// ```no_run
+    /// # async fn run(coordinator: concord_sdk::Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+    /// let tx = coordinator.begin(concord_sdk::BeginOptions::default()).await?;
+    /// println!("began {}", tx.gid());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn gid(&self) -> &str {
         &self.gid
     }
 
     /// When the coordinator will roll the transaction back if it is still
     /// open.
+    ///
+    /// ```no_run
+    /// # async fn run(tx: concord_sdk::TccTransaction) {
+    /// if let Some(deadline) = tx.deadline() {
+    ///     let left = deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    ///     println!("{left:?} left to try branches");
+    /// }
+    /// # }
+    /// ```
     pub fn deadline(&self) -> Option<SystemTime> {
         self.deadline
     }
 
     /// Registers a branch on `participant`'s `action` and runs its Try with
     /// `payload`. [`Error::Rejected`] means the participant refused.
+    ///
+    /// ```no_run
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// match tx.try_branch("bank", "transfer_out", br#"{"amount":30}"#.to_vec()).await {
+    ///     Ok(_) => println!("reserved"),
+    ///     Err(e) if e.is_rejected() => println!("refused: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn try_branch(
         &self,
         participant: &str,
@@ -391,6 +612,20 @@ impl TccTransaction {
 
     /// [`try_branch`](Self::try_branch) with an explicit branch id or call
     /// timeout.
+    ///
+    /// ```no_run
+    /// use concord_sdk::TryOptions;
+    ///
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// let opts = TryOptions { branch_id: Some("debit".into()), ..Default::default() };
+    /// // Safe to repeat after `Unavailable`: the same branch is tried again.
+    /// let first = tx.try_branch_with("bank", "transfer_out", b"30".to_vec(), opts.clone()).await;
+    /// if first.is_err() {
+    ///     tx.try_branch_with("bank", "transfer_out", b"30".to_vec(), opts).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn try_branch_with(
         &self,
         participant: &str,
@@ -421,6 +656,15 @@ impl TccTransaction {
     /// Decides commit. With `wait`, returns only once every branch is
     /// confirmed (or [`Error::DeadlineExceeded`] while the coordinator goes
     /// on in the background).
+    ///
+    /// ```no_run
+    /// use concord_sdk::proto::v1::TransactionStatus;
+    ///
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// assert_eq!(tx.commit(true).await?, TransactionStatus::Confirmed);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn commit(&self, wait: bool) -> Result<TransactionStatus> {
         let request = CommitRequest {
             gid: self.gid.clone(),
@@ -438,6 +682,13 @@ impl TccTransaction {
 
     /// Decides rollback, recording `reason`. With `wait`, returns only once
     /// every branch is cancelled.
+    ///
+    /// ```no_run
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// tx.rollback("customer cancelled", false).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn rollback(
         &self,
         reason: impl Into<String>,

@@ -62,10 +62,7 @@ impl Coordinator for CoordinatorApi {
                 })?),
                 None => None,
             };
-            let (gid, deadline) = self
-                .engine
-                .begin(gid, timeout, metadata)
-                .await?;
+            let (gid, deadline) = self.engine.begin(gid, timeout, metadata).await?;
             Ok(pb::BeginResponse {
                 gid: gid.to_string(),
                 deadline: Some(convert::timestamp(deadline)),

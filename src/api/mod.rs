@@ -59,7 +59,11 @@ where
 {
     let started = std::time::Instant::now();
     let span = tracing::info_span!("rpc", method, gid);
-    let result = match AssertUnwindSafe(handler).catch_unwind().instrument(span).await {
+    let result = match AssertUnwindSafe(handler)
+        .catch_unwind()
+        .instrument(span)
+        .await
+    {
         Ok(Ok(reply)) => Ok(tonic::Response::new(reply)),
         Ok(Err(e)) => Err(status(e)),
         Err(panic) => {

@@ -280,7 +280,9 @@ pub fn round_failed(
         newly = !next.needs_attention;
         next.needs_attention = true;
         let (phase, owed): (&str, fn(&StepState) -> bool) = if next.status == Status::Compensating {
-            ("compensate", |s| s.needs_compensation() && s.compensation != CallStatus::Succeeded)
+            ("compensate", |s| {
+                s.needs_compensation() && s.compensation != CallStatus::Succeeded
+            })
         } else {
             ("execute", |s| s.action == CallStatus::Unknown)
         };

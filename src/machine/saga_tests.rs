@@ -224,7 +224,11 @@ fn unknown_actions_wait_for_the_next_round_and_compensations_escalate() {
         r = round_failed(&r, t0(), ESC).0;
     }
     assert!(r.needs_attention);
-    assert!(r.attention_reason.unwrap().contains("step 0 (svc0.act) execute failing"));
+    assert!(
+        r.attention_reason
+            .unwrap()
+            .contains("step 0 (svc0.act) execute failing")
+    );
     let mut c = s;
     c.status = Status::Compensating;
     c.decided_at = Some(t0());

@@ -7,10 +7,12 @@
 //! instance whose lease was taken over matches no row and changes nothing.
 
 pub mod admin;
+mod batch;
 pub mod gauges;
 pub mod postgres;
 mod records;
 mod retention;
+mod writes;
 
 use std::time::Duration;
 

@@ -14,6 +14,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Row};
 
+use std::sync::Arc;
+
+use super::writes::{TryWrite, Writers};
 use super::*;
 use crate::machine::{CallStatus, Mode};
 
@@ -25,6 +28,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct PgStore {
     durable: PgPool,
     relaxed: PgPool,
+    writers: Arc<Writers>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -64,7 +68,12 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(map_sqlx)?;
-        Ok(Self { durable, relaxed })
+        let writers = Arc::new(Writers::start(relaxed.clone()));
+        Ok(Self {
+            durable,
+            relaxed,
+            writers,
+        })
     }
 
     /// The URL of the database a pool points at (tests hand it to instances
@@ -95,9 +104,11 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(map_sqlx)?;
+        let writers = Arc::new(Writers::start(relaxed.clone()));
         Ok(Self {
             durable: pool,
             relaxed,
+            writers,
         })
     }
 
@@ -260,42 +271,6 @@ impl PgStore {
     }
 }
 
-/// Event rows as parallel arrays, the shape `unnest` wants.
-#[derive(Default)]
-struct EventRows {
-    kind: Vec<String>,
-    status: Vec<Option<String>>,
-    branch: Vec<Option<String>>,
-    phase: Vec<Option<String>>,
-    attempt: Vec<Option<i32>>,
-    code: Vec<Option<String>>,
-    message: Vec<Option<String>>,
-}
-
-impl EventRows {
-    fn call(&mut self, c: &CallRecord) {
-        self.kind.push("call".to_string());
-        self.status.push(None);
-        self.branch.push(Some(c.branch_id.as_str().to_string()));
-        self.phase.push(Some(c.phase.as_str().to_string()));
-        self.attempt
-            .push(Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)));
-        self.code.push(Some(c.outcome.code().to_string()));
-        let m = c.outcome.message();
-        self.message.push((!m.is_empty()).then(|| m.to_string()));
-    }
-
-    fn conclude(&mut self, kind: &str, status: Status, message: Option<String>) {
-        self.kind.push(kind.to_string());
-        self.status.push(Some(status.as_str().to_string()));
-        self.branch.push(None);
-        self.phase.push(None);
-        self.attempt.push(None);
-        self.code.push(None);
-        self.message.push(message);
-    }
-}
-
 /// Leases as two parallel arrays, the shape `unnest` wants.
 fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
     leases
@@ -434,36 +409,16 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         actor: &str,
     ) -> StoreResult<()> {
-        let (code, message) = match &call.outcome {
-            crate::machine::Outcome::Succeeded => (None, None),
-            other => (
-                Some(other.code().to_string()),
-                Some(other.message().to_string()),
-            ),
-        };
-        sqlx::query(
-            "WITH b AS (
-                UPDATE branches
-                   SET first_phase = $3, last_code = $4, last_error = $5,
-                       last_attempt_at = $6, updated_at = $6
-                 WHERE gid = $1 AND branch_id = $2
-                RETURNING gid
-            )
-            INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
-            SELECT gid, $6, 'call', $2, 'try', $7, COALESCE($4, 'OK'), $5, $8 FROM b",
-        )
-        .bind(gid.as_str())
-        .bind(call.branch_id.as_str())
-        .bind(call.outcome.call_status().as_str())
-        .bind(code)
-        .bind(message)
-        .bind(now)
-        .bind(i32::try_from(call.attempt).unwrap_or(i32::MAX))
-        .bind(actor)
-        .execute(&self.relaxed)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(())
+        self.writers
+            .record_try(TryWrite {
+                gid: gid.as_str().to_string(),
+                branch_id: call.branch_id.as_str().to_string(),
+                outcome: call.outcome.clone(),
+                attempt: call.attempt,
+                at: now,
+                actor: actor.to_string(),
+            })
+            .await
     }
 
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
@@ -546,90 +501,7 @@ impl Store for PgStore {
     }
 
     async fn write_round(&self, r: RoundWrite) -> StoreResult<bool> {
-        let n = r.next.branches.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut second = Vec::with_capacity(n);
-        let mut attempts = Vec::with_capacity(n);
-        let mut codes = Vec::with_capacity(n);
-        let mut errors = Vec::with_capacity(n);
-        for b in &r.next.branches {
-            ids.push(b.id.as_str().to_string());
-            second.push(b.second_phase.as_str().to_string());
-            attempts.push(i32::try_from(b.attempts).unwrap_or(i32::MAX));
-            codes.push(b.last_code.clone());
-            errors.push(b.last_error.clone());
-        }
-        // Events: one per call, then the round's conclusion.
-        let mut ev = EventRows::default();
-        for c in &r.calls {
-            ev.call(c);
-        }
-        let status = r.next.status;
-        match r.next_attempt_at {
-            None => ev.conclude("finished", status, None),
-            Some(at) => ev.conclude(
-                "retry_scheduled",
-                status,
-                Some(format!(
-                    "round {} failed; next at {}",
-                    r.next.attempts,
-                    at.to_rfc3339()
-                )),
-            ),
-        }
-        if r.newly_flagged {
-            ev.conclude("needs_attention", status, r.next.attention_reason.clone());
-        }
-        let updated: i64 = sqlx::query_scalar(
-            "WITH g AS (
-                UPDATE global_transactions
-                   SET status = $4, attempts = $5, needs_attention = $6, attention_reason = $7,
-                       next_attempt_at = $8, owner = NULL, lease_until = NULL,
-                       finished_at = CASE WHEN $8::timestamptz IS NULL THEN $9 END,
-                       updated_at = $9
-                 WHERE gid = $1 AND fence = $2 AND owner = $3
-                RETURNING gid
-            ), b AS (
-                UPDATE branches br
-                   SET second_phase = u.second, attempts = u.attempts, last_code = u.code,
-                       last_error = u.error, last_attempt_at = $9, updated_at = $9
-                  FROM unnest($10::text[], $11::text[], $12::int[], $13::text[], $14::text[])
-                       AS u(id, second, attempts, code, error)
-                 WHERE br.gid = (SELECT gid FROM g) AND br.branch_id = u.id
-            ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
-                SELECT g.gid, $9, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, $3
-                  FROM g, unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::int[], $20::text[], $21::text[])
-                       WITH ORDINALITY AS e(kind, status, branch_id, phase, attempt, code, message, ord)
-                 ORDER BY e.ord
-            )
-            SELECT count(*) FROM g",
-        )
-        .bind(r.lease.gid.as_str())
-        .bind(r.lease.fence)
-        .bind(&r.owner)
-        .bind(r.next.status.as_str())
-        .bind(i32::try_from(r.next.attempts).unwrap_or(i32::MAX))
-        .bind(r.next.needs_attention)
-        .bind(r.next.attention_reason.as_deref())
-        .bind(r.next_attempt_at)
-        .bind(r.now)
-        .bind(ids)
-        .bind(second)
-        .bind(attempts)
-        .bind(codes)
-        .bind(errors)
-        .bind(ev.kind)
-        .bind(ev.status)
-        .bind(ev.branch)
-        .bind(ev.phase)
-        .bind(ev.attempt)
-        .bind(ev.code)
-        .bind(ev.message)
-        .fetch_one(&self.relaxed)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(updated == 1)
+        self.writers.progress(r.into()).await
     }
 
     async fn submit_saga(&self, saga: NewSaga) -> StoreResult<SagaSubmitted> {
@@ -717,107 +589,7 @@ impl Store for PgStore {
     }
 
     async fn write_saga(&self, w: SagaWrite) -> StoreResult<bool> {
-        let mut ids = Vec::new();
-        let mut first = Vec::new();
-        let mut second = Vec::new();
-        let mut attempts = Vec::new();
-        let mut codes = Vec::new();
-        let mut errors = Vec::new();
-        for &i in &w.steps {
-            let Some(step) = w.state.steps.get(i) else {
-                continue;
-            };
-            ids.push(step.id.as_str().to_string());
-            first.push(step.action.as_str());
-            second.push(step.compensation.as_str());
-            attempts.push(i32::try_from(step.attempts).unwrap_or(i32::MAX));
-            codes.push(step.last_code.clone());
-            errors.push(step.last_error.clone());
-        }
-        let mut ev = EventRows::default();
-        for c in &w.calls {
-            ev.call(c);
-        }
-        let status = w.state.status;
-        if w.status_changed {
-            let kind = if status.is_final() {
-                "finished"
-            } else {
-                "compensating"
-            };
-            ev.conclude(kind, status, w.state.reason.clone());
-        } else if w.release && w.next_attempt_at.is_some() {
-            ev.conclude(
-                "retry_scheduled",
-                status,
-                w.next_attempt_at.map(|at| {
-                    format!(
-                        "round {} incomplete; next at {}",
-                        w.state.attempts,
-                        at.to_rfc3339()
-                    )
-                }),
-            );
-        }
-        if w.newly_flagged {
-            ev.conclude("needs_attention", status, w.state.attention_reason.clone());
-        }
-        let updated: i64 = sqlx::query_scalar(
-            "WITH g AS (
-                UPDATE global_transactions
-                   SET status = $4, decided_at = $5, rollback_reason = $6, attempts = $7,
-                       needs_attention = $8, attention_reason = $9, next_attempt_at = $10,
-                       owner = CASE WHEN $11 THEN NULL ELSE owner END,
-                       lease_until = CASE WHEN $11 THEN NULL ELSE lease_until END,
-                       finished_at = CASE WHEN $10::timestamptz IS NULL THEN $12 END,
-                       updated_at = $12
-                 WHERE gid = $1 AND fence = $2 AND owner = $3
-                RETURNING gid
-            ), b AS (
-                UPDATE branches br
-                   SET first_phase = u.first, second_phase = u.second, attempts = u.attempts,
-                       last_code = u.code, last_error = u.error, last_attempt_at = $12, updated_at = $12
-                  FROM unnest($13::text[], $14::text[], $15::text[], $16::int[], $17::text[], $18::text[])
-                       AS u(id, first, second, attempts, code, error)
-                 WHERE br.gid = (SELECT gid FROM g) AND br.branch_id = u.id
-            ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
-                SELECT g.gid, $12, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, $3
-                  FROM g, unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::text[], $25::text[])
-                       WITH ORDINALITY AS e(kind, status, branch_id, phase, attempt, code, message, ord)
-                 ORDER BY e.ord
-            )
-            SELECT count(*) FROM g",
-        )
-        .bind(w.lease.gid.as_str())
-        .bind(w.lease.fence)
-        .bind(&w.owner)
-        .bind(status.as_str())
-        .bind(w.state.decided_at)
-        .bind(w.state.reason.as_deref())
-        .bind(i32::try_from(w.state.attempts).unwrap_or(i32::MAX))
-        .bind(w.state.needs_attention)
-        .bind(w.state.attention_reason.as_deref())
-        .bind(w.next_attempt_at)
-        .bind(w.release)
-        .bind(w.now)
-        .bind(ids)
-        .bind(first)
-        .bind(second)
-        .bind(attempts)
-        .bind(codes)
-        .bind(errors)
-        .bind(ev.kind)
-        .bind(ev.status)
-        .bind(ev.branch)
-        .bind(ev.phase)
-        .bind(ev.attempt)
-        .bind(ev.code)
-        .bind(ev.message)
-        .fetch_one(&self.relaxed)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(updated == 1)
+        self.writers.progress(w.into()).await
     }
 
     async fn claim_due(

@@ -54,7 +54,10 @@ pub async fn serve(
 async fn metrics(State(probe): State<Probe>) -> Response {
     match &probe.handle {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),
@@ -76,7 +79,9 @@ async fn readyz(State(probe): State<Probe>) -> Response {
     }
     match tokio::time::timeout(READY_TIMEOUT, probe.store.ready()).await {
         Ok(Ok(())) => "ready\n".into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
+        }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the database did not answer in time\n",

@@ -95,21 +95,47 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(TX_BEGUN, "transactions created, by mode");
-    describe_counter!(TX_FINISHED, "transactions finished on this instance, by mode and status");
-    describe_gauge!(TX_OPEN, "unfinished transactions in the database, by status");
-    describe_gauge!(TX_NEEDS_ATTENTION, "unfinished transactions flagged needs_attention");
-    describe_gauge!(TX_OLDEST_AGE, Unit::Seconds, "age of the oldest unfinished transaction");
+    describe_counter!(
+        TX_FINISHED,
+        "transactions finished on this instance, by mode and status"
+    );
+    describe_gauge!(
+        TX_OPEN,
+        "unfinished transactions in the database, by status"
+    );
+    describe_gauge!(
+        TX_NEEDS_ATTENTION,
+        "unfinished transactions flagged needs_attention"
+    );
+    describe_gauge!(
+        TX_OLDEST_AGE,
+        Unit::Seconds,
+        "age of the oldest unfinished transaction"
+    );
     describe_histogram!(PARTICIPANT_CALL, Unit::Seconds, "participant call latency");
     describe_counter!(RETRIES, "retries scheduled after a failed round, by mode");
     describe_counter!(RECOVERY_CLAIMS, "transactions claimed by the recovery loop");
-    describe_counter!(LEASE_TAKEOVERS, "expired leases of other instances taken over");
+    describe_counter!(
+        LEASE_TAKEOVERS,
+        "expired leases of other instances taken over"
+    );
     describe_counter!(LEASES_LOST, "leases this instance failed to renew");
     describe_gauge!(LEASES_HELD, "leases this instance holds");
-    describe_gauge!(BREAKER_STATE, "circuit breaker: 0 closed, 1 half-open, 2 open");
-    describe_histogram!(GRPC_REQUEST, Unit::Seconds, "grpc request latency by method and code");
+    describe_gauge!(
+        BREAKER_STATE,
+        "circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    describe_histogram!(
+        GRPC_REQUEST,
+        Unit::Seconds,
+        "grpc request latency by method and code"
+    );
     describe_gauge!(DB_CONNECTIONS, "database connections by pool and state");
     describe_gauge!(DB_MAX_CONNECTIONS, "largest size of each database pool");
-    describe_counter!(RETENTION_DELETED, "finished transactions deleted by retention");
+    describe_counter!(
+        RETENTION_DELETED,
+        "finished transactions deleted by retention"
+    );
     describe_counter!(SAMPLE_ERRORS, "failed database samples of the gauges");
 }
 
@@ -250,7 +276,10 @@ mod tests {
             Duration::from_millis(3),
         );
         let text = b.render();
-        assert!(text.contains("concord_transactions_begun_total{mode=\"saga\"}"), "{text}");
+        assert!(
+            text.contains("concord_transactions_begun_total{mode=\"saga\"}"),
+            "{text}"
+        );
         assert!(text.contains("concord_retention_deleted_total"), "{text}");
         assert!(
             text.contains("concord_participant_call_duration_seconds_bucket{participant=\"bank\",action=\"transfer\",phase=\"try\",outcome=\"rejected\",le=\"0.005\"} 1"),

@@ -26,7 +26,9 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let zero = |s: &str| s.bytes().all(|b| b == b'0');
     // Version 00 has exactly four fields; later versions may append more.
@@ -46,7 +48,11 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 /// transaction's metadata, unless the metadata carries a `traceparent`
 /// already (an initiator that put one there on purpose wins).
 pub fn inherit(headers: &MetadataMap, metadata: &mut Metadata) {
-    if metadata.contains_key(TRACEPARENT) {
+    // Best effort: a map already at its size limit is left as it is rather
+    // than refused because of a header the client did not put there.
+    if metadata.contains_key(TRACEPARENT)
+        || metadata.len() + 2 > crate::engine::MAX_METADATA_ENTRIES
+    {
         return;
     }
     let Some(parent) = headers
@@ -86,7 +92,11 @@ pub fn forward(req: &mut tonic::Request<BranchRequest>) {
 
 /// The span of one participant call, with the trace id when the
 /// transaction carries one (to find the call's log lines from a trace).
-pub fn call_span(participant: &ParticipantName, phase: Phase, req: &BranchRequest) -> tracing::Span {
+pub fn call_span(
+    participant: &ParticipantName,
+    phase: Phase,
+    req: &BranchRequest,
+) -> tracing::Span {
     let trace = req.metadata.get(TRACEPARENT).and_then(|t| trace_id(t));
     tracing::info_span!("participant_call",
         gid = %req.gid,

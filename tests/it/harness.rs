@@ -516,10 +516,7 @@ impl Participant for Service {
     async fn cancel(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
         self.handle(r.into_inner(), Ph::Cancel).await
     }
-    async fn execute(
-        &self,
-        r: Request<BranchRequest>,
-    ) -> Result<Response<BranchResponse>, Status> {
+    async fn execute(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
         self.handle(r.into_inner(), Ph::Execute).await
     }
     async fn compensate(

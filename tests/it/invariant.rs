@@ -119,7 +119,11 @@ async fn conserve(pool: PgPool, p: Params) {
     for (bank, _) in &banks {
         let service = bank.service().unwrap();
         let listen = "127.0.0.1:0".parse().unwrap();
-        hosted.push(host(service, listen, &coord.url(), Some(faults())).await.unwrap());
+        hosted.push(
+            host(service, listen, &coord.url(), Some(faults()))
+                .await
+                .unwrap(),
+        );
     }
 
     // Crashes the coordinator each time another share of the transactions

@@ -4,9 +4,9 @@
 mod admin;
 mod bad_input;
 mod crash;
-mod saga;
 mod harness;
 mod invariant;
+mod observability;
+mod saga;
 mod store;
 mod tcc;
-mod observability;

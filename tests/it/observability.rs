@@ -87,7 +87,10 @@ impl Recorder {
         let router = builder.add_service(ParticipantServer::new(self.clone()));
         tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
                 .await
                 .unwrap();
         });
@@ -214,12 +217,7 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
     for _ in 0..3 {
         committed_tx(&mut c, name).await;
     }
-    let gid = c
-        .begin(begin_req("", None))
-        .await
-        .unwrap()
-        .into_inner()
-        .gid;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, name, "debit")).await.unwrap();
     c.rollback(pb::RollbackRequest {
         gid: gid.clone(),
@@ -233,7 +231,10 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)
     };
-    assert!(delta("concord_transactions_begun_total", &[("mode", "tcc")]) >= 4.0, "{after}");
+    assert!(
+        delta("concord_transactions_begun_total", &[("mode", "tcc")]) >= 4.0,
+        "{after}"
+    );
     assert!(
         delta(
             "concord_transactions_finished_total",
@@ -250,7 +251,11 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
         metric(
             &after,
             "concord_participant_call_duration_seconds_count",
-            &[("participant", name), ("phase", phase), ("outcome", outcome)],
+            &[
+                ("participant", name),
+                ("phase", phase),
+                ("outcome", outcome),
+            ],
         )
     };
     assert_eq!(calls("try", "ok"), 4.0, "{after}");
@@ -287,7 +292,12 @@ async fn traceparent_reaches_participants_first_time_and_after_a_crash(pool: PgP
     let stop = CancellationToken::new();
     let addr = recorder.serve(None, stop.clone()).await;
     let first = TestCoordinator::start(&pool).await;
-    register(&mut first.registry().await, "obs-trace", format!("http://{addr}")).await;
+    register(
+        &mut first.registry().await,
+        "obs-trace",
+        format!("http://{addr}"),
+    )
+    .await;
     let mut c = first.client().await;
     let mut begin = Request::new(begin_req("", Some(Duration::from_secs(30))));
     begin
@@ -330,7 +340,10 @@ async fn traceparent_reaches_participants_first_time_and_after_a_crash(pool: PgP
         assert_eq!(call.header.as_deref(), Some(TRACEPARENT), "{call:?}");
     }
     let tx = get_tx(&mut c, &gid).await;
-    assert_eq!(tx.metadata.get("traceparent").map(String::as_str), Some(TRACEPARENT));
+    assert_eq!(
+        tx.metadata.get("traceparent").map(String::as_str),
+        Some(TRACEPARENT)
+    );
 
     // Sagas take it from the SubmitSaga headers the same way.
     let mut submit = Request::new(pb::SubmitSagaRequest {
@@ -504,7 +517,12 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
     let stop = CancellationToken::new();
     let addr = recorder.serve(None, stop.clone()).await;
     let coord = TestCoordinator::start(&pool).await;
-    register(&mut coord.registry().await, "obs-retention", format!("http://{addr}")).await;
+    register(
+        &mut coord.registry().await,
+        "obs-retention",
+        format!("http://{addr}"),
+    )
+    .await;
     let mut c = coord.client().await;
     let old_a = committed_tx(&mut c, "obs-retention").await;
     let old_b = committed_tx(&mut c, "obs-retention").await;
@@ -515,7 +533,9 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
         .unwrap()
         .into_inner()
         .gid;
-    c.r#try(try_req(&open, "obs-retention", "debit")).await.unwrap();
+    c.r#try(try_req(&open, "obs-retention", "debit"))
+        .await
+        .unwrap();
     coord.shutdown();
 
     // Age them: two finished long ago, and an open one started long ago

@@ -35,7 +35,10 @@ fn saga(gid: &str, steps: Vec<pb::SagaStep>, wait: bool) -> pb::SubmitSagaReques
 }
 
 /// order -> stock -> payment, each on its own participant.
-async fn shop(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant, TestParticipant) {
+async fn shop(
+    pool: &PgPool,
+    coord: &TestCoordinator,
+) -> (TestParticipant, TestParticipant, TestParticipant) {
     let order = TestParticipant::start("order", Some(pool.clone())).await;
     let stock = TestParticipant::start("stock", Some(pool.clone())).await;
     let pay = TestParticipant::start("payment", Some(pool.clone())).await;
@@ -55,7 +58,12 @@ fn three_steps() -> Vec<pb::SagaStep> {
 
 fn no_violations(ps: &[&TestParticipant]) {
     for p in ps {
-        assert!(p.precondition_violations().is_empty(), "{}: {:?}", p.name, p.precondition_violations());
+        assert!(
+            p.precondition_violations().is_empty(),
+            "{}: {:?}",
+            p.name,
+            p.precondition_violations()
+        );
         assert_eq!(p.concurrent_violations(), 0);
     }
 }
@@ -65,7 +73,11 @@ async fn sequential_saga_succeeds_with_each_action_once(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
     let (order, stock, pay) = shop(&pool, &coord).await;
     let mut c = coord.client().await;
-    let reply = c.submit_saga(saga("", three_steps(), true)).await.unwrap().into_inner();
+    let reply = c
+        .submit_saga(saga("", three_steps(), true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.status, S::Succeeded as i32, "{reply:?}");
     let gid = reply.gid;
     for (p, branch) in [(&order, "1"), (&stock, "2"), (&pay, "3")] {
@@ -77,7 +89,11 @@ async fn sequential_saga_succeeds_with_each_action_once(pool: PgPool) {
     assert_eq!(tx.mode, pb::TransactionMode::Saga as i32);
     assert_eq!(tx.deadline, None, "sagas have no deadline by default");
     assert_eq!(tx.branches[2].compensation, "refund");
-    assert_eq!(tx.branches[2].depends_on, vec![1], "sequential order made explicit");
+    assert_eq!(
+        tx.branches[2].depends_on,
+        vec![1],
+        "sequential order made explicit"
+    );
     assert!(tx.events.iter().any(|e| e.kind == "submitted"));
     assert_eq!(tx.events.last().unwrap().kind, "finished");
 }
@@ -88,9 +104,16 @@ async fn rejection_compensates_every_step_in_reverse_order(pool: PgPool) {
     let (order, stock, pay) = shop(&pool, &coord).await;
     pay.script(Ph::Execute, vec![], Behavior::Abort("card declined"));
     let mut c = coord.client().await;
-    let reply = c.submit_saga(saga("o-1", three_steps(), true)).await.unwrap().into_inner();
+    let reply = c
+        .submit_saga(saga("o-1", three_steps(), true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.status, S::Compensated as i32);
-    assert_eq!(reply.reason, "step 2 (payment.charge) rejected: card declined");
+    assert_eq!(
+        reply.reason,
+        "step 2 (payment.charge) rejected: card declined"
+    );
     // Reverse order, the rejected step included (it may have partly run).
     assert_eq!(pay.calls("o-1", "3", Ph::Compensate), 1);
     assert_eq!(stock.calls("o-1", "2", Ph::Compensate), 1);
@@ -114,11 +137,19 @@ async fn rejected_step_is_not_compensated_when_told_so(pool: PgPool) {
     let mut steps = three_steps();
     steps[1].compensate_rejected = Some(false);
     let mut c = coord.client().await;
-    let reply = c.submit_saga(saga("o-2", steps, true)).await.unwrap().into_inner();
+    let reply = c
+        .submit_saga(saga("o-2", steps, true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.status, S::Compensated as i32);
     assert_eq!(stock.total_calls(Ph::Compensate), 0);
     assert_eq!(order.calls("o-2", "1", Ph::Compensate), 1);
-    assert_eq!(pay.total_calls(Ph::Execute) + pay.total_calls(Ph::Compensate), 0, "step 2 never ran");
+    assert_eq!(
+        pay.total_calls(Ph::Execute) + pay.total_calls(Ph::Compensate),
+        0,
+        "step 2 never ran"
+    );
 }
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
@@ -126,7 +157,11 @@ async fn dag_runs_independent_steps_concurrently(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
     let p = TestParticipant::start("svc", Some(pool.clone())).await;
     p.register(&coord, &["a", "undo"]).await;
-    p.script(Ph::Execute, vec![], Behavior::Slow(Duration::from_millis(150)));
+    p.script(
+        Ph::Execute,
+        vec![],
+        Behavior::Slow(Duration::from_millis(150)),
+    );
     let steps = vec![
         step("svc", "a", "undo", &[]),
         step("svc", "a", "undo", &[0]),
@@ -135,7 +170,11 @@ async fn dag_runs_independent_steps_concurrently(pool: PgPool) {
         step("svc", "a", "undo", &[1, 2, 3]),
     ];
     let mut c = coord.client().await;
-    let reply = c.submit_saga(saga("dag", steps, true)).await.unwrap().into_inner();
+    let reply = c
+        .submit_saga(saga("dag", steps, true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.status, S::Succeeded as i32);
     assert_eq!(p.max_in_flight(), 3, "steps 1-3 ran at once");
     let log = p.log("dag");
@@ -148,21 +187,40 @@ async fn dag_runs_independent_steps_concurrently(pool: PgPool) {
 async fn unknown_outcomes_are_retried_and_deadline_compensates(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
     let (order, stock, _pay) = shop(&pool, &coord).await;
-    stock.script(Ph::Execute, vec![Behavior::Unavailable, Behavior::Unavailable], Behavior::Ok);
+    stock.script(
+        Ph::Execute,
+        vec![Behavior::Unavailable, Behavior::Unavailable],
+        Behavior::Ok,
+    );
     let mut c = coord.client().await;
-    let reply = c.submit_saga(saga("retry", three_steps(), true)).await.unwrap().into_inner();
+    let reply = c
+        .submit_saga(saga("retry", three_steps(), true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.status, S::Succeeded as i32);
     assert_eq!(stock.calls("retry", "2", Ph::Execute), 3);
-    assert_eq!(order.calls("retry", "1", Ph::Execute), 1, "a completed action is not re-executed");
+    assert_eq!(
+        order.calls("retry", "1", Ph::Execute),
+        1,
+        "a completed action is not re-executed"
+    );
 
     // Unknown forever: past the saga's deadline it compensates, including
     // the step whose outcome is unknown.
     stock.script(Ph::Execute, vec![], Behavior::Unavailable);
     let mut req = saga("late", three_steps(), true);
-    req.timeout = Some(prost_types::Duration { seconds: 1, nanos: 0 });
+    req.timeout = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
     let reply = c.submit_saga(req).await.unwrap().into_inner();
     assert_eq!(reply.status, S::Compensated as i32);
-    assert!(reply.reason.starts_with("deadline passed"), "{}", reply.reason);
+    assert!(
+        reply.reason.starts_with("deadline passed"),
+        "{}",
+        reply.reason
+    );
     assert_eq!(stock.calls("late", "2", Ph::Compensate), 1);
     assert_eq!(order.calls("late", "1", Ph::Compensate), 1);
 }
@@ -174,12 +232,27 @@ async fn failing_compensation_escalates_and_keeps_retrying(pool: PgPool) {
     pay.script(Ph::Execute, vec![], Behavior::Abort("no"));
     order.script(Ph::Compensate, vec![], Behavior::Unavailable);
     let mut c = coord.client().await;
-    c.submit_saga(saga("stuck", three_steps(), false)).await.unwrap();
-    assert!(order.wait_until(Duration::from_secs(10), |p| p.calls("stuck", "1", Ph::Compensate) >= 4).await);
+    c.submit_saga(saga("stuck", three_steps(), false))
+        .await
+        .unwrap();
+    assert!(
+        order
+            .wait_until(Duration::from_secs(10), |p| p.calls(
+                "stuck",
+                "1",
+                Ph::Compensate
+            ) >= 4)
+            .await
+    );
     let tx = get_tx(&mut c, "stuck").await;
     assert_eq!(status_of(&tx), S::Compensating);
     assert!(tx.needs_attention);
-    assert!(tx.attention_reason.contains("step 0 (order.create) compensate failing"), "{}", tx.attention_reason);
+    assert!(
+        tx.attention_reason
+            .contains("step 0 (order.create) compensate failing"),
+        "{}",
+        tx.attention_reason
+    );
     order.script(Ph::Compensate, vec![], Behavior::Ok);
     wait_status(&mut c, "stuck", S::Compensated, Duration::from_secs(10)).await;
 }
@@ -190,26 +263,51 @@ async fn invalid_sagas_are_refused_naming_the_step(pool: PgPool) {
     let _shop = shop(&pool, &coord).await;
     let mut c = coord.client().await;
     let cases = vec![
-        (vec![step("order", "create", "cancel", &[0])], "step 0 depends on itself"),
         (
-            vec![step("order", "create", "cancel", &[]), step("stock", "reserve", "release", &[7])],
+            vec![step("order", "create", "cancel", &[0])],
+            "step 0 depends on itself",
+        ),
+        (
+            vec![
+                step("order", "create", "cancel", &[]),
+                step("stock", "reserve", "release", &[7]),
+            ],
             "step 1 depends on step 7",
         ),
         (
-            vec![step("order", "create", "cancel", &[1]), step("stock", "reserve", "release", &[0])],
+            vec![
+                step("order", "create", "cancel", &[1]),
+                step("stock", "reserve", "release", &[0]),
+            ],
             "step 0 depends on step 1",
         ),
-        (vec![step("ghost", "create", "cancel", &[])], "step 0: participant ghost is not registered"),
-        (vec![step("order", "create", "nope", &[])], "step 0: participant order has no action nope"),
-        (vec![step("order", "", "cancel", &[])], "step 0: action must not be empty"),
+        (
+            vec![step("ghost", "create", "cancel", &[])],
+            "step 0: participant ghost is not registered",
+        ),
+        (
+            vec![step("order", "create", "nope", &[])],
+            "step 0: participant order has no action nope",
+        ),
+        (
+            vec![step("order", "", "cancel", &[])],
+            "step 0: action must not be empty",
+        ),
         (vec![], "at least one step"),
     ];
     for (steps, needle) in cases {
         let err = c.submit_saga(saga("bad", steps, false)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{needle}: {err:?}");
-        assert!(err.message().contains(needle), "{:?} should contain {needle:?}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{:?} should contain {needle:?}",
+            err.message()
+        );
     }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM global_transactions").fetch_one(&pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM global_transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 0, "nothing persisted");
 }
 
@@ -218,8 +316,14 @@ async fn resubmission_is_idempotent_only_for_the_same_steps(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
     let (order, _stock, _pay) = shop(&pool, &coord).await;
     let mut c = coord.client().await;
-    c.submit_saga(saga("same", three_steps(), true)).await.unwrap();
-    let again = c.submit_saga(saga("same", three_steps(), true)).await.unwrap().into_inner();
+    c.submit_saga(saga("same", three_steps(), true))
+        .await
+        .unwrap();
+    let again = c
+        .submit_saga(saga("same", three_steps(), true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.status, S::Succeeded as i32);
     assert_eq!(order.calls("same", "1", Ph::Execute), 1);
     let mut other = three_steps();
@@ -228,7 +332,10 @@ async fn resubmission_is_idempotent_only_for_the_same_steps(pool: PgPool) {
     assert_eq!(err.code(), Code::AlreadyExists);
     // A TCC gid cannot be reused for a saga either.
     c.begin(begin_req("tcc-1", None)).await.unwrap();
-    let err = c.submit_saga(saga("tcc-1", three_steps(), false)).await.unwrap_err();
+    let err = c
+        .submit_saga(saga("tcc-1", three_steps(), false))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
@@ -237,15 +344,33 @@ async fn crash_between_steps_resumes_without_re_executing(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
     let (order, stock, pay) = shop(&pool, &coord).await;
     let hold = Arc::new(Notify::new());
-    stock.script(Ph::Execute, vec![Behavior::Block(hold.clone())], Behavior::Ok);
+    stock.script(
+        Ph::Execute,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
     let mut c = coord.client().await;
-    c.submit_saga(saga("crash-1", three_steps(), false)).await.unwrap();
-    assert!(stock.wait_until(Duration::from_secs(5), |p| p.calls("crash-1", "2", Ph::Execute) == 1).await);
+    c.submit_saga(saga("crash-1", three_steps(), false))
+        .await
+        .unwrap();
+    assert!(
+        stock
+            .wait_until(Duration::from_secs(5), |p| p.calls(
+                "crash-1",
+                "2",
+                Ph::Execute
+            ) == 1)
+            .await
+    );
     coord.crash();
     let fresh = TestCoordinator::start(&pool).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, "crash-1", S::Succeeded, Duration::from_secs(10)).await;
-    assert_eq!(order.calls("crash-1", "1", Ph::Execute), 1, "completed step not re-executed");
+    assert_eq!(
+        order.calls("crash-1", "1", Ph::Execute),
+        1,
+        "completed step not re-executed"
+    );
     assert_eq!(stock.effects(Ph::Execute), 1);
     assert_eq!(pay.calls("crash-1", "3", Ph::Execute), 1);
     no_violations(&[&order, &stock, &pay]);
@@ -257,16 +382,34 @@ async fn crash_during_compensation_finishes_compensating(pool: PgPool) {
     let (order, stock, pay) = shop(&pool, &coord).await;
     let hold = Arc::new(Notify::new());
     pay.script(Ph::Execute, vec![], Behavior::Abort("declined"));
-    stock.script(Ph::Compensate, vec![Behavior::Block(hold.clone())], Behavior::Ok);
+    stock.script(
+        Ph::Compensate,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
     let mut c = coord.client().await;
-    c.submit_saga(saga("crash-2", three_steps(), false)).await.unwrap();
-    assert!(stock.wait_until(Duration::from_secs(5), |p| p.calls("crash-2", "2", Ph::Compensate) == 1).await);
+    c.submit_saga(saga("crash-2", three_steps(), false))
+        .await
+        .unwrap();
+    assert!(
+        stock
+            .wait_until(Duration::from_secs(5), |p| p.calls(
+                "crash-2",
+                "2",
+                Ph::Compensate
+            ) == 1)
+            .await
+    );
     coord.crash();
     let fresh = TestCoordinator::start(&pool).await;
     let mut c = fresh.client().await;
     let tx = wait_status(&mut c, "crash-2", S::Compensated, Duration::from_secs(10)).await;
     assert!(tx.rollback_reason.contains("declined"));
-    assert_eq!(pay.calls("crash-2", "3", Ph::Compensate), 1, "done before the crash, not redone");
+    assert_eq!(
+        pay.calls("crash-2", "3", Ph::Compensate),
+        1,
+        "done before the crash, not redone"
+    );
     assert_eq!(stock.effects(Ph::Compensate), 1);
     assert_eq!(order.calls("crash-2", "1", Ph::Compensate), 1);
     for p in [&order, &stock, &pay] {
@@ -299,7 +442,11 @@ async fn two_instances_racing_run_each_step_at_most_once(pool: PgPool) {
     for gid in &gids {
         let tx = wait_status(&mut c1, gid, S::Succeeded, Duration::from_secs(20)).await;
         assert_eq!(status_of(&tx), S::Succeeded);
-        assert_eq!(stock.calls(gid, "2", Ph::Execute), 3, "2 failures and 1 success, never more");
+        assert_eq!(
+            stock.calls(gid, "2", Ph::Execute),
+            3,
+            "2 failures and 1 success, never more"
+        );
         assert_eq!(order.calls(gid, "1", Ph::Execute), 1);
         assert_eq!(pay.calls(gid, "3", Ph::Execute), 1);
     }

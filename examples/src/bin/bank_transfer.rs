@@ -96,8 +96,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let before = total(&banks).await?;
 
-    let faults =
-        (args.fault_rate > 0.0).then(|| Faults::mixed(args.fault_rate, Duration::from_millis(args.late_ms)));
+    let faults = (args.fault_rate > 0.0)
+        .then(|| Faults::mixed(args.fault_rate, Duration::from_millis(args.late_ms)));
     let mut hosted = Vec::new();
     for (bank, port) in banks.iter().zip(&args.ports) {
         let listen = SocketAddr::new(args.listen_host, *port);

@@ -109,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|o| {
             let (coordinator, o) = (coordinator.clone(), o.clone());
-            tokio::spawn(async move { place_order(&coordinator, &o, Duration::from_secs(60)).await })
+            tokio::spawn(
+                async move { place_order(&coordinator, &o, Duration::from_secs(60)).await },
+            )
         })
         .collect();
     for (order, placed) in orders.iter().zip(placed) {
@@ -145,7 +147,11 @@ async fn main() -> anyhow::Result<()> {
         .map(|(id, status)| format!("{id}={status}"))
         .collect();
     println!("orders: {}", mine.join(" "));
-    let stock: Vec<String> = state.stock.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    let stock: Vec<String> = state
+        .stock
+        .iter()
+        .map(|(s, n)| format!("{s}={n}"))
+        .collect();
     println!("stock: {}", stock.join(" "));
     let wallets: Vec<String> = state
         .wallets
@@ -158,4 +164,3 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -366,7 +366,11 @@ async fn saga_sends_every_step_and_option() {
     };
     assert_eq!(
         r.steps,
-        [step("inventory", "reserve", "release", b"tea"), shipping, payment]
+        [
+            step("inventory", "reserve", "release", b"tea"),
+            shipping,
+            payment
+        ]
     );
     assert_eq!(
         h.log(),

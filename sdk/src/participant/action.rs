@@ -8,9 +8,26 @@ use tonic::Status;
 use super::BranchContext;
 
 /// Any error, boxed; what [`ActionError::Failed`] wraps.
+///
+/// ```
+/// let e: concord_sdk::BoxError = "connection reset".into();
+/// assert_eq!(e.to_string(), "connection reset");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What every action method returns: the reply payload, or why not.
+///
+/// ```
+/// use concord_sdk::{ActionError, ActionResult};
+///
+/// fn reserve(available: i32, qty: i32) -> ActionResult {
+///     if available < qty {
+///         return Err(ActionError::rejected("out of stock"));
+///     }
+///     Ok(format!("{} left", available - qty).into_bytes())
+/// }
+/// assert_eq!(reserve(5, 2).unwrap(), b"3 left");
+/// ```
 pub type ActionResult = Result<Vec<u8>, ActionError>;
 
 /// Why a branch call did not succeed.
@@ -47,22 +64,47 @@ pub enum ActionError {
 
 impl ActionError {
     /// A business refusal with a human-readable reason.
+    ///
+    /// ```
+    /// let e = concord_sdk::ActionError::rejected("insufficient funds");
+    /// assert_eq!(e.to_string(), "rejected: insufficient funds");
+    /// ```
     pub fn rejected(reason: impl Into<String>) -> Self {
         Self::Rejected(reason.into())
     }
 
     /// A retryable failure from any error (or a plain message).
+    ///
+    /// ```
+    /// let e = concord_sdk::ActionError::failed("upstream timed out");
+    /// assert!(!e.is_rejected());
+    /// ```
     pub fn failed(error: impl Into<BoxError>) -> Self {
         Self::Failed(error.into())
     }
 
     /// Whether this is a final business refusal.
+    ///
+    /// ```
+    /// use concord_sdk::ActionError;
+    ///
+    /// assert!(ActionError::rejected("no").is_rejected());
+    /// assert!(!ActionError::failed("down").is_rejected());
+    /// ```
     pub fn is_rejected(&self) -> bool {
         matches!(self, Self::Rejected(_))
     }
 
     /// The gRPC status this error is sent as; the single place where the
     /// outcome contract is encoded on the participant side.
+    ///
+    /// ```
+    /// use concord_sdk::ActionError;
+    /// use tonic::Code;
+    ///
+    /// assert_eq!(ActionError::rejected("no").to_status().code(), Code::Aborted);
+    /// assert_eq!(ActionError::failed("down").to_status().code(), Code::Unavailable);
+    /// ```
     pub fn to_status(&self) -> Status {
         match self {
             Self::Rejected(reason) => Status::aborted(reason.clone()),

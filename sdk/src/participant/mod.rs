@@ -7,6 +7,35 @@
 //! is encoded once, in [`ActionError`]: `Ok` is success, [`ActionError::Rejected`]
 //! is a final business refusal, [`ActionError::Failed`] asks the coordinator to
 //! retry.
+//!
+//! ```no_run
+//! use concord_sdk::{ActionError, ParticipantServer, ParticipantService};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let service = ParticipantService::builder("payment")
+//!     .saga_fn_pair(
+//!         "charge",
+//!         "refund",
+//!         |ctx| async move {
+//!             let amount: i64 = ctx.json()?;
+//!             if amount > 100 {
+//!                 return Err(ActionError::rejected("insufficient funds"));
+//!             }
+//!             Ok(Vec::new())
+//!         },
+//!         |_ctx| async { Ok(Vec::new()) },
+//!     )
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:50063").await?;
+//! ParticipantServer::new(service)
+//!     .register_with("http://127.0.0.1:50051", "http://127.0.0.1:50063")
+//!     .serve(listener, async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod action;
 mod server;
@@ -64,12 +93,30 @@ impl BranchContext {
     ///
     /// A payload that does not decode will not decode on a retry either, so
     /// the error is a [`ActionError::Rejected`].
+    ///
+    /// ```
+    /// use concord_sdk::BranchContext;
+    ///
+    /// let ctx = BranchContext { payload: b"42".to_vec(), ..Default::default() };
+    /// assert_eq!(ctx.json::<i64>().unwrap(), 42);
+    /// let bad = BranchContext { payload: b"{".to_vec(), ..Default::default() };
+    /// assert!(bad.json::<i64>().unwrap_err().is_rejected());
+    /// ```
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ActionError> {
         serde_json::from_slice(&self.payload)
             .map_err(|e| ActionError::Rejected(format!("invalid payload: {e}")))
     }
 
     /// The W3C `traceparent` propagated from the initiator, if any.
+    ///
+    /// ```
+    /// use concord_sdk::BranchContext;
+    ///
+    /// let mut ctx = BranchContext::default();
+    /// assert_eq!(ctx.traceparent(), None);
+    /// ctx.metadata.insert("traceparent".into(), "00-abc-def-01".into());
+    /// assert_eq!(ctx.traceparent(), Some("00-abc-def-01"));
+    /// ```
     pub fn traceparent(&self) -> Option<&str> {
         self.metadata.get("traceparent").map(String::as_str)
     }
@@ -106,6 +153,13 @@ impl fmt::Debug for BranchContext {
 /// The phase of a branch a call belongs to.
 ///
 /// Also the `op` column of the [`crate::Barrier`] table.
+///
+/// ```
+/// use concord_sdk::Op;
+///
+/// assert_eq!(Op::Cancel.to_string(), "cancel");
+/// assert_eq!(Op::Compensate.undoes(), Some(Op::Execute));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// TCC phase 1: reserve resources.
@@ -122,6 +176,10 @@ pub enum Op {
 
 impl Op {
     /// The lowercase name used on the wire, in logs and in the barrier table.
+    ///
+    /// ```
+    /// assert_eq!(concord_sdk::Op::Try.as_str(), "try");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             Op::Try => "try",
@@ -133,6 +191,13 @@ impl Op {
     }
 
     /// For an undoing op (`Cancel`, `Compensate`), the forward op it undoes.
+    ///
+    /// ```
+    /// use concord_sdk::Op;
+    ///
+    /// assert_eq!(Op::Cancel.undoes(), Some(Op::Try));
+    /// assert_eq!(Op::Confirm.undoes(), None);
+    /// ```
     pub const fn undoes(self) -> Option<Op> {
         match self {
             Op::Cancel => Some(Op::Try),
@@ -143,6 +208,13 @@ impl Op {
 
     /// Whether this is a first-phase op (`Try`, `Execute`), the only ones for
     /// which a rejection is a meaningful business outcome.
+    ///
+    /// ```
+    /// use concord_sdk::Op;
+    ///
+    /// assert!(Op::Execute.is_forward());
+    /// assert!(!Op::Confirm.is_forward());
+    /// ```
     pub const fn is_forward(self) -> bool {
         matches!(self, Op::Try | Op::Execute)
     }

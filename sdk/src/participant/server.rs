@@ -16,6 +16,18 @@ use tonic::{Code, Status};
 use super::ParticipantService;
 
 /// Why [`ParticipantServer::serve`] stopped with an error.
+///
+/// ```no_run
+/// use concord_sdk::{ParticipantServer, ParticipantService, ServeError};
+///
+/// # async fn run(service: ParticipantService, listener: tokio::net::TcpListener) {
+/// let served = ParticipantServer::new(service)
+///     .register_with("not a url", "http://127.0.0.1:50061")
+///     .serve(listener, std::future::pending())
+///     .await;
+/// assert!(matches!(served, Err(ServeError::InvalidCoordinatorUrl { .. })));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The coordinator URL given to
@@ -71,6 +83,19 @@ pub struct ParticipantServer {
 
 impl ParticipantServer {
     /// A server for `service`, with no registration.
+    ///
+    /// ```no_run
+    /// use concord_sdk::{ParticipantServer, ParticipantService};
+    ///
+    /// # async fn run(service: ParticipantService) -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let serving = tokio::spawn(ParticipantServer::new(service).serve(listener, stop.clone().cancelled_owned()));
+    /// stop.cancel();
+    /// serving.await??;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(service: ParticipantService) -> Self {
         Self {
             service,
@@ -85,6 +110,14 @@ impl ParticipantServer {
     /// Registration runs in the background and retries with jittered
     /// exponential backoff until the coordinator answers, so a participant
     /// may start before its coordinator; serving never waits for it.
+    ///
+    /// ```
+    /// # fn run(service: concord_sdk::ParticipantService) {
+    /// let server = concord_sdk::ParticipantServer::new(service)
+    ///     .register_with("http://concord:50051", "http://bank-1.internal:50061");
+    /// # let _ = server;
+    /// # }
+    /// ```
     pub fn register_with(
         mut self,
         coordinator_url: impl Into<String>,
@@ -101,6 +134,17 @@ impl ParticipantServer {
 
     /// Bounds of the registration backoff (defaults: 200 ms to 10 s). Has no
     /// effect without [`register_with`](Self::register_with).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # fn run(service: concord_sdk::ParticipantService) {
+    /// let server = concord_sdk::ParticipantServer::new(service)
+    ///     .register_with("http://concord:50051", "http://bank-1.internal:50061")
+    ///     .registration_backoff(Duration::from_millis(50), Duration::from_secs(2));
+    /// # let _ = server;
+    /// # }
+    /// ```
     pub fn registration_backoff(mut self, min_delay: Duration, max_delay: Duration) -> Self {
         if let Some(r) = &mut self.registration {
             r.min_delay = min_delay;
@@ -111,6 +155,18 @@ impl ParticipantServer {
 
     /// Serves until `shutdown` completes, then stops accepting connections
     /// and waits for in-flight calls to finish.
+    ///
+    /// ```no_run
+    /// # async fn run(service: concord_sdk::ParticipantService) -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:50061").await?;
+    /// concord_sdk::ParticipantServer::new(service)
+    ///     .serve(listener, async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn serve(
         self,
         listener: TcpListener,

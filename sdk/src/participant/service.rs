@@ -15,6 +15,13 @@ use super::action::{SagaFn, TccFn};
 use super::{ActionResult, BranchContext, Op, SagaAction, TccAction, is_valid_name};
 
 /// Why [`ParticipantServiceBuilder::build`] refused a configuration.
+///
+/// ```
+/// use concord_sdk::{BuildError, ParticipantService};
+///
+/// let err = ParticipantService::builder("bank a").build().unwrap_err();
+/// assert_eq!(err, BuildError::InvalidName("bank a".into()));
+/// ```
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
     /// The participant or an action name breaks the coordinator's naming rule.
@@ -93,6 +100,14 @@ impl fmt::Debug for ParticipantService {
 impl ParticipantService {
     /// Starts a service for the participant `name` (the name initiators use
     /// in `try_branch` and the one registered with the coordinator).
+    ///
+    /// ```
+    /// let service = concord_sdk::ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = service;
+    /// ```
     pub fn builder(name: impl Into<String>) -> ParticipantServiceBuilder {
         ParticipantServiceBuilder {
             name: name.into(),
@@ -101,11 +116,28 @@ impl ParticipantService {
     }
 
     /// The participant name.
+    ///
+    /// ```
+    /// let service = concord_sdk::ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.name(), "bank");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The registered action names, sorted.
+    ///
+    /// ```
+    /// let service = concord_sdk::ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .saga_fn("hold", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["hold", "pay"]);
+    /// ```
     pub fn actions(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -218,6 +250,15 @@ impl Participant for ParticipantService {
 
 /// Collects actions for a [`ParticipantService`]; see
 /// [`ParticipantService::builder`].
+///
+/// ```
+/// use concord_sdk::ParticipantService;
+///
+/// let builder = ParticipantService::builder("inventory")
+///     .saga_fn_pair("reserve", "release", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) });
+/// let service = builder.build().unwrap();
+/// assert_eq!(service.actions(), ["release", "reserve"]);
+/// ```
 #[must_use]
 pub struct ParticipantServiceBuilder {
     name: String,
@@ -240,6 +281,22 @@ impl fmt::Debug for ParticipantServiceBuilder {
 
 impl ParticipantServiceBuilder {
     /// Registers a TCC action under `name`.
+    ///
+    /// ```
+    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, TccAction};
+    ///
+    /// struct Hold;
+    ///
+    /// #[tonic::async_trait]
+    /// impl TccAction for Hold {
+    ///     async fn try_(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+    ///     async fn confirm(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+    ///     async fn cancel(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+    /// }
+    ///
+    /// let service = ParticipantService::builder("hotel").tcc("hold_room", Hold).build().unwrap();
+    /// assert_eq!(service.actions(), ["hold_room"]);
+    /// ```
     pub fn tcc(mut self, name: impl Into<String>, action: impl TccAction) -> Self {
         self.actions
             .push((name.into(), Handler::Tcc(Arc::new(action))));
@@ -432,6 +489,12 @@ impl ParticipantServiceBuilder {
     }
 
     /// Checks the names and builds the service.
+    ///
+    /// ```
+    /// use concord_sdk::{BuildError, ParticipantService};
+    ///
+    /// assert_eq!(ParticipantService::builder("bank").build().unwrap_err(), BuildError::NoActions);
+    /// ```
     pub fn build(self) -> Result<ParticipantService, BuildError> {
         if !is_valid_name(&self.name) {
             return Err(BuildError::InvalidName(self.name));
@@ -569,7 +632,11 @@ mod tests {
     #[test]
     fn a_compensation_name_clashing_with_an_action_is_refused() {
         let err = ParticipantService::builder("inventory")
-            .saga_fn("release", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+            .saga_fn(
+                "release",
+                |_| async { Ok(Vec::new()) },
+                |_| async { Ok(Vec::new()) },
+            )
             .saga_fn_pair(
                 "reserve",
                 "release",

@@ -1,0 +1,435 @@
+//! The relaxed writes, batched: Try outcomes and the progress of phase-2
+//! rounds and sagas. They go through [`GroupWriter`]s on the relaxed pool
+//! (`synchronous_commit = off`), so that under load one statement carries
+//! the writes of many transactions. Every progress row is still fenced on
+//! its own: a stale owner's row matches nothing while the others apply.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::batch::GroupWriter;
+use super::{CallRecord, RoundWrite, SagaWrite, StoreResult, map_sqlx};
+use crate::machine::{Outcome, Status};
+
+/// Largest batch; bounded so one statement stays small.
+const MAX_BATCH: usize = 128;
+/// Flushes in flight at once per kind.
+const IN_FLIGHT: usize = 3;
+
+/// A Try outcome to record.
+pub(super) struct TryWrite {
+    pub gid: String,
+    pub branch_id: String,
+    pub outcome: Outcome,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// One branch row of a progress write.
+struct BranchRow {
+    id: String,
+    /// `None` keeps the stored value (TCC rounds do not touch the Try).
+    first: Option<&'static str>,
+    second: &'static str,
+    attempts: i32,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+/// One event row.
+struct EventRow {
+    kind: String,
+    status: Option<&'static str>,
+    branch: Option<String>,
+    phase: Option<&'static str>,
+    attempt: Option<i32>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+impl EventRow {
+    fn call(c: &CallRecord) -> Self {
+        let m = c.outcome.message();
+        Self {
+            kind: "call".into(),
+            status: None,
+            branch: Some(c.branch_id.as_str().to_string()),
+            phase: Some(c.phase.as_str()),
+            attempt: Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)),
+            code: Some(c.outcome.code().to_string()),
+            message: (!m.is_empty()).then(|| m.to_string()),
+        }
+    }
+
+    fn conclude(kind: &str, status: Status, message: Option<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            status: Some(status.as_str()),
+            branch: None,
+            phase: None,
+            attempt: None,
+            code: None,
+            message,
+        }
+    }
+}
+
+/// A transaction's progress under its lease: the TCC round and the saga
+/// write normalised to one shape.
+pub(super) struct Progress {
+    gid: String,
+    fence: i64,
+    owner: String,
+    status: Status,
+    decided_at: Option<DateTime<Utc>>,
+    reason: Option<String>,
+    attempts: i32,
+    needs_attention: bool,
+    attention_reason: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    release: bool,
+    now: DateTime<Utc>,
+    branches: Vec<BranchRow>,
+    events: Vec<EventRow>,
+}
+
+fn clamp(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl From<RoundWrite> for Progress {
+    fn from(r: RoundWrite) -> Self {
+        let status = r.next.status;
+        let mut events: Vec<EventRow> = r.calls.iter().map(EventRow::call).collect();
+        events.push(match r.next_attempt_at {
+            None => EventRow::conclude("finished", status, None),
+            Some(at) => EventRow::conclude(
+                "retry_scheduled",
+                status,
+                Some(format!(
+                    "round {} failed; next at {}",
+                    r.next.attempts,
+                    at.to_rfc3339()
+                )),
+            ),
+        });
+        if r.newly_flagged {
+            events.push(EventRow::conclude(
+                "needs_attention",
+                status,
+                r.next.attention_reason.clone(),
+            ));
+        }
+        Self {
+            gid: r.lease.gid.as_str().to_string(),
+            fence: r.lease.fence,
+            owner: r.owner,
+            status,
+            decided_at: r.next.decided_at,
+            reason: r.next.rollback_reason.clone(),
+            attempts: clamp(r.next.attempts),
+            needs_attention: r.next.needs_attention,
+            attention_reason: r.next.attention_reason.clone(),
+            next_attempt_at: r.next_attempt_at,
+            release: true,
+            now: r.now,
+            branches: r
+                .next
+                .branches
+                .iter()
+                .map(|b| BranchRow {
+                    id: b.id.as_str().to_string(),
+                    first: None,
+                    second: b.second_phase.as_str(),
+                    attempts: clamp(b.attempts),
+                    code: b.last_code.clone(),
+                    error: b.last_error.clone(),
+                })
+                .collect(),
+            events,
+        }
+    }
+}
+
+impl From<SagaWrite> for Progress {
+    fn from(w: SagaWrite) -> Self {
+        let status = w.state.status;
+        let mut events: Vec<EventRow> = w.calls.iter().map(EventRow::call).collect();
+        if w.status_changed {
+            let kind = if status.is_final() {
+                "finished"
+            } else {
+                "compensating"
+            };
+            events.push(EventRow::conclude(kind, status, w.state.reason.clone()));
+        } else if w.release && w.next_attempt_at.is_some() {
+            events.push(EventRow::conclude(
+                "retry_scheduled",
+                status,
+                w.next_attempt_at.map(|at| {
+                    format!(
+                        "round {} incomplete; next at {}",
+                        w.state.attempts,
+                        at.to_rfc3339()
+                    )
+                }),
+            ));
+        }
+        if w.newly_flagged {
+            events.push(EventRow::conclude(
+                "needs_attention",
+                status,
+                w.state.attention_reason.clone(),
+            ));
+        }
+        let branches = w
+            .steps
+            .iter()
+            .filter_map(|&i| w.state.steps.get(i))
+            .map(|s| BranchRow {
+                id: s.id.as_str().to_string(),
+                first: Some(s.action.as_str()),
+                second: s.compensation.as_str(),
+                attempts: clamp(s.attempts),
+                code: s.last_code.clone(),
+                error: s.last_error.clone(),
+            })
+            .collect();
+        Self {
+            gid: w.lease.gid.as_str().to_string(),
+            fence: w.lease.fence,
+            owner: w.owner,
+            status,
+            decided_at: w.state.decided_at,
+            reason: w.state.reason.clone(),
+            attempts: clamp(w.state.attempts),
+            needs_attention: w.state.needs_attention,
+            attention_reason: w.state.attention_reason.clone(),
+            next_attempt_at: w.next_attempt_at,
+            release: w.release,
+            now: w.now,
+            branches,
+            events,
+        }
+    }
+}
+
+/// The batched writers of one store.
+pub(super) struct Writers {
+    tries: GroupWriter<TryWrite, ()>,
+    progress: GroupWriter<Progress, bool>,
+}
+
+impl Writers {
+    /// Starts the writers on `pool`; needs a Tokio runtime.
+    pub(super) fn start(pool: PgPool) -> Self {
+        let p = pool.clone();
+        let tries = GroupWriter::start(
+            MAX_BATCH,
+            IN_FLIGHT,
+            |t: &TryWrite| (t.gid.clone(), t.branch_id.clone()),
+            move |items| flush_tries(p.clone(), items),
+        );
+        let progress = GroupWriter::start(
+            MAX_BATCH,
+            IN_FLIGHT,
+            |p: &Progress| p.gid.clone(),
+            move |items| flush_progress(pool.clone(), items),
+        );
+        Self { tries, progress }
+    }
+
+    pub(super) async fn record_try(&self, t: TryWrite) -> StoreResult<()> {
+        self.tries.write(t).await
+    }
+
+    /// `false` when the lease was lost (fenced out).
+    pub(super) async fn progress(&self, p: Progress) -> StoreResult<bool> {
+        self.progress.write(p).await
+    }
+}
+
+async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>> {
+    let n = items.len();
+    let mut gid = Vec::with_capacity(n);
+    let mut branch = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut message = Vec::with_capacity(n);
+    let mut attempt = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut actor = Vec::with_capacity(n);
+    for t in items {
+        let (c, m) = match &t.outcome {
+            Outcome::Succeeded => (None, None),
+            other => (
+                Some(other.code().to_string()),
+                Some(other.message().to_string()),
+            ),
+        };
+        gid.push(t.gid);
+        branch.push(t.branch_id);
+        status.push(t.outcome.call_status().as_str());
+        code.push(c);
+        message.push(m);
+        attempt.push(clamp(t.attempt));
+        at.push(t.at);
+        actor.push(t.actor);
+    }
+    sqlx::query(
+        "WITH u AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::int[], $7::timestamptz[], $8::text[])
+                AS u(gid, branch_id, status, code, message, attempt, at, actor)
+        ), b AS (
+            UPDATE branches br
+               SET first_phase = u.status, last_code = u.code, last_error = u.message,
+                   last_attempt_at = u.at, updated_at = u.at
+              FROM u
+             WHERE br.gid = u.gid AND br.branch_id = u.branch_id
+            RETURNING br.gid, br.branch_id
+        )
+        INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
+        SELECT u.gid, u.at, 'call', u.branch_id, 'try', u.attempt, COALESCE(u.code, 'OK'), u.message, u.actor
+          FROM u JOIN b ON b.gid = u.gid AND b.branch_id = u.branch_id",
+    )
+    .bind(gid)
+    .bind(branch)
+    .bind(status)
+    .bind(code)
+    .bind(message)
+    .bind(attempt)
+    .bind(at)
+    .bind(actor)
+    .execute(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(vec![(); n])
+}
+
+async fn flush_progress(pool: PgPool, items: Vec<Progress>) -> StoreResult<Vec<bool>> {
+    let n = items.len();
+    let mut t_gid = Vec::with_capacity(n);
+    let mut t_fence = Vec::with_capacity(n);
+    let mut t_owner = Vec::with_capacity(n);
+    let mut t_status = Vec::with_capacity(n);
+    let mut t_decided = Vec::with_capacity(n);
+    let mut t_reason = Vec::with_capacity(n);
+    let mut t_attempts = Vec::with_capacity(n);
+    let mut t_na = Vec::with_capacity(n);
+    let mut t_ar = Vec::with_capacity(n);
+    let mut t_next = Vec::with_capacity(n);
+    let mut t_release = Vec::with_capacity(n);
+    let mut t_now = Vec::with_capacity(n);
+    let (mut b_gid, mut b_id, mut b_first, mut b_second) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut b_attempts, mut b_code, mut b_error) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut e_gid, mut e_kind, mut e_status, mut e_branch) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut e_phase, mut e_attempt, mut e_code, mut e_message) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let gids: Vec<String> = items.iter().map(|p| p.gid.clone()).collect();
+    for p in items {
+        for b in p.branches {
+            b_gid.push(p.gid.clone());
+            b_id.push(b.id);
+            b_first.push(b.first);
+            b_second.push(b.second);
+            b_attempts.push(b.attempts);
+            b_code.push(b.code);
+            b_error.push(b.error);
+        }
+        for e in p.events {
+            e_gid.push(p.gid.clone());
+            e_kind.push(e.kind);
+            e_status.push(e.status);
+            e_branch.push(e.branch);
+            e_phase.push(e.phase);
+            e_attempt.push(e.attempt);
+            e_code.push(e.code);
+            e_message.push(e.message);
+        }
+        t_gid.push(p.gid);
+        t_fence.push(p.fence);
+        t_owner.push(p.owner);
+        t_status.push(p.status.as_str());
+        t_decided.push(p.decided_at);
+        t_reason.push(p.reason);
+        t_attempts.push(p.attempts);
+        t_na.push(p.needs_attention);
+        t_ar.push(p.attention_reason);
+        t_next.push(p.next_attempt_at);
+        t_release.push(p.release);
+        t_now.push(p.now);
+    }
+    let written: Vec<String> = sqlx::query_scalar(
+        "WITH t AS (
+            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                                 $6::text[], $7::int[], $8::boolean[], $9::text[], $10::timestamptz[],
+                                 $11::boolean[], $12::timestamptz[])
+                AS t(gid, fence, owner, status, decided_at, reason, attempts, na, ar, next_at, release, now)
+        ), g AS (
+            UPDATE global_transactions g
+               SET status = t.status, decided_at = t.decided_at, rollback_reason = t.reason,
+                   attempts = t.attempts, needs_attention = t.na, attention_reason = t.ar,
+                   next_attempt_at = t.next_at,
+                   owner = CASE WHEN t.release THEN NULL ELSE g.owner END,
+                   lease_until = CASE WHEN t.release THEN NULL ELSE g.lease_until END,
+                   finished_at = CASE WHEN t.next_at IS NULL THEN t.now END,
+                   updated_at = t.now
+              FROM t
+             WHERE g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
+            RETURNING g.gid, t.now, t.owner
+        ), b AS (
+            UPDATE branches br
+               SET first_phase = COALESCE(u.first, br.first_phase), second_phase = u.second,
+                   attempts = u.attempts, last_code = u.code, last_error = u.error,
+                   last_attempt_at = g.now, updated_at = g.now
+              FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::text[])
+                       AS u(gid, id, first, second, attempts, code, error)
+              JOIN g ON g.gid = u.gid
+             WHERE br.gid = u.gid AND br.branch_id = u.id
+        ), ev AS (
+            INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
+            SELECT e.gid, g.now, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, g.owner
+              FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::int[],
+                          $26::text[], $27::text[])
+                       WITH ORDINALITY AS e(gid, kind, status, branch_id, phase, attempt, code, message, ord)
+              JOIN g ON g.gid = e.gid
+             ORDER BY e.ord
+        )
+        SELECT gid FROM g",
+    )
+    .bind(t_gid)
+    .bind(t_fence)
+    .bind(t_owner)
+    .bind(t_status)
+    .bind(t_decided)
+    .bind(t_reason)
+    .bind(t_attempts)
+    .bind(t_na)
+    .bind(t_ar)
+    .bind(t_next)
+    .bind(t_release)
+    .bind(t_now)
+    .bind(b_gid)
+    .bind(b_id)
+    .bind(b_first)
+    .bind(b_second)
+    .bind(b_attempts)
+    .bind(b_code)
+    .bind(b_error)
+    .bind(e_gid)
+    .bind(e_kind)
+    .bind(e_status)
+    .bind(e_branch)
+    .bind(e_phase)
+    .bind(e_attempt)
+    .bind(e_code)
+    .bind(e_message)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(gids.iter().map(|g| written.contains(g)).collect())
+}
