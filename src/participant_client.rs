@@ -68,11 +68,21 @@ pub fn classify(result: Result<BranchResponse, tonic::Status>) -> (Outcome, Vec<
     }
 }
 
-/// Whether a failed call says the endpoint itself is unhealthy (as opposed
-/// to a business or application answer, which proves it is alive).
-fn endpoint_failed(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Unknown { code, .. }
-        if code == "UNAVAILABLE" || code == "DEADLINE_EXCEEDED" || code == "CANCELLED" || code == "UNKNOWN")
+/// Whether a failed call says the endpoint itself is unhealthy: it could
+/// not be reached (a transport error, which tonic attaches as the status'
+/// source) or did not answer in time. Any status the participant itself
+/// sent, UNAVAILABLE included, proves it is alive and answering.
+fn endpoint_failed(result: &Result<BranchResponse, tonic::Status>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(s) => match s.code() {
+            Code::DeadlineExceeded => true,
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal => {
+                std::error::Error::source(s).is_some()
+            }
+            _ => false,
+        },
+    }
 }
 
 /// Endpoint health as shown to operators.
@@ -210,7 +220,7 @@ impl ParticipantClients {
         None
     }
 
-    fn report(&self, url: &EndpointUrl, outcome: &Outcome) {
+    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -219,7 +229,7 @@ impl ParticipantClients {
             .record(outcome, chrono::Utc::now());
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = breakers.get_mut(url) {
-            if endpoint_failed(outcome) {
+            if endpoint_down {
                 b.on_failure(Instant::now());
             } else {
                 b.on_success();
@@ -343,6 +353,7 @@ impl ParticipantClients {
                 timeout.as_millis()
             ))),
         };
+        let endpoint_down = endpoint_failed(&result);
         let (outcome, payload) = classify(result);
         crate::telemetry::metrics::participant_call(
             participant.as_str(),
@@ -351,7 +362,7 @@ impl ParticipantClients {
             &outcome,
             started.elapsed(),
         );
-        self.report(&url, &outcome);
+        self.report(&url, &outcome, endpoint_down);
         CallReply {
             outcome,
             payload,
@@ -391,33 +402,80 @@ mod tests {
 
     #[test]
     fn only_transport_failures_trip_the_breaker() {
-        let unknown = |code: &str| Outcome::Unknown {
-            code: code.into(),
-            message: String::new(),
-        };
-        assert!(endpoint_failed(&unknown("UNAVAILABLE")));
-        assert!(endpoint_failed(&unknown("DEADLINE_EXCEEDED")));
-        assert!(!endpoint_failed(&unknown("INTERNAL")));
-        assert!(!endpoint_failed(&Outcome::Rejected {
-            message: String::new()
-        }));
-        assert!(!endpoint_failed(&Outcome::Succeeded));
+        let mut transport = tonic::Status::unavailable("tcp connect error");
+        transport.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(endpoint_failed(&Err(transport)));
+        assert!(endpoint_failed(&Err(tonic::Status::deadline_exceeded(
+            "slow"
+        ))));
+        // Answers the participant sent itself prove it is up.
+        assert!(!endpoint_failed(&Err(tonic::Status::unavailable(
+            "db down"
+        ))));
+        assert!(!endpoint_failed(&Err(tonic::Status::internal("bug"))));
+        assert!(!endpoint_failed(&Err(tonic::Status::aborted("no"))));
+        assert!(!endpoint_failed(&Ok(BranchResponse::default())));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_opens_its_breaker() {
+        let clients = ParticipantClients::new(2, Duration::from_secs(60), 1 << 20);
+        // Port 9 on loopback: nothing listens, the connection is refused.
+        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
+        let name = ParticipantName::parse("p").unwrap();
+        for _ in 0..2 {
+            let reply = clients
+                .call(
+                    &name,
+                    std::slice::from_ref(&url),
+                    Phase::Confirm,
+                    BranchRequest::default(),
+                    Duration::from_secs(2),
+                )
+                .await;
+            assert!(
+                matches!(reply.outcome, Outcome::Unknown { ref code, .. } if code == "UNAVAILABLE"),
+                "{:?}",
+                reply.outcome
+            );
+        }
+        assert_eq!(clients.health()[0].breaker, BreakerState::Open);
+        let reply = clients
+            .call(
+                &name,
+                std::slice::from_ref(&url),
+                Phase::Confirm,
+                BranchRequest::default(),
+                Duration::from_secs(2),
+            )
+            .await;
+        assert!(
+            reply.outcome.message().contains("circuit open"),
+            "{:?}",
+            reply.outcome
+        );
     }
 
     #[test]
-    fn round_robin_skips_open_breakers() {
+    fn load_is_spread_and_open_breakers_are_skipped() {
         let clients = ParticipantClients::new(1, Duration::from_secs(60), 1 << 20);
         let a = EndpointUrl::parse("http://127.0.0.1:1").unwrap();
         let b = EndpointUrl::parse("http://127.0.0.1:2").unwrap();
         let both = [a.clone(), b.clone()];
-        let picks: Vec<_> = (0..4).map(|_| clients.pick(&both).unwrap()).collect();
-        assert!(picks.contains(&a) && picks.contains(&b));
+        // The start is random: over 200 picks each endpoint gets a share
+        // (failing this by chance has a probability below 1e-20).
+        let picks: Vec<_> = (0..200).map(|_| clients.pick(&both).unwrap()).collect();
+        let to_a = picks.iter().filter(|p| **p == a).count();
+        assert!((40..=160).contains(&to_a), "{to_a} of 200 picks went to a");
         clients.report(
             &a,
             &Outcome::Unknown {
                 code: "UNAVAILABLE".into(),
                 message: String::new(),
             },
+            true,
         );
         for _ in 0..4 {
             assert_eq!(clients.pick(&both).unwrap(), b);
@@ -428,6 +486,7 @@ mod tests {
                 code: "UNAVAILABLE".into(),
                 message: String::new(),
             },
+            true,
         );
         assert_eq!(clients.pick(&both), None);
     }

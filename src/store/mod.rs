@@ -6,9 +6,27 @@
 //! made while driving a transaction carries the lease's fencing token, so an
 //! instance whose lease was taken over matches no row and changes nothing.
 
+// Column lists shared by every module that reads whole rows.
+macro_rules! tx_columns {
+    () => {
+        "gid, mode, status, metadata, timeout_ms, deadline, branch_seq, \
+    rollback_reason, decided_at, attempts, needs_attention, attention_reason, paused, \
+    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at, concurrency"
+    };
+}
+
+macro_rules! branch_columns {
+    () => {
+        "branch_id, participant, action, payload, call_timeout_ms, \
+    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at, \
+    compensation, depends_on, compensate_rejected"
+    };
+}
+
 pub mod admin;
 mod batch;
 pub mod gauges;
+mod hot;
 pub mod postgres;
 mod records;
 mod retention;

@@ -16,6 +16,7 @@ use sqlx::{Executor, Row};
 
 use std::sync::Arc;
 
+use super::hot::HotPath;
 use super::writes::{TryWrite, Writers};
 use super::*;
 use crate::machine::{CallStatus, Mode};
@@ -29,6 +30,7 @@ pub struct PgStore {
     durable: PgPool,
     relaxed: PgPool,
     writers: Arc<Writers>,
+    hot: Arc<HotPath>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -49,7 +51,12 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad database url: {e}")))?;
-        let options = options.application_name("concord");
+        // Every statement here is a keyed lookup or a short range on an
+        // index. A plan cached while a table was still small (a fresh
+        // deployment) would keep scanning the whole table once it has grown.
+        let options = options
+            .application_name("concord")
+            .options([("enable_seqscan", "off")]);
         let durable = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(acquire_timeout)
@@ -69,10 +76,12 @@ impl PgStore {
             .await
             .map_err(map_sqlx)?;
         let writers = Arc::new(Writers::start(relaxed.clone()));
+        let hot = Arc::new(HotPath::start(durable.clone()));
         Ok(Self {
             durable,
             relaxed,
             writers,
+            hot,
         })
     }
 
@@ -105,10 +114,12 @@ impl PgStore {
             .await
             .map_err(map_sqlx)?;
         let writers = Arc::new(Writers::start(relaxed.clone()));
+        let hot = Arc::new(HotPath::start(pool.clone()));
         Ok(Self {
             durable: pool,
             relaxed,
             writers,
+            hot,
         })
     }
 
@@ -151,22 +162,6 @@ impl PgStore {
         self.durable.close().await;
         self.relaxed.close().await;
     }
-}
-
-macro_rules! tx_columns {
-    () => {
-        "gid, mode, status, metadata, timeout_ms, deadline, branch_seq, \
-    rollback_reason, decided_at, attempts, needs_attention, attention_reason, paused, \
-    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at, concurrency"
-    };
-}
-
-macro_rules! branch_columns {
-    () => {
-        "branch_id, participant, action, payload, call_timeout_ms, \
-    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at, \
-    compensation, depends_on, compensate_rejected"
-    };
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -282,82 +277,24 @@ fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
 #[tonic::async_trait]
 impl Store for PgStore {
     async fn begin(&self, tx: NewTransaction) -> StoreResult<Begun> {
-        let metadata = serde_json::to_value(&tx.metadata)
-            .map_err(|e| StoreError::Database(format!("metadata: {e}")))?;
-        let created: i64 = sqlx::query_scalar(
-            "WITH ins AS (
-                INSERT INTO global_transactions
-                    (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
-                VALUES ($1, 'tcc', 'trying', $2, $3, $4, $4, $5, $5)
-                ON CONFLICT (gid) DO NOTHING
-                RETURNING gid
-            ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, status, actor)
-                SELECT gid, $5, 'begun', 'trying', $6 FROM ins
-            )
-            SELECT count(*) FROM ins",
-        )
-        .bind(tx.gid.as_str())
-        .bind(metadata)
-        .bind(ms(tx.timeout))
-        .bind(tx.deadline)
-        .bind(tx.now)
-        .bind(&tx.actor)
-        .fetch_one(&self.durable)
-        .await
-        .map_err(map_sqlx)?;
-        if created == 1 {
+        let gid = tx.gid.clone();
+        let created = self.hot.begin(tx).await?;
+        if created {
             return Ok(Begun::Created);
         }
-        match self.load_tx(&tx.gid).await? {
+        match self.load_tx(&gid).await? {
             Some(existing) => Ok(Begun::Existing(Box::new(existing))),
             // Deleted between the two statements (retention): report as a
             // conflict rather than pretend it was created.
-            None => Err(StoreError::Conflict(format!("gid {} vanished", tx.gid))),
+            None => Err(StoreError::Conflict(format!("gid {gid} vanished"))),
         }
     }
 
     async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchAdded> {
-        // The UPDATE takes the transaction row's lock, so a concurrent
-        // decision either sees this branch or makes this insert find the
-        // transaction no longer trying; branch_seq tells the decision a
-        // branch arrived after it read.
-        let row = sqlx::query(
-            "WITH g AS (
-                UPDATE global_transactions
-                   SET branch_seq = branch_seq + 1, updated_at = $7
-                 WHERE gid = $1 AND status = 'trying' AND deadline > $7
-                RETURNING gid, branch_seq, metadata
-            ), b AS (
-                INSERT INTO branches
-                    (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
-                SELECT g.gid, COALESCE($2, g.branch_seq::text), $3, $4, $5, $6, $7, $7 FROM g
-                ON CONFLICT (gid, branch_id) DO NOTHING
-                RETURNING branch_id
-            ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, branch_id, message, actor)
-                SELECT $1, $7, 'branch_registered', branch_id, $3 || '.' || $4, $8 FROM b
-            )
-            SELECT (SELECT branch_seq FROM g) AS seq,
-                   (SELECT metadata FROM g) AS metadata,
-                   (SELECT branch_id FROM b) AS inserted",
-        )
-        .bind(b.gid.as_str())
-        .bind(b.branch_id.as_ref().map(BranchId::as_str))
-        .bind(b.participant.as_str())
-        .bind(b.action.as_str())
-        .bind(&b.payload)
-        .bind(b.call_timeout.map(ms))
-        .bind(b.now)
-        .bind(&b.actor)
-        .fetch_one(&self.durable)
-        .await
-        .map_err(map_sqlx)?;
-        let seq: Option<i32> = row.try_get("seq").map_err(map_sqlx)?;
-        let inserted: Option<String> = row.try_get("inserted").map_err(map_sqlx)?;
-        let metadata: Option<serde_json::Value> = row.try_get("metadata").map_err(map_sqlx)?;
-        let metadata: Metadata = match metadata {
-            Some(v) => serde_json::from_value(v)
+        let found = self.hot.add_branch(b.clone()).await?;
+        let (seq, inserted) = (found.seq, found.inserted);
+        let metadata: Metadata = match found.metadata {
+            Some(v) => serde_json::from_str(&v)
                 .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
             None => Metadata::new(),
         };
@@ -422,24 +359,7 @@ impl Store for PgStore {
     }
 
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
-        let Some(tx) = self.load_tx(gid).await? else {
-            return Ok(None);
-        };
-        let sql = concat!(
-            "SELECT ",
-            branch_columns!(),
-            " FROM branches WHERE gid = $1 ORDER BY created_at, branch_id"
-        );
-        let rows = sqlx::query(sql)
-            .bind(gid.as_str())
-            .fetch_all(&self.durable)
-            .await
-            .map_err(map_sqlx)?;
-        let branches = rows
-            .iter()
-            .map(branch_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some((tx, branches)))
+        self.hot.load(gid.as_str()).await
     }
 
     async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>> {
@@ -470,34 +390,9 @@ impl Store for PgStore {
     }
 
     async fn decide(&self, d: Decision) -> StoreResult<Option<Lease>> {
-        let fence: Option<i64> = sqlx::query_scalar(
-            "WITH g AS (
-                UPDATE global_transactions
-                   SET status = $5, decided_at = $6, rollback_reason = $7, attempts = 0,
-                       owner = $8, lease_until = now() + $9 * interval '1 millisecond',
-                       fence = fence + 1, next_attempt_at = $6, updated_at = $6
-                 WHERE gid = $1 AND status = $2 AND branch_seq = $3 AND fence = $4
-                RETURNING gid, fence
-            ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, status, message, actor)
-                SELECT gid, $6, 'decided', $5, $7, $10 FROM g
-            )
-            SELECT fence FROM g",
-        )
-        .bind(d.gid.as_str())
-        .bind(d.expected_status.as_str())
-        .bind(d.expected_branch_seq)
-        .bind(d.expected_fence)
-        .bind(d.next.status.as_str())
-        .bind(d.now)
-        .bind(d.next.rollback_reason.as_deref())
-        .bind(&d.owner)
-        .bind(ms(d.lease))
-        .bind(&d.actor)
-        .fetch_optional(&self.durable)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(fence.map(|fence| Lease { gid: d.gid, fence }))
+        let gid = d.gid.clone();
+        let fence = self.hot.decide(d).await?;
+        Ok(fence.map(|fence| Lease { gid, fence }))
     }
 
     async fn write_round(&self, r: RoundWrite) -> StoreResult<bool> {
@@ -642,7 +537,9 @@ impl Store for PgStore {
             "UPDATE global_transactions g
                 SET lease_until = now() + $4 * interval '1 millisecond'
                FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
-              WHERE g.gid = l.gid AND g.fence = l.fence AND g.owner = $1
+              -- The ANY makes the planner look the rows up by key instead
+              -- of hashing the whole table against the array.
+              WHERE g.gid = ANY($2) AND g.gid = l.gid AND g.fence = l.fence AND g.owner = $1
              RETURNING g.gid",
         )
         .bind(owner)
@@ -664,7 +561,9 @@ impl Store for PgStore {
             "UPDATE global_transactions g
                 SET owner = NULL, lease_until = NULL
                FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
-              WHERE g.gid = l.gid AND g.fence = l.fence AND g.owner = $1",
+              -- The ANY makes the planner look the rows up by key instead
+              -- of hashing the whole table against the array.
+              WHERE g.gid = ANY($2) AND g.gid = l.gid AND g.fence = l.fence AND g.owner = $1",
         )
         .bind(owner)
         .bind(gids)

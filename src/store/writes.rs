@@ -287,7 +287,9 @@ async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>>
                SET first_phase = u.status, last_code = u.code, last_error = u.message,
                    last_attempt_at = u.at, updated_at = u.at
               FROM u
-             WHERE br.gid = u.gid AND br.branch_id = u.branch_id
+             -- ANY lets the planner use the primary key instead of hashing
+             -- the whole table against a batch it cannot size.
+             WHERE br.gid = ANY($1) AND br.gid = u.gid AND br.branch_id = u.branch_id
             RETURNING br.gid, br.branch_id
         )
         INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
@@ -379,7 +381,7 @@ async fn flush_progress(pool: PgPool, items: Vec<Progress>) -> StoreResult<Vec<b
                    finished_at = CASE WHEN t.next_at IS NULL THEN t.now END,
                    updated_at = t.now
               FROM t
-             WHERE g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
+             WHERE g.gid = ANY($1) AND g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
             RETURNING g.gid, t.now, t.owner
         ), b AS (
             UPDATE branches br
@@ -389,7 +391,7 @@ async fn flush_progress(pool: PgPool, items: Vec<Progress>) -> StoreResult<Vec<b
               FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::text[])
                        AS u(gid, id, first, second, attempts, code, error)
               JOIN g ON g.gid = u.gid
-             WHERE br.gid = u.gid AND br.branch_id = u.id
+             WHERE br.gid = ANY($1) AND br.gid = u.gid AND br.branch_id = u.id
         ), ev AS (
             INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
             SELECT e.gid, g.now, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, g.owner

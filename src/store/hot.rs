@@ -1,0 +1,325 @@
+//! The durable statements of the TCC hot path, batched: Begin, branch
+//! registration, decisions and the reads before a decision. Each goes
+//! through a [`GroupWriter`] on the durable pool, so concurrent
+//! transactions share one statement and one WAL flush (group commit) while
+//! every caller still returns only once its own row is durable. Each row
+//! keeps its own conditions (status, deadline, branch_seq, fence), so one
+//! transaction's refusal does not affect the others in its batch.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+
+use super::batch::GroupWriter;
+use super::postgres::{branch_from_row, tx_from_row};
+use super::{
+    BranchRecord, Decision, NewBranch, NewTransaction, StoreError, StoreResult, TxRecord, map_sqlx,
+};
+
+const MAX_BATCH: usize = 128;
+const IN_FLIGHT: usize = 4;
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What the branch insert found, per request.
+pub(super) struct BranchInsert {
+    /// The transaction's branch counter after the insert; `None` when the
+    /// transaction was not trying (or not there).
+    pub seq: Option<i32>,
+    pub metadata: Option<String>,
+    /// The inserted branch id; `None` on conflict with an existing one.
+    pub inserted: Option<String>,
+}
+
+type Loaded = Option<(TxRecord, Vec<BranchRecord>)>;
+
+pub(super) struct HotPath {
+    begins: GroupWriter<NewTransaction, bool>,
+    branches: GroupWriter<NewBranch, BranchInsert>,
+    decisions: GroupWriter<Decision, Option<i64>>,
+    loads: GroupWriter<String, Loaded>,
+}
+
+impl HotPath {
+    /// Starts the batchers on the durable pool; needs a Tokio runtime.
+    pub(super) fn start(pool: PgPool) -> Self {
+        let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool);
+        Self {
+            begins: GroupWriter::start(
+                MAX_BATCH,
+                IN_FLIGHT,
+                |t: &NewTransaction| t.gid.clone(),
+                move |items| flush_begins(p1.clone(), items),
+            ),
+            branches: GroupWriter::start(
+                MAX_BATCH,
+                IN_FLIGHT,
+                |b: &NewBranch| b.gid.clone(),
+                move |items| flush_branches(p2.clone(), items),
+            ),
+            decisions: GroupWriter::start(
+                MAX_BATCH,
+                IN_FLIGHT,
+                |d: &Decision| d.gid.clone(),
+                move |items| flush_decisions(p3.clone(), items),
+            ),
+            loads: GroupWriter::start(
+                MAX_BATCH,
+                IN_FLIGHT,
+                |g: &String| g.clone(),
+                move |items| flush_loads(p4.clone(), items),
+            ),
+        }
+    }
+
+    /// True when the transaction was created.
+    pub(super) async fn begin(&self, t: NewTransaction) -> StoreResult<bool> {
+        self.begins.write(t).await
+    }
+
+    pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchInsert> {
+        self.branches.write(b).await
+    }
+
+    /// The new fence when the compare-and-set matched.
+    pub(super) async fn decide(&self, d: Decision) -> StoreResult<Option<i64>> {
+        self.decisions.write(d).await
+    }
+
+    pub(super) async fn load(&self, gid: &str) -> StoreResult<Loaded> {
+        self.loads.write(gid.to_string()).await
+    }
+}
+
+async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<Vec<bool>> {
+    let mut gid = Vec::with_capacity(items.len());
+    let mut metadata = Vec::with_capacity(items.len());
+    let mut timeout = Vec::with_capacity(items.len());
+    let mut deadline = Vec::with_capacity(items.len());
+    let mut now = Vec::with_capacity(items.len());
+    let mut actor = Vec::with_capacity(items.len());
+    for t in &items {
+        gid.push(t.gid.as_str().to_string());
+        metadata.push(
+            serde_json::to_string(&t.metadata)
+                .map_err(|e| StoreError::Database(format!("metadata: {e}")))?,
+        );
+        timeout.push(ms(t.timeout));
+        deadline.push(t.deadline);
+        now.push(t.now);
+        actor.push(t.actor.clone());
+    }
+    let created: Vec<String> = sqlx::query_scalar(
+        "WITH n AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+                AS n(gid, metadata, timeout_ms, deadline, now, actor)
+        ), ins AS (
+            INSERT INTO global_transactions
+                (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
+            SELECT gid, 'tcc', 'trying', metadata::jsonb, timeout_ms, deadline, deadline, now, now FROM n
+            ON CONFLICT (gid) DO NOTHING
+            RETURNING gid
+        ), ev AS (
+            INSERT INTO transaction_events (gid, at, kind, status, actor)
+            SELECT n.gid, n.now, 'begun', 'trying', n.actor FROM n JOIN ins ON ins.gid = n.gid
+        )
+        SELECT gid FROM ins",
+    )
+    .bind(&gid)
+    .bind(metadata)
+    .bind(timeout)
+    .bind(deadline)
+    .bind(now)
+    .bind(actor)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(gid.iter().map(|g| created.contains(g)).collect())
+}
+
+async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<BranchInsert>> {
+    let n = items.len();
+    let mut gid = Vec::with_capacity(n);
+    let mut branch = Vec::with_capacity(n);
+    let mut participant = Vec::with_capacity(n);
+    let mut action = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut timeout = Vec::with_capacity(n);
+    let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut actor = Vec::with_capacity(n);
+    for b in &items {
+        gid.push(b.gid.as_str().to_string());
+        branch.push(b.branch_id.as_ref().map(|id| id.as_str().to_string()));
+        participant.push(b.participant.as_str().to_string());
+        action.push(b.action.as_str().to_string());
+        payload.push(b.payload.as_slice());
+        timeout.push(b.call_timeout.map(ms));
+        now.push(b.now);
+        actor.push(b.actor.clone());
+    }
+    // The UPDATE takes each transaction row's lock, so a concurrent decision
+    // either sees the branch or makes the insert find the transaction no
+    // longer trying; branch_seq tells the decision a branch arrived after
+    // it read.
+    let rows = sqlx::query(
+        "WITH r AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
+                                 $7::timestamptz[], $8::text[])
+                WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor, ord)
+        ), g AS (
+            UPDATE global_transactions g
+               SET branch_seq = g.branch_seq + 1, updated_at = r.now
+              FROM r
+             WHERE g.gid = ANY($1) AND g.gid = r.gid AND g.status = 'trying' AND g.deadline > r.now
+            RETURNING g.gid, g.branch_seq, g.metadata::text AS metadata
+        ), b AS (
+            INSERT INTO branches
+                (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
+            SELECT r.gid, COALESCE(r.branch_id, g.branch_seq::text), r.participant, r.action, r.payload,
+                   r.timeout, r.now, r.now
+              FROM r JOIN g ON g.gid = r.gid
+            ON CONFLICT (gid, branch_id) DO NOTHING
+            RETURNING gid, branch_id
+        ), ev AS (
+            INSERT INTO transaction_events (gid, at, kind, branch_id, message, actor)
+            SELECT r.gid, r.now, 'branch_registered', b.branch_id, r.participant || '.' || r.action, r.actor
+              FROM r JOIN b ON b.gid = r.gid
+        )
+        SELECT r.ord, g.branch_seq, g.metadata, b.branch_id AS inserted
+          FROM r LEFT JOIN g ON g.gid = r.gid LEFT JOIN b ON b.gid = r.gid",
+    )
+    .bind(&gid)
+    .bind(branch)
+    .bind(participant)
+    .bind(action)
+    .bind(payload)
+    .bind(timeout)
+    .bind(now)
+    .bind(actor)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    let mut by_ord: HashMap<i64, BranchInsert> = HashMap::with_capacity(n);
+    for row in &rows {
+        let ord: i64 = row.try_get("ord").map_err(map_sqlx)?;
+        by_ord.insert(
+            ord,
+            BranchInsert {
+                seq: row.try_get("branch_seq").map_err(map_sqlx)?,
+                metadata: row.try_get("metadata").map_err(map_sqlx)?,
+                inserted: row.try_get("inserted").map_err(map_sqlx)?,
+            },
+        );
+    }
+    (1..=n as i64)
+        .map(|ord| {
+            by_ord
+                .remove(&ord)
+                .ok_or_else(|| StoreError::Database(format!("branch insert {ord} has no result")))
+        })
+        .collect()
+}
+
+async fn flush_decisions(pool: PgPool, items: Vec<Decision>) -> StoreResult<Vec<Option<i64>>> {
+    let n = items.len();
+    let mut gid = Vec::with_capacity(n);
+    let mut expected = Vec::with_capacity(n);
+    let mut seq = Vec::with_capacity(n);
+    let mut fence = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut now = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut owner = Vec::with_capacity(n);
+    let mut lease = Vec::with_capacity(n);
+    let mut actor = Vec::with_capacity(n);
+    for d in &items {
+        gid.push(d.gid.as_str().to_string());
+        expected.push(d.expected_status.as_str());
+        seq.push(d.expected_branch_seq);
+        fence.push(d.expected_fence);
+        status.push(d.next.status.as_str());
+        now.push(d.now);
+        reason.push(d.next.rollback_reason.clone());
+        owner.push(d.owner.clone());
+        lease.push(ms(d.lease));
+        actor.push(d.actor.clone());
+    }
+    let rows = sqlx::query(
+        "WITH d AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
+                                 $7::text[], $8::text[], $9::bigint[], $10::text[])
+                AS d(gid, expected, seq, fence, status, now, reason, owner, lease_ms, actor)
+        ), g AS (
+            UPDATE global_transactions g
+               SET status = d.status, decided_at = d.now, rollback_reason = d.reason, attempts = 0,
+                   owner = d.owner, lease_until = now() + d.lease_ms * interval '1 millisecond',
+                   fence = g.fence + 1, next_attempt_at = d.now, updated_at = d.now
+              FROM d
+             WHERE g.gid = ANY($1) AND g.gid = d.gid AND g.status = d.expected
+               AND g.branch_seq = d.seq AND g.fence = d.fence
+            RETURNING g.gid, g.fence, d.now, d.status, d.reason, d.actor
+        ), ev AS (
+            INSERT INTO transaction_events (gid, at, kind, status, message, actor)
+            SELECT gid, now, 'decided', status, reason, actor FROM g
+        )
+        SELECT gid, fence FROM g",
+    )
+    .bind(&gid)
+    .bind(expected)
+    .bind(seq)
+    .bind(fence)
+    .bind(status)
+    .bind(now)
+    .bind(reason)
+    .bind(owner)
+    .bind(lease)
+    .bind(actor)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    let mut fences: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        fences.insert(
+            row.try_get("gid").map_err(map_sqlx)?,
+            row.try_get("fence").map_err(map_sqlx)?,
+        );
+    }
+    Ok(gid.iter().map(|g| fences.get(g).copied()).collect())
+}
+
+async fn flush_loads(pool: PgPool, gids: Vec<String>) -> StoreResult<Vec<Loaded>> {
+    let txs = sqlx::query(concat!(
+        "SELECT ",
+        tx_columns!(),
+        " FROM global_transactions WHERE gid = ANY($1)"
+    ))
+    .bind(&gids)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    let branches = sqlx::query(concat!(
+        "SELECT gid AS owner_gid, ",
+        branch_columns!(),
+        " FROM branches WHERE gid = ANY($1) ORDER BY gid, created_at, branch_id"
+    ))
+    .bind(&gids)
+    .fetch_all(&pool)
+    .await
+    .map_err(map_sqlx)?;
+    let mut found: HashMap<String, (TxRecord, Vec<BranchRecord>)> =
+        HashMap::with_capacity(txs.len());
+    for row in &txs {
+        let tx = tx_from_row(row)?;
+        found.insert(tx.gid.as_str().to_string(), (tx, Vec::new()));
+    }
+    for row in &branches {
+        let gid: String = row.try_get("owner_gid").map_err(map_sqlx)?;
+        if let Some((_, list)) = found.get_mut(&gid) {
+            list.push(branch_from_row(row)?);
+        }
+    }
+    Ok(gids.iter().map(|g| found.remove(g)).collect())
+}
