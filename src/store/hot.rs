@@ -18,7 +18,7 @@ use super::{
 };
 
 const MAX_BATCH: usize = 128;
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 1;
 
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -142,6 +142,10 @@ async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<V
 
 async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<BranchInsert>> {
     let n = items.len();
+    // Rows are locked in gid order (see `flush_progress`); `position` maps
+    // a row of the statement back to its caller.
+    let mut position: Vec<usize> = (0..n).collect();
+    position.sort_by(|&a, &b| items[a].gid.cmp(&items[b].gid));
     let mut gid = Vec::with_capacity(n);
     let mut branch = Vec::with_capacity(n);
     let mut participant = Vec::with_capacity(n);
@@ -150,7 +154,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let mut timeout = Vec::with_capacity(n);
     let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut actor = Vec::with_capacity(n);
-    for b in &items {
+    for b in position.iter().map(|&i| &items[i]) {
         gid.push(b.gid.as_str().to_string());
         branch.push(b.branch_id.as_ref().map(|id| id.as_str().to_string()));
         participant.push(b.participant.as_str().to_string());
@@ -214,17 +218,23 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
             },
         );
     }
-    (1..=n as i64)
-        .map(|ord| {
-            by_ord
-                .remove(&ord)
-                .ok_or_else(|| StoreError::Database(format!("branch insert {ord} has no result")))
-        })
-        .collect()
+    let mut results: Vec<Option<BranchInsert>> = (0..n).map(|_| None).collect();
+    for (k, &caller) in position.iter().enumerate() {
+        let ord = k as i64 + 1;
+        let found = by_ord
+            .remove(&ord)
+            .ok_or_else(|| StoreError::Database(format!("branch insert {ord} has no result")))?;
+        results[caller] = Some(found);
+    }
+    Ok(results.into_iter().flatten().collect())
 }
 
-async fn flush_decisions(pool: PgPool, items: Vec<Decision>) -> StoreResult<Vec<Option<i64>>> {
+async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<Vec<Option<i64>>> {
     let n = items.len();
+    // Callers' order for the results; gid order for the locks (see
+    // `flush_progress`).
+    let order: Vec<String> = items.iter().map(|d| d.gid.as_str().to_string()).collect();
+    items.sort_by(|a, b| a.gid.cmp(&b.gid));
     let mut gid = Vec::with_capacity(n);
     let mut expected = Vec::with_capacity(n);
     let mut seq = Vec::with_capacity(n);
@@ -287,7 +297,7 @@ async fn flush_decisions(pool: PgPool, items: Vec<Decision>) -> StoreResult<Vec<
             row.try_get("fence").map_err(map_sqlx)?,
         );
     }
-    Ok(gid.iter().map(|g| fences.get(g).copied()).collect())
+    Ok(order.iter().map(|g| fences.get(g).copied()).collect())
 }
 
 async fn flush_loads(pool: PgPool, gids: Vec<String>) -> StoreResult<Vec<Loaded>> {

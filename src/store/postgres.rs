@@ -267,11 +267,15 @@ impl PgStore {
 }
 
 /// Leases as two parallel arrays, the shape `unnest` wants.
+/// Sorted by gid: multi-row statements lock in gid order, so they never
+/// deadlock with each other.
 fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
-    leases
+    let mut pairs: Vec<(String, i64)> = leases
         .iter()
         .map(|l| (l.gid.as_str().to_string(), l.fence))
-        .unzip()
+        .collect();
+    pairs.sort();
+    pairs.into_iter().unzip()
 }
 
 #[tonic::async_trait]

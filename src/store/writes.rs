@@ -14,7 +14,7 @@ use crate::machine::{Outcome, Status};
 /// Largest batch; bounded so one statement stays small.
 const MAX_BATCH: usize = 128;
 /// Flushes in flight at once per kind.
-const IN_FLIGHT: usize = 3;
+const IN_FLIGHT: usize = 1;
 
 /// A Try outcome to record.
 pub(super) struct TryWrite {
@@ -310,8 +310,13 @@ async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>>
     Ok(vec![(); n])
 }
 
-async fn flush_progress(pool: PgPool, items: Vec<Progress>) -> StoreResult<Vec<bool>> {
+async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<Vec<bool>> {
     let n = items.len();
+    // Results go back in the callers' order; rows are written in gid order,
+    // the order every multi-row statement here locks in, so that two
+    // batches (or a batch and the lease renewal) never deadlock.
+    let gids: Vec<String> = items.iter().map(|p| p.gid.clone()).collect();
+    items.sort_by(|a, b| a.gid.cmp(&b.gid));
     let mut t_gid = Vec::with_capacity(n);
     let mut t_fence = Vec::with_capacity(n);
     let mut t_owner = Vec::with_capacity(n);
@@ -331,7 +336,6 @@ async fn flush_progress(pool: PgPool, items: Vec<Progress>) -> StoreResult<Vec<b
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut e_phase, mut e_attempt, mut e_code, mut e_message) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let gids: Vec<String> = items.iter().map(|p| p.gid.clone()).collect();
     for p in items {
         for b in p.branches {
             b_gid.push(p.gid.clone());
