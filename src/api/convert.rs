@@ -13,6 +13,19 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// An optional wire duration; negative ones are refused naming `field`.
+pub fn optional_duration(
+    field: &str,
+    d: Option<&prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, crate::error::Error> {
+    d.map(|d| {
+        duration(d).ok_or_else(|| {
+            crate::error::Error::InvalidArgument(format!("{field} must not be negative"))
+        })
+    })
+    .transpose()
+}
+
 pub fn duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
     if d.seconds < 0 || d.nanos < 0 {
         return None;
@@ -34,7 +47,7 @@ pub fn status(s: Status) -> pb::TransactionStatus {
     }
 }
 
-fn call_status(s: CallStatus) -> pb::CallStatus {
+pub fn call_status(s: CallStatus) -> pb::CallStatus {
     match s {
         CallStatus::Pending => pb::CallStatus::Pending,
         CallStatus::Succeeded => pb::CallStatus::Succeeded,
@@ -44,7 +57,7 @@ fn call_status(s: CallStatus) -> pb::CallStatus {
     }
 }
 
-fn mode(m: Mode) -> pb::TransactionMode {
+pub fn mode(m: Mode) -> pb::TransactionMode {
     match m {
         Mode::Tcc => pb::TransactionMode::Tcc,
         Mode::Saga => pb::TransactionMode::Saga,

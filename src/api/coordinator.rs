@@ -56,12 +56,7 @@ impl Coordinator for CoordinatorApi {
             } else {
                 Some(gid(&req.gid)?)
             };
-            let timeout = match &req.timeout {
-                Some(d) => Some(convert::duration(d).ok_or_else(|| {
-                    Error::InvalidArgument("timeout must not be negative".into())
-                })?),
-                None => None,
-            };
+            let timeout = convert::optional_duration("timeout", req.timeout.as_ref())?;
             let (gid, deadline) = self.engine.begin(gid, timeout, metadata).await?;
             Ok(pb::BeginResponse {
                 gid: gid.to_string(),
@@ -77,12 +72,8 @@ impl Coordinator for CoordinatorApi {
     ) -> Result<Response<pb::TryResponse>, Status> {
         let req = request.into_inner();
         guarded("Try", &req.gid.clone(), async {
-            let call_timeout = match &req.call_timeout {
-                Some(d) => Some(convert::duration(d).ok_or_else(|| {
-                    Error::InvalidArgument("call_timeout must not be negative".into())
-                })?),
-                None => None,
-            };
+            let call_timeout =
+                convert::optional_duration("call_timeout", req.call_timeout.as_ref())?;
             let branch = TryBranch {
                 gid: gid(&req.gid)?,
                 participant: ParticipantName::parse(req.participant)?,
@@ -153,12 +144,7 @@ impl Coordinator for CoordinatorApi {
             } else {
                 Some(gid(&req.gid)?)
             };
-            let timeout = match &req.timeout {
-                Some(d) => Some(convert::duration(d).ok_or_else(|| {
-                    Error::InvalidArgument("timeout must not be negative".into())
-                })?),
-                None => None,
-            };
+            let timeout = convert::optional_duration("timeout", req.timeout.as_ref())?;
             let steps = req
                 .steps
                 .into_iter()

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use concord_proto::v1 as pb;
 
-use crate::api::convert::{event, status, timestamp};
+use crate::api::convert::{call_status, event, mode, status, timestamp};
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::admin::{AdminStats, AdminTx};
 use crate::store::{BranchRecord, EventRecord};
@@ -26,23 +26,6 @@ pub fn mode_from_wire(raw: i32) -> Result<Option<Mode>, String> {
         Ok(pb::TransactionMode::Tcc) => Ok(Some(Mode::Tcc)),
         Ok(pb::TransactionMode::Saga) => Ok(Some(Mode::Saga)),
         Err(_) => Err(format!("unknown mode {raw}")),
-    }
-}
-
-fn mode(m: Mode) -> pb::TransactionMode {
-    match m {
-        Mode::Tcc => pb::TransactionMode::Tcc,
-        Mode::Saga => pb::TransactionMode::Saga,
-    }
-}
-
-fn call_status(s: CallStatus) -> pb::CallStatus {
-    match s {
-        CallStatus::Pending => pb::CallStatus::Pending,
-        CallStatus::Succeeded => pb::CallStatus::Succeeded,
-        CallStatus::Rejected => pb::CallStatus::Rejected,
-        CallStatus::Unknown => pb::CallStatus::Unknown,
-        CallStatus::NotRequired => pb::CallStatus::NotRequired,
     }
 }
 
