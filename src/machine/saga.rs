@@ -220,6 +220,10 @@ pub fn on_reply(
     {
         next.status = Status::Compensating;
         next.decided_at = Some(now);
+        // Attempt numbers count per phase, as participants see them.
+        for step in &mut next.steps {
+            step.attempts = 0;
+        }
         next.reason = Some(format!(
             "step {step} ({label}) rejected: {}",
             outcome.message()
@@ -256,6 +260,9 @@ pub fn expire(saga: &SagaState, now: DateTime<Utc>) -> Option<SagaState> {
     next.status = Status::Compensating;
     next.decided_at = Some(now);
     next.reason = Some(format!("deadline passed at {}", deadline.to_rfc3339()));
+    for step in &mut next.steps {
+        step.attempts = 0;
+    }
     Some(finish_if_done(next, SagaChange::Compensating).0)
 }
 

@@ -70,9 +70,15 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
         .iter()
         .filter(|e| e.kind == "call" && e.branch_id.as_deref() == Some(branch_id))
         .collect();
+    // The first phase is Try for TCC and the action (Execute) for sagas;
+    // the second is Confirm/Cancel or Compensate.
+    let first = match a.tx.mode {
+        Mode::Tcc => "try",
+        Mode::Saga => "execute",
+    };
     let mut names: Vec<String> = Vec::new();
     if b.first_phase != CallStatus::NotRequired {
-        names.push("try".into());
+        names.push(first.into());
     }
     for c in &calls {
         if let Some(p) = &c.phase
@@ -82,10 +88,18 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
         }
     }
     // The phase owed but not called yet.
-    if let Some(p) = a.tx.status.second_phase()
-        && !names.iter().any(|n| n == p.as_str())
+    let owed = match a.tx.status {
+        Status::Compensating
+            if b.first_phase != CallStatus::Pending && b.second_phase != CallStatus::Succeeded =>
+        {
+            Some("compensate")
+        }
+        other => other.second_phase().map(|p| p.as_str()),
+    };
+    if let Some(p) = owed
+        && !names.iter().any(|n| n == p)
     {
-        names.push(p.as_str().to_string());
+        names.push(p.to_string());
     }
     names
         .into_iter()
@@ -94,7 +108,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
                 .iter()
                 .filter(|c| c.phase.as_deref() == Some(name.as_str()))
                 .collect();
-            let st = if name == "try" {
+            let st = if name == first {
                 b.first_phase
             } else {
                 b.second_phase
@@ -108,7 +122,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
             let failing = st != CallStatus::Succeeded && !since_ok.is_empty();
             let last = of_phase.last();
             let mut attempts = of_phase.len() as u32;
-            if name != "try" {
+            if a.tx.mode == Mode::Tcc && name != first {
                 // Events of a round can be lost in a database crash; the
                 // branch row's counter is the floor.
                 attempts = attempts.max(b.attempts);
