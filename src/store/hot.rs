@@ -18,6 +18,10 @@ use super::{
 };
 
 const MAX_BATCH: usize = 128;
+/// One batch in flight per kind of write: the next batch forms while the
+/// current one waits for its commit, so batches grow with load and the
+/// database does one statement and one WAL flush for many transactions
+/// (measured: about twice the TCC throughput of 4 batches in flight).
 const IN_FLIGHT: usize = 1;
 
 fn ms(d: std::time::Duration) -> i64 {

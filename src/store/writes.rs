@@ -13,7 +13,8 @@ use crate::machine::{Outcome, Status};
 
 /// Largest batch; bounded so one statement stays small.
 const MAX_BATCH: usize = 128;
-/// Flushes in flight at once per kind.
+/// Flushes in flight at once per kind: one, so that batches grow with load
+/// (see `hot.rs`).
 const IN_FLIGHT: usize = 1;
 
 /// A Try outcome to record.
