@@ -72,6 +72,8 @@ pub struct Engine {
     /// Cancelled at shutdown: drivers stop starting new rounds.
     pub(crate) shutdown: CancellationToken,
     waiters: Mutex<HashMap<Gid, Arc<Notify>>>,
+    /// Transactions begun here, so a Commit here need not read them back.
+    recent: crate::recent::Recent,
     /// Lets `&self` methods spawn tasks that own the engine.
     me: Weak<Engine>,
 }
@@ -135,6 +137,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             waiters: Mutex::new(HashMap::new()),
+            recent: crate::recent::Recent::default(),
             me: me.clone(),
         })
     }
@@ -192,6 +195,29 @@ impl Engine {
             .await?;
         match begun {
             Begun::Created => {
+                self.recent.begun(TxRecord {
+                    gid: gid.clone(),
+                    mode: machine::Mode::Tcc,
+                    status: Status::Trying,
+                    metadata: metadata.clone(),
+                    timeout,
+                    deadline,
+                    branch_seq: 0,
+                    rollback_reason: None,
+                    decided_at: None,
+                    attempts: 0,
+                    needs_attention: false,
+                    attention_reason: None,
+                    paused: false,
+                    next_attempt_at: Some(deadline),
+                    owner: None,
+                    lease_until: None,
+                    fence: 0,
+                    created_at: now,
+                    updated_at: now,
+                    finished_at: None,
+                    concurrency: 0,
+                });
                 crate::telemetry::metrics::tx_begun(machine::Mode::Tcc);
                 tracing::debug!(%gid, timeout_ms = timeout.as_millis() as u64, "transaction begun");
                 Ok((gid, deadline))
@@ -283,9 +309,12 @@ impl Engine {
             // Commit refuses while the try is not recorded as succeeded, so
             // a lost record can only lead to a rollback, never to a confirm
             // of an unreserved branch.
+            self.recent.forget(&req.gid);
             tracing::warn!(gid = %req.gid, branch_id = %branch.branch_id, error = %e, "try outcome not recorded");
             return Err(e.into());
         }
+        self.recent
+            .try_recorded(&req.gid, &branch.branch_id, reply.outcome.call_status());
         match reply.outcome {
             Outcome::Succeeded => Ok((branch.branch_id, reply.payload)),
             Outcome::Rejected { message } => Err(Error::Rejected(format!(
@@ -317,8 +346,17 @@ impl Engine {
                 })
                 .await?;
             match added {
-                BranchAdded::Added { branch, metadata } => return Ok((branch, metadata, 1)),
+                BranchAdded::Added {
+                    branch,
+                    metadata,
+                    seq,
+                } => {
+                    self.recent.branch_added(&req.gid, &branch, seq);
+                    return Ok((branch, metadata, 1));
+                }
                 BranchAdded::Existing { branch, metadata } => {
+                    // A repeated Try moved the branch counter unseen.
+                    self.recent.forget(&req.gid);
                     let same = branch.participant == req.participant
                         && branch.action == req.action
                         && branch.payload == req.payload;
@@ -396,13 +434,21 @@ impl Engine {
         // A compare-and-set loop: a concurrent branch insert or claim makes
         // the write match nothing, and the decision is taken again on
         // fresh state.
+        // What this instance wrote itself is tried first; it only ever leads
+        // to the decision, never to a refusal (see `recent`).
+        let mut remembered = self.recent.take(gid);
         for _ in 0..16 {
-            let (tx, branches) = self.load_required(gid).await?;
+            let from_memory = remembered.is_some();
+            let (tx, branches) = match remembered.take() {
+                Some(known) => known,
+                None => self.load_required(gid).await?,
+            };
             let now = self.clock.now();
             let next = match machine::decide(&tx.state(&branches), command, now) {
+                Ok(Verdict::Decided { next, .. }) => next,
+                _ if from_memory => continue,
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
-                Ok(Verdict::Decided { next, .. }) => next,
             };
             let decision = Decision {
                 gid: gid.clone(),

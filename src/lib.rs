@@ -21,6 +21,7 @@ pub mod error;
 pub mod leases;
 pub mod machine;
 pub mod participant_client;
+pub mod recent;
 pub mod recovery;
 pub mod registry;
 pub mod retention;

@@ -122,6 +122,8 @@ pub enum BranchAdded {
     Added {
         branch: BranchRecord,
         metadata: Metadata,
+        /// The transaction's branch counter after this insert.
+        seq: i32,
     },
     /// A branch with that id exists already (the transaction is trying).
     Existing {

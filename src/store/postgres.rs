@@ -305,7 +305,7 @@ impl Store for PgStore {
         match (seq, inserted) {
             (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
             // Everything in the new row is known here; no need to read it back.
-            (Some(_), Some(id)) => Ok(BranchAdded::Added {
+            (Some(seq), Some(id)) => Ok(BranchAdded::Added {
                 branch: BranchRecord {
                     branch_id: BranchId::from_trusted(id),
                     participant: b.participant,
@@ -325,6 +325,7 @@ impl Store for PgStore {
                     compensate_rejected: true,
                 },
                 metadata,
+                seq,
             }),
             (Some(seq), None) => {
                 let id = b
