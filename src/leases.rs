@@ -15,7 +15,7 @@ use crate::store::{Lease, Store};
 /// The set of leases held by this instance.
 #[derive(Default)]
 pub struct Leases {
-    held: Mutex<HashMap<Gid, (i64, CancellationToken)>>,
+    held: Mutex<HashMap<Gid, (i64, CancellationToken, std::time::Instant)>>,
 }
 
 /// Held while a driver works; dropping it forgets the lease (the driver has
@@ -37,7 +37,10 @@ impl LeaseGuard {
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
-        if held.get(&self.gid).is_some_and(|(f, _)| *f == self.fence) {
+        if held
+            .get(&self.gid)
+            .is_some_and(|(f, _, _)| *f == self.fence)
+        {
             held.remove(&self.gid);
         }
     }
@@ -46,10 +49,10 @@ impl Drop for LeaseGuard {
 impl Leases {
     pub fn hold(self: &Arc<Self>, lease: &Lease) -> LeaseGuard {
         let token = CancellationToken::new();
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(lease.gid.clone(), (lease.fence, token.clone()));
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            lease.gid.clone(),
+            (lease.fence, token.clone(), std::time::Instant::now()),
+        );
         LeaseGuard {
             leases: Arc::clone(self),
             gid: lease.gid.clone(),
@@ -58,12 +61,27 @@ impl Leases {
         }
     }
 
+    /// Leases held for at least `age`: younger ones were granted (or
+    /// renewed by the claim) recently enough not to need it yet.
+    pub fn snapshot_older_than(&self, age: Duration) -> Vec<Lease> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, (_, _, since))| since.elapsed() >= age)
+            .map(|(gid, (fence, _, _))| Lease {
+                gid: gid.clone(),
+                fence: *fence,
+            })
+            .collect()
+    }
+
     pub fn snapshot(&self) -> Vec<Lease> {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(gid, (fence, _))| Lease {
+            .map(|(gid, (fence, _, _))| Lease {
                 gid: gid.clone(),
                 fence: *fence,
             })
@@ -83,7 +101,7 @@ impl Leases {
     fn mark_lost(&self, lost: &[Lease]) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         for l in lost {
-            if let Some((fence, token)) = held.get(&l.gid)
+            if let Some((fence, token, _)) = held.get(&l.gid)
                 && *fence == l.fence
             {
                 tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
@@ -108,7 +126,10 @@ impl Leases {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let held = self.snapshot();
+            // Most rounds finish long before their lease would need it; only
+            // the older ones are renewed (a tick later they still have at
+            // least a third of the lease left).
+            let held = self.snapshot_older_than(lease / 3);
             if held.is_empty() {
                 continue;
             }

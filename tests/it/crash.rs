@@ -345,3 +345,64 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
     let mut c = other.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
 }
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
+    // The instance that served Begin remembers what it wrote; a Try served
+    // by another instance must still be part of the decision.
+    let one = TestCoordinator::start(&pool).await;
+    let two = TestCoordinator::start(&pool).await;
+    let (a, b) = setup(&pool, &one).await;
+    let mut c1 = one.client().await;
+    let mut c2 = two.client().await;
+
+    let gid = c1
+        .begin(begin_req("", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    c1.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c2.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    let reply = c1
+        .commit(pb::CommitRequest {
+            gid: gid.clone(),
+            wait: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, S::Confirmed as i32);
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
+    assert_eq!(
+        b.calls(&gid, "2", Ph::Confirm),
+        1,
+        "the branch tried elsewhere is confirmed"
+    );
+
+    // A rejected Try served elsewhere makes the commit refused, not a
+    // confirm of the other branch.
+    b.script(Ph::Try, vec![Behavior::Abort("no")], Behavior::Ok);
+    let gid = c1
+        .begin(begin_req("", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    c1.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    assert!(c2.r#try(try_req(&gid, "bank-b", "credit")).await.is_err());
+    let err = c1
+        .commit(pb::CommitRequest {
+            gid: gid.clone(),
+            wait: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("branch 2 (bank-b.credit)"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 0);
+}
