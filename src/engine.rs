@@ -195,29 +195,14 @@ impl Engine {
             .await?;
         match begun {
             Begun::Created => {
-                self.recent.begun(TxRecord {
-                    gid: gid.clone(),
-                    mode: machine::Mode::Tcc,
-                    status: Status::Trying,
-                    metadata: metadata.clone(),
+                self.recent.begun(TxRecord::inserted(
+                    gid.clone(),
+                    machine::Mode::Tcc,
+                    metadata.clone(),
                     timeout,
                     deadline,
-                    branch_seq: 0,
-                    rollback_reason: None,
-                    decided_at: None,
-                    attempts: 0,
-                    needs_attention: false,
-                    attention_reason: None,
-                    paused: false,
-                    next_attempt_at: Some(deadline),
-                    owner: None,
-                    lease_until: None,
-                    fence: 0,
-                    created_at: now,
-                    updated_at: now,
-                    finished_at: None,
-                    concurrency: 0,
-                });
+                    now,
+                ));
                 crate::telemetry::metrics::tx_begun(machine::Mode::Tcc);
                 tracing::debug!(%gid, timeout_ms = timeout.as_millis() as u64, "transaction begun");
                 Ok((gid, deadline))

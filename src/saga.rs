@@ -175,27 +175,18 @@ impl Engine {
                 // The rows just written are known here; reading them back
                 // would cost a round trip per saga.
                 let tx = TxRecord {
-                    gid: gid.clone(),
-                    mode: crate::machine::Mode::Saga,
-                    status: Status::Running,
-                    metadata: req.metadata.clone(),
-                    timeout: timeout.unwrap_or_default(),
-                    deadline,
-                    branch_seq: 0,
-                    rollback_reason: None,
-                    decided_at: None,
-                    attempts: 0,
-                    needs_attention: false,
-                    attention_reason: None,
-                    paused: false,
                     next_attempt_at: Some(now),
                     owner: Some(self.settings.instance_id.clone()),
-                    lease_until: None,
                     fence: lease.fence,
-                    created_at: now,
-                    updated_at: now,
-                    finished_at: None,
                     concurrency,
+                    ..TxRecord::inserted(
+                        gid.clone(),
+                        crate::machine::Mode::Saga,
+                        req.metadata.clone(),
+                        timeout.unwrap_or_default(),
+                        deadline,
+                        now,
+                    )
                 };
                 let branches = steps
                     .into_iter()

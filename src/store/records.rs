@@ -90,6 +90,46 @@ impl BranchRecord {
 }
 
 impl TxRecord {
+    /// The row as a store just inserted it (nothing decided, nothing
+    /// retried), for callers that keep what they wrote instead of reading
+    /// it back.
+    pub fn inserted(
+        gid: Gid,
+        mode: Mode,
+        metadata: Metadata,
+        timeout: Duration,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let status = match mode {
+            Mode::Tcc => Status::Trying,
+            Mode::Saga => Status::Running,
+        };
+        TxRecord {
+            gid,
+            mode,
+            status,
+            metadata,
+            timeout,
+            deadline,
+            branch_seq: 0,
+            rollback_reason: None,
+            decided_at: None,
+            attempts: 0,
+            needs_attention: false,
+            attention_reason: None,
+            paused: false,
+            next_attempt_at: Some(deadline),
+            owner: None,
+            lease_until: None,
+            fence: 0,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            concurrency: 0,
+        }
+    }
+
     /// False for a saga submitted without a timeout.
     pub fn has_deadline(&self) -> bool {
         self.deadline < no_deadline()
