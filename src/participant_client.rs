@@ -128,7 +128,7 @@ impl EndpointStats {
 pub struct EndpointCallStats {
     pub url: EndpointUrl,
     pub breaker: BreakerState,
-    /// Calls among the last [`RECENT_CALLS`] and how many of them failed.
+    /// Calls among the last 100 and how many of them failed.
     pub recent_calls: u32,
     pub recent_failures: u32,
     pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,

@@ -1,6 +1,6 @@
 //! Read-only samples for the metrics gauges: unfinished transactions per
 //! status, the needs-attention count, the oldest one's age, and the pools.
-//! Inherent methods of [`PgStore`] (not part of the [`Store`] trait): only
+//! Inherent methods of [`PgStore`] (not part of the [`Store`](super::Store) trait): only
 //! the metrics sampler uses them, every few seconds.
 
 use std::time::Duration;
