@@ -27,6 +27,10 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
+    /// Export the coordinator's spans over OTLP/HTTP to this collector
+    /// (for example http://127.0.0.1:4318). Off by default.
+    #[arg(long, env = "CONCORD_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,7 +69,13 @@ fn main() -> ExitCode {
         Command::Admin(admin) => return concord::cli::main(admin),
         other => other,
     };
-    telemetry::init(cli.log_format);
+    let _otlp = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

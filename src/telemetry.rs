@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 pub mod trace;
 
 use tracing_subscriber::EnvFilter;
@@ -16,15 +17,37 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default level.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+/// With `otlp_endpoint`, spans are also exported over OTLP/HTTP; keep the
+/// returned guard alive until exit so the last spans are flushed.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<otlp::Guard>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,h2=warn,tower=warn,sqlx=warn,hyper=warn,reqwest=warn")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
     };
+    let exporting = otlp::start(otlp_endpoint)?;
+    let (otel, guard) = match exporting {
+        Some((provider, guard)) => (Some(otlp::layer(&provider).boxed()), Some(guard)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .try_init();
+    Ok(guard)
 }
