@@ -10,10 +10,10 @@ use concord_proto::participant::v1::BranchRequest;
 use futures::future::join_all;
 use tracing::Instrument;
 
-use crate::domain::BranchId;
+use crate::domain::{BranchId, Gid};
 use crate::engine::Engine;
 use crate::machine::{self, Command, Outcome, Phase, Settled, Status, TxState, Verdict};
-use crate::store::{BranchRecord, CallRecord, Claimed, Decision, Lease, Metadata, RoundWrite};
+use crate::store::{BranchRecord, CallRecord, Claimed, Lease, Metadata, RoundWrite};
 
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
@@ -68,18 +68,11 @@ impl Engine {
                         .await;
                     return;
                 };
-                let decision = Decision {
-                    gid: gid.clone(),
-                    expected_status: tx.status,
-                    expected_branch_seq: tx.branch_seq,
-                    expected_fence: tx.fence,
-                    next: next.clone(),
-                    owner: self.settings.instance_id.clone(),
-                    lease: self.settings.lease,
-                    now,
-                    actor: self.settings.instance_id.clone(),
-                };
-                match self.store.decide(decision).await {
+                match self
+                    .store
+                    .decide(self.decision(&tx, next.clone(), now))
+                    .await
+                {
                     Ok(Some(lease)) => {
                         tracing::info!(%gid, "deadline passed; rolling back");
                         self.drive(lease, branches, next, Some(tx.metadata)).await;
@@ -106,11 +99,15 @@ impl Engine {
         }
     }
 
-    async fn call_phase_two(
+    /// Calls `phase` (action `action`) of one branch on the participant's
+    /// registered endpoints; an unknown participant or an unreachable
+    /// registry is an unknown outcome, retried like any other.
+    pub(crate) async fn call_branch(
         &self,
         branch: &BranchRecord,
-        gid: &str,
+        gid: &Gid,
         phase: Phase,
+        action: &str,
         attempt: u32,
         metadata: &Metadata,
     ) -> Outcome {
@@ -132,7 +129,7 @@ impl Engine {
         let request = BranchRequest {
             gid: gid.to_string(),
             branch_id: branch.branch_id.to_string(),
-            action: branch.action.to_string(),
+            action: action.to_string(),
             payload: branch.payload.clone(),
             attempt,
             metadata: metadata.clone().into_iter().collect(),
@@ -143,7 +140,7 @@ impl Engine {
             .call(&branch.participant, &endpoints, phase, request, timeout)
             .await;
         tracing::debug!(branch_id = %branch.branch_id, participant = %branch.participant,
-            action = %branch.action, phase = phase.as_str(), attempt, code = reply.outcome.code(),
+            action, phase = phase.as_str(), attempt, code = reply.outcome.code(),
             "participant replied");
         reply.outcome
     }
@@ -173,11 +170,14 @@ impl Engine {
                 .iter()
                 .find(|b| &b.id == id)
                 .map_or(1, |b| b.attempts + 1);
-            let gid = gid.as_str();
+            let gid = &gid;
             let metadata = &metadata;
             async move {
                 let outcome = match branch {
-                    Some(b) => self.call_phase_two(b, gid, *phase, attempt, metadata).await,
+                    Some(b) => {
+                        self.call_branch(b, gid, *phase, b.action.as_str(), attempt, metadata)
+                            .await
+                    }
                     None => Outcome::Unknown {
                         code: "INTERNAL".into(),
                         message: format!("branch {id} missing from the store"),

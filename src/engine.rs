@@ -113,6 +113,13 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
     Ok(())
 }
 
+/// The deadline `timeout` after `now`.
+pub(crate) fn deadline_after(now: DateTime<Utc>, timeout: Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(timeout)
+        .map(|t| now + t)
+        .map_err(|_| Error::InvalidArgument("timeout too large".into()))
+}
+
 fn refused(r: Refusal) -> Error {
     Error::FailedPrecondition(r.to_string())
 }
@@ -167,21 +174,12 @@ impl Engine {
     ) -> Result<(Gid, DateTime<Utc>)> {
         validate_metadata(&metadata)?;
         let timeout = match timeout {
-            Some(t) if t.is_zero() => {
-                return Err(Error::InvalidArgument("timeout must be positive".into()));
-            }
-            Some(t) => t.min(self.settings.max_timeout),
+            Some(t) => self.bounded_timeout(t)?,
             None => self.settings.default_timeout,
         };
-        // Stored in milliseconds; compare repeats at the same precision.
-        let timeout = Duration::from_millis(timeout.as_millis().max(1) as u64);
         let gid = gid.unwrap_or_else(Gid::generate);
-        // PostgreSQL keeps microseconds; so do we, so that a repeated Begin
-        // answers the very deadline the first one did.
-        let now = self.clock.now().trunc_subsecs(6);
-        let deadline = now
-            + chrono::Duration::from_std(timeout)
-                .map_err(|_| Error::InvalidArgument("timeout too large".into()))?;
+        let now = self.stored_now();
+        let deadline = deadline_after(now, timeout)?;
         let begun = self
             .store
             .begin(NewTransaction {
@@ -435,18 +433,11 @@ impl Engine {
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
-            let decision = Decision {
-                gid: gid.clone(),
-                expected_status: tx.status,
-                expected_branch_seq: tx.branch_seq,
-                expected_fence: tx.fence,
-                next: next.clone(),
-                owner: self.settings.instance_id.clone(),
-                lease: self.settings.lease,
-                now,
-                actor: self.settings.instance_id.clone(),
-            };
-            if let Some(lease) = self.store.decide(decision).await? {
+            if let Some(lease) = self
+                .store
+                .decide(self.decision(&tx, next.clone(), now))
+                .await?
+            {
                 tracing::debug!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
                 let status = next.status;
                 self.spawn_drive(lease, branches, next, tx.metadata);
@@ -456,6 +447,43 @@ impl Engine {
         Err(Error::Unavailable(format!(
             "transaction {gid} kept changing while deciding; retry"
         )))
+    }
+
+    /// A decision to take `tx` to `next`, valid only while the row is as
+    /// read; this instance then holds the lease.
+    pub(crate) fn decision(
+        &self,
+        tx: &TxRecord,
+        next: machine::TxState,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        Decision {
+            gid: tx.gid.clone(),
+            expected_status: tx.status,
+            expected_branch_seq: tx.branch_seq,
+            expected_fence: tx.fence,
+            next,
+            owner: self.settings.instance_id.clone(),
+            lease: self.settings.lease,
+            now,
+            actor: self.settings.instance_id.clone(),
+        }
+    }
+
+    /// A client's timeout: positive, at most `max_timeout`, in whole
+    /// milliseconds as it is stored (so that repeats compare equal).
+    pub(crate) fn bounded_timeout(&self, t: Duration) -> Result<Duration> {
+        if t.is_zero() {
+            return Err(Error::InvalidArgument("timeout must be positive".into()));
+        }
+        let t = t.min(self.settings.max_timeout);
+        Ok(Duration::from_millis(t.as_millis().max(1) as u64))
+    }
+
+    /// Now, at PostgreSQL's microsecond precision, so that a repeated
+    /// request answers the very deadline the first one did.
+    pub(crate) fn stored_now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(6)
     }
 
     pub(crate) async fn load_required(&self, gid: &Gid) -> Result<(TxRecord, Vec<BranchRecord>)> {

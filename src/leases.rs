@@ -76,16 +76,9 @@ impl Leases {
             .collect()
     }
 
+    /// Every lease held.
     pub fn snapshot(&self) -> Vec<Lease> {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(gid, (fence, _, _))| Lease {
-                gid: gid.clone(),
-                fence: *fence,
-            })
-            .collect()
+        self.snapshot_older_than(Duration::ZERO)
     }
 
     pub fn len(&self) -> usize {

@@ -7,17 +7,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_proto::participant::v1::BranchRequest;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::domain::{ActionName, Gid, ParticipantName};
-use crate::engine::{Engine, validate_metadata};
+use crate::engine::{Engine, deadline_after, validate_metadata};
 use crate::error::{Error, Result};
 use crate::machine::saga::{self, SagaChange, SagaPhase, SagaState};
-use crate::machine::{Outcome, Phase, Status};
+use crate::machine::{Phase, Status};
 use crate::store::{
     BranchRecord, CallRecord, Lease, Metadata, NewSaga, NewStep, SagaSubmitted, SagaWrite,
     TxRecord, no_deadline,
@@ -122,21 +121,10 @@ impl Engine {
             None | Some(0) => DEFAULT_CONCURRENCY,
             Some(c) => c.min(MAX_CONCURRENCY),
         };
-        let timeout = match req.timeout {
-            Some(t) if t.is_zero() => {
-                return Err(Error::InvalidArgument("timeout must be positive".into()));
-            }
-            Some(t) => Some(Duration::from_millis(
-                t.min(self.settings.max_timeout).as_millis() as u64,
-            )),
-            None => None,
-        };
-        let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 6);
+        let timeout = req.timeout.map(|t| self.bounded_timeout(t)).transpose()?;
+        let now = self.stored_now();
         let deadline = match timeout {
-            Some(t) => {
-                now + chrono::Duration::from_std(t)
-                    .map_err(|_| Error::InvalidArgument("timeout too large".into()))?
-            }
+            Some(t) => deadline_after(now, t)?,
             None => no_deadline(),
         };
         let effective = saga::effective_dependencies(&declared);
@@ -268,33 +256,9 @@ impl Engine {
                 Phase::Compensate,
             ),
         };
-        let outcome = match self.registry.lookup(&branch.participant).await {
-            Ok(Some(entry)) => {
-                let request = BranchRequest {
-                    gid: gid.to_string(),
-                    branch_id: branch.branch_id.to_string(),
-                    action: name,
-                    payload: branch.payload.clone(),
-                    attempt,
-                    metadata: metadata.into_iter().collect(),
-                };
-                let timeout = branch.call_timeout.unwrap_or(self.settings.call_timeout);
-                self.clients
-                    .call(&branch.participant, &entry.endpoints, rpc, request, timeout)
-                    .await
-                    .outcome
-            }
-            Ok(None) => Outcome::Unknown {
-                code: "NOT_FOUND".into(),
-                message: format!("participant {} is not registered", branch.participant),
-            },
-            Err(e) => Outcome::Unknown {
-                code: "UNAVAILABLE".into(),
-                message: format!("registry unavailable: {e}"),
-            },
-        };
-        tracing::debug!(branch_id = %branch.branch_id, participant = %branch.participant,
-            phase = rpc.as_str(), attempt, code = outcome.code(), "participant replied");
+        let outcome = self
+            .call_branch(&branch, &gid, rpc, &name, attempt, &metadata)
+            .await;
         (
             index,
             phase,

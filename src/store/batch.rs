@@ -89,10 +89,11 @@ where
                                 let _ = reply.send(Err(StoreError::Database(e.clone())));
                             }
                         }
+                        // Every write of the batch fails as the statement did, so
+                        // a conflict stays a conflict and an outage an outage.
                         Err(e) => {
-                            let e = e.to_string();
                             for reply in replies {
-                                let _ = reply.send(Err(StoreError::Unavailable(e.clone())));
+                                let _ = reply.send(Err(e.clone()));
                             }
                         }
                     }
@@ -191,5 +192,18 @@ mod tests {
             |_items: Vec<u32>| async { Err::<Vec<()>, _>(StoreError::Unavailable("down".into())) },
         );
         assert!(matches!(w.write(1).await, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_keeps_the_kind_of_error() {
+        let w = GroupWriter::start(
+            8,
+            1,
+            |x: &u32| *x,
+            |_items: Vec<u32>| async {
+                Err::<Vec<()>, _>(StoreError::Corrupt("status \"x\"".into()))
+            },
+        );
+        assert!(matches!(w.write(1).await, Err(StoreError::Corrupt(m)) if m == "status \"x\""));
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use super::batch::GroupWriter;
-use super::postgres::{branch_from_row, tx_from_row};
+use super::postgres::{branch_from_row, ms, tx_from_row};
 use super::{
     BranchRecord, Decision, NewBranch, NewTransaction, StoreError, StoreResult, TxRecord, map_sqlx,
 };
@@ -23,10 +23,6 @@ const MAX_BATCH: usize = 128;
 /// database does one statement and one WAL flush for many transactions
 /// (measured: about twice the TCC throughput of 4 batches in flight).
 const IN_FLIGHT: usize = 1;
-
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// What the branch insert found, per request.
 pub(super) struct BranchInsert {

@@ -42,7 +42,7 @@ use crate::machine::{Outcome, Phase, Status, TxState};
 pub use records::*;
 
 /// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or timed out; worth retrying.
     #[error("database unavailable: {0}")]

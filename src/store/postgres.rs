@@ -33,7 +33,27 @@ pub struct PgStore {
     hot: Arc<HotPath>,
 }
 
-fn ms(d: Duration) -> i64 {
+/// The pool whose sessions commit without waiting for the WAL flush.
+async fn relaxed_pool(
+    options: PgConnectOptions,
+    max: u32,
+    acquire_timeout: Duration,
+) -> StoreResult<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET synchronous_commit = off").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(map_sqlx)
+}
+
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -63,26 +83,8 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(map_sqlx)?;
-        let relaxed = PgPoolOptions::new()
-            .max_connections((pool_size / 2).max(1))
-            .acquire_timeout(acquire_timeout)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("SET synchronous_commit = off").await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(map_sqlx)?;
-        let writers = Arc::new(Writers::start(relaxed.clone()));
-        let hot = Arc::new(HotPath::start(durable.clone()));
-        Ok(Self {
-            durable,
-            relaxed,
-            writers,
-            hot,
-        })
+        let relaxed = relaxed_pool(options, (pool_size / 2).max(1), acquire_timeout).await?;
+        Ok(Self::with_pools(durable, relaxed))
     }
 
     /// The URL of the database a pool points at (tests hand it to instances
@@ -102,25 +104,21 @@ impl PgStore {
     /// the same options.
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         let options = pool.connect_options().as_ref().clone();
-        let relaxed = PgPoolOptions::new()
-            .max_connections(4)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("SET synchronous_commit = off").await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(map_sqlx)?;
+        // sqlx's default acquire timeout, as the test pool has.
+        let relaxed = relaxed_pool(options, 4, Duration::from_secs(30)).await?;
+        Ok(Self::with_pools(pool, relaxed))
+    }
+
+    /// Starts the batch writers on the two pools.
+    fn with_pools(durable: PgPool, relaxed: PgPool) -> Self {
         let writers = Arc::new(Writers::start(relaxed.clone()));
-        let hot = Arc::new(HotPath::start(pool.clone()));
-        Ok(Self {
-            durable: pool,
+        let hot = Arc::new(HotPath::start(durable.clone()));
+        Self {
+            durable,
             relaxed,
             writers,
             hot,
-        })
+        }
     }
 
     /// Creates the database named in `url` if it does not exist, so that
