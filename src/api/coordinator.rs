@@ -162,14 +162,10 @@ impl Coordinator for CoordinatorApi {
                         payload: s.payload,
                         depends_on: s.depends_on.into_iter().map(|d| d as usize).collect(),
                         compensate_rejected: s.compensate_rejected.unwrap_or(true),
-                        call_timeout: match &s.call_timeout {
-                            Some(d) => Some(convert::duration(d).ok_or_else(|| {
-                                Error::InvalidArgument(format!(
-                                    "step {i}: call_timeout must not be negative"
-                                ))
-                            })?),
-                            None => None,
-                        },
+                        call_timeout: convert::optional_duration(
+                            &format!("step {i}: call_timeout"),
+                            s.call_timeout.as_ref(),
+                        )?,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
