@@ -72,6 +72,47 @@ pub struct BenchReport {
     pub max: Duration,
     /// Time until every committed transaction was CONFIRMED.
     pub drained: Duration,
+    /// Latency of each call an initiator makes, in call order: where the
+    /// time of a transaction goes.
+    pub calls: Vec<(&'static str, CallLatency)>,
+}
+
+/// Latency percentiles of one kind of call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLatency {
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// One histogram per call of a transaction, in call order.
+struct Calls(Vec<(&'static str, Histogram<u64>)>);
+
+impl Calls {
+    fn new(mode: BenchMode) -> Self {
+        let names: &[&'static str] = match mode {
+            BenchMode::Tcc => &["Begin", "Try (1st)", "Try (2nd)", "Commit"],
+            BenchMode::Saga => &["SubmitSaga"],
+        };
+        Self(names.iter().map(|&n| (n, histogram())).collect())
+    }
+
+    /// Times `call` as the `i`-th call of the transaction.
+    async fn time<T>(&mut self, i: usize, call: impl Future<Output = T>) -> T {
+        let t = Instant::now();
+        let out = call.await;
+        let _ = self.0[i].1.record(t.elapsed().as_micros() as u64);
+        out
+    }
+
+    fn add(&mut self, other: Calls) {
+        for ((_, mine), (_, theirs)) in self.0.iter_mut().zip(other.0) {
+            mine.add(theirs).expect("same bounds");
+        }
+    }
 }
 
 impl BenchReport {
@@ -129,6 +170,7 @@ fn bench_database(url: &str) -> String {
 
 async fn one_saga(
     c: &mut CoordinatorClient<tonic::transport::Channel>,
+    calls: &mut Calls,
     wait: bool,
 ) -> Result<(), Status> {
     let step = |participant: &str, action: &str, compensation: &str| pb::SagaStep {
@@ -138,34 +180,44 @@ async fn one_saga(
         payload: b"{\"amount\":1}".to_vec(),
         ..Default::default()
     };
-    c.submit_saga(pb::SubmitSagaRequest {
+    let submit = c.submit_saga(pb::SubmitSagaRequest {
         steps: vec![
             step("bench-a", "debit", "debit-undo"),
             step("bench-b", "credit", "credit-undo"),
         ],
         wait,
         ..Default::default()
-    })
-    .await?;
+    });
+    calls.time(0, submit).await?;
     Ok(())
 }
 
 async fn one_tcc(
     c: &mut CoordinatorClient<tonic::transport::Channel>,
+    calls: &mut Calls,
     wait: bool,
 ) -> Result<(), Status> {
-    let gid = c.begin(pb::BeginRequest::default()).await?.into_inner().gid;
-    for (participant, action) in [("bench-a", "debit"), ("bench-b", "credit")] {
-        c.r#try(pb::TryRequest {
+    let gid = calls
+        .time(0, c.begin(pb::BeginRequest::default()))
+        .await?
+        .into_inner()
+        .gid;
+    for (i, (participant, action)) in [("bench-a", "debit"), ("bench-b", "credit")]
+        .into_iter()
+        .enumerate()
+    {
+        let tried = c.r#try(pb::TryRequest {
             gid: gid.clone(),
             participant: participant.into(),
             action: action.into(),
             payload: b"{\"amount\":1}".to_vec(),
             ..Default::default()
-        })
-        .await?;
+        });
+        calls.time(1 + i, tried).await?;
     }
-    c.commit(pb::CommitRequest { gid, wait }).await?;
+    calls
+        .time(3, c.commit(pb::CommitRequest { gid, wait }))
+        .await?;
     Ok(())
 }
 
@@ -228,13 +280,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 let next = Arc::clone(&next);
                 let failed = Arc::clone(&failed);
                 tasks.push(tokio::spawn(async move {
-                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                        .expect("histogram bounds");
+                    let mut h = histogram();
+                    let mut calls = Calls::new(mode);
                     while next.fetch_add(1, Ordering::Relaxed) < total {
                         let t = Instant::now();
                         let result = match mode {
-                            BenchMode::Tcc => one_tcc(&mut client, wait).await,
-                            BenchMode::Saga => one_saga(&mut client, wait).await,
+                            BenchMode::Tcc => one_tcc(&mut client, &mut calls, wait).await,
+                            BenchMode::Saga => one_saga(&mut client, &mut calls, wait).await,
                         };
                         match result {
                             Ok(()) if record => {
@@ -252,17 +304,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
                             }
                         }
                     }
-                    h
+                    (h, calls)
                 }));
             }
-            let mut all =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut all = histogram();
+            let mut all_calls = Calls::new(mode);
             for t in tasks {
-                if let Ok(h) = t.await {
+                if let Ok((h, calls)) = t.await {
                     all.add(h).expect("same bounds");
+                    all_calls.add(calls);
                 }
             }
-            (all, failed.load(Ordering::Relaxed))
+            (all, all_calls, failed.load(Ordering::Relaxed))
         }
     };
 
@@ -273,7 +326,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         args.transactions, args.mode, args.concurrency
     );
     let started = Instant::now();
-    let (hist, failed) = run_phase(args.transactions, true).await;
+    let (hist, calls, failed) = run_phase(args.transactions, true).await;
     let elapsed = started.elapsed();
     // Phase 2 may still be running in the background: wait for it.
     let pool = sqlx::PgPool::connect(&url).await?;
@@ -303,6 +356,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         p99: q(0.99),
         max: Duration::from_micros(hist.max()),
         drained,
+        calls: calls
+            .0
+            .iter()
+            .map(|(name, h)| {
+                let at = |p: f64| Duration::from_micros(h.value_at_quantile(p));
+                (
+                    *name,
+                    CallLatency {
+                        p50: at(0.5),
+                        p99: at(0.99),
+                    },
+                )
+            })
+            .collect(),
     };
     drop_database(&url).await;
     Ok(report)
@@ -344,4 +411,16 @@ pub fn print(args: &BenchArgs, r: &BenchReport) {
         r.drained.as_secs_f64(),
         r.transactions as f64 / r.drained.as_secs_f64()
     );
+    let calls: Vec<String> = r
+        .calls
+        .iter()
+        .map(|(name, l)| {
+            format!(
+                "{name} {:.1}/{:.1}",
+                l.p50.as_secs_f64() * 1e3,
+                l.p99.as_secs_f64() * 1e3
+            )
+        })
+        .collect();
+    println!("per call p50/p99   {} ms", calls.join(", "));
 }

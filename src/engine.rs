@@ -35,6 +35,14 @@ pub const MAX_METADATA_KEY: usize = 128;
 pub const MAX_METADATA_VALUE: usize = 2048;
 /// Longest rollback reason kept.
 pub const MAX_REASON: usize = 1024;
+/// How long a Commit that finds a Try still pending in the database waits
+/// for its record before refusing: the record of a successful Try is
+/// written after the Try's reply, normally within milliseconds, and an
+/// initiator commits only after its Tries replied, so a Try still pending
+/// after this is one whose record was lost (its coordinator crashed) or a
+/// Try the initiator did not wait for.
+const PENDING_TRY_GRACE: Duration = Duration::from_secs(1);
+const PENDING_TRY_POLL: Duration = Duration::from_millis(20);
 
 /// Settings the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -279,6 +287,25 @@ impl Engine {
             attempt,
             outcome: reply.outcome.clone(),
         };
+        if reply.outcome == Outcome::Succeeded {
+            // The initiator gets its answer without waiting for the record:
+            // a Commit here decides from `recent`, one elsewhere waits for
+            // the record (`PENDING_TRY_GRACE`), and a record that never lands
+            // (crash) leaves the Try pending, which refuses the Commit, so
+            // the worst case is a rollback, never a confirm of an unreserved
+            // branch. Failures are still recorded before the reply, so that
+            // any instance refuses a Commit after one.
+            self.recent
+                .try_recorded(&req.gid, &branch.branch_id, CallStatus::Succeeded);
+            let (store, gid, now) = (Arc::clone(&self.store), req.gid.clone(), self.clock.now());
+            let actor = self.settings.instance_id.clone();
+            self.tracker.spawn(async move {
+                if let Err(e) = store.record_try(&gid, &record, now, &actor).await {
+                    tracing::warn!(%gid, branch_id = %record.branch_id, error = %e, "try outcome not recorded");
+                }
+            });
+            return Ok((branch.branch_id, reply.payload));
+        }
         if let Err(e) = self
             .store
             .record_try(
@@ -420,7 +447,9 @@ impl Engine {
         // What this instance wrote itself is tried first; it only ever leads
         // to the decision, never to a refusal (see `recent`).
         let mut remembered = self.recent.take(gid);
-        for _ in 0..16 {
+        let mut misses = 0;
+        let mut waited = Duration::ZERO;
+        while misses < 16 {
             let from_memory = remembered.is_some();
             let (tx, branches) = match remembered.take() {
                 Some(known) => known,
@@ -430,6 +459,17 @@ impl Engine {
             let next = match machine::decide(&tx.state(&branches), command, now) {
                 Ok(Verdict::Decided { next, .. }) => next,
                 _ if from_memory => continue,
+                // A successful Try's record is written after its reply (see
+                // `try_branch`); one served by another instance may still be
+                // on its way.
+                Err(Refusal::TryNotSucceeded {
+                    status: CallStatus::Pending,
+                    ..
+                }) if waited < PENDING_TRY_GRACE => {
+                    tokio::time::sleep(PENDING_TRY_POLL).await;
+                    waited += PENDING_TRY_POLL;
+                    continue;
+                }
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
@@ -443,6 +483,7 @@ impl Engine {
                 self.spawn_drive(lease, branches, next, tx.metadata);
                 return Ok(status);
             }
+            misses += 1;
         }
         Err(Error::Unavailable(format!(
             "transaction {gid} kept changing while deciding; retry"

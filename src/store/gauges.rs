@@ -30,7 +30,7 @@ pub struct PoolStats {
 }
 
 impl PgStore {
-    /// One grouped scan of the unfinished rows (the status index).
+    /// One grouped scan of the unfinished rows (the partial status index).
     pub async fn open_counts(&self) -> StoreResult<OpenCounts> {
         let open: Vec<&str> = Status::ALL
             .into_iter()
@@ -42,7 +42,7 @@ impl PgStore {
                     count(*) FILTER (WHERE needs_attention) AS attention,
                     COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age
                FROM global_transactions
-              WHERE status = ANY($1) AND resolved_at IS NULL
+              WHERE status = ANY($1) AND finished_at IS NULL AND resolved_at IS NULL
               GROUP BY status",
         )
         .bind(&open)

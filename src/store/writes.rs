@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use super::batch::GroupWriter;
 use super::{CallRecord, RoundWrite, SagaWrite, StoreResult, map_sqlx};
-use crate::machine::{Outcome, Status};
+use crate::machine::{CallStatus, Outcome, Status};
 
 /// Largest batch; bounded so one statement stays small.
 const MAX_BATCH: usize = 128;
@@ -30,7 +30,7 @@ pub(super) struct TryWrite {
 /// One branch row of a progress write.
 struct BranchRow {
     id: String,
-    /// `None` keeps the stored value (TCC rounds do not touch the Try).
+    /// `None` keeps the stored value.
     first: Option<&'static str>,
     second: &'static str,
     attempts: i32,
@@ -102,6 +102,7 @@ fn clamp(n: u32) -> i32 {
 impl From<RoundWrite> for Progress {
     fn from(r: RoundWrite) -> Self {
         let status = r.next.status;
+        let committed = matches!(status, Status::Confirming | Status::Confirmed);
         let mut events: Vec<EventRow> = r.calls.iter().map(EventRow::call).collect();
         events.push(match r.next_attempt_at {
             None => EventRow::conclude("finished", status, None),
@@ -141,7 +142,9 @@ impl From<RoundWrite> for Progress {
                 .iter()
                 .map(|b| BranchRow {
                     id: b.id.as_str().to_string(),
-                    first: None,
+                    // A commit was only decided with every Try succeeded;
+                    // saying so here covers a Try record still on its way.
+                    first: committed.then_some(CallStatus::Succeeded.as_str()),
                     second: b.second_phase.as_str(),
                     attempts: clamp(b.attempts),
                     code: b.last_code.clone(),
@@ -291,11 +294,16 @@ async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>>
              -- ANY lets the planner use the primary key instead of hashing
              -- the whole table against a batch it cannot size.
              WHERE br.gid = ANY($1) AND br.gid = u.gid AND br.branch_id = u.branch_id
-            RETURNING br.gid, br.branch_id
+               -- The record of a successful Try is written after its reply,
+               -- so it can arrive after phase 2 began: it must not
+               -- overwrite phase 2's outcome (a commit round records the
+               -- Try as succeeded itself).
+               AND br.second_phase = 'not_required'
         )
+        -- The call is history even when it arrived late.
         INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
         SELECT u.gid, u.at, 'call', u.branch_id, 'try', u.attempt, COALESCE(u.code, 'OK'), u.message, u.actor
-          FROM u JOIN b ON b.gid = u.gid AND b.branch_id = u.branch_id",
+          FROM u",
     )
     .bind(gid)
     .bind(branch)

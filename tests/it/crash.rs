@@ -406,3 +406,95 @@ async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
     );
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 0);
 }
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool: PgPool) {
+    use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
+    use concord::machine::{Outcome, Phase};
+    use concord::store::postgres::PgStore;
+    use concord::store::{CallRecord, NewBranch, Store};
+
+    // The record of a successful Try is written after the Try's reply. A
+    // branch whose participant said yes but whose record never landed (its
+    // coordinator died in between) is what these branches, inserted
+    // straight into the store, look like to the instance that gets Commit.
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, _b) = setup(&pool, &coord).await;
+    let mut c = coord.client().await;
+    let store = PgStore::from_pool(pool.clone()).await.unwrap();
+    let branch = |gid: &str| NewBranch {
+        gid: Gid::parse(gid).unwrap(),
+        branch_id: None,
+        participant: ParticipantName::parse("bank-a").unwrap(),
+        action: ActionName::parse("debit").unwrap(),
+        payload: b"{}".to_vec(),
+        call_timeout: None,
+        now: chrono::Utc::now(),
+        actor: "gone".into(),
+    };
+
+    // Lost: the commit waits for it, then refuses; nothing is confirmed and
+    // the rollback cancels the branch.
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    store.add_branch(branch(&gid)).await.unwrap();
+    let started = Instant::now();
+    let err = c
+        .commit(pb::CommitRequest {
+            gid: gid.clone(),
+            wait: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("pending"), "{}", err.message());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "refused only after waiting for the record: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status_of(&get_tx(&mut c, &gid).await), S::Trying);
+    let reply = c
+        .rollback(pb::RollbackRequest {
+            gid: gid.clone(),
+            reason: "try outcome unknown".into(),
+            wait: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, S::Cancelled as i32);
+    assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 0);
+
+    // On its way: the record lands while the commit waits, and the commit
+    // goes through.
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    store.add_branch(branch(&gid)).await.unwrap();
+    let late = {
+        let gid = Gid::parse(&gid).unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let call = CallRecord {
+                branch_id: BranchId::parse("1").unwrap(),
+                phase: Phase::Try,
+                attempt: 1,
+                outcome: Outcome::Succeeded,
+            };
+            store
+                .record_try(&gid, &call, chrono::Utc::now(), "other")
+                .await
+                .unwrap();
+        })
+    };
+    let reply = c
+        .commit(pb::CommitRequest {
+            gid: gid.clone(),
+            wait: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    late.await.unwrap();
+    assert_eq!(reply.status, S::Confirmed as i32);
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
+}

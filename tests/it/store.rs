@@ -314,3 +314,84 @@ async fn registry_is_persisted_and_merged(pool: PgPool) {
     assert_eq!(all[0].endpoints.len(), 2);
     s.ready().await.unwrap();
 }
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
+    use concord::machine::{Outcome, Phase};
+
+    // The record of a successful Try is written after the Try's reply, so
+    // it can land after the commit round: the round's outcome stays, the
+    // Try reads as succeeded, and the call is still in the history.
+    let s = store(pool.clone()).await;
+    s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
+    s.add_branch(new_branch("g", None)).await.unwrap();
+    let g = Gid::parse("g").unwrap();
+    let (tx, mut branches) = s.load(&g).await.unwrap().unwrap();
+    // The deciding instance knew the Try succeeded.
+    branches[0].first_phase = machine::CallStatus::Succeeded;
+    let Ok(Verdict::Decided { mut next, .. }) =
+        machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())
+    else {
+        panic!("no decision")
+    };
+    let lease = s
+        .decide(Decision {
+            gid: g.clone(),
+            expected_status: tx.status,
+            expected_branch_seq: tx.branch_seq,
+            expected_fence: tx.fence,
+            next: next.clone(),
+            owner: "a".into(),
+            lease: Duration::from_secs(30),
+            now: Utc::now(),
+            actor: "a".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    next.status = Status::Confirmed;
+    next.branches[0].second_phase = machine::CallStatus::Succeeded;
+    next.branches[0].attempts = 1;
+    let confirm = CallRecord {
+        branch_id: BranchId::parse("1").unwrap(),
+        phase: Phase::Confirm,
+        attempt: 1,
+        outcome: Outcome::Succeeded,
+    };
+    assert!(
+        s.write_round(RoundWrite {
+            lease,
+            owner: "a".into(),
+            next,
+            calls: vec![confirm],
+            next_attempt_at: None,
+            newly_flagged: false,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+    );
+    let (_, after_round) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(after_round[0].first_phase, machine::CallStatus::Succeeded);
+
+    let late = CallRecord {
+        branch_id: BranchId::parse("1").unwrap(),
+        phase: Phase::Try,
+        attempt: 1,
+        outcome: Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: "late".into(),
+        },
+    };
+    s.record_try(&g, &late, Utc::now(), "b").await.unwrap();
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Confirmed);
+    assert_eq!(branches, after_round, "phase 2's record is untouched");
+    let events = s.events(&g).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "call" && e.phase.as_deref() == Some("try") && e.attempt == Some(1)),
+        "{events:?}"
+    );
+}
