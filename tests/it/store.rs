@@ -43,23 +43,40 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
 async fn decide(s: &PgStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
     let g = Gid::parse(gid).unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
-    let Ok(Verdict::Decided { next, .. }) = machine::decide(&tx.state(&branches), &cmd, Utc::now())
+    decide_from(s, &tx, &branches, cmd, owner)
+        .await
+        .map(|(lease, _)| lease)
+}
+
+/// Decides from `tx` and `branches` as a deciding instance knows them,
+/// which may be ahead of the database; returns the lease and the decided
+/// state.
+async fn decide_from(
+    s: &PgStore,
+    tx: &TxRecord,
+    branches: &[BranchRecord],
+    cmd: Command,
+    owner: &str,
+) -> Option<(Lease, machine::TxState)> {
+    let Ok(Verdict::Decided { next, .. }) = machine::decide(&tx.state(branches), &cmd, Utc::now())
     else {
         panic!("no decision")
     };
-    s.decide(Decision {
-        gid: g,
-        expected_status: tx.status,
-        expected_branch_seq: tx.branch_seq,
-        expected_fence: tx.fence,
-        next,
-        owner: owner.into(),
-        lease: Duration::from_secs(30),
-        now: Utc::now(),
-        actor: owner.into(),
-    })
-    .await
-    .unwrap()
+    let lease = s
+        .decide(Decision {
+            gid: tx.gid.clone(),
+            expected_status: tx.status,
+            expected_branch_seq: tx.branch_seq,
+            expected_fence: tx.fence,
+            next: next.clone(),
+            owner: owner.into(),
+            lease: Duration::from_secs(30),
+            now: Utc::now(),
+            actor: owner.into(),
+        })
+        .await
+        .unwrap()?;
+    Some((lease, next))
 }
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
@@ -317,40 +334,25 @@ async fn registry_is_persisted_and_merged(pool: PgPool) {
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
-    use concord::machine::{Outcome, Phase};
+    use concord::machine::{CallStatus, Outcome, Phase};
 
     // The record of a successful Try is written after the Try's reply, so
     // it can land after the commit round: the round's outcome stays, the
-    // Try reads as succeeded, and the call is still in the history.
+    // Try reads as succeeded (the commit round says so), and the call is
+    // still in the history.
     let s = store(pool.clone()).await;
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     s.add_branch(new_branch("g", None)).await.unwrap();
     let g = Gid::parse("g").unwrap();
     let (tx, mut branches) = s.load(&g).await.unwrap().unwrap();
-    // The deciding instance knew the Try succeeded.
-    branches[0].first_phase = machine::CallStatus::Succeeded;
-    let Ok(Verdict::Decided { mut next, .. }) =
-        machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())
-    else {
-        panic!("no decision")
-    };
-    let lease = s
-        .decide(Decision {
-            gid: g.clone(),
-            expected_status: tx.status,
-            expected_branch_seq: tx.branch_seq,
-            expected_fence: tx.fence,
-            next: next.clone(),
-            owner: "a".into(),
-            lease: Duration::from_secs(30),
-            now: Utc::now(),
-            actor: "a".into(),
-        })
+    assert_eq!(branches[0].first_phase, CallStatus::Pending);
+    // The deciding instance served the Try and knows it succeeded.
+    branches[0].first_phase = CallStatus::Succeeded;
+    let (lease, mut next) = decide_from(&s, &tx, &branches, Command::Commit, "a")
         .await
-        .unwrap()
         .unwrap();
     next.status = Status::Confirmed;
-    next.branches[0].second_phase = machine::CallStatus::Succeeded;
+    next.branches[0].second_phase = CallStatus::Succeeded;
     next.branches[0].attempts = 1;
     let confirm = CallRecord {
         branch_id: BranchId::parse("1").unwrap(),
@@ -372,7 +374,7 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
         .unwrap()
     );
     let (_, after_round) = s.load(&g).await.unwrap().unwrap();
-    assert_eq!(after_round[0].first_phase, machine::CallStatus::Succeeded);
+    assert_eq!(after_round[0].first_phase, CallStatus::Succeeded);
 
     let late = CallRecord {
         branch_id: BranchId::parse("1").unwrap(),
