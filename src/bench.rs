@@ -15,8 +15,8 @@ use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::registry_client::RegistryClient;
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
@@ -158,7 +158,10 @@ async fn serve_participant(stop: CancellationToken) -> anyhow::Result<String> {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(ParticipantServer::new(ZeroWork))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop.cancelled_owned(),
+            ),
     );
     Ok(format!("http://{addr}"))
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use concord_proto::v1::coordinator_server::CoordinatorServer;
 use concord_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::AdminApi;
 use crate::api::coordinator::CoordinatorApi;
@@ -303,7 +303,11 @@ impl Server {
             .add_service(registry)
             .add_service(admin)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                // Set by hand: tonic applies its `tcp_nodelay` only to listeners it
+                // binds itself. Without it, Nagle's algorithm held a reply's last frame
+                // back until the peer's delayed ACK (40 ms), measured as a 40-60 ms tail
+                // on a few percent of calls.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 serving.clone().cancelled_owned(),
             );
         let mut serve = tokio::spawn(serve);

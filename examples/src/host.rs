@@ -10,8 +10,8 @@ use concord_sdk::proto::v1::{Action, ListParticipantsRequest, RegisterParticipan
 use concord_sdk::{ParticipantServer, ParticipantService};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::faults::{Faults, FaultyParticipant};
 
@@ -116,7 +116,10 @@ pub async fn host(
             let task = tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(grpc)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        shutdown,
+                    )
                     .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "participant server failed");

@@ -19,9 +19,9 @@ use concord_proto::v1::{self as pb};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// Config with short delays so that retries and recovery happen quickly.
@@ -224,7 +224,10 @@ impl TestParticipant {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(ParticipantServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), s.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    s.cancelled_owned(),
+                )
                 .await
                 .unwrap();
         });

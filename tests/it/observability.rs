@@ -16,8 +16,8 @@ use concord_proto::v1::{self as pb, TransactionStatus as S};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
@@ -88,7 +88,7 @@ impl Recorder {
         tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stop.cancelled_owned(),
                 )
                 .await

@@ -8,8 +8,8 @@ use concord_proto::v1::{
     SubmitSagaResponse, TryResponse,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response};
 
 use super::*;
@@ -162,7 +162,7 @@ impl Harness {
             tonic::transport::Server::builder()
                 .add_service(CoordinatorServer::from_arc(fake.clone()))
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stop.clone().cancelled_owned(),
                 ),
         );

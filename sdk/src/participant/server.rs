@@ -9,7 +9,7 @@ use concord_proto::participant::v1::participant_server::ParticipantServer as Grp
 use concord_proto::v1::registry_client::RegistryClient;
 use concord_proto::v1::{Action, RegisterParticipantRequest};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -196,7 +196,14 @@ impl ParticipantServer {
         let name = self.service.name().to_owned();
         tonic::transport::Server::builder()
             .add_service(GrpcParticipantServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            // Set by hand: tonic applies its `tcp_nodelay` only to listeners it
+            // binds itself. Without it, Nagle's algorithm held a reply's last frame
+            // back until the peer's delayed ACK (40 ms), measured as a 40-60 ms tail
+            // on a few percent of calls.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await?;
         tracing::info!(participant = %name, "participant server stopped");
         Ok(())

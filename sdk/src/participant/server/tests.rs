@@ -116,7 +116,7 @@ async fn registers_in_the_background_retrying_until_the_registry_answers() {
         tonic::transport::Server::builder()
             .add_service(RegistryServer::from_arc(registry.clone()))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(registry_listener),
+                TcpIncoming::from(registry_listener).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             ),
     );
