@@ -297,6 +297,7 @@ impl Server {
         }
         let serve = builder
             .tcp_nodelay(true)
+            .layer(crate::api::oversize::OversizeLayer::new(max))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(coordinator)

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod convert;
 pub mod coordinator;
+pub mod oversize;
 pub mod registry;
 
 use std::panic::AssertUnwindSafe;

@@ -107,9 +107,20 @@ async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
     let mut huge = try_req(&gid, "bank", "debit");
     huge.payload = vec![b'x'; 100 * 1024];
     let err = c.r#try(huge).await.unwrap_err();
-    // tonic refuses an oversized message before any handler runs.
-    assert_eq!(err.code(), Code::OutOfRange, "oversized request: {err:?}");
-    assert!(err.message().contains("too large"), "{}", err.message());
+    // Refused while decoding, before any handler runs.
+    assert_eq!(
+        err.code(),
+        Code::ResourceExhausted,
+        "oversized request: {err:?}"
+    );
+    assert!(
+        err.message().starts_with("request is ")
+            && err
+                .message()
+                .ends_with("bytes, over the limit of 65536 bytes (max_request_bytes)"),
+        "{}",
+        err.message()
+    );
     let mut bad_branch = try_req(&gid, "bank", "debit");
     bad_branch.branch_id = "a/b".into();
     refused(
