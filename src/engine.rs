@@ -42,7 +42,10 @@ pub const MAX_REASON: usize = 1024;
 /// after this is one whose record was lost (its coordinator crashed) or a
 /// Try the initiator did not wait for.
 const PENDING_TRY_GRACE: Duration = Duration::from_secs(1);
-const PENDING_TRY_POLL: Duration = Duration::from_millis(20);
+/// First re-read of a pending Try; doubled each time up to the cap, since
+/// the record usually lands within a few milliseconds.
+const PENDING_TRY_POLL: Duration = Duration::from_millis(2);
+const PENDING_TRY_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// Settings the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -449,6 +452,7 @@ impl Engine {
         let mut remembered = self.recent.take(gid);
         let mut misses = 0;
         let mut waited = Duration::ZERO;
+        let mut poll = PENDING_TRY_POLL;
         while misses < 16 {
             let from_memory = remembered.is_some();
             let (tx, branches) = match remembered.take() {
@@ -466,8 +470,9 @@ impl Engine {
                     status: CallStatus::Pending,
                     ..
                 }) if waited < PENDING_TRY_GRACE => {
-                    tokio::time::sleep(PENDING_TRY_POLL).await;
-                    waited += PENDING_TRY_POLL;
+                    tokio::time::sleep(poll).await;
+                    waited += poll;
+                    poll = (poll * 2).min(PENDING_TRY_POLL_MAX);
                     continue;
                 }
                 Err(r) => return Err(refused(r)),
