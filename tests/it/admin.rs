@@ -94,13 +94,7 @@ async fn tried(coord: &TestCoordinator, gid: &str, participant: &str) {
 }
 
 async fn commit(coord: &TestCoordinator, gid: &str) {
-    coord
-        .client()
-        .await
-        .commit(pb::CommitRequest {
-            gid: gid.into(),
-            wait: false,
-        })
+    commit_tx(&mut coord.client().await, gid, false)
         .await
         .unwrap();
 }
@@ -643,13 +637,7 @@ async fn list_filters_and_paginates(pool: PgPool) {
             .unwrap();
     }
     c.begin(begin_req("solo", None)).await.unwrap();
-    c.rollback(pb::RollbackRequest {
-        gid: "solo".into(),
-        reason: "r".into(),
-        wait: true,
-    })
-    .await
-    .unwrap();
+    rollback_tx(&mut c, "solo", "r", true).await.unwrap();
     let mut a = admin(&coord, Some(TOKEN)).await;
     let mut seen = Vec::new();
     let mut cursor = String::new();

@@ -161,13 +161,7 @@ async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
             err.message()
         );
     }
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: "unknown".into(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, "unknown", false).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
         .get_transaction(pb::GetTransactionRequest {
@@ -190,23 +184,11 @@ async fn illegal_state_changes_are_refused(pool: PgPool) {
 
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank", "debit")).await.unwrap();
-    c.commit(pb::CommitRequest {
-        gid: gid.clone(),
-        wait: true,
-    })
-    .await
-    .unwrap();
+    commit_tx(&mut c, &gid, true).await.unwrap();
     let err = c.r#try(try_req(&gid, "bank", "debit")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("confirmed"), "{}", err.message());
-    let err = c
-        .rollback(pb::RollbackRequest {
-            gid: gid.clone(),
-            reason: String::new(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = rollback_tx(&mut c, &gid, "", false).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let tx = get_tx(&mut c, &gid).await;
     assert_eq!(tx.branches.len(), 1);
@@ -230,13 +212,7 @@ async fn illegal_state_changes_are_refused(pool: PgPool) {
         .gid;
     c.r#try(try_req(&gid, "bank", "debit")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, &gid, false).await.unwrap_err();
     assert!(
         err.code() == Code::FailedPrecondition,
         "commit after deadline: {err:?}"

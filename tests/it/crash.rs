@@ -78,14 +78,8 @@ async fn crash_after_decision_is_finished_by_a_fresh_instance(pool: PgPool) {
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(reply.into_inner().status, S::Confirming as i32);
+    let reply = commit_tx(&mut c, &gid, false).await.unwrap();
+    assert_eq!(reply.status, S::Confirming as i32);
     assert!(
         a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
             == 1)
@@ -118,12 +112,7 @@ async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
-    c.commit(pb::CommitRequest {
-        gid: gid.clone(),
-        wait: false,
-    })
-    .await
-    .unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
     assert!(
         a.wait_until(Duration::from_secs(5), |p| p.has_effect(
             &gid,
@@ -166,12 +155,7 @@ async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) 
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    c.commit(pb::CommitRequest {
-        gid: gid.clone(),
-        wait: false,
-    })
-    .await
-    .unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
     assert!(
         a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
             == 1)
@@ -207,20 +191,9 @@ async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
         c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
         c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
         if i % 3 == 0 {
-            c.rollback(pb::RollbackRequest {
-                gid: gid.clone(),
-                reason: "r".into(),
-                wait: false,
-            })
-            .await
-            .unwrap();
+            rollback_tx(c, &gid, "r", false).await.unwrap();
         } else {
-            c.commit(pb::CommitRequest {
-                gid: gid.clone(),
-                wait: false,
-            })
-            .await
-            .unwrap();
+            commit_tx(c, &gid, false).await.unwrap();
         }
         gids.push((gid, i % 3 != 0));
     }
@@ -307,12 +280,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
     );
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    c.commit(pb::CommitRequest {
-        gid: gid.clone(),
-        wait: false,
-    })
-    .await
-    .unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
     assert!(
         a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
             == 1)
@@ -364,14 +332,7 @@ async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
         .gid;
     c1.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     c2.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
-    let reply = c1
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(&mut c1, &gid, true).await.unwrap();
     assert_eq!(reply.status, S::Confirmed as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
     assert_eq!(
@@ -391,13 +352,7 @@ async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
         .gid;
     c1.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     assert!(c2.r#try(try_req(&gid, "bank-b", "credit")).await.is_err());
-    let err = c1
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c1, &gid, false).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains("branch 2 (bank-b.credit)"),
@@ -438,13 +393,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     store.add_branch(branch(&gid)).await.unwrap();
     let started = Instant::now();
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, &gid, true).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("pending"), "{}", err.message());
     assert!(
@@ -453,15 +402,9 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         started.elapsed()
     );
     assert_eq!(status_of(&get_tx(&mut c, &gid).await), S::Trying);
-    let reply = c
-        .rollback(pb::RollbackRequest {
-            gid: gid.clone(),
-            reason: "try outcome unknown".into(),
-            wait: true,
-        })
+    let reply = rollback_tx(&mut c, &gid, "try outcome unknown", true)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(reply.status, S::Cancelled as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 0);
@@ -486,14 +429,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
                 .unwrap();
         })
     };
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(&mut c, &gid, true).await.unwrap();
     late.await.unwrap();
     assert_eq!(reply.status, S::Confirmed as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);

@@ -589,3 +589,33 @@ pub fn try_req(gid: &str, participant: &str, action: &str) -> pb::TryRequest {
         call_timeout: None,
     }
 }
+
+/// Commit through the public API; the reply's body or the refusal.
+pub async fn commit_tx(
+    c: &mut CoordinatorClient<Channel>,
+    gid: &str,
+    wait: bool,
+) -> Result<pb::CommitResponse, tonic::Status> {
+    c.commit(pb::CommitRequest {
+        gid: gid.into(),
+        wait,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Rollback through the public API; the reply's body or the refusal.
+pub async fn rollback_tx(
+    c: &mut CoordinatorClient<Channel>,
+    gid: &str,
+    reason: &str,
+    wait: bool,
+) -> Result<pb::RollbackResponse, tonic::Status> {
+    c.rollback(pb::RollbackRequest {
+        gid: gid.into(),
+        reason: reason.into(),
+        wait,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}

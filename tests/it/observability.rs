@@ -150,14 +150,7 @@ async fn committed_tx(c: &mut CoordinatorClient<Channel>, participant: &str) -> 
         .insert("traceparent", TRACEPARENT.parse().unwrap());
     let gid = c.begin(begin).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, participant, "debit")).await.unwrap();
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(c, &gid, true).await.unwrap();
     assert_eq!(reply.status, S::Confirmed as i32);
     gid
 }
@@ -219,13 +212,7 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
     }
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, name, "debit")).await.unwrap();
-    c.rollback(pb::RollbackRequest {
-        gid: gid.clone(),
-        reason: "test".into(),
-        wait: true,
-    })
-    .await
-    .unwrap();
+    rollback_tx(&mut c, &gid, "test", true).await.unwrap();
 
     let after = http_get(http, "/metrics").await.1;
     let delta = |name: &str, labels: &[(&str, &str)]| {
@@ -320,12 +307,7 @@ async fn traceparent_reaches_participants_first_time_and_after_a_crash(pool: PgP
     );
     c.begin(again).await.expect("a repeat, not a conflict");
 
-    c.commit(pb::CommitRequest {
-        gid: gid.clone(),
-        wait: false,
-    })
-    .await
-    .unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
     recorder.wait_for("confirm", 1).await;
     first.crash();
 

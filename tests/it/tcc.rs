@@ -53,14 +53,7 @@ async fn commit_confirms_every_branch_exactly_once(pool: PgPool) {
         "try payload returned to the initiator"
     );
 
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(&mut c, &gid, true).await.unwrap();
     assert_eq!(reply.status, S::Confirmed as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
     assert_eq!(b.calls(&gid, "2", Ph::Confirm), 1);
@@ -103,25 +96,11 @@ async fn commit_confirms_every_branch_exactly_once(pool: PgPool) {
     );
 
     // Committing again is idempotent.
-    let again = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = commit_tx(&mut c, &gid, false).await.unwrap();
     assert_eq!(again.status, S::Confirmed as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
     // ...and rolling back a committed transaction is refused.
-    let err = c
-        .rollback(pb::RollbackRequest {
-            gid: gid.clone(),
-            reason: "late".into(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = rollback_tx(&mut c, &gid, "late", false).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains("cannot be rolled back"),
@@ -149,14 +128,7 @@ async fn commit_without_wait_replies_after_the_durable_decision(pool: PgPool) {
         .gid;
     assert_eq!(gid, "order-1");
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(&mut c, &gid, false).await.unwrap();
     assert_eq!(reply.status, S::Confirming as i32);
     let status: String =
         sqlx::query_scalar("SELECT status FROM global_transactions WHERE gid = $1")
@@ -205,13 +177,7 @@ async fn rejected_try_then_rollback_cancels_every_branch(pool: PgPool) {
     );
 
     // Commit is refused while a try did not succeed.
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, &gid, false).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message().contains("branch 2 (bank-b.credit)"),
@@ -219,15 +185,7 @@ async fn rejected_try_then_rollback_cancels_every_branch(pool: PgPool) {
         err.message()
     );
 
-    let reply = c
-        .rollback(pb::RollbackRequest {
-            gid: gid.clone(),
-            reason: "funds".into(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = rollback_tx(&mut c, &gid, "funds", true).await.unwrap();
     assert_eq!(reply.status, S::Cancelled as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
     assert_eq!(
@@ -240,23 +198,10 @@ async fn rejected_try_then_rollback_cancels_every_branch(pool: PgPool) {
     assert_eq!(tx.rollback_reason, "funds");
     assert_eq!(tx.branches[1].first_phase, pb::CallStatus::Rejected as i32);
     // Committing a rolled-back transaction is refused; rolling back again is fine.
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: false,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, &gid, false).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let again = c
-        .rollback(pb::RollbackRequest {
-            gid: gid.clone(),
-            reason: String::new(),
-            wait: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(again.into_inner().status, S::Cancelled as i32);
+    let again = rollback_tx(&mut c, &gid, "", false).await.unwrap();
+    assert_eq!(again.status, S::Cancelled as i32);
 }
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
@@ -294,13 +239,7 @@ async fn try_timeout_is_unavailable_and_the_branch_is_still_cancelled(pool: PgPo
     assert_eq!(get_tx(&mut c, &gid).await.branches.len(), 1);
     assert_eq!(a.calls(&gid, "1", Ph::Try), 2);
 
-    c.rollback(pb::RollbackRequest {
-        gid: gid.clone(),
-        reason: "timeout".into(),
-        wait: true,
-    })
-    .await
-    .unwrap();
+    rollback_tx(&mut c, &gid, "timeout", true).await.unwrap();
     assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
 }
 
@@ -321,14 +260,7 @@ async fn confirm_is_retried_while_the_participant_is_down(pool: PgPool) {
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
-    let reply = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = commit_tx(&mut c, &gid, true).await.unwrap();
     assert_eq!(reply.status, S::Confirmed as i32);
     assert_eq!(
         a.calls(&gid, "1", Ph::Confirm),
@@ -394,13 +326,7 @@ async fn endless_failures_flag_needs_attention_and_keep_retrying(pool: PgPool) {
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    c.rollback(pb::RollbackRequest {
-        gid: gid.clone(),
-        reason: "stop".into(),
-        wait: false,
-    })
-    .await
-    .unwrap();
+    rollback_tx(&mut c, &gid, "stop", false).await.unwrap();
     assert!(
         a.wait_until(Duration::from_secs(10), |p| p.calls(&gid, "1", Ph::Cancel)
             >= 5)
@@ -443,13 +369,7 @@ async fn wait_returns_deadline_exceeded_while_work_goes_on(pool: PgPool) {
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    let err = c
-        .commit(pb::CommitRequest {
-            gid: gid.clone(),
-            wait: true,
-        })
-        .await
-        .unwrap_err();
+    let err = commit_tx(&mut c, &gid, true).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(
         err.message().contains("still confirming"),
@@ -504,9 +424,7 @@ async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(p
     for _ in 0..20 {
         let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
         c.r#try(try_req(&gid, "stock", "reserve")).await.unwrap();
-        c.commit(pb::CommitRequest { gid, wait: true })
-            .await
-            .unwrap();
+        commit_tx(&mut c, &gid, true).await.unwrap();
     }
     let (n1, n2) = (a1.total_calls(Ph::Try), a2.total_calls(Ph::Try));
     assert_eq!(n1 + n2, 20);
