@@ -13,7 +13,9 @@ DROP INDEX IF EXISTS branches_participant;
 
 -- Events are only ever read and deleted by gid: one index, (gid, id), is
 -- the key, instead of a key on id plus an index on (gid, id) — nine
--- index inserts fewer per committed TCC transaction.
+-- index inserts fewer per committed TCC transaction. Building the new key
+-- locks the events table against writes while it runs: on a large history,
+-- apply this migration (`concord migrate`) in a quiet moment.
 ALTER TABLE transaction_events DROP CONSTRAINT transaction_events_pkey;
 DROP INDEX transaction_events_gid;
 ALTER TABLE transaction_events ADD PRIMARY KEY (gid, id);
