@@ -284,41 +284,43 @@ impl Engine {
             .await;
         tracing::debug!(gid = %req.gid, branch_id = %branch.branch_id, participant = %req.participant,
             action = %req.action, phase = "try", attempt, code = reply.outcome.code(), "participant replied");
+        let failure = match &reply.outcome {
+            Outcome::Succeeded => None,
+            Outcome::Rejected { message } => Some(Error::Rejected(format!(
+                "participant {} rejected {}: {message}",
+                req.participant, req.action
+            ))),
+            Outcome::Unknown { code, message } => Some(Error::Unavailable(format!(
+                "participant {} try {} failed with {code}: {message}",
+                req.participant, req.action
+            ))),
+        };
+        self.recent
+            .try_recorded(&req.gid, &branch.branch_id, reply.outcome.call_status());
         let record = CallRecord {
             branch_id: branch.branch_id.clone(),
             phase: Phase::Try,
             attempt,
-            outcome: reply.outcome.clone(),
+            outcome: reply.outcome,
         };
-        if reply.outcome == Outcome::Succeeded {
+        let (now, actor) = (self.clock.now(), self.settings.instance_id.clone());
+        let Some(failure) = failure else {
             // The initiator gets its answer without waiting for the record:
             // a Commit here decides from `recent`, one elsewhere waits for
             // the record (`PENDING_TRY_GRACE`), and a record that never lands
             // (crash) leaves the Try pending, which refuses the Commit, so
             // the worst case is a rollback, never a confirm of an unreserved
-            // branch. Failures are still recorded before the reply, so that
-            // any instance refuses a Commit after one.
-            self.recent
-                .try_recorded(&req.gid, &branch.branch_id, CallStatus::Succeeded);
-            let (store, gid, now) = (Arc::clone(&self.store), req.gid.clone(), self.clock.now());
-            let actor = self.settings.instance_id.clone();
+            // branch. Failures are recorded before the reply (below), so
+            // that any instance refuses a Commit after one.
+            let (store, gid) = (Arc::clone(&self.store), req.gid.clone());
             self.tracker.spawn(async move {
                 if let Err(e) = store.record_try(&gid, &record, now, &actor).await {
                     tracing::warn!(%gid, branch_id = %record.branch_id, error = %e, "try outcome not recorded");
                 }
             });
             return Ok((branch.branch_id, reply.payload));
-        }
-        if let Err(e) = self
-            .store
-            .record_try(
-                &req.gid,
-                &record,
-                self.clock.now(),
-                &self.settings.instance_id,
-            )
-            .await
-        {
+        };
+        if let Err(e) = self.store.record_try(&req.gid, &record, now, &actor).await {
             // Commit refuses while the try is not recorded as succeeded, so
             // a lost record can only lead to a rollback, never to a confirm
             // of an unreserved branch.
@@ -326,19 +328,7 @@ impl Engine {
             tracing::warn!(gid = %req.gid, branch_id = %branch.branch_id, error = %e, "try outcome not recorded");
             return Err(e.into());
         }
-        self.recent
-            .try_recorded(&req.gid, &branch.branch_id, reply.outcome.call_status());
-        match reply.outcome {
-            Outcome::Succeeded => Ok((branch.branch_id, reply.payload)),
-            Outcome::Rejected { message } => Err(Error::Rejected(format!(
-                "participant {} rejected {}: {message}",
-                req.participant, req.action
-            ))),
-            Outcome::Unknown { code, message } => Err(Error::Unavailable(format!(
-                "participant {} try {} failed with {code}: {message}",
-                req.participant, req.action
-            ))),
-        }
+        Err(failure)
     }
 
     async fn register_branch(&self, req: &TryBranch) -> Result<(BranchRecord, Metadata, u32)> {
