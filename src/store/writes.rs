@@ -254,8 +254,12 @@ impl Writers {
     }
 }
 
-async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>> {
+async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<()>> {
     let n = items.len();
+    // In gid order, like every multi-row statement here (see
+    // `flush_progress`): a late Try record can meet the phase-2 write of
+    // the same branches.
+    items.sort_by(|a, b| (&a.gid, &a.branch_id).cmp(&(&b.gid, &b.branch_id)));
     let mut gid = Vec::with_capacity(n);
     let mut branch = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
