@@ -156,7 +156,6 @@ async fn serve_participant(stop: CancellationToken) -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(ParticipantServer::new(ZeroWork))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -296,7 +296,6 @@ impl Server {
             })?;
         }
         let serve = builder
-            .tcp_nodelay(true)
             .layer(crate::api::oversize::OversizeLayer::new(max))
             .add_service(health_service)
             .add_service(reflection)
