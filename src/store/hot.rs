@@ -17,13 +17,6 @@ use super::{
     BranchRecord, Decision, NewBranch, NewTransaction, StoreError, StoreResult, TxRecord, map_sqlx,
 };
 
-const MAX_BATCH: usize = 128;
-/// One batch in flight per kind of write: the next batch forms while the
-/// current one waits for its commit, so batches grow with load and the
-/// database does one statement and one WAL flush for many transactions
-/// (measured: about twice the TCC throughput of 4 batches in flight).
-const IN_FLIGHT: usize = 1;
-
 /// What the branch insert found, per request.
 pub(super) struct BranchInsert {
     /// The transaction's branch counter after the insert; `None` when the
@@ -46,32 +39,23 @@ pub(super) struct HotPath {
 impl HotPath {
     /// Starts the batchers on the durable pool; needs a Tokio runtime.
     pub(super) fn start(pool: PgPool) -> Self {
-        let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool);
         Self {
-            begins: GroupWriter::start(
-                MAX_BATCH,
-                IN_FLIGHT,
+            begins: GroupWriter::on_pool(
+                pool.clone(),
                 |t: &NewTransaction| t.gid.clone(),
-                move |items| flush_begins(p1.clone(), items),
+                flush_begins,
             ),
-            branches: GroupWriter::start(
-                MAX_BATCH,
-                IN_FLIGHT,
+            branches: GroupWriter::on_pool(
+                pool.clone(),
                 |b: &NewBranch| b.gid.clone(),
-                move |items| flush_branches(p2.clone(), items),
+                flush_branches,
             ),
-            decisions: GroupWriter::start(
-                MAX_BATCH,
-                IN_FLIGHT,
+            decisions: GroupWriter::on_pool(
+                pool.clone(),
                 |d: &Decision| d.gid.clone(),
-                move |items| flush_decisions(p3.clone(), items),
+                flush_decisions,
             ),
-            loads: GroupWriter::start(
-                MAX_BATCH,
-                IN_FLIGHT,
-                |g: &String| g.clone(),
-                move |items| flush_loads(p4.clone(), items),
-            ),
+            loads: GroupWriter::on_pool(pool, |g: &String| g.clone(), flush_loads),
         }
     }
 

@@ -11,12 +11,6 @@ use super::batch::GroupWriter;
 use super::{CallRecord, RoundWrite, SagaWrite, StoreResult, map_sqlx};
 use crate::machine::{CallStatus, Outcome, Status};
 
-/// Largest batch; bounded so one statement stays small.
-const MAX_BATCH: usize = 128;
-/// Flushes in flight at once per kind: one, so that batches grow with load
-/// (see `hot.rs`).
-const IN_FLIGHT: usize = 1;
-
 /// A Try outcome to record.
 pub(super) struct TryWrite {
     pub gid: String,
@@ -228,20 +222,14 @@ pub(super) struct Writers {
 impl Writers {
     /// Starts the writers on `pool`; needs a Tokio runtime.
     pub(super) fn start(pool: PgPool) -> Self {
-        let p = pool.clone();
-        let tries = GroupWriter::start(
-            MAX_BATCH,
-            IN_FLIGHT,
-            |t: &TryWrite| (t.gid.clone(), t.branch_id.clone()),
-            move |items| flush_tries(p.clone(), items),
-        );
-        let progress = GroupWriter::start(
-            MAX_BATCH,
-            IN_FLIGHT,
-            |p: &Progress| p.gid.clone(),
-            move |items| flush_progress(pool.clone(), items),
-        );
-        Self { tries, progress }
+        Self {
+            tries: GroupWriter::on_pool(
+                pool.clone(),
+                |t: &TryWrite| (t.gid.clone(), t.branch_id.clone()),
+                flush_tries,
+            ),
+            progress: GroupWriter::on_pool(pool, |p: &Progress| p.gid.clone(), flush_progress),
+        }
     }
 
     pub(super) async fn record_try(&self, t: TryWrite) -> StoreResult<()> {
