@@ -425,16 +425,17 @@ mod tests {
         // Port 9 on loopback: nothing listens, the connection is refused.
         let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
         let name = ParticipantName::parse("p").unwrap();
+        let call = || {
+            clients.call(
+                &name,
+                std::slice::from_ref(&url),
+                Phase::Confirm,
+                BranchRequest::default(),
+                Duration::from_secs(2),
+            )
+        };
         for _ in 0..2 {
-            let reply = clients
-                .call(
-                    &name,
-                    std::slice::from_ref(&url),
-                    Phase::Confirm,
-                    BranchRequest::default(),
-                    Duration::from_secs(2),
-                )
-                .await;
+            let reply = call().await;
             assert!(
                 matches!(reply.outcome, Outcome::Unknown { ref code, .. } if code == "UNAVAILABLE"),
                 "{:?}",
@@ -442,15 +443,7 @@ mod tests {
             );
         }
         assert_eq!(clients.health()[0].breaker, BreakerState::Open);
-        let reply = clients
-            .call(
-                &name,
-                std::slice::from_ref(&url),
-                Phase::Confirm,
-                BranchRequest::default(),
-                Duration::from_secs(2),
-            )
-            .await;
+        let reply = call().await;
         assert!(
             reply.outcome.message().contains("circuit open"),
             "{:?}",
