@@ -18,12 +18,12 @@ use crate::api::coordinator::CoordinatorApi;
 use crate::api::registry::RegistryApi;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::engine::recovery::{self, Wake};
+use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, EngineSettings};
 use crate::machine::Escalation;
-use crate::participant_client::ParticipantClients;
-use crate::recovery::{self, Wake};
-use crate::registry::Registry;
-use crate::retry::RetryPolicy;
+use crate::participant::client::ParticipantClients;
+use crate::participant::registry::Registry;
 use crate::store::postgres::PgStore;
 use crate::store::{Store, StoreError};
 
@@ -195,7 +195,7 @@ impl Server {
         let draining = CancellationToken::new();
         let background = tokio_util::task::TaskTracker::new();
         if let Some(retention) = config.retention {
-            background.spawn(crate::retention::run(
+            background.spawn(crate::engine::retention::run(
                 store.clone(),
                 retention,
                 config.retention_batch,

@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, grpc_timeout, guarded};
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
+use crate::engine::saga::{SagaRequest, StepRequest};
 use crate::engine::{Engine, TryBranch};
 use crate::error::Error;
-use crate::saga::{SagaRequest, StepRequest};
 
 pub struct CoordinatorApi {
     engine: Arc<Engine>,

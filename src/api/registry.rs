@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, guarded};
 use crate::domain::{ActionName, EndpointUrl, ParticipantName};
 use crate::error::Error;
-use crate::registry::Registry;
+use crate::participant::registry::Registry;
 
 /// Most actions one registration may carry.
 pub const MAX_ACTIONS: usize = 1000;

@@ -6,7 +6,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Command, Refusal, Status, TxState, Verdict, decide};
+use super::Status;
+use super::tcc::{Command, Refusal, TxState, Verdict, decide};
 
 /// What the operator rules need beyond the state machine's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +149,8 @@ mod tests {
 
     use super::*;
     use crate::domain::BranchId;
-    use crate::machine::{BranchState, CallStatus};
+    use crate::machine::CallStatus;
+    use crate::machine::tcc::BranchState;
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()

@@ -37,7 +37,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
-use crate::machine::{Outcome, Phase, Status, TxState};
+use crate::machine::tcc::TxState;
+use crate::machine::{Outcome, Phase, Status};
 
 pub use records::*;
 

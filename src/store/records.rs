@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
 use crate::machine::saga::{SagaState, StepState};
-use crate::machine::{BranchState, CallStatus, Mode, Status, TxState};
+use crate::machine::tcc::{BranchState, TxState};
+use crate::machine::{CallStatus, Mode, Status};
 
 /// The deadline stored for a saga that has none (PostgreSQL's timestamp
 /// range and the protobuf Timestamp both reach year 9999).

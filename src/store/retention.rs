@@ -3,7 +3,7 @@
 //! batches. `SKIP LOCKED` keeps it off rows an operator or another
 //! instance's retention holds, so it never waits on the hot path. Inherent
 //! methods of [`PgStore`]; the loop that calls them is
-//! [`crate::retention`].
+//! [`crate::engine::retention`].
 
 use std::time::Duration;
 

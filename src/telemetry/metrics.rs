@@ -16,9 +16,9 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::breaker::BreakerState;
 use crate::engine::Engine;
 use crate::machine::{Mode, Outcome, Phase, Status};
+use crate::participant::breaker::BreakerState;
 use crate::store::postgres::PgStore;
 
 /// Transactions created, by `mode` (tcc, saga).
@@ -189,7 +189,7 @@ pub fn leases_lost(n: usize) {
 pub fn grpc_request(method: &'static str, code: tonic::Code, elapsed: Duration) {
     histogram!(GRPC_REQUEST,
         "method" => method,
-        "code" => crate::participant_client::code_name(code))
+        "code" => crate::participant::client::code_name(code))
     .record(elapsed.as_secs_f64());
 }
 

@@ -555,7 +555,7 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
 
     // Batches of one: three batches, the last one short.
     let store = PgStore::from_pool(pool.clone()).await.unwrap();
-    let deleted = concord::retention::sweep(
+    let deleted = concord::engine::retention::sweep(
         &store,
         Duration::from_secs(7 * 24 * 3600),
         1,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
-use concord::machine::{self, Command, Status, Verdict};
+use concord::machine::Status;
+use concord::machine::tcc::{self as machine, Command, Verdict};
 use concord::store::postgres::PgStore;
 use concord::store::*;
 use sqlx::PgPool;

@@ -1,7 +1,9 @@
-//! The engine: runs initiator commands (begin, try, commit, rollback) by
-//! asking the state machine what is legal, persisting through the store and
-//! calling participants. Phase 2 lives in `driver`, the recovery loop in
-//! `recovery`.
+//! The engine carries out what the state machine decides: it runs
+//! initiator commands (TCC in [`tcc`], sagas in [`saga`]), drives phase 2
+//! ([`phase2`]), runs operator actions, and finishes what a crash
+//! interrupted ([`recovery`], under the [`leases`] it holds), with delays
+//! from [`retry`]; [`retention`] deletes old history. This file holds the
+//! engine itself and what every part shares.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -16,18 +18,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
+use crate::engine::leases::Leases;
+use crate::engine::retry::RetryPolicy;
 use crate::error::{Error, Result};
-use crate::leases::Leases;
-use crate::machine::{
-    self, CallStatus, Command, Escalation, Outcome, Phase, Refusal, Status, Verdict,
-};
-use crate::participant_client::ParticipantClients;
-use crate::registry::Registry;
-use crate::retry::RetryPolicy;
+use crate::machine::tcc::{self, Command, Refusal, Verdict};
+use crate::machine::{self, CallStatus, Escalation, Outcome, Phase, Status};
+use crate::participant::client::ParticipantClients;
+use crate::participant::registry::Registry;
 use crate::store::{
     Begun, BranchAdded, BranchRecord, CallRecord, Decision, EventRecord, Metadata, NewBranch,
     NewTransaction, Store, TxRecord,
 };
+
+pub mod leases;
+pub mod phase2;
+pub mod recent;
+pub mod recovery;
+pub mod retention;
+pub mod retry;
+pub mod saga;
 
 /// Largest number of metadata entries, and of bytes in a key or a value.
 pub const MAX_METADATA_ENTRIES: usize = 32;
@@ -84,7 +93,7 @@ pub struct Engine {
     pub(crate) shutdown: CancellationToken,
     waiters: Mutex<HashMap<Gid, Arc<Notify>>>,
     /// Transactions begun here, so a Commit here need not read them back.
-    recent: crate::recent::Recent,
+    recent: crate::engine::recent::Recent,
     /// Lets `&self` methods spawn tasks that own the engine.
     me: Weak<Engine>,
 }
@@ -155,7 +164,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             waiters: Mutex::new(HashMap::new()),
-            recent: crate::recent::Recent::default(),
+            recent: crate::engine::recent::Recent::default(),
             me: me.clone(),
         })
     }
@@ -387,7 +396,7 @@ impl Engine {
                 BranchAdded::NotAccepted(Some(tx)) => {
                     let state = tx.state(&[]);
                     return Err(
-                        match machine::decide(&state, &Command::AddBranch, self.clock.now()) {
+                        match tcc::decide(&state, &Command::AddBranch, self.clock.now()) {
                             Err(r) => refused(r),
                             Ok(_) => Error::FailedPrecondition(format!(
                                 "transaction {} does not accept branches now",
@@ -450,7 +459,7 @@ impl Engine {
                 None => self.load_required(gid).await?,
             };
             let now = self.clock.now();
-            let next = match machine::decide(&tx.state(&branches), command, now) {
+            let next = match tcc::decide(&tx.state(&branches), command, now) {
                 Ok(Verdict::Decided { next, .. }) => next,
                 _ if from_memory => continue,
                 // A successful Try's record is written after its reply (see
@@ -490,7 +499,7 @@ impl Engine {
     pub(crate) fn decision(
         &self,
         tx: &TxRecord,
-        next: machine::TxState,
+        next: tcc::TxState,
         now: DateTime<Utc>,
     ) -> Decision {
         Decision {

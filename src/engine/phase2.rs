@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use crate::domain::{BranchId, Gid};
 use crate::engine::Engine;
-use crate::machine::{self, Command, Outcome, Phase, Settled, Status, TxState, Verdict};
+use crate::machine::tcc::{self, Command, Settled, TxState, Verdict};
+use crate::machine::{Outcome, Phase, Status};
 use crate::store::{BranchRecord, CallRecord, Claimed, Lease, Metadata, RoundWrite};
 
 impl Engine {
@@ -57,8 +58,7 @@ impl Engine {
         match tx.status {
             Status::Trying => {
                 let now = self.clock.now();
-                let Ok(Verdict::Decided { next, .. }) =
-                    machine::decide(&state, &Command::Expire, now)
+                let Ok(Verdict::Decided { next, .. }) = tcc::decide(&state, &Command::Expire, now)
                 else {
                     // Not past its deadline by our clock (clock skew with
                     // the database): give it back untouched.
@@ -162,7 +162,7 @@ impl Engine {
                 _ => Metadata::new(),
             },
         };
-        let calls = machine::pending_calls(&state);
+        let calls = tcc::pending_calls(&state);
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state
@@ -203,8 +203,7 @@ impl Engine {
             .map(|c| (c.branch_id.clone(), c.outcome.clone()))
             .collect();
         let now = self.clock.now();
-        let (next, settled) =
-            machine::settle_round(&state, &replies, now, self.settings.escalation);
+        let (next, settled) = tcc::settle_round(&state, &replies, now, self.settings.escalation);
         let (next_attempt_at, newly_flagged) = match settled {
             Settled::Finished(_) => (None, false),
             Settled::Retry {
@@ -230,12 +229,12 @@ impl Engine {
         };
         match self.store.write_round(write).await {
             Ok(true) if finished => {
-                crate::telemetry::metrics::tx_finished(machine::Mode::Tcc, status);
+                crate::telemetry::metrics::tx_finished(crate::machine::Mode::Tcc, status);
                 tracing::debug!(%gid, status = status.as_str(), "finished");
                 self.notify_finished(&gid);
             }
             Ok(true) => {
-                crate::telemetry::metrics::retry_scheduled(machine::Mode::Tcc);
+                crate::telemetry::metrics::retry_scheduled(crate::machine::Mode::Tcc);
                 let level_reason = next.attention_reason.as_deref().unwrap_or("");
                 if newly_flagged {
                     tracing::warn!(%gid, attempts = next.attempts, reason = level_reason, "needs attention");

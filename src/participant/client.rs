@@ -13,9 +13,9 @@ use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
-use crate::breaker::{Breaker, BreakerState};
 use crate::domain::{EndpointUrl, ParticipantName};
 use crate::machine::{Outcome, Phase};
+use crate::participant::breaker::{Breaker, BreakerState};
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
 pub fn code_name(code: Code) -> &'static str {
