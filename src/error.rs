@@ -36,3 +36,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The same error with `what: ` in front of its message, to say which
+    /// part of a request it is about (a saga's step).
+    pub fn context(self, what: &str) -> Self {
+        let prefixed = |m: String| format!("{what}: {m}");
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(prefixed(m)),
+            Error::NotFound(m) => Error::NotFound(prefixed(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(prefixed(m)),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(prefixed(m)),
+            other => other,
+        }
+    }
+}

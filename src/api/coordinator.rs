@@ -151,19 +151,19 @@ impl Coordinator for CoordinatorApi {
                 .enumerate()
                 .map(|(i, s)| {
                     let step = |e: crate::domain::InvalidValue| {
-                        Error::InvalidArgument(format!("step {i}: {}", e.0))
+                        Error::InvalidArgument(format!("steps[{i}]: {}", e.0))
                     };
                     Ok(StepRequest {
                         participant: ParticipantName::parse(s.participant).map_err(step)?,
                         action: ActionName::parse(s.action).map_err(step)?,
                         compensation: ActionName::parse(s.compensation).map_err(|e| {
-                            Error::InvalidArgument(format!("step {i}: compensation: {}", e.0))
+                            Error::InvalidArgument(format!("steps[{i}]: compensation: {}", e.0))
                         })?,
                         payload: s.payload,
                         depends_on: s.depends_on.into_iter().map(|d| d as usize).collect(),
                         compensate_rejected: s.compensate_rejected.unwrap_or(true),
                         call_timeout: convert::optional_duration(
-                            &format!("step {i}: call_timeout"),
+                            &format!("steps[{i}]: call_timeout"),
                             s.call_timeout.as_ref(),
                         )?,
                     })

@@ -10,26 +10,23 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use concord_proto::participant::v1::BranchRequest;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::leases::Leases;
+use self::retry::RetryPolicy;
 use crate::clock::Clock;
-use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
-use crate::engine::leases::Leases;
-use crate::engine::retry::RetryPolicy;
+use crate::domain::Gid;
 use crate::error::{Error, Result};
-use crate::machine::tcc::{self, Command, Refusal, Verdict};
-use crate::machine::{self, CallStatus, Escalation, Outcome, Phase, Status};
+use crate::machine::tcc::{Refusal, TxState};
+use crate::machine::{Escalation, Status};
 use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
-use crate::store::{
-    Begun, BranchAdded, BranchRecord, CallRecord, Decision, EventRecord, Metadata, NewBranch,
-    NewTransaction, Store, TxRecord,
-};
+use crate::store::{BranchRecord, Decision, EventRecord, Store, TxRecord};
 
+mod calls;
 pub mod leases;
 pub mod phase2;
 pub mod recent;
@@ -37,24 +34,9 @@ pub mod recovery;
 pub mod retention;
 pub mod retry;
 pub mod saga;
+pub mod tcc;
 
-/// Largest number of metadata entries, and of bytes in a key or a value.
-pub const MAX_METADATA_ENTRIES: usize = 32;
-pub const MAX_METADATA_KEY: usize = 128;
-pub const MAX_METADATA_VALUE: usize = 2048;
-/// Longest rollback reason kept.
-pub const MAX_REASON: usize = 1024;
-/// How long a Commit that finds a Try still pending in the database waits
-/// for its record before refusing: the record of a successful Try is
-/// written after the Try's reply, normally within milliseconds, and an
-/// initiator commits only after its Tries replied, so a Try still pending
-/// after this is one whose record was lost (its coordinator crashed) or a
-/// Try the initiator did not wait for.
-const PENDING_TRY_GRACE: Duration = Duration::from_secs(1);
-/// First re-read of a pending Try; doubled each time up to the cap, since
-/// the record usually lands within a few milliseconds.
-const PENDING_TRY_POLL: Duration = Duration::from_millis(2);
-const PENDING_TRY_POLL_MAX: Duration = Duration::from_millis(50);
+pub use self::tcc::TryBranch;
 
 /// Settings the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -67,17 +49,6 @@ pub struct EngineSettings {
     pub max_payload_bytes: usize,
     pub max_wait: Duration,
     pub escalation: Escalation,
-}
-
-/// A Try as asked by an initiator.
-#[derive(Debug, Clone)]
-pub struct TryBranch {
-    pub gid: Gid,
-    pub participant: ParticipantName,
-    pub action: ActionName,
-    pub payload: Vec<u8>,
-    pub branch_id: Option<BranchId>,
-    pub call_timeout: Option<Duration>,
 }
 
 pub struct Engine {
@@ -96,41 +67,6 @@ pub struct Engine {
     recent: crate::engine::recent::Recent,
     /// Lets `&self` methods spawn tasks that own the engine.
     me: Weak<Engine>,
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-/// Checks metadata sizes; keys are lowercase like HTTP/2 headers.
-pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
-    if metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(Error::InvalidArgument(format!(
-            "metadata has {} entries, the limit is {MAX_METADATA_ENTRIES}",
-            metadata.len()
-        )));
-    }
-    for (k, v) in metadata {
-        if k.is_empty() || k.len() > MAX_METADATA_KEY {
-            return Err(Error::InvalidArgument(format!(
-                "metadata key {k:?} must be 1-{MAX_METADATA_KEY} bytes"
-            )));
-        }
-        if v.len() > MAX_METADATA_VALUE {
-            return Err(Error::InvalidArgument(format!(
-                "metadata value of {k:?} is {} bytes, the limit is {MAX_METADATA_VALUE}",
-                v.len()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The deadline `timeout` after `now`.
@@ -185,323 +121,9 @@ impl Engine {
         &self.store
     }
 
-    /// Opens a TCC transaction; idempotent for an identical request.
-    pub async fn begin(
-        &self,
-        gid: Option<Gid>,
-        timeout: Option<Duration>,
-        metadata: Metadata,
-    ) -> Result<(Gid, DateTime<Utc>)> {
-        validate_metadata(&metadata)?;
-        let timeout = match timeout {
-            Some(t) => self.bounded_timeout(t)?,
-            None => self.settings.default_timeout,
-        };
-        let gid = gid.unwrap_or_else(Gid::generate);
-        let now = self.stored_now();
-        let deadline = deadline_after(now, timeout)?;
-        let begun = self
-            .store
-            .begin(NewTransaction {
-                gid: gid.clone(),
-                metadata: metadata.clone(),
-                timeout,
-                deadline,
-                now,
-                actor: self.settings.instance_id.clone(),
-            })
-            .await?;
-        match begun {
-            Begun::Created => {
-                self.recent.begun(TxRecord::inserted(
-                    gid.clone(),
-                    machine::Mode::Tcc,
-                    metadata.clone(),
-                    timeout,
-                    deadline,
-                    now,
-                ));
-                crate::telemetry::metrics::tx_begun(machine::Mode::Tcc);
-                tracing::debug!(%gid, timeout_ms = timeout.as_millis() as u64, "transaction begun");
-                Ok((gid, deadline))
-            }
-            Begun::Existing(tx) => {
-                if tx.mode == machine::Mode::Tcc
-                    && tx.timeout == timeout
-                    && crate::telemetry::trace::same_metadata(&tx.metadata, &metadata)
-                {
-                    Ok((gid, tx.deadline))
-                } else {
-                    Err(Error::AlreadyExists(format!(
-                        "transaction {gid} exists with a different mode, timeout or metadata"
-                    )))
-                }
-            }
-        }
-    }
-
-    /// Registers a branch durably, then calls the participant's Try.
-    pub async fn try_branch(&self, req: TryBranch) -> Result<(BranchId, Vec<u8>)> {
-        if req.payload.len() > self.settings.max_payload_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "payload is {} bytes, the limit is {}",
-                req.payload.len(),
-                self.settings.max_payload_bytes
-            )));
-        }
-        if req.call_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::InvalidArgument(
-                "call_timeout must be positive".into(),
-            ));
-        }
-        let entry = self
-            .registry
-            .lookup(&req.participant)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("participant {} is not registered", req.participant))
-            })?;
-        if !entry.actions.contains(&req.action) {
-            let mut known: Vec<&str> = entry.actions.iter().map(ActionName::as_str).collect();
-            known.sort_unstable();
-            return Err(Error::NotFound(format!(
-                "participant {} has no action {} (registered: {})",
-                req.participant,
-                req.action,
-                known.join(", ")
-            )));
-        }
-        let (branch, metadata, attempt) = self.register_branch(&req).await?;
-        let timeout = req.call_timeout.unwrap_or(self.settings.call_timeout);
-        let request = BranchRequest {
-            gid: req.gid.to_string(),
-            branch_id: branch.branch_id.to_string(),
-            action: req.action.to_string(),
-            payload: req.payload,
-            attempt,
-            metadata: metadata.into_iter().collect(),
-        };
-        let reply = self
-            .clients
-            .call(
-                &req.participant,
-                &entry.endpoints,
-                Phase::Try,
-                request,
-                timeout,
-            )
-            .await;
-        tracing::debug!(gid = %req.gid, branch_id = %branch.branch_id, participant = %req.participant,
-            action = %req.action, phase = "try", attempt, code = reply.outcome.code(), "participant replied");
-        let failure = match &reply.outcome {
-            Outcome::Succeeded => None,
-            Outcome::Rejected { message } => Some(Error::Rejected(format!(
-                "participant {} rejected {}: {message}",
-                req.participant, req.action
-            ))),
-            Outcome::Unknown { code, message } => Some(Error::Unavailable(format!(
-                "participant {} try {} failed with {code}: {message}",
-                req.participant, req.action
-            ))),
-        };
-        self.recent
-            .try_recorded(&req.gid, &branch.branch_id, reply.outcome.call_status());
-        let record = CallRecord {
-            branch_id: branch.branch_id.clone(),
-            phase: Phase::Try,
-            attempt,
-            outcome: reply.outcome,
-        };
-        let (now, actor) = (self.clock.now(), self.settings.instance_id.clone());
-        let Some(failure) = failure else {
-            // The initiator gets its answer without waiting for the record:
-            // a Commit here decides from `recent`, one elsewhere waits for
-            // the record (`PENDING_TRY_GRACE`), and a record that never lands
-            // (crash) leaves the Try pending, which refuses the Commit, so
-            // the worst case is a rollback, never a confirm of an unreserved
-            // branch. Failures are recorded before the reply (below), so
-            // that any instance refuses a Commit after one.
-            let (store, gid) = (Arc::clone(&self.store), req.gid.clone());
-            self.tracker.spawn(async move {
-                if let Err(e) = store.record_try(&gid, &record, now, &actor).await {
-                    tracing::warn!(%gid, branch_id = %record.branch_id, error = %e, "try outcome not recorded");
-                }
-            });
-            return Ok((branch.branch_id, reply.payload));
-        };
-        if let Err(e) = self.store.record_try(&req.gid, &record, now, &actor).await {
-            // Commit refuses while the try is not recorded as succeeded, so
-            // a lost record can only lead to a rollback, never to a confirm
-            // of an unreserved branch.
-            self.recent.forget(&req.gid);
-            tracing::warn!(gid = %req.gid, branch_id = %branch.branch_id, error = %e, "try outcome not recorded");
-            return Err(e.into());
-        }
-        Err(failure)
-    }
-
-    async fn register_branch(&self, req: &TryBranch) -> Result<(BranchRecord, Metadata, u32)> {
-        // An assigned number can collide with an id an initiator chose; the
-        // next number is then tried.
-        for _ in 0..8 {
-            let added = self
-                .store
-                .add_branch(NewBranch {
-                    gid: req.gid.clone(),
-                    branch_id: req.branch_id.clone(),
-                    participant: req.participant.clone(),
-                    action: req.action.clone(),
-                    payload: req.payload.clone(),
-                    call_timeout: req.call_timeout,
-                    now: self.clock.now(),
-                    actor: self.settings.instance_id.clone(),
-                })
-                .await?;
-            match added {
-                BranchAdded::Added {
-                    branch,
-                    metadata,
-                    seq,
-                } => {
-                    self.recent.branch_added(&req.gid, &branch, seq);
-                    return Ok((branch, metadata, 1));
-                }
-                BranchAdded::Existing { branch, metadata } => {
-                    // A repeated Try moved the branch counter unseen.
-                    self.recent.forget(&req.gid);
-                    let same = branch.participant == req.participant
-                        && branch.action == req.action
-                        && branch.payload == req.payload;
-                    if same {
-                        let attempt = if branch.first_phase == CallStatus::Pending {
-                            1
-                        } else {
-                            2
-                        };
-                        return Ok((branch, metadata, attempt));
-                    }
-                    if req.branch_id.is_some() {
-                        return Err(Error::AlreadyExists(format!(
-                            "branch {} of transaction {} exists with a different participant, action or payload",
-                            branch.branch_id, req.gid
-                        )));
-                    }
-                }
-                BranchAdded::NotAccepted(None) => {
-                    return Err(Error::NotFound(format!(
-                        "transaction {} not found",
-                        req.gid
-                    )));
-                }
-                BranchAdded::NotAccepted(Some(tx)) => {
-                    let state = tx.state(&[]);
-                    return Err(
-                        match tcc::decide(&state, &Command::AddBranch, self.clock.now()) {
-                            Err(r) => refused(r),
-                            Ok(_) => Error::FailedPrecondition(format!(
-                                "transaction {} does not accept branches now",
-                                req.gid
-                            )),
-                        },
-                    );
-                }
-            }
-        }
-        Err(Error::Unavailable(
-            "could not assign a branch id; retry with an explicit branch_id".into(),
-        ))
-    }
-
-    /// Decides commit; phase 2 runs in the background unless `wait` is set.
-    pub async fn commit(&self, gid: &Gid, wait_until: Option<Instant>) -> Result<Status> {
-        self.decide(gid, Command::Commit, wait_until).await
-    }
-
-    /// Decides rollback; phase 2 runs in the background unless `wait` is set.
-    pub async fn rollback(
-        &self,
-        gid: &Gid,
-        reason: String,
-        wait_until: Option<Instant>,
-    ) -> Result<Status> {
-        let reason = truncate(reason, MAX_REASON);
-        self.decide(gid, Command::Rollback { reason }, wait_until)
-            .await
-    }
-
-    async fn decide(
-        &self,
-        gid: &Gid,
-        command: Command,
-        wait_until: Option<Instant>,
-    ) -> Result<Status> {
-        let status = self.decide_once(gid, &command).await?;
-        match wait_until {
-            Some(until) if !status.is_final() => self.wait_final(gid, until).await,
-            _ => Ok(status),
-        }
-    }
-
-    async fn decide_once(&self, gid: &Gid, command: &Command) -> Result<Status> {
-        // A compare-and-set loop: a concurrent branch insert or claim makes
-        // the write match nothing, and the decision is taken again on
-        // fresh state.
-        // What this instance wrote itself is tried first; it only ever leads
-        // to the decision, never to a refusal (see `recent`).
-        let mut remembered = self.recent.take(gid);
-        let mut misses = 0;
-        let mut waited = Duration::ZERO;
-        let mut poll = PENDING_TRY_POLL;
-        while misses < 16 {
-            let from_memory = remembered.is_some();
-            let (tx, branches) = match remembered.take() {
-                Some(known) => known,
-                None => self.load_required(gid).await?,
-            };
-            let now = self.clock.now();
-            let next = match tcc::decide(&tx.state(&branches), command, now) {
-                Ok(Verdict::Decided { next, .. }) => next,
-                _ if from_memory => continue,
-                // A successful Try's record is written after its reply (see
-                // `try_branch`); one served by another instance may still be
-                // on its way.
-                Err(Refusal::TryNotSucceeded {
-                    status: CallStatus::Pending,
-                    ..
-                }) if waited < PENDING_TRY_GRACE => {
-                    tokio::time::sleep(poll).await;
-                    waited += poll;
-                    poll = (poll * 2).min(PENDING_TRY_POLL_MAX);
-                    continue;
-                }
-                Err(r) => return Err(refused(r)),
-                Ok(Verdict::Unchanged) => return Ok(tx.status),
-            };
-            if let Some(lease) = self
-                .store
-                .decide(self.decision(&tx, next.clone(), now))
-                .await?
-            {
-                tracing::debug!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
-                let status = next.status;
-                self.spawn_drive(lease, branches, next, tx.metadata);
-                return Ok(status);
-            }
-            misses += 1;
-        }
-        Err(Error::Unavailable(format!(
-            "transaction {gid} kept changing while deciding; retry"
-        )))
-    }
-
     /// A decision to take `tx` to `next`, valid only while the row is as
     /// read; this instance then holds the lease.
-    pub(crate) fn decision(
-        &self,
-        tx: &TxRecord,
-        next: tcc::TxState,
-        now: DateTime<Utc>,
-    ) -> Decision {
+    pub(crate) fn decision(&self, tx: &TxRecord, next: TxState, now: DateTime<Utc>) -> Decision {
         Decision {
             gid: tx.gid.clone(),
             expected_status: tx.status,

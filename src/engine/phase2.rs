@@ -4,17 +4,16 @@
 //! backoff and gives the lease back, so the recovery loop of any instance
 //! picks it up when due.
 
-use std::sync::Arc;
-
-use concord_proto::participant::v1::BranchRequest;
 use futures::future::join_all;
 use tracing::Instrument;
 
-use crate::domain::{BranchId, Gid};
-use crate::engine::Engine;
-use crate::machine::tcc::{self, Command, Settled, TxState, Verdict};
-use crate::machine::{Outcome, Phase, Status};
-use crate::store::{BranchRecord, CallRecord, Claimed, Lease, Metadata, RoundWrite};
+use super::Engine;
+use super::calls::BranchCall;
+use crate::domain::BranchId;
+use crate::domain::metadata::Metadata;
+use crate::machine::tcc::{self, Settled, TxState};
+use crate::machine::{Mode, Outcome, Phase};
+use crate::store::{BranchRecord, CallRecord, Lease, RoundWrite};
 
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
@@ -23,6 +22,7 @@ impl Engine {
         lease: Lease,
         branches: Vec<BranchRecord>,
         state: TxState,
+        calls: Vec<(BranchId, Phase)>,
         metadata: Metadata,
     ) {
         let Some(engine) = self.self_arc() else {
@@ -31,138 +31,24 @@ impl Engine {
         let span = tracing::info_span!("drive", gid = %lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive(lease, branches, state, Some(metadata)).await;
+                engine.drive(lease, branches, state, calls, metadata).await;
             }
             .instrument(span),
         );
     }
 
-    /// Takes over a transaction claimed by the recovery loop.
-    pub(crate) async fn resume(self: Arc<Self>, claimed: Claimed) {
-        let gid = claimed.lease.gid.clone();
-        let (tx, branches) = match self.store.load(&gid).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(%gid, error = %e, "cannot load claimed transaction; its lease will expire");
-                return;
-            }
-        };
-        if tx.fence != claimed.lease.fence {
-            return;
-        }
-        if let Some(previous) = &claimed.previous_owner {
-            tracing::info!(%gid, previous_owner = %previous, status = tx.status.as_str(), "took over an expired lease");
-        }
-        let state = tx.state(&branches);
-        match tx.status {
-            Status::Trying => {
-                let now = self.clock.now();
-                let Ok(Verdict::Decided { next, .. }) = tcc::decide(&state, &Command::Expire, now)
-                else {
-                    // Not past its deadline by our clock (clock skew with
-                    // the database): give it back untouched.
-                    let _ = self
-                        .store
-                        .release(&self.settings.instance_id, &[claimed.lease])
-                        .await;
-                    return;
-                };
-                match self
-                    .store
-                    .decide(self.decision(&tx, next.clone(), now))
-                    .await
-                {
-                    Ok(Some(lease)) => {
-                        tracing::info!(%gid, "deadline passed; rolling back");
-                        self.drive(lease, branches, next, Some(tx.metadata)).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(%gid, error = %e, "cannot roll back expired transaction")
-                    }
-                }
-            }
-            Status::Confirming | Status::Cancelling => {
-                self.drive(claimed.lease, branches, state, Some(tx.metadata))
-                    .await;
-            }
-            Status::Running | Status::Compensating => {
-                self.drive_saga(claimed.lease, tx, branches).await;
-            }
-            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated => {
-                let _ = self
-                    .store
-                    .release(&self.settings.instance_id, &[claimed.lease])
-                    .await;
-            }
-        }
-    }
-
-    /// Calls `phase` (action `action`) of one branch on the participant's
-    /// registered endpoints; an unknown participant or an unreachable
-    /// registry is an unknown outcome, retried like any other.
-    pub(crate) async fn call_branch(
-        &self,
-        branch: &BranchRecord,
-        gid: &Gid,
-        phase: Phase,
-        action: &str,
-        attempt: u32,
-        metadata: &Metadata,
-    ) -> Outcome {
-        let endpoints = match self.registry.lookup(&branch.participant).await {
-            Ok(Some(entry)) => entry.endpoints,
-            Ok(None) => {
-                return Outcome::Unknown {
-                    code: "NOT_FOUND".into(),
-                    message: format!("participant {} is not registered", branch.participant),
-                };
-            }
-            Err(e) => {
-                return Outcome::Unknown {
-                    code: "UNAVAILABLE".into(),
-                    message: format!("registry unavailable: {e}"),
-                };
-            }
-        };
-        let request = BranchRequest {
-            gid: gid.to_string(),
-            branch_id: branch.branch_id.to_string(),
-            action: action.to_string(),
-            payload: branch.payload.clone(),
-            attempt,
-            metadata: metadata.clone().into_iter().collect(),
-        };
-        let timeout = branch.call_timeout.unwrap_or(self.settings.call_timeout);
-        let reply = self
-            .clients
-            .call(&branch.participant, &endpoints, phase, request, timeout)
-            .await;
-        tracing::debug!(branch_id = %branch.branch_id, participant = %branch.participant,
-            action, phase = phase.as_str(), attempt, code = reply.outcome.code(),
-            "participant replied");
-        reply.outcome
-    }
-
-    /// One phase-2 round under `lease`.
+    /// One phase-2 round under `lease`: makes `calls` (what the state
+    /// machine said is owed), settles the replies and writes the round.
     pub(crate) async fn drive(
         &self,
         lease: Lease,
         branches: Vec<BranchRecord>,
         state: TxState,
-        metadata: Option<Metadata>,
+        calls: Vec<(BranchId, Phase)>,
+        metadata: Metadata,
     ) {
         let guard = self.leases.hold(&lease);
         let gid = lease.gid.clone();
-        let metadata = match metadata {
-            Some(m) => m,
-            None => match self.store.load(&gid).await {
-                Ok(Some((tx, _))) => tx.metadata,
-                _ => Metadata::new(),
-            },
-        };
-        let calls = tcc::pending_calls(&state);
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state
@@ -175,8 +61,16 @@ impl Engine {
             async move {
                 let outcome = match branch {
                     Some(b) => {
-                        self.call_branch(b, gid, *phase, b.action.as_str(), attempt, metadata)
-                            .await
+                        self.call_participant(BranchCall {
+                            gid,
+                            branch: b,
+                            phase: *phase,
+                            action: &b.action,
+                            attempt,
+                            metadata,
+                        })
+                        .await
+                        .outcome
                     }
                     None => Outcome::Unknown {
                         code: "INTERNAL".into(),
@@ -229,12 +123,12 @@ impl Engine {
         };
         match self.store.write_round(write).await {
             Ok(true) if finished => {
-                crate::telemetry::metrics::tx_finished(crate::machine::Mode::Tcc, status);
+                crate::telemetry::metrics::tx_finished(Mode::Tcc, status);
                 tracing::debug!(%gid, status = status.as_str(), "finished");
                 self.notify_finished(&gid);
             }
             Ok(true) => {
-                crate::telemetry::metrics::retry_scheduled(crate::machine::Mode::Tcc);
+                crate::telemetry::metrics::retry_scheduled(Mode::Tcc);
                 let level_reason = next.attention_reason.as_deref().unwrap_or("");
                 if newly_flagged {
                     tracing::warn!(%gid, attempts = next.attempts, reason = level_reason, "needs attention");

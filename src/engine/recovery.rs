@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use super::Engine;
+use crate::machine::Status;
+use crate::machine::tcc::{self, Command, Verdict};
+use crate::store::Claimed;
 
 /// Handle to wake the loop early (for example after an operator's retry).
 #[derive(Clone, Default)]
@@ -77,6 +80,72 @@ pub async fn run(
         // interval.
         if full {
             wake.wake();
+        }
+    }
+}
+
+impl Engine {
+    /// Takes over a transaction claimed by the recovery loop.
+    pub(crate) async fn resume(self: Arc<Self>, claimed: Claimed) {
+        let gid = claimed.lease.gid.clone();
+        let (tx, branches) = match self.store.load(&gid).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%gid, error = %e, "cannot load claimed transaction; its lease will expire");
+                return;
+            }
+        };
+        if tx.fence != claimed.lease.fence {
+            return;
+        }
+        if let Some(previous) = &claimed.previous_owner {
+            tracing::info!(%gid, previous_owner = %previous, status = tx.status.as_str(), "took over an expired lease");
+        }
+        let state = tx.state(&branches);
+        match tx.status {
+            Status::Trying => {
+                let now = self.clock.now();
+                let Ok(Verdict::Decided { next, calls }) =
+                    tcc::decide(&state, &Command::Expire, now)
+                else {
+                    // Not past its deadline by our clock (clock skew with
+                    // the database): give it back untouched.
+                    let _ = self
+                        .store
+                        .release(&self.settings.instance_id, &[claimed.lease])
+                        .await;
+                    return;
+                };
+                match self
+                    .store
+                    .decide(self.decision(&tx, next.clone(), now))
+                    .await
+                {
+                    Ok(Some(lease)) => {
+                        tracing::info!(%gid, "deadline passed; rolling back");
+                        self.drive(lease, branches, next, calls, tx.metadata).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(%gid, error = %e, "cannot roll back expired transaction")
+                    }
+                }
+            }
+            Status::Confirming | Status::Cancelling => {
+                let calls = tcc::pending_calls(&state);
+                self.drive(claimed.lease, branches, state, calls, tx.metadata)
+                    .await;
+            }
+            Status::Running | Status::Compensating => {
+                self.drive_saga(claimed.lease, tx, branches).await;
+            }
+            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated => {
+                let _ = self
+                    .store
+                    .release(&self.settings.instance_id, &[claimed.lease])
+                    .await;
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Sagas: submission (every step durable before the first action) and the
 //! driver that executes actions, persists each step's outcome before
 //! starting the steps that depend on it, and compensates in reverse order
-//! after a rejection. Decisions come from `machine::saga`.
+//! after a rejection. Decisions come from [`crate::machine::saga`]; calls go
+//! through [`super::calls`] like every other participant call.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,8 +13,11 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::calls::BranchCall;
+use super::tcc::check_call_timeout;
+use super::{Engine, deadline_after};
+use crate::domain::metadata;
 use crate::domain::{ActionName, Gid, ParticipantName};
-use crate::engine::{Engine, deadline_after, validate_metadata};
 use crate::error::{Error, Result};
 use crate::machine::saga::{self, SagaChange, SagaPhase, SagaState};
 use crate::machine::{Phase, Status};
@@ -63,34 +67,16 @@ fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
 }
 
 impl Engine {
+    /// The checks a Try gets, for one step; the error names the step.
     async fn check_step(&self, i: usize, s: &StepRequest) -> Result<()> {
-        if s.payload.len() > self.settings.max_payload_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "step {i}: payload is {} bytes, the limit is {}",
-                s.payload.len(),
-                self.settings.max_payload_bytes
-            )));
-        }
-        let entry = self.registry.lookup(&s.participant).await?.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "step {i}: participant {} is not registered",
-                s.participant
-            ))
-        })?;
-        for name in [&s.action, &s.compensation] {
-            if !entry.actions.contains(name) {
-                return Err(Error::InvalidArgument(format!(
-                    "step {i}: participant {} has no action {name}",
-                    s.participant
-                )));
-            }
-        }
-        if s.call_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::InvalidArgument(format!(
-                "step {i}: call_timeout must be positive"
-            )));
-        }
-        Ok(())
+        let checked = async {
+            self.check_payload(&s.payload)?;
+            check_call_timeout(s.call_timeout)?;
+            self.check_actions(&s.participant, &[&s.action, &s.compensation])
+                .await
+                .map(drop)
+        };
+        checked.await.map_err(|e| e.context(&format!("steps[{i}]")))
     }
 
     /// Validates and persists a saga, then drives it in the background.
@@ -100,7 +86,7 @@ impl Engine {
         req: SagaRequest,
         wait_until: Option<Instant>,
     ) -> Result<(Gid, Status, Option<String>)> {
-        validate_metadata(&req.metadata)?;
+        metadata::validate(&req.metadata)?;
         if req.steps.is_empty() {
             return Err(Error::InvalidArgument(
                 "a saga needs at least one step".into(),
@@ -203,7 +189,7 @@ impl Engine {
             SagaSubmitted::Existing(found) => {
                 let (tx, branches) = *found;
                 let same = tx.mode == crate::machine::Mode::Saga
-                    && crate::telemetry::trace::same_metadata(&tx.metadata, &req.metadata)
+                    && metadata::same_business(&tx.metadata, &req.metadata)
                     && same_steps(&steps, &branches);
                 if !same {
                     return Err(Error::AlreadyExists(format!(
@@ -246,19 +232,24 @@ impl Engine {
         attempt: u32,
         metadata: Metadata,
     ) -> (usize, SagaPhase, CallRecord) {
-        let (name, rpc) = match phase {
-            SagaPhase::Execute => (branch.action.to_string(), Phase::Execute),
+        let (action, rpc) = match phase {
+            SagaPhase::Execute => (&branch.action, Phase::Execute),
             SagaPhase::Compensate => (
-                branch
-                    .compensation
-                    .as_ref()
-                    .map_or_else(|| branch.action.to_string(), ToString::to_string),
+                branch.compensation.as_ref().unwrap_or(&branch.action),
                 Phase::Compensate,
             ),
         };
         let outcome = self
-            .call_branch(&branch, &gid, rpc, &name, attempt, &metadata)
-            .await;
+            .call_participant(BranchCall {
+                gid: &gid,
+                branch: &branch,
+                phase: rpc,
+                action,
+                attempt,
+                metadata: &metadata,
+            })
+            .await
+            .outcome;
         (
             index,
             phase,

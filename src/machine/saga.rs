@@ -52,28 +52,29 @@ pub struct SagaState {
     pub steps: Vec<StepState>,
 }
 
-/// Checks a step list; the error names the step (0-based index, as in the
-/// request).
+/// Checks a step list; the error names the step by its place in the
+/// request (`steps[0]` is the first; its branch id, used everywhere once the
+/// saga exists, is 1).
 pub fn validate(depends_on: &[Vec<usize>]) -> Result<(), String> {
     let n = depends_on.len();
     for (i, deps) in depends_on.iter().enumerate() {
         let mut seen = HashSet::new();
         for &d in deps {
             if d == i {
-                return Err(format!("step {i} depends on itself"));
+                return Err(format!("steps[{i}] depends on itself"));
             }
             if d >= n {
                 return Err(format!(
-                    "step {i} depends on step {d}, which does not exist"
+                    "steps[{i}] depends on steps[{d}], which does not exist"
                 ));
             }
             if d > i {
                 return Err(format!(
-                    "step {i} depends on step {d}; depends_on may only name earlier steps"
+                    "steps[{i}] depends on steps[{d}]; depends_on may only name earlier steps"
                 ));
             }
             if !seen.insert(d) {
-                return Err(format!("step {i} lists step {d} twice in depends_on"));
+                return Err(format!("steps[{i}] lists steps[{d}] twice in depends_on"));
             }
         }
     }
@@ -209,7 +210,9 @@ pub fn on_reply(
             CallStatus::Unknown
         }
     };
-    let label = s.label.clone();
+    // Steps are named by their branch id everywhere (events, `tx show`,
+    // what the participant receives), never by their 0-based index.
+    let label = format!("{} ({})", s.id, s.label);
     match phase {
         SagaPhase::Execute => s.action = status,
         SagaPhase::Compensate => s.compensation = status,
@@ -224,10 +227,7 @@ pub fn on_reply(
         for step in &mut next.steps {
             step.attempts = 0;
         }
-        next.reason = Some(format!(
-            "step {step} ({label}) rejected: {}",
-            outcome.message()
-        ));
+        next.reason = Some(format!("step {label} rejected: {}", outcome.message()));
         return finish_if_done(next, SagaChange::Compensating);
     }
     finish_if_done(next, SagaChange::Step)
@@ -296,11 +296,11 @@ pub fn round_failed(
         let failing: Vec<String> = next
             .steps
             .iter()
-            .enumerate()
-            .filter(|(_, s)| owed(s))
-            .map(|(i, s)| {
+            .filter(|s| owed(s))
+            .map(|s| {
                 format!(
-                    "step {i} ({}) {phase} failing after {} attempts: {} {}",
+                    "step {} ({}) {phase} failing after {} attempts: {} {}",
+                    s.id,
                     s.label,
                     s.attempts,
                     s.last_code.as_deref().unwrap_or("UNKNOWN"),

@@ -74,11 +74,11 @@ fn validation_names_the_offending_step() {
     assert!(validate(&[vec![], vec![0], vec![0, 1]]).is_ok());
     assert_eq!(
         validate(&[vec![0]]).unwrap_err(),
-        "step 0 depends on itself"
+        "steps[0] depends on itself"
     );
     assert_eq!(
         validate(&[vec![], vec![5]]).unwrap_err(),
-        "step 1 depends on step 5, which does not exist"
+        "steps[1] depends on steps[5], which does not exist"
     );
     assert!(
         validate(&[vec![1], vec![]])
@@ -147,7 +147,7 @@ fn rejection_compensates_in_reverse_order_including_the_rejected_step() {
     assert_eq!(s.status, Status::Compensating);
     assert_eq!(
         s.reason.as_deref(),
-        Some("step 2 (svc2.act) rejected: no funds")
+        Some("step 3 (svc2.act) rejected: no funds")
     );
     assert_eq!(
         next_calls(&s, &none(), &untried(), 8),
@@ -227,7 +227,7 @@ fn unknown_actions_wait_for_the_next_round_and_compensations_escalate() {
     assert!(
         r.attention_reason
             .unwrap()
-            .contains("step 0 (svc0.act) execute failing")
+            .contains("step 1 (svc0.act) execute failing")
     );
     let mut c = s;
     c.status = Status::Compensating;
@@ -242,7 +242,7 @@ fn unknown_actions_wait_for_the_next_round_and_compensations_escalate() {
     assert!(
         c.attention_reason
             .unwrap()
-            .contains("step 0 (svc0.act) compensate failing")
+            .contains("step 1 (svc0.act) compensate failing")
     );
 }
 

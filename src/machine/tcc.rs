@@ -76,8 +76,12 @@ pub enum Verdict {
     /// Nothing to change: the command was already applied (idempotent
     /// repeat) or, for `AddBranch`, the branch may be added.
     Unchanged,
-    /// The decision: persist the new state, then call phase 2 on `calls`.
-    Decided { next: TxState, calls: Vec<BranchId> },
+    /// The decision: persist the new state, then make `calls` (every
+    /// branch's phase-2 call).
+    Decided {
+        next: TxState,
+        calls: Vec<(BranchId, Phase)>,
+    },
 }
 
 /// Applies a command. Pure: the same input always gives the same output.
@@ -133,7 +137,7 @@ fn decided(tx: &TxState, status: Status, reason: Option<String>, now: DateTime<U
         b.second_phase = CallStatus::Pending;
         b.attempts = 0;
     }
-    let calls = next.branches.iter().map(|b| b.id.clone()).collect();
+    let calls = pending_calls(&next);
     Verdict::Decided { next, calls }
 }
 

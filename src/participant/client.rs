@@ -48,6 +48,20 @@ pub struct CallReply {
     pub endpoint: Option<EndpointUrl>,
 }
 
+impl CallReply {
+    /// A call that was not made, or not answered: its outcome is unknown.
+    pub fn unknown(code: &str, message: String) -> Self {
+        CallReply {
+            outcome: Outcome::Unknown {
+                code: code.into(),
+                message,
+            },
+            payload: Vec::new(),
+            endpoint: None,
+        }
+    }
+}
+
 /// Classifies a gRPC result by the outcome contract.
 pub fn classify(result: Result<BranchResponse, tonic::Status>) -> (Outcome, Vec<u8>) {
     match result {
@@ -293,25 +307,14 @@ impl ParticipantClients {
             } else {
                 format!("circuit open for every endpoint of participant {participant}")
             };
-            return CallReply {
-                outcome: Outcome::Unknown {
-                    code: "UNAVAILABLE".into(),
-                    message,
-                },
-                payload: Vec::new(),
-                endpoint: None,
-            };
+            return CallReply::unknown("UNAVAILABLE", message);
         };
         let channel = match self.channel(&url) {
             Ok(c) => c,
             Err(message) => {
                 return CallReply {
-                    outcome: Outcome::Unknown {
-                        code: "INTERNAL".into(),
-                        message,
-                    },
-                    payload: Vec::new(),
                     endpoint: Some(url),
+                    ..CallReply::unknown("INTERNAL", message)
                 };
             }
         };

@@ -1,7 +1,6 @@
 //! Rows as the store returns them, and their conversion to the state the
 //! state machine works on.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +17,7 @@ pub fn no_deadline() -> DateTime<Utc> {
 }
 
 /// Transaction metadata (for example `traceparent`).
-pub type Metadata = BTreeMap<String, String>;
+pub use crate::domain::metadata::Metadata;
 
 /// A global transaction row.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,11 +10,9 @@ use concord_proto::participant::v1::BranchRequest;
 use tonic::metadata::MetadataMap;
 
 use crate::domain::ParticipantName;
+use crate::domain::metadata::{MAX_ENTRIES, Metadata};
+pub use crate::domain::metadata::{TRACEPARENT, TRACESTATE};
 use crate::machine::Phase;
-use crate::store::Metadata;
-
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
 /// The specification allows 32 list members of at most 256 characters;
 /// longer values are dropped rather than stored.
 const MAX_TRACESTATE: usize = 512;
@@ -50,9 +48,7 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 pub fn inherit(headers: &MetadataMap, metadata: &mut Metadata) {
     // Best effort: a map already at its size limit is left as it is rather
     // than refused because of a header the client did not put there.
-    if metadata.contains_key(TRACEPARENT)
-        || metadata.len() + 2 > crate::engine::MAX_METADATA_ENTRIES
-    {
+    if metadata.contains_key(TRACEPARENT) || metadata.len() + 2 > MAX_ENTRIES {
         return;
     }
     let Some(parent) = headers
@@ -108,19 +104,6 @@ pub fn call_span(
         trace_id = trace.unwrap_or(""))
 }
 
-/// Whether two metadata maps are equal once the trace context is left out:
-/// a client that repeats Begin after a timeout sends a new span id, and the
-/// repeat is still the same transaction.
-pub fn same_metadata(a: &Metadata, b: &Metadata) -> bool {
-    let business = |m: &Metadata| {
-        m.iter()
-            .filter(|(k, _)| k.as_str() != TRACEPARENT && k.as_str() != TRACESTATE)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>()
-    };
-    business(a) == business(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_sets_headers_and_repeats_ignore_trace_context() {
+    fn forward_sets_the_trace_headers() {
         let mut req = tonic::Request::new(BranchRequest {
             metadata: [
                 (TRACEPARENT.to_string(), VALID.to_string()),
@@ -178,14 +161,5 @@ mod tests {
         forward(&mut req);
         assert_eq!(req.metadata().get(TRACEPARENT).unwrap(), VALID);
         assert!(req.metadata().get("tenant").is_none());
-
-        let a = Metadata::from([
-            ("tenant".to_string(), "a".to_string()),
-            (TRACEPARENT.to_string(), VALID.to_string()),
-        ]);
-        let b = Metadata::from([("tenant".to_string(), "a".to_string())]);
-        let c = Metadata::from([("tenant".to_string(), "b".to_string())]);
-        assert!(same_metadata(&a, &b));
-        assert!(!same_metadata(&a, &c));
     }
 }

@@ -17,9 +17,10 @@ use tonic::{Request, Response, Status};
 
 use self::auth::{AdminAuth, AdminTokens, Operator};
 use super::guarded;
+use crate::domain::MAX_REASON;
 use crate::domain::{Gid, ParticipantName};
+use crate::engine::Engine;
 use crate::engine::recovery::Wake;
-use crate::engine::{Engine, MAX_REASON};
 use crate::error::{Error, Result};
 use crate::machine::operator::{self, OperatorEffect, OperatorFlags, OperatorOp};
 use crate::store::Store;

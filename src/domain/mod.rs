@@ -1,6 +1,9 @@
 //! Validated domain values: a `Gid`, a `ParticipantName`, an `ActionName`,
 //! a `BranchId` and an `EndpointUrl` can only hold values the coordinator
-//! accepts, so the rest of the code never re-checks them.
+//! accepts, so the rest of the code never re-checks them; [`metadata`] is a
+//! transaction's metadata with its limits.
+
+pub mod metadata;
 
 use std::fmt;
 
@@ -13,6 +16,8 @@ pub struct InvalidValue(pub String);
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest branch id.
 pub const MAX_BRANCH_ID_LEN: usize = 64;
+/// Longest rollback reason or operator note kept.
+pub const MAX_REASON: usize = 1024;
 
 fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), InvalidValue> {
     if value.is_empty() {

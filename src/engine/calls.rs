@@ -1,0 +1,107 @@
+//! The one path from the engine to a participant. Before a branch exists:
+//! the checks that a participant and its actions are registered and that a
+//! payload fits ([`Engine::check_actions`], [`Engine::check_payload`]), the
+//! same for a Try and for a saga step. After the branch is durable: one call
+//! of one phase ([`Engine::call_participant`]), whoever makes it (a Try, a
+//! phase-2 round, a saga action or compensation).
+
+use concord_proto::participant::v1::BranchRequest;
+
+use super::Engine;
+use crate::domain::metadata::Metadata;
+use crate::domain::{ActionName, Gid, ParticipantName};
+use crate::error::{Error, Result};
+use crate::machine::Phase;
+use crate::participant::client::CallReply;
+use crate::participant::registry::Entry;
+use crate::store::BranchRecord;
+
+/// One call of one phase of a durable branch.
+pub(crate) struct BranchCall<'a> {
+    pub gid: &'a Gid,
+    pub branch: &'a BranchRecord,
+    pub phase: Phase,
+    /// The action named in the call: the branch's action, or its
+    /// compensation for a saga's Compensate.
+    pub action: &'a ActionName,
+    pub attempt: u32,
+    pub metadata: &'a Metadata,
+}
+
+impl Engine {
+    /// Refuses a payload over `max_payload_bytes`.
+    pub(crate) fn check_payload(&self, payload: &[u8]) -> Result<()> {
+        let max = self.settings.max_payload_bytes;
+        if payload.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "payload is {} bytes, the limit is {max}",
+                payload.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The registry entry of `participant`, which must offer every one of
+    /// `actions`: `NOT_FOUND` naming what is missing otherwise.
+    pub(crate) async fn check_actions(
+        &self,
+        participant: &ParticipantName,
+        actions: &[&ActionName],
+    ) -> Result<Entry> {
+        let entry = self.registry.lookup(participant).await?.ok_or_else(|| {
+            Error::NotFound(format!("participant {participant} is not registered"))
+        })?;
+        if let Some(missing) = actions.iter().find(|a| !entry.actions.contains(**a)) {
+            let mut known: Vec<&str> = entry.actions.iter().map(ActionName::as_str).collect();
+            known.sort_unstable();
+            return Err(Error::NotFound(format!(
+                "participant {participant} has no action {missing} (registered: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// Calls one phase of a branch on one of its participant's registered
+    /// endpoints, with the branch's deadline. An unknown participant or an
+    /// unreachable registry is an unknown outcome, retried like any other:
+    /// the branch is durable and its call is owed.
+    pub(crate) async fn call_participant(&self, call: BranchCall<'_>) -> CallReply {
+        let branch = call.branch;
+        let endpoints = match self.registry.lookup(&branch.participant).await {
+            Ok(Some(entry)) => entry.endpoints,
+            Ok(None) => {
+                return CallReply::unknown(
+                    "NOT_FOUND",
+                    format!("participant {} is not registered", branch.participant),
+                );
+            }
+            Err(e) => {
+                return CallReply::unknown("UNAVAILABLE", format!("registry unavailable: {e}"));
+            }
+        };
+        let request = BranchRequest {
+            gid: call.gid.to_string(),
+            branch_id: branch.branch_id.to_string(),
+            action: call.action.to_string(),
+            payload: branch.payload.clone(),
+            attempt: call.attempt,
+            metadata: call.metadata.clone().into_iter().collect(),
+        };
+        let timeout = branch.call_timeout.unwrap_or(self.settings.call_timeout);
+        let reply = self
+            .clients
+            .call(
+                &branch.participant,
+                &endpoints,
+                call.phase,
+                request,
+                timeout,
+            )
+            .await;
+        tracing::debug!(gid = %call.gid, branch_id = %branch.branch_id, participant = %branch.participant,
+            action = %call.action, phase = call.phase.as_str(), attempt = call.attempt,
+            code = reply.outcome.code(), "participant replied");
+        reply
+    }
+}
