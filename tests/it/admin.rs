@@ -12,7 +12,7 @@ use concord::api::admin::auth::AdminTokens;
 use concord::cli::Bearer;
 use concord::domain::{ActionName, Gid, ParticipantName};
 use concord::machine::{self, Command, Outcome, Phase, Status, Verdict};
-use concord::store::admin::{AdminChange, AdminWrite};
+use concord::store::admin::{AdminChange, AdminStore, AdminWrite};
 use concord::store::postgres::PgStore;
 use concord::store::*;
 use concord_proto::v1::admin_client::AdminClient;
@@ -552,9 +552,15 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
         attempt: 1,
         outcome: Outcome::Succeeded,
     };
-    s.record_try(&g, &ok(Phase::Try), now, "test")
-        .await
-        .unwrap();
+    s.record_try(
+        &g,
+        &ok(Phase::Try),
+        machine::try_record_applies(),
+        now,
+        "test",
+    )
+    .await
+    .unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
     let Ok(Verdict::Decided { next, .. }) =
         machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())
