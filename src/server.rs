@@ -24,6 +24,7 @@ use crate::engine::{Engine, EngineSettings};
 use crate::machine::Escalation;
 use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
+use crate::store::admin::AdminStore;
 use crate::store::postgres::PgStore;
 use crate::store::{Store, StoreError};
 
@@ -51,7 +52,7 @@ const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct Server {
     config: Config,
-    store: Arc<PgStore>,
+    store: Arc<dyn AdminStore>,
     engine: Arc<Engine>,
     listener: TcpListener,
     wake: Wake,
@@ -102,7 +103,7 @@ impl Server {
     /// reads the TLS files the configuration names.
     pub fn assemble(
         config: Config,
-        store: Arc<PgStore>,
+        store: Arc<dyn AdminStore>,
         clock: Arc<dyn Clock>,
         listener: TcpListener,
     ) -> Result<Self, ServerError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::postgres::PgStore;
+use crate::store::admin::AdminStore;
 use crate::telemetry::metrics;
 
 /// Pause between two batches of one sweep.
@@ -17,9 +17,14 @@ pub const BATCH_PAUSE: Duration = Duration::from_millis(200);
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Sweeps now, then every [`SWEEP_INTERVAL`], until `stop`.
-pub async fn run(store: Arc<PgStore>, retention: Duration, batch: u32, stop: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn AdminStore>,
+    retention: Duration,
+    batch: u32,
+    stop: CancellationToken,
+) {
     loop {
-        sweep(&store, retention, batch, &stop).await;
+        sweep(store.as_ref(), retention, batch, &stop).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
@@ -30,7 +35,7 @@ pub async fn run(store: Arc<PgStore>, retention: Duration, batch: u32, stop: Can
 /// Deletes batch after batch until a batch comes back short (or `stop`);
 /// returns how many transactions were deleted.
 pub async fn sweep(
-    store: &PgStore,
+    store: &dyn AdminStore,
     retention: Duration,
     batch: u32,
     stop: &CancellationToken,

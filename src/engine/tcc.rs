@@ -166,13 +166,19 @@ impl Engine {
             // that any instance refuses a Commit after one.
             let (store, gid) = (Arc::clone(&self.store), req.gid.clone());
             self.tracker.spawn(async move {
-                if let Err(e) = store.record_try(&gid, &record, now, &actor).await {
+                if let Err(e) = store
+                    .record_try(&gid, &record, tcc::try_record_applies(), now, &actor)
+                    .await {
                     tracing::warn!(%gid, branch_id = %record.branch_id, error = %e, "try outcome not recorded");
                 }
             });
             return Ok((branch.branch_id, reply.payload));
         };
-        if let Err(e) = self.store.record_try(&req.gid, &record, now, &actor).await {
+        if let Err(e) = self
+            .store
+            .record_try(&req.gid, &record, tcc::try_record_applies(), now, &actor)
+            .await
+        {
             // Commit refuses while the try is not recorded as succeeded, so
             // a lost record can only lead to a rollback, never to a confirm
             // of an unreserved branch.

@@ -134,11 +134,27 @@ fn decided(tx: &TxState, status: Status, reason: Option<String>, now: DateTime<U
     next.decided_at = Some(now);
     next.rollback_reason = reason;
     for b in &mut next.branches {
+        // A commit is decided only with every Try succeeded; the state says
+        // so, and the store persists it even if a Try's own record (written
+        // after its reply) has not landed yet.
+        if status == Status::Confirming {
+            b.first_phase = CallStatus::Succeeded;
+        }
         b.second_phase = CallStatus::Pending;
         b.attempts = 0;
     }
     let calls = pending_calls(&next);
     Verdict::Decided { next, calls }
+}
+
+/// The phase-2 state a branch must still have for a Try's reply to be
+/// recorded on it. The record is written after the reply, so it can arrive
+/// after phase 2 began; it must not overwrite phase 2's outcome (a commit
+/// carries its Tries as succeeded itself, see [`decide`]). The store
+/// applies the record as a compare-and-set on this state; the call stays
+/// in the history either way.
+pub fn try_record_applies() -> CallStatus {
+    CallStatus::NotRequired
 }
 
 /// The branches still owed a phase-2 call, and which call.

@@ -1,15 +1,19 @@
-//! Group commit for the store's writes (the durable hot path in `hot.rs`,
-//! the relaxed outcomes and progress in `writes.rs`): the writes of many
-//! transactions go out in one statement instead of one each. A
-//! writer waits for its own batch, so it still knows its row is written
-//! (and fenced) when it returns. Batches form on their own: while a flush
-//! runs, new writes queue up and go out together in the next one.
+//! Group commit for the store's writes (on PostgreSQL the durable hot path
+//! in `postgres/hot.rs`, the relaxed outcomes and progress in
+//! `postgres/writes.rs`): the writes of many transactions go out in one
+//! statement instead of one each. A writer waits for its own batch, so it
+//! still knows its row is written (and fenced) when it returns. Batches
+//! form on their own: while a flush runs, new writes queue up and go out
+//! together in the next one.
+//!
+//! Only writes go through it: a write's cost is the commit (one WAL flush
+//! per statement), which batching shares; a read costs no flush, so reads
+//! are plain queries.
 
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{StoreError, StoreResult};
@@ -117,10 +121,11 @@ where
 
     /// The store's writers: `flush` runs one statement for a batch on
     /// `pool`, with the batch size and flushes in flight above.
-    pub(super) fn on_pool<K, F, Fut>(pool: PgPool, key: fn(&T) -> K, flush: F) -> Self
+    pub(super) fn on_pool<P, K, F, Fut>(pool: P, key: fn(&T) -> K, flush: F) -> Self
     where
+        P: Clone + Send + Sync + 'static,
         K: Eq + Hash + Send + 'static,
-        F: Fn(PgPool, Vec<T>) -> Fut + Send + Sync + 'static,
+        F: Fn(P, Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = StoreResult<Vec<R>>> + Send + 'static,
     {
         Self::start(MAX_BATCH, IN_FLIGHT, key, move |items| {

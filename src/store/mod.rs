@@ -1,36 +1,22 @@
 //! Durable state behind a narrow trait: global transactions, branches,
-//! events, leases and the participant registry. PostgreSQL
+//! events, leases and the participant registry. [`Store`] is what the
+//! engine needs; [`admin::AdminStore`] adds the operator's queries and the
+//! server's housekeeping (gauges, retention). PostgreSQL
 //! ([`postgres::PgStore`]) is the real implementation.
 //!
 //! Every method is one statement (or one short transaction), and every write
 //! made while driving a transaction carries the lease's fencing token, so an
 //! instance whose lease was taken over matches no row and changes nothing.
-
-// Column lists shared by every module that reads whole rows.
-macro_rules! tx_columns {
-    () => {
-        "gid, mode, status, metadata, timeout_ms, deadline, branch_seq, \
-    rollback_reason, decided_at, attempts, needs_attention, attention_reason, paused, \
-    next_attempt_at, owner, lease_until, fence, created_at, updated_at, finished_at, concurrency"
-    };
-}
-
-macro_rules! branch_columns {
-    () => {
-        "branch_id, participant, action, payload, call_timeout_ms, \
-    first_phase, second_phase, attempts, last_code, last_error, last_attempt_at, created_at, updated_at, \
-    compensation, depends_on, compensate_rejected"
-    };
-}
+//! The store decides nothing: it persists the state the state machine
+//! computed, guarded by compare-and-set on what the caller read.
 
 pub mod admin;
 mod batch;
-pub mod gauges;
-mod hot;
 pub mod postgres;
 mod records;
-mod retention;
-mod writes;
+mod rows;
+pub mod sqlstate;
+mod text;
 
 use std::time::Duration;
 
@@ -38,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
 use crate::machine::tcc::TxState;
-use crate::machine::{Outcome, Phase, Status};
+use crate::machine::{CallStatus, Outcome, Phase, Status};
 
 pub use records::*;
 
@@ -59,28 +45,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Maps every sqlx error to a [`StoreError`]; the only place that looks at
-/// PostgreSQL error codes.
-pub fn map_sqlx(err: sqlx::Error) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") => StoreError::Conflict(db.message().to_string()),
-            Some("23514") | Some("23503") => StoreError::Conflict(db.message().to_string()),
-            // serialization failure, deadlock, admin shutdown, too many connections
-            Some("40001") | Some("40P01") | Some("57P01") | Some("53300") => {
-                StoreError::Unavailable(db.message().to_string())
-            }
-            _ => StoreError::Database(db.message().to_string()),
-        },
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
-        _ => StoreError::Database(err.to_string()),
-    }
-}
 
 /// A new TCC transaction.
 #[derive(Debug, Clone)]
@@ -254,11 +218,15 @@ pub trait Store: Send + Sync + 'static {
     /// trying and before its deadline. Durable when it returns `Added`.
     async fn add_branch(&self, branch: NewBranch) -> StoreResult<BranchAdded>;
 
-    /// Records the reply of a Try.
+    /// Records the reply of a Try on its branch if the branch's phase 2
+    /// is still `expected_second_phase` (compare-and-set; the caller names
+    /// the state with [`tcc::try_record_applies`](crate::machine::tcc::try_record_applies)),
+    /// and the call in the history in any case.
     async fn record_try(
         &self,
         gid: &Gid,
         call: &CallRecord,
+        expected_second_phase: CallStatus,
         now: DateTime<Utc>,
         actor: &str,
     ) -> StoreResult<()>;

@@ -190,8 +190,9 @@ impl TxRecord {
     }
 }
 
-/// One line of a transaction's history.
-#[derive(Debug, Clone, PartialEq)]
+/// One line of a transaction's history (its fields are the columns of
+/// `transaction_events`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct EventRecord {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -219,4 +220,22 @@ pub struct ParticipantRecord {
     pub name: ParticipantName,
     pub actions: Vec<ActionName>,
     pub endpoints: Vec<EndpointRecord>,
+}
+
+/// Unfinished, unresolved transactions, for the metrics gauges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenCounts {
+    pub by_status: Vec<(Status, u64)>,
+    pub needs_attention: u64,
+    /// Age of the oldest one by the database clock; zero when there is none.
+    pub oldest_age: Duration,
+}
+
+/// Size of one connection pool of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 use crate::machine::{Mode, Outcome, Phase, Status};
 use crate::participant::breaker::BreakerState;
-use crate::store::postgres::PgStore;
+use crate::store::admin::AdminStore;
 
 /// Transactions created, by `mode` (tcc, saga).
 pub const TX_BEGUN: &str = "concord_transactions_begun_total";
@@ -208,13 +208,13 @@ fn breaker_value(state: BreakerState) -> f64 {
 /// Sets the sampled gauges every [`SAMPLE_INTERVAL`] until `stop`, and
 /// runs the recorder's upkeep (which bounds histogram memory).
 pub async fn sample(
-    store: Arc<PgStore>,
+    store: Arc<dyn AdminStore>,
     engine: Arc<Engine>,
     handle: PrometheusHandle,
     stop: CancellationToken,
 ) {
     loop {
-        sample_once(&store, &engine).await;
+        sample_once(store.as_ref(), &engine).await;
         handle.run_upkeep();
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -224,7 +224,7 @@ pub async fn sample(
 }
 
 /// One sample of the database, the pools, the leases and the breakers.
-pub async fn sample_once(store: &PgStore, engine: &Engine) {
+pub async fn sample_once(store: &dyn AdminStore, engine: &Engine) {
     match store.open_counts().await {
         Ok(counts) => {
             for status in Status::ALL.into_iter().filter(|s| !s.is_final()) {

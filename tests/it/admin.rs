@@ -13,7 +13,7 @@ use concord::cli::Bearer;
 use concord::domain::{ActionName, Gid, ParticipantName};
 use concord::machine::tcc::{self as machine, Command, Verdict};
 use concord::machine::{Outcome, Phase, Status};
-use concord::store::admin::{AdminChange, AdminWrite};
+use concord::store::admin::{AdminChange, AdminStore, AdminWrite};
 use concord::store::postgres::PgStore;
 use concord::store::*;
 use concord_proto::v1::admin_client::AdminClient;
@@ -553,9 +553,15 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
         attempt: 1,
         outcome: Outcome::Succeeded,
     };
-    s.record_try(&g, &ok(Phase::Try), now, "test")
-        .await
-        .unwrap();
+    s.record_try(
+        &g,
+        &ok(Phase::Try),
+        machine::try_record_applies(),
+        now,
+        "test",
+    )
+    .await
+    .unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
     let Ok(Verdict::Decided { next, .. }) =
         machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())

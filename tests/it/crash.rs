@@ -424,7 +424,13 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
                 outcome: Outcome::Succeeded,
             };
             store
-                .record_try(&gid, &call, chrono::Utc::now(), "other")
+                .record_try(
+                    &gid,
+                    &call,
+                    concord::machine::tcc::try_record_applies(),
+                    chrono::Utc::now(),
+                    "other",
+                )
                 .await
                 .unwrap();
         })

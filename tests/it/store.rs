@@ -386,7 +386,9 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
             message: "late".into(),
         },
     };
-    s.record_try(&g, &late, Utc::now(), "b").await.unwrap();
+    s.record_try(&g, &late, machine::try_record_applies(), Utc::now(), "b")
+        .await
+        .unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
     assert_eq!(tx.status, Status::Confirmed);
     assert_eq!(branches, after_round, "phase 2's record is untouched");

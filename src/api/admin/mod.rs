@@ -23,9 +23,7 @@ use crate::engine::Engine;
 use crate::engine::recovery::Wake;
 use crate::error::{Error, Result};
 use crate::machine::operator::{self, OperatorEffect, OperatorFlags, OperatorOp};
-use crate::store::Store;
-use crate::store::admin::{AdminChange, AdminTx, AdminWrite, ListCursor, TxFilter};
-use crate::store::postgres::PgStore;
+use crate::store::admin::{AdminChange, AdminStore, AdminTx, AdminWrite, ListCursor, TxFilter};
 
 /// Page size when the request gives none, and the largest allowed.
 const DEFAULT_PAGE: u32 = 50;
@@ -35,7 +33,7 @@ const MAX_PAGE: u32 = 500;
 const CAS_ATTEMPTS: usize = 8;
 
 pub struct AdminApi {
-    store: Arc<PgStore>,
+    store: Arc<dyn AdminStore>,
     engine: Arc<Engine>,
     wake: Wake,
 }
@@ -44,7 +42,7 @@ pub struct AdminApi {
 pub type AdminService = InterceptedService<AdminServer<AdminApi>, AdminAuth>;
 
 impl AdminApi {
-    pub fn new(store: Arc<PgStore>, engine: Arc<Engine>, wake: Wake) -> Self {
+    pub fn new(store: Arc<dyn AdminStore>, engine: Arc<Engine>, wake: Wake) -> Self {
         Self {
             store,
             engine,

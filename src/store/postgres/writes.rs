@@ -7,15 +7,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::batch::GroupWriter;
-use super::{CallRecord, RoundWrite, SagaWrite, StoreResult, map_sqlx};
 use crate::machine::{CallStatus, Outcome, Status};
+use crate::store::batch::GroupWriter;
+use crate::store::{CallRecord, RoundWrite, SagaWrite, StoreResult};
 
 /// A Try outcome to record.
 pub(super) struct TryWrite {
     pub gid: String,
     pub branch_id: String,
     pub outcome: Outcome,
+    /// The branch row is updated only while its phase 2 is this.
+    pub expected_second_phase: CallStatus,
     pub attempt: u32,
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -24,7 +26,7 @@ pub(super) struct TryWrite {
 /// One branch row of a progress write.
 struct BranchRow {
     id: String,
-    /// `None` keeps the stored value.
+    /// `None` keeps the stored value (a saga step not in this write).
     first: Option<&'static str>,
     second: &'static str,
     attempts: i32,
@@ -96,7 +98,6 @@ fn clamp(n: u32) -> i32 {
 impl From<RoundWrite> for Progress {
     fn from(r: RoundWrite) -> Self {
         let status = r.next.status;
-        let committed = matches!(status, Status::Confirming | Status::Confirmed);
         let mut events: Vec<EventRow> = r.calls.iter().map(EventRow::call).collect();
         events.push(match r.next_attempt_at {
             None => EventRow::conclude("finished", status, None),
@@ -136,9 +137,10 @@ impl From<RoundWrite> for Progress {
                 .iter()
                 .map(|b| BranchRow {
                     id: b.id.as_str().to_string(),
-                    // A commit was only decided with every Try succeeded;
-                    // saying so here covers a Try record still on its way.
-                    first: committed.then_some(CallStatus::Succeeded.as_str()),
+                    // As the state says: a commit decision carries every
+                    // Try as succeeded, which covers a Try record still on
+                    // its way (`machine::decide`).
+                    first: Some(b.first_phase.as_str()),
                     second: b.second_phase.as_str(),
                     attempts: clamp(b.attempts),
                     code: b.last_code.clone(),
@@ -251,6 +253,7 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
     let mut gid = Vec::with_capacity(n);
     let mut branch = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
+    let mut expected = Vec::with_capacity(n);
     let mut code = Vec::with_capacity(n);
     let mut message = Vec::with_capacity(n);
     let mut attempt = Vec::with_capacity(n);
@@ -267,6 +270,7 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
         gid.push(t.gid);
         branch.push(t.branch_id);
         status.push(t.outcome.call_status().as_str());
+        expected.push(t.expected_second_phase.as_str());
         code.push(c);
         message.push(m);
         attempt.push(clamp(t.attempt));
@@ -276,8 +280,8 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
     sqlx::query(
         "WITH u AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::int[], $7::timestamptz[], $8::text[])
-                AS u(gid, branch_id, status, code, message, attempt, at, actor)
+                                 $6::int[], $7::timestamptz[], $8::text[], $9::text[])
+                AS u(gid, branch_id, status, code, message, attempt, at, actor, expected)
         ), b AS (
             UPDATE branches br
                SET first_phase = u.status, last_code = u.code, last_error = u.message,
@@ -286,11 +290,8 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
              -- ANY lets the planner use the primary key instead of hashing
              -- the whole table against a batch it cannot size.
              WHERE br.gid = ANY($1) AND br.gid = u.gid AND br.branch_id = u.branch_id
-               -- The record of a successful Try is written after its reply,
-               -- so it can arrive after phase 2 began: it must not
-               -- overwrite phase 2's outcome (a commit round records the
-               -- Try as succeeded itself).
-               AND br.second_phase = 'not_required'
+               -- Compare-and-set on phase 2, as the caller asked.
+               AND br.second_phase = u.expected
         )
         -- The call is history even when it arrived late.
         INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
@@ -305,9 +306,9 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
     .bind(attempt)
     .bind(at)
     .bind(actor)
+    .bind(expected)
     .execute(&pool)
-    .await
-    .map_err(map_sqlx)?;
+    .await?;
     Ok(vec![(); n])
 }
 
@@ -436,7 +437,6 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
     .bind(e_code)
     .bind(e_message)
     .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
+    .await?;
     Ok(gids.iter().map(|g| written.contains(g)).collect())
 }

@@ -1,20 +1,23 @@
 //! Retention: deletes finished transactions (and resolved ones) older than
 //! the retention, with their branches (by cascade) and events, in small
 //! batches. `SKIP LOCKED` keeps it off rows an operator or another
-//! instance's retention holds, so it never waits on the hot path. Inherent
-//! methods of [`PgStore`]; the loop that calls them is
-//! [`crate::engine::retention`].
+//! instance's retention holds, so it never waits on the hot path. The loop
+//! that calls it is [`crate::engine::retention`].
 
 use std::time::Duration;
 
-use super::postgres::PgStore;
-use super::{StoreResult, map_sqlx};
+use super::PgStore;
+use crate::store::StoreResult;
 
 impl PgStore {
     /// Deletes up to `batch` transactions that finished (or were resolved
     /// by an operator) more than `older_than` ago by the database clock;
     /// returns how many.
-    pub async fn delete_finished(&self, older_than: Duration, batch: u32) -> StoreResult<u64> {
+    pub(super) async fn delete_finished(
+        &self,
+        older_than: Duration,
+        batch: u32,
+    ) -> StoreResult<u64> {
         let deleted: i64 = sqlx::query_scalar(
             "WITH doomed AS (
                 SELECT gid FROM global_transactions
@@ -36,9 +39,8 @@ impl PgStore {
         )
         .bind(older_than.as_secs_f64())
         .bind(i64::from(batch.max(1)))
-        .fetch_one(self.pool())
-        .await
-        .map_err(map_sqlx)?;
+        .fetch_one(&self.durable)
+        .await?;
         Ok(deleted.max(0) as u64)
     }
 }

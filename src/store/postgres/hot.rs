@@ -1,6 +1,6 @@
 //! The durable statements of the TCC hot path, batched: Begin, branch
-//! registration, decisions and the reads before a decision. Each goes
-//! through a [`GroupWriter`] on the durable pool, so concurrent
+//! registration and decisions. Each goes through a [`GroupWriter`] on the
+//! durable pool, so concurrent
 //! transactions share one statement and one WAL flush (group commit) while
 //! every caller still returns only once its own row is durable. Each row
 //! keeps its own conditions (status, deadline, branch_seq, fence), so one
@@ -9,31 +9,36 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
+use sqlx::types::Json;
 
-use super::batch::GroupWriter;
-use super::postgres::{branch_from_row, ms, tx_from_row};
-use super::{
-    BranchRecord, Decision, NewBranch, NewTransaction, StoreError, StoreResult, TxRecord, map_sqlx,
+use super::PgStore;
+use crate::domain::BranchId;
+use crate::machine::CallStatus;
+use crate::store::batch::GroupWriter;
+use crate::store::rows::{duration_of, ms};
+use crate::store::{
+    BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewTransaction, StoreError,
+    StoreResult,
 };
 
 /// What the branch insert found, per request.
+#[derive(sqlx::FromRow)]
 pub(super) struct BranchInsert {
+    /// Position of the request in the batch, from 1.
+    ord: i64,
     /// The transaction's branch counter after the insert; `None` when the
     /// transaction was not trying (or not there).
-    pub seq: Option<i32>,
-    pub metadata: Option<String>,
+    branch_seq: Option<i32>,
+    metadata: Option<Json<Metadata>>,
     /// The inserted branch id; `None` on conflict with an existing one.
-    pub inserted: Option<String>,
+    inserted: Option<String>,
 }
-
-type Loaded = Option<(TxRecord, Vec<BranchRecord>)>;
 
 pub(super) struct HotPath {
     begins: GroupWriter<NewTransaction, bool>,
     branches: GroupWriter<NewBranch, BranchInsert>,
     decisions: GroupWriter<Decision, Option<i64>>,
-    loads: GroupWriter<String, Loaded>,
 }
 
 impl HotPath {
@@ -50,12 +55,7 @@ impl HotPath {
                 |b: &NewBranch| b.gid.clone(),
                 flush_branches,
             ),
-            decisions: GroupWriter::on_pool(
-                pool.clone(),
-                |d: &Decision| d.gid.clone(),
-                flush_decisions,
-            ),
-            loads: GroupWriter::on_pool(pool, |g: &String| g.clone(), flush_loads),
+            decisions: GroupWriter::on_pool(pool, |d: &Decision| d.gid.clone(), flush_decisions),
         }
     }
 
@@ -72,9 +72,56 @@ impl HotPath {
     pub(super) async fn decide(&self, d: Decision) -> StoreResult<Option<i64>> {
         self.decisions.write(d).await
     }
+}
 
-    pub(super) async fn load(&self, gid: &str) -> StoreResult<Loaded> {
-        self.loads.write(gid.to_string()).await
+impl PgStore {
+    /// Registers a branch through the batch; reads back only what the
+    /// insert could not tell (a conflicting branch, a refusing transaction).
+    pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchAdded> {
+        let found = self.hot.add_branch(b.clone()).await?;
+        let (seq, inserted) = (found.branch_seq, found.inserted);
+        let metadata = found.metadata.map(|m| m.0).unwrap_or_default();
+        match (seq, inserted) {
+            (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
+            // Everything in the new row is known here; no need to read it back.
+            (Some(seq), Some(id)) => Ok(BranchAdded::Added {
+                branch: BranchRecord {
+                    branch_id: BranchId::from_trusted(id),
+                    participant: b.participant,
+                    action: b.action,
+                    payload: b.payload,
+                    // At the stored (millisecond) precision.
+                    call_timeout: b.call_timeout.map(|t| duration_of(ms(t))),
+                    first_phase: CallStatus::Pending,
+                    second_phase: CallStatus::NotRequired,
+                    attempts: 0,
+                    last_code: None,
+                    last_error: None,
+                    last_attempt_at: None,
+                    created_at: b.now,
+                    updated_at: b.now,
+                    compensation: None,
+                    depends_on: Vec::new(),
+                    compensate_rejected: true,
+                },
+                metadata,
+                seq,
+            }),
+            (Some(seq), None) => {
+                let id = b
+                    .branch_id
+                    .as_ref()
+                    .map(|id| id.as_str().to_string())
+                    .unwrap_or_else(|| seq.to_string());
+                let record = self.load_branch(&b.gid, &id).await?.ok_or_else(|| {
+                    StoreError::Database("conflicting branch not readable".into())
+                })?;
+                Ok(BranchAdded::Existing {
+                    branch: record,
+                    metadata,
+                })
+            }
+        }
     }
 }
 
@@ -119,8 +166,7 @@ async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<V
     .bind(now)
     .bind(actor)
     .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
+    .await?;
     Ok(gid.iter().map(|g| created.contains(g)).collect())
 }
 
@@ -152,7 +198,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     // either sees the branch or makes the insert find the transaction no
     // longer trying; branch_seq tells the decision a branch arrived after
     // it read.
-    let rows = sqlx::query(
+    let rows: Vec<BranchInsert> = sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
                                  $7::timestamptz[], $8::text[])
@@ -162,7 +208,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
                SET branch_seq = g.branch_seq + 1, updated_at = r.now
               FROM r
              WHERE g.gid = ANY($1) AND g.gid = r.gid AND g.status = 'trying' AND g.deadline > r.now
-            RETURNING g.gid, g.branch_seq, g.metadata::text AS metadata
+            RETURNING g.gid, g.branch_seq, g.metadata
         ), b AS (
             INSERT INTO branches
                 (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
@@ -188,20 +234,8 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     .bind(now)
     .bind(actor)
     .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
-    let mut by_ord: HashMap<i64, BranchInsert> = HashMap::with_capacity(n);
-    for row in &rows {
-        let ord: i64 = row.try_get("ord").map_err(map_sqlx)?;
-        by_ord.insert(
-            ord,
-            BranchInsert {
-                seq: row.try_get("branch_seq").map_err(map_sqlx)?,
-                metadata: row.try_get("metadata").map_err(map_sqlx)?,
-                inserted: row.try_get("inserted").map_err(map_sqlx)?,
-            },
-        );
-    }
+    .await?;
+    let mut by_ord: HashMap<i64, BranchInsert> = rows.into_iter().map(|r| (r.ord, r)).collect();
     let mut results: Vec<Option<BranchInsert>> = (0..n).map(|_| None).collect();
     for (k, &caller) in position.iter().enumerate() {
         let ord = k as i64 + 1;
@@ -241,7 +275,7 @@ async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<
         lease.push(ms(d.lease));
         actor.push(d.actor.clone());
     }
-    let rows = sqlx::query(
+    let rows: Vec<(String, i64)> = sqlx::query_as(
         "WITH d AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
                                  $7::text[], $8::text[], $9::bigint[], $10::text[])
@@ -272,48 +306,7 @@ async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<
     .bind(lease)
     .bind(actor)
     .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
-    let mut fences: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        fences.insert(
-            row.try_get("gid").map_err(map_sqlx)?,
-            row.try_get("fence").map_err(map_sqlx)?,
-        );
-    }
+    .await?;
+    let fences: HashMap<String, i64> = rows.into_iter().collect();
     Ok(order.iter().map(|g| fences.get(g).copied()).collect())
-}
-
-async fn flush_loads(pool: PgPool, gids: Vec<String>) -> StoreResult<Vec<Loaded>> {
-    let txs = sqlx::query(concat!(
-        "SELECT ",
-        tx_columns!(),
-        " FROM global_transactions WHERE gid = ANY($1)"
-    ))
-    .bind(&gids)
-    .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
-    let branches = sqlx::query(concat!(
-        "SELECT gid AS owner_gid, ",
-        branch_columns!(),
-        " FROM branches WHERE gid = ANY($1) ORDER BY gid, created_at, branch_id"
-    ))
-    .bind(&gids)
-    .fetch_all(&pool)
-    .await
-    .map_err(map_sqlx)?;
-    let mut found: HashMap<String, (TxRecord, Vec<BranchRecord>)> =
-        HashMap::with_capacity(txs.len());
-    for row in &txs {
-        let tx = tx_from_row(row)?;
-        found.insert(tx.gid.as_str().to_string(), (tx, Vec::new()));
-    }
-    for row in &branches {
-        let gid: String = row.try_get("owner_gid").map_err(map_sqlx)?;
-        if let Some((_, list)) = found.get_mut(&gid) {
-            list.push(branch_from_row(row)?);
-        }
-    }
-    Ok(gids.iter().map(|g| found.remove(g)).collect())
 }

@@ -1,0 +1,120 @@
+//! Leases: the recovery loop's claim of due work (`FOR UPDATE SKIP LOCKED`,
+//! bumping the fence), renewal of held leases and their release. Renewal
+//! and release match on owner and fence, so a lease taken over elsewhere
+//! is neither extended nor given back by its old owner.
+
+use std::time::Duration;
+
+use super::super::rows::ms;
+use super::PgStore;
+use crate::domain::Gid;
+use crate::store::{Claimed, Lease, StoreResult};
+
+/// Leases as two parallel arrays, the shape `unnest` wants.
+/// Sorted by gid: multi-row statements lock in gid order, so they never
+/// deadlock with each other.
+fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
+    let mut pairs: Vec<(String, i64)> = leases
+        .iter()
+        .map(|l| (l.gid.as_str().to_string(), l.fence))
+        .collect();
+    pairs.sort();
+    pairs.into_iter().unzip()
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    gid: String,
+    fence: i64,
+    previous_owner: Option<String>,
+}
+
+impl PgStore {
+    pub(super) async fn claim_due(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> StoreResult<Vec<Claimed>> {
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "WITH due AS (
+                SELECT gid, owner AS previous_owner
+                  FROM global_transactions
+                 WHERE next_attempt_at <= now() AND NOT paused
+                   AND (owner IS NULL OR lease_until < now())
+                 ORDER BY next_attempt_at
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+            )
+            UPDATE global_transactions g
+               SET owner = $1, lease_until = now() + $3 * interval '1 millisecond', fence = g.fence + 1
+              FROM due
+             WHERE g.gid = due.gid
+            RETURNING g.gid, g.fence, due.previous_owner",
+        )
+        .bind(owner)
+        .bind(limit)
+        .bind(ms(lease))
+        .fetch_all(&self.durable)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Claimed {
+                lease: Lease {
+                    gid: Gid::from_trusted(r.gid),
+                    fence: r.fence,
+                },
+                previous_owner: r.previous_owner,
+            })
+            .collect())
+    }
+
+    pub(super) async fn renew(
+        &self,
+        owner: &str,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> StoreResult<Vec<Gid>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (gids, fences) = lease_arrays(leases);
+        let renewed: Vec<String> = sqlx::query_scalar(
+            "UPDATE global_transactions g
+                SET lease_until = now() + $4 * interval '1 millisecond'
+               FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
+              -- The ANY makes the planner look the rows up by key instead
+              -- of hashing the whole table against the array.
+              WHERE g.gid = ANY($2) AND g.gid = l.gid AND g.fence = l.fence AND g.owner = $1
+             RETURNING g.gid",
+        )
+        .bind(owner)
+        .bind(gids)
+        .bind(fences)
+        .bind(ms(lease))
+        .fetch_all(&self.durable)
+        .await?;
+        Ok(renewed.into_iter().map(Gid::from_trusted).collect())
+    }
+
+    pub(super) async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let (gids, fences) = lease_arrays(leases);
+        let done = sqlx::query(
+            "UPDATE global_transactions g
+                SET owner = NULL, lease_until = NULL
+               FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
+              -- The ANY makes the planner look the rows up by key instead
+              -- of hashing the whole table against the array.
+              WHERE g.gid = ANY($2) AND g.gid = l.gid AND g.fence = l.fence AND g.owner = $1",
+        )
+        .bind(owner)
+        .bind(gids)
+        .bind(fences)
+        .execute(&self.durable)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,89 @@
+//! The participant registry: registration (idempotent, merging actions
+//! and endpoints) and the list every instance caches.
+
+use chrono::{DateTime, Utc};
+
+use super::PgStore;
+use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::store::{EndpointRecord, ParticipantRecord, StoreResult};
+
+#[derive(sqlx::FromRow)]
+struct ParticipantRow {
+    name: String,
+    actions: Vec<String>,
+    urls: Vec<String>,
+    registered: Vec<DateTime<Utc>>,
+    seen: Vec<DateTime<Utc>>,
+}
+
+impl PgStore {
+    pub(super) async fn register_participant(
+        &self,
+        name: &ParticipantName,
+        endpoint: &EndpointUrl,
+        actions: &[ActionName],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let actions: Vec<&str> = actions.iter().map(ActionName::as_str).collect();
+        sqlx::query(
+            "WITH p AS (
+                INSERT INTO participants (name, created_at, updated_at) VALUES ($1, $4, $4)
+                ON CONFLICT (name) DO UPDATE SET updated_at = $4
+                RETURNING name
+            ), a AS (
+                INSERT INTO participant_actions (participant, action, created_at)
+                SELECT p.name, x.action, $4 FROM p, unnest($3::text[]) AS x(action)
+                ON CONFLICT DO NOTHING
+            )
+            INSERT INTO participant_endpoints (participant, url, registered_at, last_seen_at)
+            SELECT name, $2, $4, $4 FROM p
+            ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = $4",
+        )
+        .bind(name.as_str())
+        .bind(endpoint.as_str())
+        .bind(actions)
+        .bind(now)
+        .execute(&self.durable)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
+        let rows: Vec<ParticipantRow> = sqlx::query_as(
+            "SELECT p.name,
+                    COALESCE((SELECT array_agg(a.action ORDER BY a.action) FROM participant_actions a
+                               WHERE a.participant = p.name), '{}') AS actions,
+                    COALESCE((SELECT array_agg(e.url ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS urls,
+                    COALESCE((SELECT array_agg(e.registered_at ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS registered,
+                    COALESCE((SELECT array_agg(e.last_seen_at ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS seen
+               FROM participants p ORDER BY p.name",
+        )
+        .fetch_all(&self.durable)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ParticipantRecord {
+                name: ParticipantName::from_trusted(r.name),
+                actions: r
+                    .actions
+                    .into_iter()
+                    .map(ActionName::from_trusted)
+                    .collect(),
+                endpoints: r
+                    .urls
+                    .into_iter()
+                    .zip(r.registered)
+                    .zip(r.seen)
+                    .map(|((url, registered_at), last_seen_at)| EndpointRecord {
+                        url: EndpointUrl::from_trusted(url),
+                        registered_at,
+                        last_seen_at,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+}

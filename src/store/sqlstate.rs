@@ -1,0 +1,77 @@
+//! The database error codes the store reacts to, named, and the one
+//! conversion from [`sqlx::Error`] to [`StoreError`]: the only place that
+//! looks at an error code. Every statement of the store returns its error
+//! through `?` and this conversion.
+
+use super::StoreError;
+
+/// PostgreSQL SQLSTATE codes (appendix A of the PostgreSQL manual).
+pub mod postgres {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const CHECK_VIOLATION: &str = "23514";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+}
+
+/// What an error code says about the write: a constraint refused it (the
+/// caller asked for something that conflicts), or the database could not
+/// take it now (worth retrying).
+fn classify(code: &str) -> Option<fn(String) -> StoreError> {
+    use postgres::*;
+    match code {
+        UNIQUE_VIOLATION | CHECK_VIOLATION | FOREIGN_KEY_VIOLATION => Some(StoreError::Conflict),
+        SERIALIZATION_FAILURE | DEADLOCK_DETECTED | ADMIN_SHUTDOWN | TOO_MANY_CONNECTIONS => {
+            Some(StoreError::Unavailable)
+        }
+        _ => None,
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) => {
+                let message = db.message().to_string();
+                match db.code().as_deref().and_then(classify) {
+                    Some(kind) => kind(message),
+                    None => StoreError::Database(message),
+                }
+            }
+            // A value this version cannot read (a status it does not know).
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(err.to_string())
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_the_kind_of_error() {
+        assert!(matches!(
+            classify(postgres::UNIQUE_VIOLATION).map(|k| k("x".into())),
+            Some(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            classify(postgres::DEADLOCK_DETECTED).map(|k| k("x".into())),
+            Some(StoreError::Unavailable(_))
+        ));
+        assert!(classify("42P01").is_none());
+        assert!(matches!(
+            StoreError::from(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+    }
+}
