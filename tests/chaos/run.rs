@@ -76,9 +76,11 @@ pub async fn run(p: Params) {
     let (cluster, reaper) = {
         let dir = dir.clone();
         blocking(move || {
-            let mut cluster = Cluster::init(&dir, &bindir, Durability::Default)?;
-            // Before the start, so that a failed start is cleaned up too.
+            let mut cluster = Cluster::new(&dir, &bindir, Durability::Default)?;
+            // Before initdb, so that a failed or interrupted start is
+            // cleaned up too.
             let reaper = Reaper::spawn(std::process::id(), &dir, &cluster.stop_command())?;
+            cluster.init()?;
             cluster.start()?;
             Ok::<_, concord_testdb::Error>((cluster, reaper))
         })

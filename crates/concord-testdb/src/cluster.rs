@@ -101,9 +101,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Runs `initdb` in `dir/data` (`dir` is created if missing and must
-    /// not hold a cluster yet) with the binaries of `bindir`.
-    pub fn init(dir: &Path, bindir: &Path, durability: Durability) -> Result<Self, Error> {
+    /// A cluster to be made in `dir/data` (`dir` is created if missing and
+    /// must not hold a cluster yet) with the binaries of `bindir`; nothing
+    /// runs until [`init`](Self::init). Spawn the [`Reaper`](crate::Reaper)
+    /// between the two, so that a test killed during `initdb` leaves
+    /// nothing behind either.
+    pub fn new(dir: &Path, bindir: &Path, durability: Durability) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let as_postgres = running_as_root();
         if as_postgres {
@@ -111,16 +114,20 @@ impl Cluster {
             std::os::unix::fs::chown(dir, Some(uid), Some(gid))
                 .map_err(|e| Error::io("chown", dir, e))?;
         }
-        let cluster = Self {
+        Ok(Self {
             dir: dir.to_path_buf(),
             bindir: bindir.to_path_buf(),
             port: 0,
             durability,
             as_postgres,
-        };
-        let data = cluster.data_dir();
+        })
+    }
+
+    /// Runs `initdb`.
+    pub fn init(&self) -> Result<(), Error> {
+        let data = self.data_dir();
         // C locale: works on any machine, whatever LANG says.
-        cluster.tool(
+        self.tool(
             "initdb",
             [
                 OsStr::new("-D"),
@@ -133,8 +140,7 @@ impl Cluster {
                 OsStr::new("--locale=C"),
                 OsStr::new("--no-sync"),
             ],
-        )?;
-        Ok(cluster)
+        )
     }
 
     /// The data directory.

@@ -211,6 +211,8 @@ fn throwaway(why_not_default: &str) -> Result<Option<Selected>, NoDatabase> {
         }));
     }
     let Some(url) = start(owner, &dir, why_not_default)? else {
+        // Nothing was started, so no reaper will remove the lock file.
+        let _ = std::fs::remove_file(&lock_path);
         return Ok(None);
     };
     std::fs::write(&url_file, &url).map_err(|e| Error::io("write", &url_file, e))?;
@@ -223,9 +225,11 @@ fn throwaway(why_not_default: &str) -> Result<Option<Selected>, NoDatabase> {
 fn start(owner: u32, dir: &Path, why_not_default: &str) -> Result<Option<String>, Error> {
     if let Some(bindir) = cluster::find_binaries() {
         let started = Instant::now();
-        let mut cluster = Cluster::init(dir, &bindir, Durability::Throwaway)?;
-        // The reaper comes first, so that a failed start is cleaned up too.
+        let mut cluster = Cluster::new(dir, &bindir, Durability::Throwaway)?;
+        // The reaper comes first, so that a failed or interrupted start is
+        // cleaned up too.
         Reaper::spawn(owner, dir, &cluster.stop_command())?;
+        cluster.init()?;
         cluster.start()?;
         let url = cluster.url("postgres");
         eprintln!(
