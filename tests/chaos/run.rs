@@ -186,13 +186,35 @@ pub async fn run(p: Params) {
         p.lease,
         done.clone(),
     ));
+    // A run that hangs must still end (and say so) well inside CI's time.
+    let transfers_within =
+        Duration::from_secs(60) + Duration::from_millis(250) * p.transfers as u32;
     let mut summaries = Vec::new();
-    while let Some(summary) = initiators.join_next().await {
-        summaries.push(summary.expect("initiator task"));
+    let mut hung = false;
+    loop {
+        match tokio::time::timeout_at(
+            (transfers_began + transfers_within).into(),
+            initiators.join_next(),
+        )
+        .await
+        {
+            Ok(Some(summary)) => summaries.push(summary.expect("initiator task")),
+            Ok(None) => break,
+            Err(_) => {
+                hung = true;
+                initiators.abort_all();
+                break;
+            }
+        }
     }
     let transfers_took = transfers_began.elapsed();
     done.cancel();
     let (mut fleet, mut chaos) = chaos.await.expect("chaos loop");
+    if hung {
+        chaos.errors.push(format!(
+            "the initiators had not finished after {transfers_within:?}; the rest were abandoned"
+        ));
+    }
 
     // No more chaos: every instance runs, and they finish what is open.
     chaos.unexpected_exits += fleet.revive().await.unwrap_or(0);
