@@ -71,3 +71,47 @@ impl Reaper {
         writeln!(file, "{pid}").map_err(|e| Error::io("write", &path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn gone_within(path: &Path, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if !path.exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[test]
+    fn cleans_up_after_the_watched_process_and_not_before() {
+        let dir =
+            std::env::temp_dir().join(format!("concord-testdb-reaper-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.with_extension("stopped");
+        let _ = std::fs::remove_file(&marker);
+        let mut watched = Command::new("sleep").arg("1").spawn().unwrap();
+        let mut listed = Command::new("sleep").arg("60").spawn().unwrap();
+        let stop = ["touch".to_string(), marker.display().to_string()];
+        let reaper = Reaper::spawn(watched.id(), &dir, &stop).unwrap();
+        reaper.kill_on_exit(listed.id()).unwrap();
+
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(dir.exists(), "removed while the watched process runs");
+        watched.wait().unwrap();
+        assert!(
+            gone_within(&dir, Duration::from_secs(5)),
+            "directory left behind"
+        );
+        assert!(marker.exists(), "the stop command did not run");
+        let status = listed.wait().unwrap();
+        assert!(!status.success(), "the listed process was not killed");
+        std::fs::remove_file(&marker).unwrap();
+    }
+}
