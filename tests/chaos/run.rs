@@ -227,7 +227,7 @@ pub async fn run(p: Params) {
         f.drain().await;
     }
     let outcome = Outcome::gather(&monitor, &banks, amounts, summaries, &calls, &faulty).await;
-    let logs = keep_logs(&fleet, &dir);
+    let logs = keep_logs(&fleet);
 
     stop_participants.cancel();
     fleet.stop_all().await;
@@ -508,7 +508,7 @@ async fn settle(monitor: &PgPool) -> bool {
 
 /// Copies the coordinators' logs out of the run directory (which is
 /// removed) to cargo's scratch directory for tests.
-fn keep_logs(fleet: &Fleet, dir: &Path) -> PathBuf {
+fn keep_logs(fleet: &Fleet) -> PathBuf {
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-logs");
     let _ = std::fs::create_dir_all(&keep);
     for i in 0..fleet.len() {
@@ -517,6 +517,5 @@ fn keep_logs(fleet: &Fleet, dir: &Path) -> PathBuf {
             let _ = std::fs::copy(log, keep.join(name));
         }
     }
-    let _ = dir;
     keep
 }
