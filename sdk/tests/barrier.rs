@@ -1,5 +1,6 @@
 //! Barrier tests against a real PostgreSQL: one fresh database per test
-//! (`#[sqlx::test]`, needs `DATABASE_URL`). Effects of the business logic are
+//! (`#[sqlx::test]`; `concord-testdb` finds or starts the server and sets
+//! `DATABASE_URL` before the first test). Effects of the business logic are
 //! counted in an `effects` table written in the barrier's transaction.
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ const EFFECTS: &str = "CREATE TABLE effects (
     branch_id text NOT NULL,
     op text NOT NULL
 )";
+
+concord_testdb::database_for_tests!();
 
 async fn setup(pool: &PgPool) {
     Barrier::migrate(pool).await.unwrap();

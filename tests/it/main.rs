@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real PostgreSQL (a fresh database per test
-//! through `#[sqlx::test]`), real gRPC servers on loopback ports.
+//! through `#[sqlx::test]`), real gRPC servers on loopback ports. Which
+//! PostgreSQL is decided before the first test: see `concord-testdb`.
 
 mod admin;
 mod bad_input;
@@ -10,3 +11,5 @@ mod observability;
 mod saga;
 mod store;
 mod tcc;
+
+concord_testdb::database_for_tests!();

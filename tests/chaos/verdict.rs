@@ -1,0 +1,337 @@
+//! The end of a chaos run: what the database, the banks and the recorder
+//! say, the checks that must hold, and the report, printed whether the run
+//! passes or not (straight to stderr, past the test harness's capture, so
+//! that CI logs show it).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use concord_examples::bank::{Bank, RunSummary, TransferOutcome};
+use concord_examples::faults::{FaultReport, FaultyParticipant};
+use concord_sdk::ParticipantService;
+use sqlx::PgPool;
+
+use crate::recorder::{Calls, PHASES, Tally};
+use crate::run::Params;
+
+/// What the chaos loop did.
+#[derive(Debug, Default)]
+pub struct Chaos {
+    pub kills: u32,
+    pub unexpected_exits: u32,
+    pub pg_restarts: u32,
+    /// How long instance 0 was cut off from the database.
+    pub cut_for: Option<Duration>,
+    /// Per kill that left phase-2 work behind: how long until another
+    /// instance held all of it, and how many transactions.
+    pub takeovers: Vec<(Duration, usize)>,
+    /// Things the loop could not do.
+    pub errors: Vec<String>,
+}
+
+/// What the run left behind.
+pub struct Outcome {
+    initiator: RunSummary,
+    statuses: HashMap<String, String>,
+    /// Transactions neither confirmed nor cancelled: gid, status, reason
+    /// of the attention flag.
+    open: Vec<(String, String, Option<String>)>,
+    flagged: usize,
+    total: i64,
+    frozen: i64,
+    /// Per transfer: its amount and the legs the banks applied.
+    legs: HashMap<String, (i64, Vec<i64>)>,
+    /// Journal entries of no transfer.
+    strays: Vec<String>,
+    calls: Tally,
+    faults: FaultReport,
+}
+
+type OpenRow = (String, String, bool, Option<String>);
+
+impl Outcome {
+    pub async fn gather(
+        monitor: &PgPool,
+        banks: &[Bank],
+        amounts: HashMap<String, i64>,
+        summaries: Vec<RunSummary>,
+        calls: &Calls,
+        faulty: &[FaultyParticipant<ParticipantService>],
+    ) -> Self {
+        let mut initiator = RunSummary::default();
+        for s in summaries {
+            initiator.committed += s.committed;
+            initiator.rejected += s.rejected;
+            initiator.unknown += s.unknown;
+            initiator.outcomes.extend(s.outcomes);
+        }
+        let statuses: HashMap<String, String> =
+            sqlx::query_as("SELECT gid, status FROM global_transactions")
+                .fetch_all(monitor)
+                .await
+                .expect("read statuses")
+                .into_iter()
+                .collect();
+        let open_rows: Vec<OpenRow> = sqlx::query_as(
+            "SELECT gid, status, needs_attention, attention_reason FROM global_transactions
+              WHERE status NOT IN ('confirmed', 'cancelled') OR needs_attention ORDER BY gid",
+        )
+        .fetch_all(monitor)
+        .await
+        .expect("read open transactions");
+        let flagged = open_rows.iter().filter(|r| r.2).count();
+        let open = open_rows
+            .into_iter()
+            .filter(|(_, status, _, _)| status != "confirmed" && status != "cancelled")
+            .map(|(gid, status, flagged, reason)| (gid, status, reason.filter(|_| flagged)))
+            .collect();
+        let (mut total, mut frozen) = (0, 0);
+        let mut applied: HashMap<String, Vec<i64>> = HashMap::new();
+        for bank in banks {
+            for a in bank.accounts().await.expect("read accounts") {
+                total += a.balance;
+                frozen += a.frozen;
+            }
+            for j in bank.journal().await.expect("read journal") {
+                applied.entry(j.gid).or_default().push(j.delta);
+            }
+        }
+        let legs = amounts
+            .into_iter()
+            .map(|(gid, amount)| {
+                let legs = applied.remove(&gid).unwrap_or_default();
+                (gid, (amount, legs))
+            })
+            .collect();
+        let mut faults = FaultReport::default();
+        for f in faulty {
+            faults.add(f.report());
+        }
+        Self {
+            initiator,
+            statuses,
+            open,
+            flagged,
+            total,
+            frozen,
+            legs,
+            strays: applied.into_keys().collect(),
+            calls: calls.tally(),
+            faults,
+        }
+    }
+}
+
+/// The failed checks.
+pub struct Verdict {
+    failures: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Panics with the failed checks.
+    pub fn assert(self) {
+        assert!(
+            self.failures.is_empty(),
+            "the chaos run failed {} check(s):\n- {}",
+            self.failures.len(),
+            self.failures.join("\n- ")
+        );
+    }
+}
+
+/// Checks the outcome and prints the report.
+pub fn judge(
+    p: &Params,
+    chaos: &Chaos,
+    o: &Outcome,
+    settled: bool,
+    transfers_took: Duration,
+    run_took: Duration,
+) -> Verdict {
+    let mut failures = Vec::new();
+
+    // Every transaction final, or flagged with a reason.
+    let unflagged: Vec<_> = o.open.iter().filter(|(_, _, r)| r.is_none()).collect();
+    if !settled || !unflagged.is_empty() {
+        failures.push(format!(
+            "{} transactions are neither final nor flagged with a reason, e.g. {:?}",
+            unflagged.len(),
+            &unflagged[..unflagged.len().min(5)]
+        ));
+    }
+
+    // Money: conserved, nothing left frozen by a final transaction, each
+    // transfer applied on both banks or on neither, as its status says.
+    let initial = p.balance * p.accounts * 2;
+    if o.total != initial {
+        failures.push(format!(
+            "money not conserved: {} (initially {initial})",
+            o.total
+        ));
+    }
+    if o.frozen != 0 && o.open.is_empty() {
+        failures.push(format!("{} stays frozen", o.frozen));
+    }
+    let mut legs_wrong = Vec::new();
+    for (gid, (amount, legs)) in &o.legs {
+        let status = o.statuses.get(gid).map(String::as_str);
+        let mut sorted = legs.clone();
+        sorted.sort_unstable();
+        let both = sorted == [-amount, *amount];
+        let fine = match status {
+            Some("confirmed") => both,
+            Some("cancelled") | None => legs.is_empty(),
+            // Still open and flagged: judged by the flag check above.
+            Some(_) => true,
+        };
+        if !fine {
+            legs_wrong.push(format!(
+                "{gid} ({status:?}, amount {amount}): legs {legs:?}"
+            ));
+        }
+        let agrees = match (&o.initiator.outcomes.get(gid), status) {
+            (Some(TransferOutcome::Committed), Some(s)) => s != "cancelled",
+            (Some(TransferOutcome::Rejected(_)), Some(s)) => s != "confirmed",
+            _ => true,
+        };
+        if !agrees {
+            legs_wrong.push(format!(
+                "{gid}: the initiator saw {:?} but the transaction is {status:?}",
+                o.initiator.outcomes.get(gid)
+            ));
+        }
+    }
+    legs_wrong.extend(
+        o.strays
+            .iter()
+            .map(|g| format!("{g}: journal entries of no transfer")),
+    );
+    if !legs_wrong.is_empty() {
+        legs_wrong.sort();
+        failures.push(format!(
+            "{} transfers applied wrongly, e.g. {:#?}",
+            legs_wrong.len(),
+            &legs_wrong[..legs_wrong.len().min(10)]
+        ));
+    }
+
+    // The promise under test.
+    let overlaps = &o.calls.overlaps;
+    if !overlaps.is_empty() {
+        let examples: Vec<String> = overlaps
+            .iter()
+            .take(10)
+            .map(|x| {
+                format!(
+                    "{} {} {}: a call arrived at {:.2}s while the one of {:.2}s was in flight",
+                    x.gid,
+                    x.branch_id,
+                    x.phase.as_str(),
+                    x.second.as_secs_f64(),
+                    x.first.as_secs_f64()
+                )
+            })
+            .collect();
+        failures.push(format!(
+            "{} times a branch phase had two calls in flight at once:\n    {}",
+            overlaps.len(),
+            examples.join("\n    ")
+        ));
+    }
+
+    // The chaos itself must have happened, or the run proves nothing.
+    if chaos.kills == 0 || chaos.pg_restarts < 2 || chaos.cut_for.is_none() {
+        failures.push(format!(
+            "the run ended before its chaos did: {} kills, {} PostgreSQL restarts, cut off: {}",
+            chaos.kills,
+            chaos.pg_restarts,
+            chaos.cut_for.is_some()
+        ));
+    }
+    failures.extend(chaos.errors.iter().map(|e| format!("chaos loop: {e}")));
+
+    let report = report(p, chaos, o, transfers_took, run_took);
+    let _ = writeln!(std::io::stderr().lock(), "{report}");
+    Verdict { failures }
+}
+
+fn report(
+    p: &Params,
+    chaos: &Chaos,
+    o: &Outcome,
+    transfers_took: Duration,
+    run_took: Duration,
+) -> String {
+    let per_phase: Vec<String> = PHASES
+        .iter()
+        .zip(o.calls.calls)
+        .filter(|(_, n)| *n > 0)
+        .map(|(op, n)| format!("{n} {}", op.as_str()))
+        .collect();
+    let count = |s: &str| o.statuses.values().filter(|v| *v == s).count();
+    let longest = chaos.takeovers.iter().max_by_key(|t| t.0);
+    let takeover = match longest {
+        Some((d, n)) => format!(
+            "longest {:.1}s ({n} transactions held by the killed instance; {} kills left phase-2 work)",
+            d.as_secs_f64(),
+            chaos.takeovers.len()
+        ),
+        None => "no kill left phase-2 work behind".into(),
+    };
+    let flagged: Vec<String> = o
+        .open
+        .iter()
+        .take(3)
+        .map(|(g, s, r)| format!("{g} {s}: {}", r.as_deref().unwrap_or("not flagged")))
+        .collect();
+    format!(
+        "chaos: {} transfers in {:.1}s (whole run {:.1}s), 3 instances, lease {:?}, call deadline {:?}\n  \
+         chaos: {} SIGKILLs (each restarted), {} instances exited by themselves, {} PostgreSQL restarts, \
+         instance 0 cut off from the database for {}\n  \
+         calls: {} ({}), {} slow ({:?}), {} dropped at their deadline\n  \
+         faults: {}\n  \
+         initiators: {} committed, {} rejected, {} unknown\n  \
+         transactions: {} confirmed, {} cancelled, {} flagged needs_attention, {} still open{}\n  \
+         takeover: {takeover}\n  \
+         money: {} (initially {}), {} frozen\n  \
+         overlaps: {} branch phases had two calls in flight at once",
+        p.transfers,
+        transfers_took.as_secs_f64(),
+        run_took.as_secs_f64(),
+        p.lease,
+        p.call_timeout,
+        chaos.kills,
+        chaos.unexpected_exits,
+        chaos.pg_restarts,
+        chaos
+            .cut_for
+            .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64())),
+        o.calls.calls.iter().sum::<u64>(),
+        per_phase.join(", "),
+        o.calls.slow,
+        p.slow_by,
+        o.calls.cut_at_deadline,
+        o.faults,
+        o.initiator.committed,
+        o.initiator.rejected,
+        o.initiator.unknown,
+        count("confirmed"),
+        count("cancelled"),
+        o.flagged,
+        o.open.len(),
+        if flagged.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", flagged.join("; "))
+        },
+        o.total,
+        p.balance * p.accounts * 2,
+        o.frozen,
+        o.calls.overlaps.len(),
+    )
+}
