@@ -115,7 +115,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Healthcheck { addr, ready } => {
             let path = if ready { "/readyz" } else { "/healthz" };
-            concord::telemetry::http::check(addr, path)
+            concord::api::http::check(addr, path)
                 .await
                 .map_err(anyhow::Error::msg)
         }

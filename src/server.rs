@@ -11,6 +11,7 @@ use concord_proto::v1::coordinator_server::CoordinatorServer;
 use concord_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::AdminApi;
@@ -18,6 +19,7 @@ use crate::api::coordinator::CoordinatorApi;
 use crate::api::registry::RegistryApi;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::engine::operator::Operator;
 use crate::engine::recovery::{self, Wake};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, EngineSettings};
@@ -25,6 +27,7 @@ use crate::machine::Escalation;
 use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
+use crate::store::cache::Remembering;
 use crate::store::postgres::PgStore;
 use crate::store::{Store, StoreError};
 
@@ -115,7 +118,9 @@ impl Server {
                 .map_err(|e| ServerError::Tls(e.to_string()))?;
         }
         let participant_tls = crate::tls::client_config(&config).map_err(ServerError::Tls)?;
-        let dyn_store: Arc<dyn Store> = store.clone();
+        // The engine writes through a memory of what this instance wrote
+        // (see `store::cache`); operators and housekeeping read the database.
+        let dyn_store: Arc<dyn Store> = Arc::new(Remembering::new(store.clone()));
         let registry = Arc::new(Registry::new(Arc::clone(&dyn_store), Arc::clone(&clock)));
         let clients = Arc::new(
             ParticipantClients::new(
@@ -179,115 +184,24 @@ impl Server {
     /// in-flight rounds the grace period and releases the leases still held
     /// so that another instance continues at once.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let stop = CancellationToken::new();
+        // Cancelled when shutdown begins; /readyz fails from then on.
+        let draining = CancellationToken::new();
+        let background = self.spawn_background(&stop, &draining);
         let Server {
             config,
             store,
             engine,
             listener,
             wake,
-            metrics_listener,
             tls,
+            ..
         } = self;
-        let stop = CancellationToken::new();
-        // Cancelled when shutdown begins; /readyz fails from then on.
-        let draining = CancellationToken::new();
-        let background = tokio_util::task::TaskTracker::new();
-        if let Some(retention) = config.retention {
-            background.spawn(crate::engine::retention::run(
-                store.clone(),
-                retention,
-                config.retention_batch,
-                stop.clone(),
-            ));
-        }
-        if let Some(http) = metrics_listener {
-            let handle = crate::telemetry::metrics::install();
-            if let Some(handle) = handle.clone() {
-                background.spawn(crate::telemetry::metrics::sample(
-                    store.clone(),
-                    Arc::clone(&engine),
-                    handle,
-                    stop.clone(),
-                ));
-            }
-            tracing::info!(addr = ?http.local_addr().ok(), "metrics and health served over http");
-            let serve = crate::telemetry::http::serve(
-                http,
-                handle,
-                store.clone(),
-                draining.clone(),
-                stop.clone(),
-            );
-            background.spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
-        }
-        background.spawn(recovery::run(
-            Arc::clone(&engine),
-            config.poll_interval,
-            config.recovery_concurrency,
-            wake.clone(),
-            stop.clone(),
-        ));
-        background.spawn(Arc::clone(&engine.leases).keep(
-            store.clone(),
-            config.instance_id.clone(),
-            config.lease,
-            stop.clone(),
-        ));
-        {
-            let registry = Arc::clone(engine.registry());
-            let stop = stop.clone();
-            background.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
-                    }
-                    if let Err(e) = registry.refresh().await {
-                        tracing::warn!(error = %e, "registry refresh failed");
-                    }
-                }
-            });
-        }
-        background.close();
-
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<CoordinatorServer<CoordinatorApi>>()
-            .await;
-        health_reporter
-            .set_serving::<RegistryServer<RegistryApi>>()
-            .await;
-        health_reporter
-            .set_serving::<concord_proto::v1::admin_server::AdminServer<AdminApi>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServerError::Serve(e.to_string()))?;
-
-        let max = config.max_request_bytes;
-        let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(&engine)))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        if config.admin_tokens.is_empty() {
-            tracing::warn!("no admin_tokens configured; the admin api refuses every call");
-        }
-        let admin = AdminApi::new(store.clone(), Arc::clone(&engine), wake.clone())
-            .service(config.admin_tokens.clone(), max);
-
-        let addr = listener.local_addr().ok();
-        tracing::info!(addr = ?addr, instance = %config.instance_id, "coordinator serving");
+        let (health, grpc) = grpc_services(&config, &engine, &store, &wake).await?;
+        tracing::info!(addr = ?listener.local_addr().ok(), instance = %config.instance_id, "coordinator serving");
         let serving = CancellationToken::new();
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -297,12 +211,10 @@ impl Server {
             })?;
         }
         let serve = builder
-            .layer(crate::api::oversize::OversizeLayer::new(max))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(coordinator)
-            .add_service(registry)
-            .add_service(admin)
+            .layer(crate::api::oversize::OversizeLayer::new(
+                config.max_request_bytes,
+            ))
+            .add_routes(grpc)
             .serve_with_incoming_shutdown(
                 // Set by hand: tonic applies its `tcp_nodelay` only to listeners it
                 // binds itself. Without it, Nagle's algorithm held a reply's last frame
@@ -322,7 +234,7 @@ impl Server {
         }
         tracing::info!("shutting down: no new requests");
         draining.cancel();
-        health_reporter
+        health
             .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
             .await;
         serving.cancel();
@@ -331,31 +243,129 @@ impl Server {
             serve.abort();
         }
         // No new rounds from the recovery loop; running rounds may finish
-        // within the grace period.
+        // within the grace period, then what is still held is released.
         stop.cancel();
-        engine.shutdown.cancel();
-        engine.tracker.close();
-        if tokio::time::timeout(grace, engine.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_flight = engine.leases.len(),
-                "grace period over; releasing leases"
-            );
-        }
-        let held = engine.leases.snapshot();
-        if !held.is_empty() {
-            match store.release(&config.instance_id, &held).await {
-                Ok(n) => tracing::info!(released = n, "leases released"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease release failed; they expire by themselves")
-                }
-            }
-        }
+        engine.stop(grace).await;
         background.wait().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+
+    /// Starts what runs beside the gRPC server until `stop`: the recovery
+    /// loop, the lease keeper, the registry refresh, retention, and the HTTP
+    /// listener with the metrics sampler.
+    fn spawn_background(
+        &mut self,
+        stop: &CancellationToken,
+        draining: &CancellationToken,
+    ) -> TaskTracker {
+        let (config, engine) = (&self.config, Arc::clone(&self.engine));
+        let engine = &engine;
+        let background = TaskTracker::new();
+        if let Some(retention) = config.retention {
+            background.spawn(crate::engine::retention::run(
+                self.store.clone(),
+                retention,
+                config.retention_batch,
+                stop.clone(),
+            ));
+        }
+        if let Some(http) = self.metrics_listener.take() {
+            let handle = crate::telemetry::metrics::install();
+            if let Some(handle) = handle.clone() {
+                background.spawn(crate::engine::gauges::sample(
+                    self.store.clone(),
+                    Arc::clone(engine),
+                    handle,
+                    stop.clone(),
+                ));
+            }
+            tracing::info!(addr = ?http.local_addr().ok(), "metrics and health served over http");
+            let serve = crate::api::http::serve(
+                http,
+                handle,
+                self.store.clone(),
+                draining.clone(),
+                stop.clone(),
+            );
+            background.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+        background.spawn(recovery::run(
+            Arc::clone(engine),
+            config.poll_interval,
+            config.recovery_concurrency,
+            self.wake.clone(),
+            stop.clone(),
+        ));
+        background.spawn(engine.keep_leases(stop.clone()));
+        background.spawn(refresh_registry(
+            Arc::clone(engine.registry()),
+            stop.clone(),
+        ));
+        background.close();
+        background
+    }
+}
+
+/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`.
+async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
+        }
+        if let Err(e) = registry.refresh().await {
+            tracing::warn!(error = %e, "registry refresh failed");
+        }
+    }
+}
+
+/// The gRPC services: health, reflection, Coordinator, Registry and the
+/// authenticated Admin API.
+async fn grpc_services(
+    config: &Config,
+    engine: &Arc<Engine>,
+    store: &Arc<dyn AdminStore>,
+    wake: &Wake,
+) -> Result<(tonic_health::server::HealthReporter, tonic::service::Routes), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CoordinatorServer<CoordinatorApi>>()
+        .await;
+    health.set_serving::<RegistryServer<RegistryApi>>().await;
+    health
+        .set_serving::<concord_proto::v1::admin_server::AdminServer<AdminApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    let max = config.max_request_bytes;
+    let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(engine)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    if config.admin_tokens.is_empty() {
+        tracing::warn!("no admin_tokens configured; the admin api refuses every call");
+    }
+    let operator = Arc::new(Operator::new(
+        Arc::clone(engine),
+        store.clone(),
+        wake.clone(),
+    ));
+    let admin = AdminApi::new(operator).service(config.admin_tokens.clone(), max);
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(coordinator)
+        .add_service(registry)
+        .add_service(admin);
+    Ok((health, routes))
 }

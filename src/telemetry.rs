@@ -1,8 +1,8 @@
 //! Logging setup: human-readable on a terminal, JSON for log shippers.
-//! Metrics ([`metrics`]), W3C trace context ([`trace`]) and the operator
-//! HTTP listener ([`http`]) live below.
+//! Metrics ([`metrics`]), W3C trace context ([`trace`]) and the OTLP
+//! export of spans ([`otlp`]) live below. Telemetry imports nothing from
+//! the engine or the store: they call into it.
 
-pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod trace;

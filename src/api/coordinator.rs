@@ -2,7 +2,6 @@
 //! the engine.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use concord_proto::v1 as pb;
 use concord_proto::v1::coordinator_server::Coordinator;
@@ -23,17 +22,12 @@ impl CoordinatorApi {
         Self { engine }
     }
 
-    /// How long a `wait` may last: the client's deadline (minus a margin so
-    /// the answer arrives before it) or the configured maximum.
+    /// Until when a `wait` may last (see [`Engine::wait_until`]).
     fn wait_until<T>(&self, req: &Request<T>, wait: bool) -> Option<tokio::time::Instant> {
         if !wait {
             return None;
         }
-        let max = self.engine.settings.max_wait;
-        let budget = grpc_timeout(req.metadata())
-            .map(|t| t.saturating_sub(Duration::from_millis(100)).min(max))
-            .unwrap_or(max);
-        Some(tokio::time::Instant::now() + budget)
+        Some(self.engine.wait_until(grpc_timeout(req.metadata())))
     }
 }
 

@@ -1,10 +1,12 @@
-//! The gRPC API: thin adapters from the generated traits to the engine.
-//! This module holds what every handler shares: the one mapping of errors
-//! to `tonic::Status`, panic recovery and request logging.
+//! The network surfaces: thin gRPC adapters from the generated traits to
+//! the engine, and the HTTP listener ([`http`]). This module holds what
+//! every gRPC handler shares: the one mapping of errors to
+//! `tonic::Status`, panic recovery and request logging.
 
 pub mod admin;
 pub mod convert;
 pub mod coordinator;
+pub mod http;
 pub mod oversize;
 pub mod registry;
 
@@ -17,6 +19,7 @@ use tracing::Instrument;
 
 use crate::domain::InvalidValue;
 use crate::error::Error;
+use crate::participant::client::code_name;
 use crate::store::StoreError;
 
 /// The only place engine errors become gRPC statuses.
@@ -78,7 +81,7 @@ where
         }
     };
     let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    crate::telemetry::metrics::grpc_request(method, code, started.elapsed());
+    crate::telemetry::metrics::grpc_request(method, code_name(code), started.elapsed());
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &result {
         Ok(_) => tracing::debug!(method, gid, elapsed_ms, "request ok"),

@@ -27,9 +27,10 @@ use crate::participant::registry::Registry;
 use crate::store::{BranchRecord, Decision, EventRecord, Store, TxRecord};
 
 mod calls;
+pub mod gauges;
 pub mod leases;
+pub mod operator;
 pub mod phase2;
-pub mod recent;
 pub mod recovery;
 pub mod retention;
 pub mod retry;
@@ -63,8 +64,6 @@ pub struct Engine {
     /// Cancelled at shutdown: drivers stop starting new rounds.
     pub(crate) shutdown: CancellationToken,
     waiters: Mutex<HashMap<Gid, Arc<Notify>>>,
-    /// Transactions begun here, so a Commit here need not read them back.
-    recent: crate::engine::recent::Recent,
     /// Lets `&self` methods spawn tasks that own the engine.
     me: Weak<Engine>,
 }
@@ -100,7 +99,6 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             waiters: Mutex::new(HashMap::new()),
-            recent: crate::engine::recent::Recent::default(),
             me: me.clone(),
         })
     }
@@ -190,6 +188,54 @@ impl Engine {
         if let Some(n) = notify {
             n.notify_waiters();
         }
+    }
+
+    /// Renews the leases this instance holds until `stop` (see
+    /// [`leases::Leases::keep`]).
+    pub fn keep_leases(&self, stop: CancellationToken) -> impl Future<Output = ()> + use<> {
+        Arc::clone(&self.leases).keep(
+            Arc::clone(&self.store),
+            self.settings.instance_id.clone(),
+            self.settings.lease,
+            stop,
+        )
+    }
+
+    /// Shutdown: no new rounds; the running ones get `grace` to finish,
+    /// then the leases still held are released so that another instance
+    /// continues at once.
+    pub async fn stop(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.leases.len(),
+                "grace period over; releasing leases"
+            );
+        }
+        let held = self.leases.snapshot();
+        if !held.is_empty() {
+            match self.store.release(&self.settings.instance_id, &held).await {
+                Ok(n) => tracing::info!(released = n, "leases released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease release failed; they expire by themselves")
+                }
+            }
+        }
+    }
+
+    /// Until when a Commit, Rollback or SubmitSaga with `wait` may wait: the
+    /// client's deadline less a margin, so that the answer arrives before
+    /// it, and never longer than `max_wait`.
+    pub fn wait_until(&self, client_deadline: Option<Duration>) -> Instant {
+        let max = self.settings.max_wait;
+        let budget = client_deadline
+            .map(|t| t.saturating_sub(Duration::from_millis(100)).min(max))
+            .unwrap_or(max);
+        Instant::now() + budget
     }
 
     /// Waits until the transaction is final or `until` passes. Finishing on

@@ -16,9 +16,7 @@ use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName};
 use crate::error::{Error, Result};
 use crate::machine::tcc::{self, Command, Refusal, Verdict};
 use crate::machine::{CallStatus, Mode, Outcome, Phase, Status};
-use crate::store::{
-    Begun, BranchAdded, BranchRecord, CallRecord, NewBranch, NewTransaction, TxRecord,
-};
+use crate::store::{Begun, BranchAdded, BranchRecord, CallRecord, NewBranch, NewTransaction};
 
 /// How long a Commit that finds a Try still pending in the database waits
 /// for its record before refusing: the record of a successful Try is
@@ -93,14 +91,6 @@ impl Engine {
             .await?;
         match begun {
             Begun::Created => {
-                self.recent.begun(TxRecord::inserted(
-                    gid.clone(),
-                    Mode::Tcc,
-                    metadata.clone(),
-                    timeout,
-                    deadline,
-                    now,
-                ));
                 crate::telemetry::metrics::tx_begun(Mode::Tcc);
                 tracing::debug!(%gid, timeout_ms = timeout.as_millis() as u64, "transaction begun");
                 Ok((gid, deadline))
@@ -147,8 +137,6 @@ impl Engine {
                 req.participant, req.action
             ))),
         };
-        self.recent
-            .try_recorded(&req.gid, &branch.branch_id, reply.outcome.call_status());
         let record = CallRecord {
             branch_id: branch.branch_id.clone(),
             phase: Phase::Try,
@@ -158,20 +146,28 @@ impl Engine {
         let (now, actor) = (self.clock.now(), self.settings.instance_id.clone());
         let Some(failure) = failure else {
             // The initiator gets its answer without waiting for the record:
-            // a Commit here decides from `recent`, one elsewhere waits for
-            // the record (`PENDING_TRY_GRACE`), and a record that never lands
-            // (crash) leaves the Try pending, which refuses the Commit, so
-            // the worst case is a rollback, never a confirm of an unreserved
-            // branch. Failures are recorded before the reply (below), so
-            // that any instance refuses a Commit after one.
+            // a Commit here decides from what the store remembers, one
+            // elsewhere waits for the record (`PENDING_TRY_GRACE`), and a
+            // record that never lands (crash) leaves the Try pending, which
+            // refuses the Commit, so the worst case is a rollback, never a
+            // confirm of an unreserved branch. Failures are recorded before
+            // the reply (below), so that any instance refuses a Commit after
+            // one.
             let (store, gid) = (Arc::clone(&self.store), req.gid.clone());
-            self.tracker.spawn(async move {
+            let mut write = Box::pin(async move {
                 if let Err(e) = store
                     .record_try(&gid, &record, tcc::try_record_applies(), now, &actor)
-                    .await {
+                    .await
+                {
                     tracing::warn!(%gid, branch_id = %record.branch_id, error = %e, "try outcome not recorded");
                 }
             });
+            // One poll before the reply: the store takes note of the outcome
+            // (and queues the write) at once, so that the Commit the
+            // initiator sends next finds it; the rest runs in the background.
+            if futures::poll!(write.as_mut()).is_pending() {
+                self.tracker.spawn(write);
+            }
             return Ok((branch.branch_id, reply.payload));
         };
         if let Err(e) = self
@@ -182,7 +178,6 @@ impl Engine {
             // Commit refuses while the try is not recorded as succeeded, so
             // a lost record can only lead to a rollback, never to a confirm
             // of an unreserved branch.
-            self.recent.forget(&req.gid);
             tracing::warn!(gid = %req.gid, branch_id = %branch.branch_id, error = %e, "try outcome not recorded");
             return Err(e.into());
         }
@@ -208,16 +203,9 @@ impl Engine {
                 .await?;
             match added {
                 BranchAdded::Added {
-                    branch,
-                    metadata,
-                    seq,
-                } => {
-                    self.recent.branch_added(&req.gid, &branch, seq);
-                    return Ok((branch, metadata, 1));
-                }
+                    branch, metadata, ..
+                } => return Ok((branch, metadata, 1)),
                 BranchAdded::Existing { branch, metadata } => {
-                    // A repeated Try moved the branch counter unseen.
-                    self.recent.forget(&req.gid);
                     let same = branch.participant == req.participant
                         && branch.action == req.action
                         && branch.payload == req.payload;
@@ -296,8 +284,8 @@ impl Engine {
         // the write match nothing, and the decision is taken again on
         // fresh state.
         // What this instance wrote itself is tried first; it only ever leads
-        // to the decision, never to a refusal (see `recent`).
-        let mut remembered = self.recent.take(gid);
+        // to the decision, never to a refusal (see `store::cache`).
+        let mut remembered = self.store.take_remembered(gid);
         let mut misses = 0;
         let mut waited = Duration::ZERO;
         let mut poll = PENDING_TRY_POLL;

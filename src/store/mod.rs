@@ -12,6 +12,7 @@
 
 pub mod admin;
 mod batch;
+pub mod cache;
 pub mod postgres;
 mod records;
 mod rows;
@@ -230,6 +231,13 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         actor: &str,
     ) -> StoreResult<()>;
+
+    /// Takes what this store remembers of a transaction it wrote on this
+    /// instance (see [`cache::Remembering`]), to decide without reading it
+    /// back; `None` when it remembers nothing (the default).
+    fn take_remembered(&self, _gid: &Gid) -> Option<(TxRecord, Vec<BranchRecord>)> {
+        None
+    }
 
     /// Reads a transaction and its branches.
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>>;

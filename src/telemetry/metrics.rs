@@ -7,19 +7,18 @@
 //! once; every server of the process shares it (tests run several servers in
 //! one process, so their counters add up and tests compare deltas).
 //! Gauges that describe the database (transactions per status, the oldest
-//! one) are set by [`sample`], every few seconds, never on the hot path.
+//! one) are set by the engine's sampler (its `gauges` module) every
+//! few seconds, never on the hot path. This module knows metrics only: it
+//! imports nothing from the engine or the store.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
 use crate::machine::{Mode, Outcome, Phase, Status};
 use crate::participant::breaker::BreakerState;
-use crate::store::admin::AdminStore;
 
 /// Transactions created, by `mode` (tcc, saga).
 pub const TX_BEGUN: &str = "concord_transactions_begun_total";
@@ -60,9 +59,6 @@ pub const DB_MAX_CONNECTIONS: &str = "concord_db_pool_max_connections";
 pub const RETENTION_DELETED: &str = "concord_retention_deleted_total";
 /// Failed database samples of the gauges above.
 pub const SAMPLE_ERRORS: &str = "concord_metrics_sample_errors_total";
-
-/// How often [`sample`] reads the database.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Latency buckets, in seconds, of every `_duration_seconds` histogram.
 const BUCKETS: &[f64] = &[
@@ -186,74 +182,55 @@ pub fn leases_lost(n: usize) {
     counter!(LEASES_LOST).increment(n as u64);
 }
 
-pub fn grpc_request(method: &'static str, code: tonic::Code, elapsed: Duration) {
-    histogram!(GRPC_REQUEST,
-        "method" => method,
-        "code" => crate::participant::client::code_name(code))
-    .record(elapsed.as_secs_f64());
+/// One gRPC request served; `code` is the status code's name (`OK`,
+/// `NOT_FOUND`, ...).
+pub fn grpc_request(method: &'static str, code: &'static str, elapsed: Duration) {
+    histogram!(GRPC_REQUEST, "method" => method, "code" => code).record(elapsed.as_secs_f64());
 }
 
 pub fn retention_deleted(n: u64) {
     counter!(RETENTION_DELETED).increment(n);
 }
 
-fn breaker_value(state: BreakerState) -> f64 {
-    match state {
+/// Sets the gauges of unfinished transactions: per non-final status, the
+/// ones flagged needs_attention and the age of the oldest.
+pub fn set_open(by_status: &[(Status, u64)], needs_attention: u64, oldest_age: Duration) {
+    for status in Status::ALL.into_iter().filter(|s| !s.is_final()) {
+        let n = by_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n);
+        gauge!(TX_OPEN, "status" => status.as_str()).set(n as f64);
+    }
+    gauge!(TX_NEEDS_ATTENTION).set(needs_attention as f64);
+    gauge!(TX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+}
+
+/// A failed sample of the database-backed gauges.
+pub fn sample_failed() {
+    counter!(SAMPLE_ERRORS).increment(1);
+}
+
+/// Sets the connection gauges of one database pool.
+pub fn set_pool(name: &'static str, size: u32, idle: u32, max: u32) {
+    gauge!(DB_CONNECTIONS, "pool" => name, "state" => "idle").set(idle as f64);
+    gauge!(DB_CONNECTIONS, "pool" => name, "state" => "in_use")
+        .set(size.saturating_sub(idle) as f64);
+    gauge!(DB_MAX_CONNECTIONS, "pool" => name).set(max as f64);
+}
+
+pub fn set_leases_held(n: usize) {
+    gauge!(LEASES_HELD).set(n as f64);
+}
+
+/// Sets an endpoint's breaker gauge: 0 closed, 1 half-open, 2 open.
+pub fn set_breaker(endpoint: &str, state: BreakerState) {
+    let value = match state {
         BreakerState::Closed => 0.0,
         BreakerState::HalfOpen => 1.0,
         BreakerState::Open => 2.0,
-    }
-}
-
-/// Sets the sampled gauges every [`SAMPLE_INTERVAL`] until `stop`, and
-/// runs the recorder's upkeep (which bounds histogram memory).
-pub async fn sample(
-    store: Arc<dyn AdminStore>,
-    engine: Arc<Engine>,
-    handle: PrometheusHandle,
-    stop: CancellationToken,
-) {
-    loop {
-        sample_once(store.as_ref(), &engine).await;
-        handle.run_upkeep();
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
-        }
-    }
-}
-
-/// One sample of the database, the pools, the leases and the breakers.
-pub async fn sample_once(store: &dyn AdminStore, engine: &Engine) {
-    match store.open_counts().await {
-        Ok(counts) => {
-            for status in Status::ALL.into_iter().filter(|s| !s.is_final()) {
-                let n = counts
-                    .by_status
-                    .iter()
-                    .find(|(s, _)| *s == status)
-                    .map_or(0, |(_, n)| *n);
-                gauge!(TX_OPEN, "status" => status.as_str()).set(n as f64);
-            }
-            gauge!(TX_NEEDS_ATTENTION).set(counts.needs_attention as f64);
-            gauge!(TX_OLDEST_AGE).set(counts.oldest_age.as_secs_f64());
-        }
-        Err(e) => {
-            counter!(SAMPLE_ERRORS).increment(1);
-            tracing::debug!(error = %e, "metrics sample failed");
-        }
-    }
-    for pool in store.pool_stats() {
-        gauge!(DB_CONNECTIONS, "pool" => pool.name, "state" => "idle").set(pool.idle as f64);
-        gauge!(DB_CONNECTIONS, "pool" => pool.name, "state" => "in_use")
-            .set(pool.size.saturating_sub(pool.idle) as f64);
-        gauge!(DB_MAX_CONNECTIONS, "pool" => pool.name).set(pool.max as f64);
-    }
-    gauge!(LEASES_HELD).set(engine.leases.len() as f64);
-    for endpoint in engine.clients.health() {
-        gauge!(BREAKER_STATE, "endpoint" => endpoint.url.to_string())
-            .set(breaker_value(endpoint.breaker));
-    }
+    };
+    gauge!(BREAKER_STATE, "endpoint" => endpoint.to_string()).set(value);
 }
 
 #[cfg(test)]

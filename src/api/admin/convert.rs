@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use concord_proto::v1 as pb;
 
 use crate::api::convert::{call_status, event, mode, status, timestamp};
+use crate::engine::operator::ParticipantView;
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::admin::{AdminStats, AdminTx};
 use crate::store::{BranchRecord, EventRecord};
@@ -198,5 +199,36 @@ pub fn stats(s: &AdminStats) -> pb::Stats {
         paused: s.paused,
         resolved: s.resolved,
         oldest_unfinished: s.oldest_unfinished.as_ref().map(summary),
+    }
+}
+
+/// A participant with its endpoints' health as this instance saw it.
+pub fn participant(p: &ParticipantView) -> pb::ParticipantHealth {
+    pb::ParticipantHealth {
+        name: p.participant.name.to_string(),
+        actions: p
+            .participant
+            .actions
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        endpoints: p
+            .endpoints
+            .iter()
+            .map(|e| {
+                let s = e.calls.as_ref();
+                pb::EndpointHealth {
+                    url: e.endpoint.url.to_string(),
+                    registered_at: Some(timestamp(e.endpoint.registered_at)),
+                    last_seen_at: Some(timestamp(e.endpoint.last_seen_at)),
+                    breaker: s.map_or("unknown", |s| s.breaker.as_str()).to_string(),
+                    last_success_at: s.and_then(|s| s.last_success_at).map(timestamp),
+                    recent_calls: s.map_or(0, |s| s.recent_calls),
+                    recent_failures: s.map_or(0, |s| s.recent_failures),
+                    last_failure_at: s.and_then(|s| s.last_failure_at).map(timestamp),
+                    last_error: s.and_then(|s| s.last_error.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
     }
 }

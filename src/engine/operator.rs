@@ -1,0 +1,233 @@
+//! What operators do and see: the commands (retry now, pause, resume, roll
+//! back, resolve) carried out as [`crate::machine::operator`] decides them,
+//! each persisted with a compare-and-set and recorded with its actor; and
+//! the views (list, detail, participants' health, counts). The admin gRPC
+//! API and the console are thin adapters over this one home.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Engine;
+use super::recovery::Wake;
+use crate::domain::Gid;
+use crate::error::{Error, Result};
+use crate::machine::operator::{self, OperatorEffect, OperatorFlags, OperatorOp};
+use crate::participant::client::EndpointCallStats;
+use crate::store::admin::{AdminChange, AdminStats, AdminStore, AdminTx, AdminWrite, TxFilter};
+use crate::store::{BranchRecord, EndpointRecord, EventRecord, ParticipantRecord};
+
+/// Compare-and-set attempts before giving up on a transaction that keeps
+/// changing under an operator command.
+const CAS_ATTEMPTS: usize = 8;
+
+/// The result of an operator command.
+#[derive(Debug, Clone)]
+pub struct Acted {
+    /// False when the command was already in effect (nothing was written).
+    pub changed: bool,
+    /// One line for the operator: what happened or why nothing did.
+    pub message: String,
+    /// The transaction as it is after the command.
+    pub tx: AdminTx,
+}
+
+/// A registered endpoint with what this instance saw of its calls.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub endpoint: EndpointRecord,
+    /// `None` when this instance has not called it yet.
+    pub calls: Option<EndpointCallStats>,
+}
+
+/// A registered participant as operators see it.
+#[derive(Debug, Clone)]
+pub struct ParticipantView {
+    pub participant: ParticipantRecord,
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// Operator commands and views over one coordinator instance.
+pub struct Operator {
+    engine: Arc<Engine>,
+    store: Arc<dyn AdminStore>,
+    /// Woken after a command that makes work due, so that it runs now
+    /// rather than at the next poll.
+    wake: Wake,
+}
+
+impl Operator {
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn AdminStore>, wake: Wake) -> Self {
+        Self {
+            engine,
+            store,
+            wake,
+        }
+    }
+
+    /// The instance whose view this is (endpoint health is per instance).
+    pub fn instance_id(&self) -> &str {
+        self.engine.instance_id()
+    }
+
+    /// The transaction as operators see it, with its branches.
+    pub async fn get(&self, gid: &Gid) -> Result<(AdminTx, Vec<BranchRecord>)> {
+        self.store
+            .admin_get(gid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("transaction {gid} not found")))
+    }
+
+    /// The transaction, its branches and its history.
+    pub async fn detail(
+        &self,
+        gid: &Gid,
+    ) -> Result<(AdminTx, Vec<BranchRecord>, Vec<EventRecord>)> {
+        let (tx, branches) = self.get(gid).await?;
+        let events = self.store.events(gid).await?;
+        Ok((tx, branches, events))
+    }
+
+    /// One page of transactions; `stuck_for` keeps those unfinished for at
+    /// least that long (by this instance's clock).
+    pub async fn list(
+        &self,
+        mut filter: TxFilter,
+        stuck_for: Option<Duration>,
+    ) -> Result<(Vec<AdminTx>, Option<crate::store::admin::ListCursor>)> {
+        if let Some(d) = stuck_for {
+            let d = chrono::Duration::from_std(d)
+                .map_err(|_| Error::InvalidArgument("stuck_for is too large".into()))?;
+            filter.stuck_since = Some(self.engine.clock.now() - d);
+        }
+        Ok(self.store.admin_list(&filter).await?)
+    }
+
+    /// Counts by status, backlog, needs attention, the oldest unfinished.
+    pub async fn stats(&self) -> Result<AdminStats> {
+        Ok(self.store.admin_stats().await?)
+    }
+
+    /// Every registered participant with its endpoints and what this
+    /// instance saw of their calls (breaker, recent failures, last error).
+    pub async fn participants(&self) -> Result<Vec<ParticipantView>> {
+        let registered = self.store.list_participants().await?;
+        let mut stats: HashMap<_, _> = self
+            .engine
+            .clients
+            .endpoint_stats()
+            .into_iter()
+            .map(|s| (s.url.clone(), s))
+            .collect();
+        Ok(registered
+            .into_iter()
+            .map(|p| ParticipantView {
+                endpoints: p
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointView {
+                        calls: stats.remove(&e.url),
+                        endpoint: e.clone(),
+                    })
+                    .collect(),
+                participant: p,
+            })
+            .collect())
+    }
+
+    /// Runs one operator command through the rules and persists it; a
+    /// command the rules refuse is `FAILED_PRECONDITION` with their reason
+    /// and changes nothing.
+    pub async fn act(
+        &self,
+        gid: &Gid,
+        op: OperatorOp,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<Acted> {
+        let event = match op {
+            OperatorOp::RetryNow => "operator_retry",
+            OperatorOp::Rollback { .. } => "operator_rollback",
+            OperatorOp::Resolve { .. } => "operator_resolve",
+            OperatorOp::Pause => "operator_pause",
+            OperatorOp::Resume => "operator_resume",
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let (row, branches) = self.get(gid).await?;
+            let tx = &row.tx;
+            let flags = OperatorFlags {
+                paused: tx.paused,
+                resolved_by: row.resolution.as_ref().map(|r| r.by.clone()),
+            };
+            let now = self.engine.clock.now();
+            let effect = operator::operate(&tx.state(&branches), &flags, &op, now)
+                .map_err(|r| Error::FailedPrecondition(r.to_string()))?;
+            let (change, message) = match effect {
+                OperatorEffect::Unchanged(why) => {
+                    return Ok(Acted {
+                        changed: false,
+                        message: format!("nothing to do: {why}"),
+                        tx: row,
+                    });
+                }
+                OperatorEffect::Rollback { reason } => {
+                    // Decided (compare-and-set, fencing, phase 2) exactly as
+                    // for an initiator; the operator event follows once the
+                    // decision is durable.
+                    let status = self
+                        .engine
+                        .rollback(gid, format!("operator {actor}: {reason}"), None)
+                        .await?;
+                    self.store
+                        .admin_event(gid, event, Some(&reason), actor, self.engine.clock.now())
+                        .await?;
+                    tracing::info!(%gid, actor, action = op.name(), status = status.as_str(), "operator action");
+                    return Ok(Acted {
+                        changed: true,
+                        message: "rollback decided; every branch is being cancelled".into(),
+                        tx: self.get(gid).await?.0,
+                    });
+                }
+                OperatorEffect::RetryAt(at) => (
+                    AdminChange::RetryAt(at),
+                    "retry scheduled now; the recovery loop was woken",
+                ),
+                OperatorEffect::SetPaused(true) => {
+                    (AdminChange::SetPaused(true), "retries paused until resumed")
+                }
+                OperatorEffect::SetPaused(false) => {
+                    (AdminChange::SetPaused(false), "retries resumed")
+                }
+                OperatorEffect::Resolve { note } => (
+                    AdminChange::Resolve { note },
+                    "resolved by hand; it will not be retried again",
+                ),
+            };
+            let write = AdminWrite {
+                gid: gid.clone(),
+                expected_status: tx.status,
+                expected_paused: tx.paused,
+                expected_needs_attention: tx.needs_attention,
+                change,
+                event,
+                actor: actor.to_string(),
+                note: note.clone(),
+                now,
+            };
+            if self.store.admin_apply(write).await? {
+                tracing::info!(%gid, actor, action = op.name(), "operator action");
+                if matches!(op, OperatorOp::RetryNow | OperatorOp::Resume) {
+                    self.wake.wake();
+                }
+                return Ok(Acted {
+                    changed: true,
+                    message: message.into(),
+                    tx: self.get(gid).await?.0,
+                });
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "transaction {gid} kept changing during the operator command; retry"
+        )))
+    }
+}
