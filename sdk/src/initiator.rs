@@ -23,7 +23,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +34,8 @@ use concord_proto::v1::{
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+use crate::BoxError;
 
 /// The `Result` of every initiator call.
 ///
@@ -133,11 +134,16 @@ pub enum Error {
         /// The reason given.
         message: String,
     },
+    /// An error of the initiator's own code (see [`Error::other`]), for
+    /// example from inside a [`Coordinator::tcc`] body; find it again with
+    /// [`downcast_ref`](Self::downcast_ref).
+    #[error("{0}")]
+    Other(#[source] BoxError),
 }
 
 impl Error {
     /// The gRPC code of the coordinator's answer, or `None` if the call
-    /// never reached it.
+    /// never reached it (or the error is the initiator's own).
     ///
     /// ```
     /// use concord_sdk::initiator::Error;
@@ -148,7 +154,7 @@ impl Error {
     /// ```
     pub fn code(&self) -> Option<Code> {
         Some(match self {
-            Error::InvalidUrl { .. } | Error::Connect(_) => return None,
+            Error::InvalidUrl { .. } | Error::Connect(_) | Error::Other(_) => return None,
             Error::Rejected { .. } => Code::Aborted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
@@ -169,6 +175,71 @@ impl Error {
     /// ```
     pub fn is_rejected(&self) -> bool {
         matches!(self, Error::Rejected { .. })
+    }
+
+    /// A business rejection decided by the initiator's own code (a price
+    /// too high...): [`is_rejected`](Self::is_rejected) holds, and a
+    /// [`Coordinator::tcc`] body returning it rolls back.
+    ///
+    /// ```
+    /// let e = concord_sdk::initiator::Error::rejected("price changed");
+    /// assert!(e.is_rejected());
+    /// assert_eq!(e.to_string(), "rejected: price changed");
+    /// ```
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Error::Rejected {
+            message: reason.into(),
+        }
+    }
+
+    /// Wraps any other error (the initiator's own), kept whole for
+    /// [`downcast_ref`](Self::downcast_ref).
+    ///
+    /// ```
+    /// let e = concord_sdk::initiator::Error::other("cache unreachable");
+    /// assert!(!e.is_rejected());
+    /// assert_eq!(e.code(), None);
+    /// ```
+    pub fn other(error: impl Into<BoxError>) -> Self {
+        Error::Other(error.into())
+    }
+
+    /// The wrapped error of [`Error::Other`], if it is an `E`.
+    ///
+    /// ```
+    /// use concord_sdk::initiator::Error;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("out of stock: {0}")]
+    /// struct OutOfStock(String);
+    ///
+    /// let e = Error::other(OutOfStock("tea".into()));
+    /// assert_eq!(e.downcast_ref::<OutOfStock>().unwrap().0, "tea");
+    /// ```
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Other(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+// `?` on the common errors of an initiator's own code inside a `tcc` body.
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Other(e.into())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Other(e.into())
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(e: BoxError) -> Self {
+        Error::Other(e)
     }
 }
 
@@ -309,47 +380,63 @@ impl Coordinator {
 
     /// Runs `body` in a new TCC transaction: begins it, runs `body` with its
     /// handle, then commits if `body` returns `Ok` and rolls back (with the
-    /// error's text as reason) if it returns `Err`. Returns `body`'s result,
-    /// or the commit's error.
+    /// error's text as reason) if it returns `Err`.
     ///
-    /// A failed rollback is only logged: the coordinator rolls back by itself
-    /// when the transaction's timeout passes. For the same reason a `body`
-    /// that panics leaves nothing behind for long.
+    /// Returns the commit's outcome with `body`'s value, or `body`'s error
+    /// as it was (so [`Error::is_rejected`] still tells a business refusal
+    /// from an unknown outcome), or the commit's error. `body` returns this
+    /// module's [`Result`], so `?` needs no annotation; the initiator's own
+    /// errors go in with [`Error::rejected`] (roll back, business refusal)
+    /// or [`Error::other`] (and come back out with
+    /// [`Error::downcast_ref`]).
+    ///
+    /// With [`BeginOptions::wait`], the commit waits for every Confirm
+    /// (bounded by [`BeginOptions::wait_timeout`]); the rollback after an
+    /// error never waits: it returns once the decision is durable, and the
+    /// coordinator cancels the branches in the background, so an initiator
+    /// whose participant is down gets the original error at once. A failed
+    /// rollback is only logged: the coordinator rolls back by itself when
+    /// the transaction's timeout passes. For the same reason a `body` that
+    /// panics leaves nothing behind for long.
     ///
     /// ```no_run
     /// use concord_sdk::{BeginOptions, Coordinator};
     /// use concord_sdk::initiator::Error;
     ///
     /// # async fn run(coordinator: Coordinator) -> Result<(), Error> {
-    /// coordinator
+    /// let done = coordinator
     ///     .tcc(BeginOptions::default().gid("transfer-17").wait(true), |tx| async move {
     ///         let (out, into) = tokio::join!(
-    ///             tx.try_branch("bank-a", "transfer_out", br#"{"account":1,"amount":30}"#.to_vec()),
-    ///             tx.try_branch("bank-b", "transfer_in", br#"{"account":2,"amount":30}"#.to_vec()),
+    ///             tx.try_branch_json("bank-a", "transfer_out", &(1, 30)),
+    ///             tx.try_branch_json("bank-b", "transfer_in", &(2, 30)),
     ///         );
     ///         out?;
     ///         into?;
-    ///         Ok::<_, Error>(())
+    ///         Ok(())
     ///     })
     ///     .await?;
+    /// println!("{} is {:?}", done.gid, done.status);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn tcc<T, E, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<T, E>
+    pub async fn tcc<T, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<TccOutcome<T>>
     where
         F: FnOnce(TccTransaction) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<Error> + fmt::Display,
+        Fut: Future<Output = Result<T>>,
     {
-        let wait = opts.wait;
+        let (wait, wait_timeout) = (opts.wait, opts.wait_timeout);
         let tx = self.begin(opts).await?;
         match body(tx.clone()).await {
             Ok(value) => {
-                tx.commit(wait).await?;
-                Ok(value)
+                let status = tx.commit_within(wait, wait_timeout).await?;
+                Ok(TccOutcome {
+                    gid: tx.gid,
+                    status,
+                    value,
+                })
             }
             Err(e) => {
-                if let Err(rollback) = tx.rollback(e.to_string(), wait).await {
+                if let Err(rollback) = tx.rollback(e.to_string(), false).await {
                     tracing::warn!(
                         gid = tx.gid(),
                         error = %rollback,
@@ -387,6 +474,14 @@ impl Coordinator {
             .await?
             .into_inner())
     }
+}
+
+/// A payload that does not serialise is the caller's mistake, reported
+/// without a call.
+fn to_json<P: serde::Serialize + ?Sized>(payload: &P) -> Result<Vec<u8>> {
+    serde_json::to_vec(payload).map_err(|e| Error::InvalidArgument {
+        message: format!("payload does not serialise as JSON: {e}"),
+    })
 }
 
 fn endpoint(url: String) -> Result<Endpoint> {
@@ -440,6 +535,10 @@ pub struct BeginOptions {
     /// (or cancelled) before returning, rather than only for the decision to
     /// be durable.
     pub wait: bool,
+    /// How long that waiting commit may last before returning
+    /// [`Error::DeadlineExceeded`] (the coordinator goes on confirming in
+    /// the background); the coordinator's maximum wait when `None`.
+    pub wait_timeout: Option<Duration>,
 }
 
 impl BeginOptions {
@@ -486,6 +585,20 @@ impl BeginOptions {
         self.wait = wait;
         self
     }
+
+    /// Sets [`wait`](Self::wait) and bounds it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = concord_sdk::BeginOptions::default().wait_timeout(Duration::from_secs(5));
+    /// assert!(opts.wait);
+    /// assert_eq!(opts.wait_timeout, Some(Duration::from_secs(5)));
+    /// ```
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait = true;
+        self.wait_timeout = Some(timeout);
+        self
+    }
 }
 
 /// What a successful Try returned.
@@ -503,6 +616,45 @@ pub struct TryOutcome {
     pub branch_id: String,
     /// The participant's reply payload.
     pub payload: Vec<u8>,
+}
+
+impl TryOutcome {
+    /// Decodes the participant's reply payload as JSON.
+    ///
+    /// ```
+    /// let outcome = concord_sdk::TryOutcome { branch_id: "1".into(), payload: b"[1,2]".to_vec() };
+    /// assert_eq!(outcome.json::<Vec<u8>>().unwrap(), [1, 2]);
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+}
+
+/// What [`Coordinator::tcc`] returns once the commit is decided.
+///
+/// ```no_run
+/// use concord_sdk::proto::v1::TransactionStatus;
+///
+/// # async fn run(coordinator: concord_sdk::Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+/// let done = coordinator
+///     .tcc(Default::default(), |tx| async move {
+///         tx.try_branch("bank", "transfer_out", b"30".to_vec()).await
+///     })
+///     .await?;
+/// assert_eq!(done.status, TransactionStatus::Confirming);
+/// println!("{} replied {:?}", done.gid, done.value.payload);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TccOutcome<T> {
+    /// The transaction id.
+    pub gid: String,
+    /// `Confirming` (decided; the coordinator confirms in the background)
+    /// or, with [`BeginOptions::wait`], `Confirmed`.
+    pub status: TransactionStatus,
+    /// What the body returned.
+    pub value: T,
 }
 
 /// Options of [`TccTransaction::try_branch_with`].
@@ -610,6 +762,30 @@ impl TccTransaction {
             .await
     }
 
+    /// [`try_branch`](Self::try_branch) with `payload` sent as JSON; decode
+    /// the reply with [`TryOutcome::json`].
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize)]
+    /// struct Leg { account: i64, amount: i64 }
+    ///
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// let reply = tx.try_branch_json("bank", "transfer_out", &Leg { account: 1, amount: 30 }).await?;
+    /// let balance: i64 = reply.json()?;
+    /// # let _ = balance;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_branch_json<P: serde::Serialize + ?Sized>(
+        &self,
+        participant: &str,
+        action: &str,
+        payload: &P,
+    ) -> Result<TryOutcome> {
+        self.try_branch(participant, action, to_json(payload)?)
+            .await
+    }
+
     /// [`try_branch`](Self::try_branch) with an explicit branch id or call
     /// timeout.
     ///
@@ -666,16 +842,23 @@ impl TccTransaction {
     /// # }
     /// ```
     pub async fn commit(&self, wait: bool) -> Result<TransactionStatus> {
+        self.commit_within(wait, None).await
+    }
+
+    async fn commit_within(
+        &self,
+        wait: bool,
+        wait_timeout: Option<Duration>,
+    ) -> Result<TransactionStatus> {
         let request = CommitRequest {
             gid: self.gid.clone(),
             wait,
         };
-        let reply = self
-            .client
-            .clone()
-            .commit(with_trace(request, self.traceparent.as_deref()))
-            .await?
-            .into_inner();
+        let mut request = with_trace(request, self.traceparent.as_deref());
+        if let (true, Some(timeout)) = (wait, wait_timeout) {
+            request.set_timeout(timeout);
+        }
+        let reply = self.client.clone().commit(request).await?.into_inner();
         tracing::debug!(gid = %self.gid, status = ?reply.status(), "transaction committed");
         Ok(reply.status())
     }
@@ -711,8 +894,10 @@ impl TccTransaction {
 }
 
 mod saga;
+mod sub;
 
 pub use saga::{SagaBuilder, SagaOutcome};
+pub use sub::SubTransaction;
 
 #[cfg(test)]
 mod tests;

@@ -92,14 +92,47 @@ pub mod barrier;
 pub mod initiator;
 pub mod participant;
 
-pub use barrier::{Barrier, BarrierOutcome};
+#[cfg(feature = "postgres")]
+pub use barrier::PgBarrier;
+pub use barrier::{Barrier, BarrierOutcome, MemoryBarrier};
 pub use initiator::{
-    BeginOptions, Coordinator, SagaBuilder, SagaOutcome, TccTransaction, TryOptions, TryOutcome,
+    BeginOptions, Coordinator, SagaBuilder, SagaOutcome, SubTransaction, TccOutcome,
+    TccTransaction, TryOptions, TryOutcome,
 };
 pub use participant::{
-    ActionError, ActionResult, BoxError, BranchContext, BuildError, Op, ParticipantServer,
-    ParticipantService, ParticipantServiceBuilder, SagaAction, ServeError, TccAction,
+    ActionError, ActionResult, BoxError, BranchContext, BuildError, IntoReply, Json, Op,
+    ParseOpError, ParticipantServer, ParticipantService, ParticipantServiceBuilder,
+    RunningParticipant, SagaAction, ServeError, TccAction,
 };
+
+/// The attribute `impl TccAction for ...` and `impl SagaAction for ...`
+/// blocks need, re-exported so participants need no dependency of their own.
+///
+/// ```
+/// use concord_sdk::{ActionResult, BranchContext, SagaAction};
+///
+/// struct Ship;
+///
+/// #[concord_sdk::async_trait]
+/// impl SagaAction for Ship {
+///     async fn execute(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+/// }
+/// ```
+pub use tonic::async_trait;
+
+/// The sqlx the PostgreSQL barrier is built on (feature `postgres`),
+/// re-exported so a participant's `PgPool` and queries match its version.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), concord_sdk::sqlx::Error> {
+/// let pool = concord_sdk::sqlx::PgPool::connect("postgres://localhost/shop").await?;
+/// # let _ = pool;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
+pub use sqlx;
 
 /// Generated wire types, re-exported so users need no direct dependency on
 /// `concord-proto` (for example for [`TransactionStatus`](proto::v1::TransactionStatus)).

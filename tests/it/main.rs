@@ -8,5 +8,6 @@ mod harness;
 mod invariant;
 mod observability;
 mod saga;
+mod sdk;
 mod store;
 mod tcc;

@@ -46,8 +46,8 @@ use std::fmt;
 
 use concord_proto::participant::v1::BranchRequest;
 
-pub use action::{ActionError, ActionResult, BoxError, SagaAction, TccAction};
-pub use server::{ParticipantServer, ServeError};
+pub use action::{ActionError, ActionResult, BoxError, IntoReply, Json, SagaAction, TccAction};
+pub use server::{ParticipantServer, RunningParticipant, ServeError};
 pub use service::{BuildError, ParticipantService, ParticipantServiceBuilder};
 
 /// One call of the coordinator to a branch of a global transaction.
@@ -225,6 +225,36 @@ impl fmt::Display for Op {
         f.write_str(self.as_str())
     }
 }
+
+impl std::str::FromStr for Op {
+    type Err = ParseOpError;
+
+    fn from_str(s: &str) -> Result<Self, ParseOpError> {
+        [
+            Op::Try,
+            Op::Confirm,
+            Op::Cancel,
+            Op::Execute,
+            Op::Compensate,
+        ]
+        .into_iter()
+        .find(|op| op.as_str() == s)
+        .ok_or_else(|| ParseOpError(s.to_owned()))
+    }
+}
+
+/// A string that names no [`Op`] (read back from a barrier table, say).
+///
+/// ```
+/// use concord_sdk::Op;
+///
+/// assert_eq!("cancel".parse::<Op>().unwrap(), Op::Cancel);
+/// let err = "undo".parse::<Op>().unwrap_err();
+/// assert_eq!(err.to_string(), "unknown op \"undo\"");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown op {0:?}")]
+pub struct ParseOpError(pub String);
 
 /// Whether `s` is a valid participant or action name: 1-128 characters of
 /// `[A-Za-z0-9._:-]`, the coordinator's rule.

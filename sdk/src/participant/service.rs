@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::action::{SagaFn, TccFn};
-use super::{ActionResult, BranchContext, Op, SagaAction, TccAction, is_valid_name};
+use super::{
+    ActionError, ActionResult, BranchContext, IntoReply, Op, SagaAction, TccAction, is_valid_name,
+};
 
 /// Why [`ParticipantServiceBuilder::build`] refused a configuration.
 ///
@@ -395,7 +397,7 @@ impl ParticipantServiceBuilder {
     ///     .unwrap();
     /// # let _ = service;
     /// ```
-    pub fn tcc_fn<T, TF, C, CF, X, XF>(
+    pub fn tcc_fn<T, TF, TR, C, CF, CR, X, XF, XR>(
         self,
         name: impl Into<String>,
         try_: T,
@@ -404,11 +406,14 @@ impl ParticipantServiceBuilder {
     ) -> Self
     where
         T: Fn(BranchContext) -> TF + Send + Sync + 'static,
-        TF: Future<Output = ActionResult> + Send + 'static,
+        TF: Future<Output = Result<TR, ActionError>> + Send + 'static,
+        TR: IntoReply,
         C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
+        CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+        CR: IntoReply,
         X: Fn(BranchContext) -> XF + Send + Sync + 'static,
-        XF: Future<Output = ActionResult> + Send + 'static,
+        XF: Future<Output = Result<XR, ActionError>> + Send + 'static,
+        XR: IntoReply,
     {
         self.tcc(
             name,
@@ -432,12 +437,19 @@ impl ParticipantServiceBuilder {
     ///     .unwrap();
     /// # let _ = service;
     /// ```
-    pub fn saga_fn<E, EF, C, CF>(self, name: impl Into<String>, execute: E, compensate: C) -> Self
+    pub fn saga_fn<E, EF, ER, C, CF, CR>(
+        self,
+        name: impl Into<String>,
+        execute: E,
+        compensate: C,
+    ) -> Self
     where
         E: Fn(BranchContext) -> EF + Send + Sync + 'static,
-        EF: Future<Output = ActionResult> + Send + 'static,
+        EF: Future<Output = Result<ER, ActionError>> + Send + 'static,
+        ER: IntoReply,
         C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
+        CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+        CR: IntoReply,
     {
         self.saga(
             name,
@@ -465,7 +477,7 @@ impl ParticipantServiceBuilder {
     ///     .unwrap();
     /// assert_eq!(service.actions(), ["charge", "refund"]);
     /// ```
-    pub fn saga_fn_pair<E, EF, C, CF>(
+    pub fn saga_fn_pair<E, EF, ER, C, CF, CR>(
         self,
         name: impl Into<String>,
         compensation: impl Into<String>,
@@ -474,9 +486,11 @@ impl ParticipantServiceBuilder {
     ) -> Self
     where
         E: Fn(BranchContext) -> EF + Send + Sync + 'static,
-        EF: Future<Output = ActionResult> + Send + 'static,
+        EF: Future<Output = Result<ER, ActionError>> + Send + 'static,
+        ER: IntoReply,
         C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
+        CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+        CR: IntoReply,
     {
         self.saga_pair(
             name,
@@ -485,6 +499,98 @@ impl ParticipantServiceBuilder {
                 execute,
                 compensate,
             },
+        )
+    }
+
+    /// Like [`tcc_fn`](Self::tcc_fn), with closures that also get a clone
+    /// of `state` (a [`Barrier`](crate::Barrier), a pool...) on every call,
+    /// so they need not clone it themselves.
+    ///
+    /// ```
+    /// use concord_sdk::{Barrier, Op, ParticipantService};
+    ///
+    /// let service = ParticipantService::builder("bank")
+    ///     .tcc_with(
+    ///         "transfer_out",
+    ///         Barrier::memory(),
+    ///         |b, ctx| async move { b.run(&ctx, Op::Try, async |_| Ok(())).await },
+    ///         |b, ctx| async move { b.run(&ctx, Op::Confirm, async |_| Ok(())).await },
+    ///         |b, ctx| async move { b.run(&ctx, Op::Cancel, async |_| Ok(())).await },
+    ///     )
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["transfer_out"]);
+    /// ```
+    pub fn tcc_with<S, T, TF, TR, C, CF, CR, X, XF, XR>(
+        self,
+        name: impl Into<String>,
+        state: S,
+        try_: T,
+        confirm: C,
+        cancel: X,
+    ) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        T: Fn(S, BranchContext) -> TF + Send + Sync + 'static,
+        TF: Future<Output = Result<TR, ActionError>> + Send + 'static,
+        TR: IntoReply,
+        C: Fn(S, BranchContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+        CR: IntoReply,
+        X: Fn(S, BranchContext) -> XF + Send + Sync + 'static,
+        XF: Future<Output = Result<XR, ActionError>> + Send + 'static,
+        XR: IntoReply,
+    {
+        let (s1, s2, s3) = (state.clone(), state.clone(), state);
+        self.tcc_fn(
+            name,
+            move |ctx| try_(s1.clone(), ctx),
+            move |ctx| confirm(s2.clone(), ctx),
+            move |ctx| cancel(s3.clone(), ctx),
+        )
+    }
+
+    /// Like [`saga_fn_pair`](Self::saga_fn_pair), with closures that also
+    /// get a clone of `state` on every call.
+    ///
+    /// ```
+    /// use concord_sdk::{Barrier, Op, ParticipantService};
+    ///
+    /// let service = ParticipantService::builder("payment")
+    ///     .saga_pair_with(
+    ///         "charge",
+    ///         "refund",
+    ///         Barrier::memory(),
+    ///         |b, ctx| async move { b.run(&ctx, Op::Execute, async |_| Ok(())).await },
+    ///         |b, ctx| async move { b.run(&ctx, Op::Compensate, async |_| Ok(())).await },
+    ///     )
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.actions(), ["charge", "refund"]);
+    /// ```
+    pub fn saga_pair_with<S, E, EF, ER, C, CF, CR>(
+        self,
+        name: impl Into<String>,
+        compensation: impl Into<String>,
+        state: S,
+        execute: E,
+        compensate: C,
+    ) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        E: Fn(S, BranchContext) -> EF + Send + Sync + 'static,
+        EF: Future<Output = Result<ER, ActionError>> + Send + 'static,
+        ER: IntoReply,
+        C: Fn(S, BranchContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+        CR: IntoReply,
+    {
+        let (s1, s2) = (state.clone(), state);
+        self.saga_fn_pair(
+            name,
+            compensation,
+            move |ctx| execute(s1.clone(), ctx),
+            move |ctx| compensate(s2.clone(), ctx),
         )
     }
 
@@ -526,7 +632,6 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::ActionError;
 
     /// Records every call so tests can check what was dispatched where.
     #[derive(Default)]
@@ -563,7 +668,7 @@ mod tests {
             .saga_fn(
                 "reserve",
                 |ctx| async move { Ok(format!("execute:{}", ctx.branch_id).into_bytes()) },
-                |_| async { Err(ActionError::failed("database down")) },
+                |_| async { Err::<(), _>(ActionError::failed("database down")) },
             )
             .build()
             .unwrap()
