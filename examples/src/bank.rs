@@ -211,7 +211,7 @@ fn expect_one(rows: u64, what: &str) -> Result<(), ActionError> {
     }
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl TccAction for TransferOut {
     async fn try_(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
@@ -274,7 +274,7 @@ impl TccAction for TransferOut {
     }
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl TccAction for TransferIn {
     async fn try_(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;

@@ -205,7 +205,7 @@ struct Orders {
     barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Orders {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
@@ -250,7 +250,7 @@ struct Inventory {
     barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Inventory {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
@@ -292,7 +292,7 @@ struct Payment {
     barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Payment {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;

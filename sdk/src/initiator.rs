@@ -271,7 +271,7 @@ impl From<Status> for Error {
 ///     .tcc(BeginOptions::default(), |tx| async move {
 ///         tx.try_branch("bank", "transfer_out", br#"{"amount":30}"#.to_vec()).await?;
 ///         let r = tx.try_branch("bank", "transfer_in", br#"{"amount":30}"#.to_vec()).await?;
-///         Ok::<_, concord_sdk::initiator::Error>(r.payload)
+///         Ok(r.payload)
 ///     })
 ///     .await?;
 /// # let _ = reply;

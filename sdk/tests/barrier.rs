@@ -64,7 +64,7 @@ async fn run(
     ctx: &BranchContext,
     op: Op,
 ) -> Result<BarrierOutcome<()>, ActionError> {
-    barrier(&pool)
+    barrier(pool)
         .run(ctx, op, async |conn| {
             record(conn, ctx, op).await?;
             // Widens the window in which a racing request finds this

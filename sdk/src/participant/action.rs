@@ -245,7 +245,7 @@ impl<T: serde::Serialize> IntoReply for Json<T> {
 ///
 /// struct TransferOut;
 ///
-/// #[tonic::async_trait]
+/// #[concord_sdk::async_trait]
 /// impl TccAction for TransferOut {
 ///     async fn try_(&self, ctx: BranchContext) -> ActionResult {
 ///         // freeze the amount on the account
@@ -280,7 +280,7 @@ pub trait TccAction: Send + Sync + 'static {
 ///
 /// struct Reserve;
 ///
-/// #[tonic::async_trait]
+/// #[concord_sdk::async_trait]
 /// impl SagaAction for Reserve {
 ///     async fn execute(&self, ctx: BranchContext) -> ActionResult {
 ///         Ok(b"seat 12A".to_vec())

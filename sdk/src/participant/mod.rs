@@ -28,7 +28,7 @@
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:50063").await?;
 //! ParticipantServer::new(service)
-//!     .register_with("http://127.0.0.1:50051", "http://127.0.0.1:50063")
+//!     .register_with("http://127.0.0.1:50051") // advertised as http://127.0.0.1:50063
 //!     .serve(listener, async {
 //!         let _ = tokio::signal::ctrl_c().await;
 //!     })

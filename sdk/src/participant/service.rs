@@ -289,7 +289,7 @@ impl ParticipantServiceBuilder {
     ///
     /// struct Hold;
     ///
-    /// #[tonic::async_trait]
+    /// #[concord_sdk::async_trait]
     /// impl TccAction for Hold {
     ///     async fn try_(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
     ///     async fn confirm(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
@@ -315,7 +315,7 @@ impl ParticipantServiceBuilder {
     ///
     /// struct Reserve;
     ///
-    /// #[tonic::async_trait]
+    /// #[concord_sdk::async_trait]
     /// impl SagaAction for Reserve {
     ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
     ///         Ok(Vec::new())
@@ -349,7 +349,7 @@ impl ParticipantServiceBuilder {
     ///
     /// struct Reserve;
     ///
-    /// #[tonic::async_trait]
+    /// #[concord_sdk::async_trait]
     /// impl SagaAction for Reserve {
     ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
     ///         Ok(Vec::new())
