@@ -11,7 +11,7 @@ use concord_proto::v1::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response};
+use tonic::{Code, Request, Response, Status};
 
 use super::*;
 

@@ -38,6 +38,7 @@
 //! ```
 
 mod action;
+mod builder;
 mod server;
 mod service;
 
@@ -47,8 +48,9 @@ use std::fmt;
 use concord_proto::participant::v1::BranchRequest;
 
 pub use action::{ActionError, ActionResult, BoxError, IntoReply, Json, SagaAction, TccAction};
+pub use builder::{BuildError, ParticipantServiceBuilder};
 pub use server::{ParticipantServer, RunningParticipant, ServeError};
-pub use service::{BuildError, ParticipantService, ParticipantServiceBuilder};
+pub use service::ParticipantService;
 
 /// One call of the coordinator to a branch of a global transaction.
 ///
