@@ -77,8 +77,10 @@ impl coordinator_server::Coordinator for FakeCoordinator {
     }
 
     async fn commit(&self, r: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let bounded = r.metadata().contains_key("grpc-timeout");
         let r = r.into_inner();
-        self.log(format!("commit {} wait={}", r.gid, r.wait));
+        let bound = if bounded { " bounded" } else { "" };
+        self.log(format!("commit {} wait={}{bound}", r.gid, r.wait));
         Ok(Response::new(CommitResponse {
             status: TransactionStatus::Confirmed as i32,
         }))
@@ -292,6 +294,31 @@ async fn the_error_path_does_not_wait_for_the_cancels() {
         h.log().last().unwrap(),
         "rollback g3 wait=false reason=price feed down"
     );
+}
+
+#[tokio::test]
+async fn wait_timeout_bounds_only_the_waiting_commit() {
+    let h = Harness::start().await;
+    let opts = BeginOptions::default()
+        .gid("g6")
+        .wait_timeout(Duration::from_secs(3));
+    h.coordinator
+        .tcc(opts, |_tx| async { Ok(()) })
+        .await
+        .unwrap();
+    let opts = BeginOptions {
+        wait: false,
+        ..BeginOptions::default()
+            .gid("g7")
+            .wait_timeout(Duration::from_secs(3))
+    };
+    h.coordinator
+        .tcc(opts, |_tx| async { Ok(()) })
+        .await
+        .unwrap();
+    let log = h.log();
+    assert_eq!(log[1], "commit g6 wait=true bounded");
+    assert_eq!(log[3], "commit g7 wait=false");
 }
 
 #[tokio::test]
