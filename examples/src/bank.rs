@@ -10,7 +10,7 @@
 //! Balances never go negative (`balance >= frozen >= 0` is a table
 //! constraint) and every applied leg leaves one journal row, written in the
 //! same transaction as the balance change, so an audit can tell which
-//! transfers were applied. Every handler runs inside [`Barrier::run`].
+//! transfers were applied. Every handler runs inside [`Barrier::run`](concord_sdk::Barrier::run).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use concord_sdk::initiator::Error;
 use concord_sdk::{
     ActionError, ActionResult, Barrier, BeginOptions, BranchContext, BuildError, Coordinator, Op,
-    ParticipantService, TccAction, TryOptions,
+    ParticipantService, PgBarrier, TccAction, TryOptions,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,7 @@ impl Bank {
     /// schema, see [`crate::db`]), creating its tables and the barrier table
     /// if missing.
     pub async fn open(name: &str, pool: PgPool) -> Result<Self, sqlx::Error> {
-        Barrier::migrate(&pool).await?;
+        Barrier::postgres(pool.clone()).migrate().await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(Self {
             name: name.into(),
@@ -135,13 +135,13 @@ impl Bank {
             .tcc(
                 TRANSFER_OUT,
                 TransferOut {
-                    pool: self.pool.clone(),
+                    barrier: Barrier::postgres(self.pool.clone()),
                 },
             )
             .tcc(
                 TRANSFER_IN,
                 TransferIn {
-                    pool: self.pool.clone(),
+                    barrier: Barrier::postgres(self.pool.clone()),
                 },
             )
             .build()
@@ -163,11 +163,11 @@ impl Bank {
 }
 
 struct TransferOut {
-    pool: PgPool,
+    barrier: PgBarrier,
 }
 
 struct TransferIn {
-    pool: PgPool,
+    barrier: PgBarrier,
 }
 
 fn leg(ctx: &BranchContext) -> Result<Leg, ActionError> {
@@ -211,101 +211,109 @@ fn expect_one(rows: u64, what: &str) -> Result<(), ActionError> {
     }
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl TccAction for TransferOut {
     async fn try_(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Try, async |conn| {
-            // One statement checks and reserves, so concurrent tries on the
-            // same account cannot both pass the check.
-            let frozen = sqlx::query(
+        self.barrier
+            .run(&ctx, Op::Try, async |conn| {
+                // One statement checks and reserves, so concurrent tries on the
+                // same account cannot both pass the check.
+                let frozen = sqlx::query(
                 "UPDATE account SET frozen = frozen + $2 WHERE id = $1 AND balance - frozen >= $2",
             )
             .bind(leg.account)
             .bind(leg.amount)
             .execute(&mut *conn)
             .await?;
-            if frozen.rows_affected() == 1 {
-                return Ok(());
-            }
-            if account_exists(conn, leg.account).await? {
-                Err(ActionError::rejected("insufficient funds"))
-            } else {
-                Err(ActionError::rejected("unknown account"))
-            }
-        })
-        .await?;
+                if frozen.rows_affected() == 1 {
+                    return Ok(());
+                }
+                if account_exists(conn, leg.account).await? {
+                    Err(ActionError::rejected("insufficient funds"))
+                } else {
+                    Err(ActionError::rejected("unknown account"))
+                }
+            })
+            .await?;
         Ok(Vec::new())
     }
 
     async fn confirm(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Confirm, async |conn| {
-            let moved = sqlx::query(
-                "UPDATE account SET balance = balance - $2, frozen = frozen - $2 WHERE id = $1",
-            )
-            .bind(leg.account)
-            .bind(leg.amount)
-            .execute(&mut *conn)
+        self.barrier
+            .run(&ctx, Op::Confirm, async |conn| {
+                let moved = sqlx::query(
+                    "UPDATE account SET balance = balance - $2, frozen = frozen - $2 WHERE id = $1",
+                )
+                .bind(leg.account)
+                .bind(leg.amount)
+                .execute(&mut *conn)
+                .await?;
+                expect_one(moved.rows_affected(), "debit")?;
+                journal(conn, &ctx, leg.account, -leg.amount).await?;
+                Ok(())
+            })
             .await?;
-            expect_one(moved.rows_affected(), "debit")?;
-            journal(conn, &ctx, leg.account, -leg.amount).await?;
-            Ok(())
-        })
-        .await?;
         Ok(Vec::new())
     }
 
     async fn cancel(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Cancel, async |conn| {
-            let released = sqlx::query("UPDATE account SET frozen = frozen - $2 WHERE id = $1")
-                .bind(leg.account)
-                .bind(leg.amount)
-                .execute(&mut *conn)
-                .await?;
-            expect_one(released.rows_affected(), "unfreeze")
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Cancel, async |conn| {
+                let released = sqlx::query("UPDATE account SET frozen = frozen - $2 WHERE id = $1")
+                    .bind(leg.account)
+                    .bind(leg.amount)
+                    .execute(&mut *conn)
+                    .await?;
+                expect_one(released.rows_affected(), "unfreeze")
+            })
+            .await?;
         Ok(Vec::new())
     }
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl TccAction for TransferIn {
     async fn try_(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Try, async |conn| {
-            if account_exists(conn, leg.account).await? {
-                Ok(())
-            } else {
-                Err(ActionError::rejected("unknown account"))
-            }
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Try, async |conn| {
+                if account_exists(conn, leg.account).await? {
+                    Ok(())
+                } else {
+                    Err(ActionError::rejected("unknown account"))
+                }
+            })
+            .await?;
         Ok(Vec::new())
     }
 
     async fn confirm(&self, ctx: BranchContext) -> ActionResult {
         let leg = leg(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Confirm, async |conn| {
-            let credited = sqlx::query("UPDATE account SET balance = balance + $2 WHERE id = $1")
-                .bind(leg.account)
-                .bind(leg.amount)
-                .execute(&mut *conn)
-                .await?;
-            expect_one(credited.rows_affected(), "credit")?;
-            journal(conn, &ctx, leg.account, leg.amount).await?;
-            Ok(())
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Confirm, async |conn| {
+                let credited =
+                    sqlx::query("UPDATE account SET balance = balance + $2 WHERE id = $1")
+                        .bind(leg.account)
+                        .bind(leg.amount)
+                        .execute(&mut *conn)
+                        .await?;
+                expect_one(credited.rows_affected(), "credit")?;
+                journal(conn, &ctx, leg.account, leg.amount).await?;
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 
     async fn cancel(&self, ctx: BranchContext) -> ActionResult {
         // Nothing was reserved; the barrier still records the cancel so a
         // late try is refused.
-        Barrier::run(&self.pool, &ctx, Op::Cancel, async |_conn| Ok(())).await?;
+        self.barrier
+            .run(&ctx, Op::Cancel, async |_conn| Ok(()))
+            .await?;
         Ok(Vec::new())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use concord_sdk::proto::participant::v1::participant_server::ParticipantServer as GrpcParticipant;
 use concord_sdk::proto::v1::registry_client::RegistryClient;
 use concord_sdk::proto::v1::{Action, ListParticipantsRequest, RegisterParticipantRequest};
-use concord_sdk::{ParticipantServer, ParticipantService};
+use concord_sdk::{ParticipantServer, ParticipantService, ServeError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,14 @@ pub enum HostError {
     /// The coordinator did not list the participant in time.
     #[error("participant {0} not registered with the coordinator after 30s")]
     NotRegistered(String),
+    /// The SDK's server refused to start or the coordinator refused the
+    /// registration.
+    #[error("participant server failed to start")]
+    Serve(#[from] ServeError),
 }
+
+/// How long [`host`] waits for the coordinator to take the registration.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
 
 /// A participant being served; stops when [`stop`](Self::stop)ped or
 /// dropped.
@@ -71,7 +78,7 @@ impl Drop for Hosted {
 
 /// Serves `service` on `listen` (port 0 for any), advertised to the
 /// coordinator at `coordinator_url` as `http://<bound address>`, and
-/// returns once the coordinator lists it. With `faults`, calls go through a
+/// returns once the coordinator has the registration (at most 30 s). With `faults`, calls go through a
 /// [`FaultyParticipant`].
 pub async fn host(
     service: ParticipantService,
@@ -94,47 +101,53 @@ pub async fn host(
     let actions: Vec<String> = service.actions().into_iter().map(String::from).collect();
     let stop = CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
-    let (task, faulty) = match faults {
+    let Some(faults) = faults else {
         // The plain path is what a real participant does: the SDK's server
-        // registers it in the background.
-        None => {
-            let server = ParticipantServer::new(service)
-                .register_with(coordinator_url, endpoint.clone())
-                .registration_backoff(Duration::from_millis(50), Duration::from_secs(1));
-            let task = tokio::spawn(async move {
-                if let Err(e) = server.serve(listener, shutdown).await {
-                    tracing::error!(error = %e, "participant server failed");
-                }
-            });
-            (task, None)
-        }
-        // The SDK server serves only a `ParticipantService`, so the wrapped
-        // one is served by tonic directly and registered by hand.
-        Some(faults) => {
-            let faulty = FaultyParticipant::new(service, faults);
-            let grpc = GrpcParticipant::new(faulty.clone());
-            let task = tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
-                    .add_service(grpc)
-                    .serve_with_incoming_shutdown(
-                        TcpIncoming::from(listener).with_nodelay(Some(true)),
-                        shutdown,
-                    )
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "participant server failed");
-                }
-            });
-            register(coordinator_url, &name, &endpoint, &actions).await?;
-            (task, Some(faulty))
-        }
+        // advertises the listener's address and returns once registered.
+        let start = ParticipantServer::new(service)
+            .register_with(coordinator_url)
+            .registration_backoff(Duration::from_millis(50), Duration::from_secs(1))
+            .start(listener, shutdown);
+        let running = tokio::time::timeout(REGISTRATION_WAIT, start)
+            .await
+            .map_err(|_| HostError::NotRegistered(name.clone()))??;
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.wait().await {
+                tracing::error!(error = %e, "participant server failed");
+            }
+        });
+        tracing::info!(participant = %name, %endpoint, "participant ready");
+        return Ok(Hosted {
+            name,
+            endpoint,
+            faults: None,
+            stop,
+            task: Some(task),
+        });
     };
+    // The SDK server serves only a `ParticipantService`, so the wrapped one
+    // is served by tonic directly and registered by hand.
+    let faulty = FaultyParticipant::new(service, faults);
+    let grpc = GrpcParticipant::new(faulty.clone());
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "participant server failed");
+        }
+    });
+    register(coordinator_url, &name, &endpoint, &actions).await?;
     wait_registered(coordinator_url, &name, &endpoint).await?;
     tracing::info!(participant = %name, %endpoint, "participant ready");
     Ok(Hosted {
         name,
         endpoint,
-        faults: faulty,
+        faults: Some(faulty),
         stop,
         task: Some(task),
     })

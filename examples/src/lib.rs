@@ -6,6 +6,10 @@
 //! - [`shop`]: order, inventory and payment services (Saga). Payment
 //!   rejects when funds are short, so the order and the inventory are
 //!   compensated. Run it with the `order_saga` binary.
+//! - [`quickstart`]: README's participant (a TCC action and a saga pair
+//!   in one service, each op one SQL statement behind the barrier) and
+//!   initiator (five TCC transactions, two sagas), in ~100 lines. Run it
+//!   with the `quickstart` binary.
 //! - [`faults`]: a wrapper around any participant service that injects
 //!   failures (lost requests, lost or late replies, duplicates), used by the
 //!   coordinator's invariant test and by `bank_transfer --fault-rate`.
@@ -18,4 +22,5 @@ pub mod bank;
 pub mod db;
 pub mod faults;
 pub mod host;
+pub mod quickstart;
 pub mod shop;

@@ -9,14 +9,14 @@
 //!
 //! The order is created first; reserving and charging then run at once.
 //! Out of stock or short of funds rejects, and the coordinator compensates
-//! whatever ran. Every handler runs inside [`Barrier::run`].
+//! whatever ran. Every handler runs inside [`Barrier::run`](concord_sdk::Barrier::run).
 
 use std::time::Duration;
 
 use concord_sdk::initiator::Error;
 use concord_sdk::{
     ActionError, ActionResult, Barrier, BranchContext, BuildError, Coordinator, Op,
-    ParticipantService, SagaAction, SagaOutcome,
+    ParticipantService, PgBarrier, SagaAction, SagaOutcome,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -84,7 +84,7 @@ impl Shop {
         payment: PgPool,
     ) -> Result<Self, sqlx::Error> {
         for (pool, table) in [(&orders, ORDERS), (&inventory, STOCK), (&payment, WALLETS)] {
-            Barrier::migrate(pool).await?;
+            Barrier::postgres(pool.clone()).migrate().await?;
             sqlx::query(table).execute(pool).await?;
         }
         Ok(Self {
@@ -131,7 +131,7 @@ impl Shop {
                     "create",
                     "cancel",
                     Orders {
-                        pool: self.orders.clone(),
+                        barrier: Barrier::postgres(self.orders.clone()),
                     },
                 )
                 .build()?,
@@ -140,7 +140,7 @@ impl Shop {
                     "reserve",
                     "release",
                     Inventory {
-                        pool: self.inventory.clone(),
+                        barrier: Barrier::postgres(self.inventory.clone()),
                     },
                 )
                 .build()?,
@@ -149,7 +149,7 @@ impl Shop {
                     "charge",
                     "refund",
                     Payment {
-                        pool: self.payment.clone(),
+                        barrier: Barrier::postgres(self.payment.clone()),
                     },
                 )
                 .build()?,
@@ -202,124 +202,130 @@ fn order(ctx: &BranchContext) -> Result<Order, ActionError> {
 }
 
 struct Orders {
-    pool: PgPool,
+    barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Orders {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Execute, async |conn| {
-            let created = sqlx::query(
-                "INSERT INTO orders (id, customer, sku, qty, amount, status) \
+        self.barrier
+            .run(&ctx, Op::Execute, async |conn| {
+                let created = sqlx::query(
+                    "INSERT INTO orders (id, customer, sku, qty, amount, status) \
                  VALUES ($1, $2, $3, $4, $5, 'placed') ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&o.id)
-            .bind(o.customer)
-            .bind(&o.sku)
-            .bind(o.qty)
-            .bind(o.amount)
-            .execute(conn)
+                )
+                .bind(&o.id)
+                .bind(o.customer)
+                .bind(&o.sku)
+                .bind(o.qty)
+                .bind(o.amount)
+                .execute(conn)
+                .await?;
+                if created.rows_affected() == 0 {
+                    return Err(ActionError::rejected("order already exists"));
+                }
+                Ok(())
+            })
             .await?;
-            if created.rows_affected() == 0 {
-                return Err(ActionError::rejected("order already exists"));
-            }
-            Ok(())
-        })
-        .await?;
         Ok(Vec::new())
     }
 
     async fn compensate(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Compensate, async |conn| {
-            sqlx::query("UPDATE orders SET status = 'cancelled' WHERE id = $1")
-                .bind(&o.id)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Compensate, async |conn| {
+                sqlx::query("UPDATE orders SET status = 'cancelled' WHERE id = $1")
+                    .bind(&o.id)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 }
 
 struct Inventory {
-    pool: PgPool,
+    barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Inventory {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Execute, async |conn| {
-            let taken = sqlx::query(
+        self.barrier
+            .run(&ctx, Op::Execute, async |conn| {
+                let taken = sqlx::query(
                 "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2",
             )
             .bind(&o.sku)
             .bind(o.qty)
             .execute(conn)
             .await?;
-            if taken.rows_affected() == 0 {
-                return Err(ActionError::rejected(format!("{} is out of stock", o.sku)));
-            }
-            Ok(())
-        })
-        .await?;
+                if taken.rows_affected() == 0 {
+                    return Err(ActionError::rejected(format!("{} is out of stock", o.sku)));
+                }
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 
     async fn compensate(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Compensate, async |conn| {
-            sqlx::query("UPDATE stock SET available = available + $2 WHERE sku = $1")
-                .bind(&o.sku)
-                .bind(o.qty)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Compensate, async |conn| {
+                sqlx::query("UPDATE stock SET available = available + $2 WHERE sku = $1")
+                    .bind(&o.sku)
+                    .bind(o.qty)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 }
 
 struct Payment {
-    pool: PgPool,
+    barrier: PgBarrier,
 }
 
-#[tonic::async_trait]
+#[concord_sdk::async_trait]
 impl SagaAction for Payment {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Execute, async |conn| {
-            let charged = sqlx::query(
+        self.barrier
+            .run(&ctx, Op::Execute, async |conn| {
+                let charged = sqlx::query(
                 "UPDATE wallet SET balance = balance - $2 WHERE customer = $1 AND balance >= $2",
             )
             .bind(o.customer)
             .bind(o.amount)
             .execute(conn)
             .await?;
-            if charged.rows_affected() == 0 {
-                return Err(ActionError::rejected("insufficient funds"));
-            }
-            Ok(())
-        })
-        .await?;
+                if charged.rows_affected() == 0 {
+                    return Err(ActionError::rejected("insufficient funds"));
+                }
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 
     async fn compensate(&self, ctx: BranchContext) -> ActionResult {
         let o = order(&ctx)?;
-        Barrier::run(&self.pool, &ctx, Op::Compensate, async |conn| {
-            sqlx::query("UPDATE wallet SET balance = balance + $2 WHERE customer = $1")
-                .bind(o.customer)
-                .bind(o.amount)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
-        .await?;
+        self.barrier
+            .run(&ctx, Op::Compensate, async |conn| {
+                sqlx::query("UPDATE wallet SET balance = balance + $2 WHERE customer = $1")
+                    .bind(o.customer)
+                    .bind(o.amount)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
         Ok(Vec::new())
     }
 }

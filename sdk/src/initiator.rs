@@ -22,8 +22,6 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -34,158 +32,6 @@ use concord_proto::v1::{
 };
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
-
-/// The `Result` of every initiator call.
-///
-/// ```
-/// use concord_sdk::initiator::{Error, Result};
-///
-/// fn parse(raw: &str) -> Result<u32> {
-///     raw.parse().map_err(|_| Error::InvalidArgument { message: format!("bad number {raw}") })
-/// }
-/// assert!(parse("x").is_err());
-/// ```
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why a call to the coordinator failed.
-///
-/// The gRPC code is kept (see [`Error::code`]) so callers can tell a final
-/// answer ([`Error::Rejected`]) from one worth retrying
-/// ([`Error::Unavailable`], [`Error::DeadlineExceeded`]).
-///
-/// ```no_run
-/// use concord_sdk::initiator::Error;
-/// use concord_sdk::{BeginOptions, Coordinator};
-///
-/// # async fn run(coordinator: Coordinator) -> Result<(), Error> {
-/// let tx = coordinator.begin(BeginOptions::default()).await?;
-/// match tx.try_branch("bank", "transfer_out", b"30".to_vec()).await {
-///     Ok(_) => tx.commit(false).await.map(drop)?,
-///     Err(e) if e.is_rejected() => tx.rollback(e.to_string(), false).await.map(drop)?,
-///     // The outcome is unknown: roll back, or let the timeout do it.
-///     Err(e) => tx.rollback(e.to_string(), false).await.map(drop)?,
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The coordinator URL does not parse.
-    #[error("invalid coordinator url {url:?}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// Why it does not parse.
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// No connection to the coordinator could be opened.
-    #[error("cannot connect to the coordinator")]
-    Connect(#[source] tonic::transport::Error),
-    /// `ABORTED`: for `try_branch`, the participant rejected the branch (the
-    /// transaction should be rolled back); for commit, the transaction is
-    /// already rolling back.
-    #[error("rejected: {message}")]
-    Rejected {
-        /// The reason given.
-        message: String,
-    },
-    /// `UNAVAILABLE`: the coordinator, or a participant behind it, could not
-    /// be reached; the outcome is unknown and a retry may help.
-    #[error("unavailable: {message}")]
-    Unavailable {
-        /// The reason given.
-        message: String,
-    },
-    /// `DEADLINE_EXCEEDED`: the call took too long; for a waiting commit or
-    /// rollback, the coordinator goes on in the background.
-    #[error("deadline exceeded: {message}")]
-    DeadlineExceeded {
-        /// The reason given.
-        message: String,
-    },
-    /// `NOT_FOUND`: no such transaction, participant or action.
-    #[error("not found: {message}")]
-    NotFound {
-        /// The reason given.
-        message: String,
-    },
-    /// `INVALID_ARGUMENT`: the request itself is wrong (a malformed gid...).
-    #[error("invalid argument: {message}")]
-    InvalidArgument {
-        /// The reason given.
-        message: String,
-    },
-    /// `FAILED_PRECONDITION`: the transaction is not in a state that allows
-    /// the call (for example a try after the commit decision, or after the
-    /// transaction timed out).
-    #[error("failed precondition: {message}")]
-    FailedPrecondition {
-        /// The reason given.
-        message: String,
-    },
-    /// Any other gRPC code.
-    #[error("coordinator call failed with {code:?}: {message}")]
-    Rpc {
-        /// The gRPC code.
-        code: Code,
-        /// The reason given.
-        message: String,
-    },
-}
-
-impl Error {
-    /// The gRPC code of the coordinator's answer, or `None` if the call
-    /// never reached it.
-    ///
-    /// ```
-    /// use concord_sdk::initiator::Error;
-    /// use tonic::{Code, Status};
-    ///
-    /// let e = Error::from(Status::resource_exhausted("too many open transactions"));
-    /// assert_eq!(e.code(), Some(Code::ResourceExhausted));
-    /// ```
-    pub fn code(&self) -> Option<Code> {
-        Some(match self {
-            Error::InvalidUrl { .. } | Error::Connect(_) => return None,
-            Error::Rejected { .. } => Code::Aborted,
-            Error::Unavailable { .. } => Code::Unavailable,
-            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Error::NotFound { .. } => Code::NotFound,
-            Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Error::Rpc { code, .. } => *code,
-        })
-    }
-
-    /// Whether this is a final business rejection (`ABORTED`).
-    ///
-    /// ```
-    /// use concord_sdk::initiator::Error;
-    ///
-    /// assert!(Error::from(tonic::Status::aborted("insufficient funds")).is_rejected());
-    /// assert!(!Error::from(tonic::Status::unavailable("down")).is_rejected());
-    /// ```
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, Error::Rejected { .. })
-    }
-}
-
-impl From<Status> for Error {
-    fn from(s: Status) -> Self {
-        let message = s.message().to_owned();
-        match s.code() {
-            Code::Aborted => Error::Rejected { message },
-            Code::Unavailable => Error::Unavailable { message },
-            Code::DeadlineExceeded => Error::DeadlineExceeded { message },
-            Code::NotFound => Error::NotFound { message },
-            Code::InvalidArgument => Error::InvalidArgument { message },
-            Code::FailedPrecondition => Error::FailedPrecondition { message },
-            code => Error::Rpc { code, message },
-        }
-    }
-}
 
 /// A connection to the coordinator's `concord.v1.Coordinator` service.
 ///
@@ -200,7 +46,7 @@ impl From<Status> for Error {
 ///     .tcc(BeginOptions::default(), |tx| async move {
 ///         tx.try_branch("bank", "transfer_out", br#"{"amount":30}"#.to_vec()).await?;
 ///         let r = tx.try_branch("bank", "transfer_in", br#"{"amount":30}"#.to_vec()).await?;
-///         Ok::<_, concord_sdk::initiator::Error>(r.payload)
+///         Ok(r.payload)
 ///     })
 ///     .await?;
 /// # let _ = reply;
@@ -309,47 +155,63 @@ impl Coordinator {
 
     /// Runs `body` in a new TCC transaction: begins it, runs `body` with its
     /// handle, then commits if `body` returns `Ok` and rolls back (with the
-    /// error's text as reason) if it returns `Err`. Returns `body`'s result,
-    /// or the commit's error.
+    /// error's text as reason) if it returns `Err`.
     ///
-    /// A failed rollback is only logged: the coordinator rolls back by itself
-    /// when the transaction's timeout passes. For the same reason a `body`
-    /// that panics leaves nothing behind for long.
+    /// Returns the commit's outcome with `body`'s value, or `body`'s error
+    /// as it was (so [`Error::is_rejected`] still tells a business refusal
+    /// from an unknown outcome), or the commit's error. `body` returns this
+    /// module's [`Result`], so `?` needs no annotation; the initiator's own
+    /// errors go in with [`Error::rejected`] (roll back, business refusal)
+    /// or [`Error::other`] (and come back out with
+    /// [`Error::downcast_ref`]).
+    ///
+    /// With [`BeginOptions::wait`], the commit waits for every Confirm
+    /// (bounded by [`BeginOptions::wait_timeout`]); the rollback after an
+    /// error never waits: it returns once the decision is durable, and the
+    /// coordinator cancels the branches in the background, so an initiator
+    /// whose participant is down gets the original error at once. A failed
+    /// rollback is only logged: the coordinator rolls back by itself when
+    /// the transaction's timeout passes. For the same reason a `body` that
+    /// panics leaves nothing behind for long.
     ///
     /// ```no_run
     /// use concord_sdk::{BeginOptions, Coordinator};
     /// use concord_sdk::initiator::Error;
     ///
     /// # async fn run(coordinator: Coordinator) -> Result<(), Error> {
-    /// coordinator
+    /// let done = coordinator
     ///     .tcc(BeginOptions::default().gid("transfer-17").wait(true), |tx| async move {
     ///         let (out, into) = tokio::join!(
-    ///             tx.try_branch("bank-a", "transfer_out", br#"{"account":1,"amount":30}"#.to_vec()),
-    ///             tx.try_branch("bank-b", "transfer_in", br#"{"account":2,"amount":30}"#.to_vec()),
+    ///             tx.try_branch_json("bank-a", "transfer_out", &(1, 30)),
+    ///             tx.try_branch_json("bank-b", "transfer_in", &(2, 30)),
     ///         );
     ///         out?;
     ///         into?;
-    ///         Ok::<_, Error>(())
+    ///         Ok(())
     ///     })
     ///     .await?;
+    /// println!("{} is {:?}", done.gid, done.status);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn tcc<T, E, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<T, E>
+    pub async fn tcc<T, F, Fut>(&self, opts: BeginOptions, body: F) -> Result<TccOutcome<T>>
     where
         F: FnOnce(TccTransaction) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<Error> + fmt::Display,
+        Fut: Future<Output = Result<T>>,
     {
-        let wait = opts.wait;
+        let (wait, wait_timeout) = (opts.wait, opts.wait_timeout);
         let tx = self.begin(opts).await?;
         match body(tx.clone()).await {
             Ok(value) => {
-                tx.commit(wait).await?;
-                Ok(value)
+                let status = tx.commit_within(wait, wait_timeout).await?;
+                Ok(TccOutcome {
+                    gid: tx.gid,
+                    status,
+                    value,
+                })
             }
             Err(e) => {
-                if let Err(rollback) = tx.rollback(e.to_string(), wait).await {
+                if let Err(rollback) = tx.rollback(e.to_string(), false).await {
                     tracing::warn!(
                         gid = tx.gid(),
                         error = %rollback,
@@ -389,6 +251,14 @@ impl Coordinator {
     }
 }
 
+/// A payload that does not serialise is the caller's mistake, reported
+/// without a call.
+fn to_json<P: serde::Serialize + ?Sized>(payload: &P) -> Result<Vec<u8>> {
+    serde_json::to_vec(payload).map_err(|e| Error::InvalidArgument {
+        message: format!("payload does not serialise as JSON: {e}"),
+    })
+}
+
 fn endpoint(url: String) -> Result<Endpoint> {
     Endpoint::from_shared(url.clone()).map_err(|source| Error::InvalidUrl { url, source })
 }
@@ -413,81 +283,6 @@ fn proto_duration(d: Duration) -> prost_types::Duration {
     })
 }
 
-/// Options of [`Coordinator::begin`] and [`Coordinator::tcc`].
-///
-/// ```
-/// use std::time::Duration;
-/// use concord_sdk::BeginOptions;
-///
-/// let opts = BeginOptions::default()
-///     .gid("order-42")
-///     .timeout(Duration::from_secs(10))
-///     .metadata("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-/// assert_eq!(opts.gid.as_deref(), Some("order-42"));
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BeginOptions {
-    /// The transaction id; the coordinator generates one when `None`. Setting
-    /// it (from an order id, say) makes a retried `begin` land on the same
-    /// transaction.
-    pub gid: Option<String>,
-    /// How long the transaction may stay open before the coordinator rolls
-    /// it back; the coordinator's default (30 s) when `None`.
-    pub timeout: Option<Duration>,
-    /// Forwarded to every participant call (for example `traceparent`).
-    pub metadata: HashMap<String, String>,
-    /// Whether [`Coordinator::tcc`] waits for every branch to be confirmed
-    /// (or cancelled) before returning, rather than only for the decision to
-    /// be durable.
-    pub wait: bool,
-}
-
-impl BeginOptions {
-    /// Sets the transaction id.
-    ///
-    /// ```
-    /// let opts = concord_sdk::BeginOptions::default().gid("order-42");
-    /// assert_eq!(opts.gid.as_deref(), Some("order-42"));
-    /// ```
-    pub fn gid(mut self, gid: impl Into<String>) -> Self {
-        self.gid = Some(gid.into());
-        self
-    }
-
-    /// Sets the transaction timeout.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let opts = concord_sdk::BeginOptions::default().timeout(Duration::from_secs(5));
-    /// assert_eq!(opts.timeout, Some(Duration::from_secs(5)));
-    /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Adds one metadata entry.
-    ///
-    /// ```
-    /// let opts = concord_sdk::BeginOptions::default().metadata("tenant", "acme");
-    /// assert_eq!(opts.metadata["tenant"], "acme");
-    /// ```
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// Sets [`wait`](Self::wait).
-    ///
-    /// ```
-    /// assert!(concord_sdk::BeginOptions::default().wait(true).wait);
-    /// ```
-    pub fn wait(mut self, wait: bool) -> Self {
-        self.wait = wait;
-        self
-    }
-}
-
 /// What a successful Try returned.
 ///
 /// ```no_run
@@ -505,28 +300,43 @@ pub struct TryOutcome {
     pub payload: Vec<u8>,
 }
 
-/// Options of [`TccTransaction::try_branch_with`].
+impl TryOutcome {
+    /// Decodes the participant's reply payload as JSON.
+    ///
+    /// ```
+    /// let outcome = concord_sdk::TryOutcome { branch_id: "1".into(), payload: b"[1,2]".to_vec() };
+    /// assert_eq!(outcome.json::<Vec<u8>>().unwrap(), [1, 2]);
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+}
+
+/// What [`Coordinator::tcc`] returns once the commit is decided.
 ///
-/// ```
-/// use std::time::Duration;
-/// use concord_sdk::TryOptions;
+/// ```no_run
+/// use concord_sdk::proto::v1::TransactionStatus;
 ///
-/// let opts = TryOptions {
-///     branch_id: Some("debit".into()),
-///     call_timeout: Some(Duration::from_secs(2)),
-/// };
-/// # let _ = opts;
+/// # async fn run(coordinator: concord_sdk::Coordinator) -> Result<(), concord_sdk::initiator::Error> {
+/// let done = coordinator
+///     .tcc(Default::default(), |tx| async move {
+///         tx.try_branch("bank", "transfer_out", b"30".to_vec()).await
+///     })
+///     .await?;
+/// assert_eq!(done.status, TransactionStatus::Confirming);
+/// println!("{} replied {:?}", done.gid, done.value.payload);
+/// # Ok(())
+/// # }
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TryOptions {
-    /// An explicit branch id. Retrying a Try with the same id never creates
-    /// a second branch, which makes the call safe to retry after
-    /// [`Error::Unavailable`]; the coordinator assigns `"1"`, `"2"`, ... when
-    /// `None`.
-    pub branch_id: Option<String>,
-    /// Deadline of the participant's Try; the coordinator's default when
-    /// `None`.
-    pub call_timeout: Option<Duration>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TccOutcome<T> {
+    /// The transaction id.
+    pub gid: String,
+    /// `Confirming` (decided; the coordinator confirms in the background)
+    /// or, with [`BeginOptions::wait`], `Confirmed`.
+    pub status: TransactionStatus,
+    /// What the body returned.
+    pub value: T,
 }
 
 /// Handle on an open TCC transaction. Cheap to clone, so branches can be
@@ -610,6 +420,30 @@ impl TccTransaction {
             .await
     }
 
+    /// [`try_branch`](Self::try_branch) with `payload` sent as JSON; decode
+    /// the reply with [`TryOutcome::json`].
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize)]
+    /// struct Leg { account: i64, amount: i64 }
+    ///
+    /// # async fn run(tx: concord_sdk::TccTransaction) -> Result<(), concord_sdk::initiator::Error> {
+    /// let reply = tx.try_branch_json("bank", "transfer_out", &Leg { account: 1, amount: 30 }).await?;
+    /// let balance: i64 = reply.json()?;
+    /// # let _ = balance;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_branch_json<P: serde::Serialize + ?Sized>(
+        &self,
+        participant: &str,
+        action: &str,
+        payload: &P,
+    ) -> Result<TryOutcome> {
+        self.try_branch(participant, action, to_json(payload)?)
+            .await
+    }
+
     /// [`try_branch`](Self::try_branch) with an explicit branch id or call
     /// timeout.
     ///
@@ -666,16 +500,23 @@ impl TccTransaction {
     /// # }
     /// ```
     pub async fn commit(&self, wait: bool) -> Result<TransactionStatus> {
+        self.commit_within(wait, None).await
+    }
+
+    async fn commit_within(
+        &self,
+        wait: bool,
+        wait_timeout: Option<Duration>,
+    ) -> Result<TransactionStatus> {
         let request = CommitRequest {
             gid: self.gid.clone(),
             wait,
         };
-        let reply = self
-            .client
-            .clone()
-            .commit(with_trace(request, self.traceparent.as_deref()))
-            .await?
-            .into_inner();
+        let mut request = with_trace(request, self.traceparent.as_deref());
+        if let (true, Some(timeout)) = (wait, wait_timeout) {
+            request.set_timeout(timeout);
+        }
+        let reply = self.client.clone().commit(request).await?.into_inner();
         tracing::debug!(gid = %self.gid, status = ?reply.status(), "transaction committed");
         Ok(reply.status())
     }
@@ -710,9 +551,15 @@ impl TccTransaction {
     }
 }
 
+mod error;
+mod options;
 mod saga;
+mod sub;
 
+pub use error::{Error, Result};
+pub use options::{BeginOptions, TryOptions};
 pub use saga::{SagaBuilder, SagaOutcome};
+pub use sub::SubTransaction;
 
 #[cfg(test)]
 mod tests;

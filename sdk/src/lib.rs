@@ -4,7 +4,10 @@
 //! - Participants implement [`TccAction`] or [`SagaAction`], register them on
 //!   a [`ParticipantService`] and serve it with [`ParticipantServer`].
 //! - [`Barrier`] makes those actions idempotent and safe against null
-//!   compensation and hanging tries, in the participant's own PostgreSQL.
+//!   compensation and hanging tries, in the participant's own PostgreSQL
+//!   (or any [`BarrierStore`](barrier::BarrierStore)).
+//! - [`Coordinator::continue_tcc`] lets a participant's Try add branches to
+//!   the transaction it was called in.
 //! - Initiators open and drive TCC transactions, or submit sagas (see
 //!   [`Coordinator::saga`]), through [`Coordinator`].
 //!
@@ -23,68 +26,60 @@
 //! };
 //!
 //! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
-//! // Participant side.
-//! Barrier::migrate(&pool).await?;
-//! let (p1, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+//! // Participant side: each op runs once per branch, in the transaction of
+//! // its barrier row.
+//! let barrier = Barrier::postgres(pool);
+//! barrier.migrate().await?;
 //! let service = ParticipantService::builder("bank")
-//!     .tcc_fn(
+//!     .tcc_with(
 //!         "transfer_out",
-//!         move |ctx| {
-//!             let pool = p1.clone();
-//!             async move {
-//!                 let amount: i64 = ctx.json()?;
-//!                 Barrier::run(&pool, &ctx, Op::Try, async |conn| {
-//!                     let ok = sqlx::query(
-//!                         "UPDATE account SET frozen = frozen + $1 WHERE balance - frozen >= $1",
-//!                     )
-//!                     .bind(amount)
-//!                     .execute(conn)
-//!                     .await?;
-//!                     if ok.rows_affected() == 0 {
-//!                         return Err(ActionError::rejected("insufficient funds"));
-//!                     }
-//!                     Ok(())
-//!                 })
+//!         barrier,
+//!         |b, ctx| async move {
+//!             let amount: i64 = ctx.json()?;
+//!             b.run(&ctx, Op::Try, async |conn| {
+//!                 let frozen = sqlx::query(
+//!                     "UPDATE account SET frozen = frozen + $1 WHERE balance - frozen >= $1",
+//!                 )
+//!                 .bind(amount)
+//!                 .execute(conn)
 //!                 .await?;
-//!                 Ok(Vec::new())
-//!             }
+//!                 if frozen.rows_affected() == 0 {
+//!                     return Err(ActionError::rejected("insufficient funds"));
+//!                 }
+//!                 Ok(())
+//!             })
+//!             .await
 //!         },
-//!         move |ctx| {
-//!             let pool = p2.clone();
-//!             async move {
-//!                 Barrier::run(&pool, &ctx, Op::Confirm, async |_conn| Ok(())).await?;
-//!                 Ok(Vec::new())
-//!             }
-//!         },
-//!         move |ctx| {
-//!             let pool = p3.clone();
-//!             async move {
-//!                 Barrier::run(&pool, &ctx, Op::Cancel, async |_conn| Ok(())).await?;
-//!                 Ok(Vec::new())
-//!             }
-//!         },
+//!         |b, ctx| async move { b.run(&ctx, Op::Confirm, async |_conn| Ok(())).await },
+//!         |b, ctx| async move { b.run(&ctx, Op::Cancel, async |_conn| Ok(())).await },
 //!     )
 //!     .build()?;
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:50061").await?;
-//! tokio::spawn(
-//!     ParticipantServer::new(service)
-//!         .register_with("http://concord:50051", "http://bank-1:50061")
-//!         .serve(listener, async {
-//!             let _ = tokio::signal::ctrl_c().await;
-//!         }),
-//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:50061").await?;
+//! let running = ParticipantServer::new(service)
+//!     .register_with("http://127.0.0.1:50051")
+//!     .start(listener, async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await?; // registered from here on
 //!
 //! // Initiator side: commit if every try succeeds, roll back otherwise.
-//! let coordinator = Coordinator::connect("http://concord:50051").await?;
-//! coordinator
+//! let coordinator = Coordinator::connect("http://127.0.0.1:50051").await?;
+//! let done = coordinator
 //!     .tcc(BeginOptions::default().gid("order-42"), |tx| async move {
-//!         tx.try_branch("bank", "transfer_out", br#"30"#.to_vec()).await?;
-//!         Ok::<_, concord_sdk::initiator::Error>(())
+//!         tx.try_branch_json("bank", "transfer_out", &30).await
 //!     })
 //!     .await?;
+//! println!("{} is {:?}", done.gid, done.status);
+//! running.wait().await?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! `postgres` (default): [`PgBarrier`] and the re-exported [`sqlx`].
+//! Without it the SDK compiles no sqlx; [`MemoryBarrier`] and
+//! [`BarrierStore`](barrier::BarrierStore) remain.
 
 #![warn(missing_docs)]
 
@@ -92,14 +87,47 @@ pub mod barrier;
 pub mod initiator;
 pub mod participant;
 
-pub use barrier::{Barrier, BarrierOutcome};
+#[cfg(feature = "postgres")]
+pub use barrier::PgBarrier;
+pub use barrier::{Barrier, BarrierOutcome, MemoryBarrier};
 pub use initiator::{
-    BeginOptions, Coordinator, SagaBuilder, SagaOutcome, TccTransaction, TryOptions, TryOutcome,
+    BeginOptions, Coordinator, SagaBuilder, SagaOutcome, SubTransaction, TccOutcome,
+    TccTransaction, TryOptions, TryOutcome,
 };
 pub use participant::{
-    ActionError, ActionResult, BoxError, BranchContext, BuildError, Op, ParticipantServer,
-    ParticipantService, ParticipantServiceBuilder, SagaAction, ServeError, TccAction,
+    ActionError, ActionResult, BoxError, BranchContext, BuildError, IntoReply, Json, Op,
+    ParseOpError, ParticipantServer, ParticipantService, ParticipantServiceBuilder,
+    RunningParticipant, SagaAction, ServeError, TccAction,
 };
+
+/// The attribute `impl TccAction for ...` and `impl SagaAction for ...`
+/// blocks need, re-exported so participants need no dependency of their own.
+///
+/// ```
+/// use concord_sdk::{ActionResult, BranchContext, SagaAction};
+///
+/// struct Ship;
+///
+/// #[concord_sdk::async_trait]
+/// impl SagaAction for Ship {
+///     async fn execute(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
+/// }
+/// ```
+pub use tonic::async_trait;
+
+/// The sqlx the PostgreSQL barrier is built on (feature `postgres`),
+/// re-exported so a participant's `PgPool` and queries match its version.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), concord_sdk::sqlx::Error> {
+/// let pool = concord_sdk::sqlx::PgPool::connect("postgres://localhost/shop").await?;
+/// # let _ = pool;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
+pub use sqlx;
 
 /// Generated wire types, re-exported so users need no direct dependency on
 /// `concord-proto` (for example for [`TransactionStatus`](proto::v1::TransactionStatus)).

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_sdk::{ActionError, Barrier, BarrierOutcome, BranchContext, Op};
+use concord_sdk::{ActionError, Barrier, BarrierOutcome, BranchContext, Op, PgBarrier};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
@@ -19,8 +19,12 @@ const EFFECTS: &str = "CREATE TABLE effects (
 
 concord_testdb::database_for_tests!();
 
+fn barrier(pool: &PgPool) -> PgBarrier {
+    Barrier::postgres(pool.clone())
+}
+
 async fn setup(pool: &PgPool) {
-    Barrier::migrate(pool).await.unwrap();
+    barrier(pool).migrate().await.unwrap();
     sqlx::query(EFFECTS).execute(pool).await.unwrap();
 }
 
@@ -63,14 +67,15 @@ async fn run(
     ctx: &BranchContext,
     op: Op,
 ) -> Result<BarrierOutcome<()>, ActionError> {
-    Barrier::run(pool, ctx, op, async |conn| {
-        record(conn, ctx, op).await?;
-        // Widens the window in which a racing request finds this
-        // transaction open.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Ok(())
-    })
-    .await
+    barrier(pool)
+        .run(ctx, op, async |conn| {
+            record(conn, ctx, op).await?;
+            // Widens the window in which a racing request finds this
+            // transaction open.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(())
+        })
+        .await
 }
 
 async fn effects(pool: &PgPool, ctx: &BranchContext, op: Op) -> i64 {
@@ -96,13 +101,13 @@ async fn migrate_is_idempotent_and_safe_concurrently(pool: PgPool) {
     let runs: Vec<_> = (0..5)
         .map(|_| {
             let pool = pool.clone();
-            tokio::spawn(async move { Barrier::migrate(&pool).await })
+            tokio::spawn(async move { barrier(&pool).migrate().await })
         })
         .collect();
     for r in runs {
         r.await.unwrap().unwrap();
     }
-    Barrier::migrate(&pool).await.unwrap();
+    barrier(&pool).migrate().await.unwrap();
     assert_eq!(barrier_rows(&pool).await, 0);
 }
 
@@ -128,11 +133,13 @@ async fn repeated_ops_run_once(pool: PgPool) {
 async fn the_body_value_is_returned_when_it_runs(pool: PgPool) {
     setup(&pool).await;
     let ctx = branch("g", "1");
-    let out = Barrier::run(&pool, &ctx, Op::Try, async |_| Ok(42))
+    let out = barrier(&pool)
+        .run(&ctx, Op::Try, async |_| Ok(42))
         .await
         .unwrap();
     assert_eq!(out.ran(), Some(42));
-    let again = Barrier::run(&pool, &ctx, Op::Try, async |_| Ok(43))
+    let again = barrier(&pool)
+        .run(&ctx, Op::Try, async |_| Ok(43))
         .await
         .unwrap();
     assert_eq!(again.ran(), None);
@@ -192,32 +199,35 @@ async fn a_business_error_rolls_back_the_change_and_the_barrier_row(pool: PgPool
     setup(&pool).await;
     let ctx = branch("g", "1");
 
-    let failed = Barrier::run(&pool, &ctx, Op::Try, async |conn| {
-        record(conn, &ctx, Op::Try).await?;
-        Err::<(), _>(ActionError::failed("downstream timeout"))
-    })
-    .await
-    .unwrap_err();
+    let failed = barrier(&pool)
+        .run(&ctx, Op::Try, async |conn| {
+            record(conn, &ctx, Op::Try).await?;
+            Err::<(), _>(ActionError::failed("downstream timeout"))
+        })
+        .await
+        .unwrap_err();
     assert!(!failed.is_rejected());
 
-    let rejected = Barrier::run(&pool, &ctx, Op::Try, async |conn| {
-        record(conn, &ctx, Op::Try).await?;
-        Err::<(), _>(ActionError::rejected("insufficient funds"))
-    })
-    .await
-    .unwrap_err();
+    let rejected = barrier(&pool)
+        .run(&ctx, Op::Try, async |conn| {
+            record(conn, &ctx, Op::Try).await?;
+            Err::<(), _>(ActionError::rejected("insufficient funds"))
+        })
+        .await
+        .unwrap_err();
     assert!(rejected.is_rejected());
 
     // An SQL error inside the body aborts the transaction; still no trace.
-    let broken = Barrier::run(&pool, &ctx, Op::Try, async |conn| {
-        record(conn, &ctx, Op::Try).await?;
-        sqlx::query("SELECT * FROM no_such_table")
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    })
-    .await
-    .unwrap_err();
+    let broken = barrier(&pool)
+        .run(&ctx, Op::Try, async |conn| {
+            record(conn, &ctx, Op::Try).await?;
+            sqlx::query("SELECT * FROM no_such_table")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(broken, ActionError::Failed(_)));
 
     assert_eq!(effects(&pool, &ctx, Op::Try).await, 0);
@@ -236,11 +246,12 @@ async fn a_failed_cancel_is_rolled_back_and_runs_on_retry(pool: PgPool) {
     setup(&pool).await;
     let ctx = branch("g", "1");
     run(&pool, &ctx, Op::Try).await.unwrap();
-    let failed = Barrier::run(&pool, &ctx, Op::Cancel, async |conn| {
-        record(conn, &ctx, Op::Cancel).await?;
-        Err::<(), _>(ActionError::failed("db hiccup"))
-    })
-    .await;
+    let failed = barrier(&pool)
+        .run(&ctx, Op::Cancel, async |conn| {
+            record(conn, &ctx, Op::Cancel).await?;
+            Err::<(), _>(ActionError::failed("db hiccup"))
+        })
+        .await;
     assert!(failed.is_err());
     assert_eq!(effects(&pool, &ctx, Op::Cancel).await, 0);
     assert_eq!(
@@ -416,19 +427,21 @@ async fn cleanup_deletes_only_old_rows_in_batches(pool: PgPool) {
     run(&pool, &branch("new", "1"), Op::Try).await.unwrap();
 
     assert_eq!(
-        Barrier::cleanup(&pool, Duration::from_secs(3600), 3)
+        barrier(&pool)
+            .cleanup(Duration::from_secs(3600), 3)
             .await
             .unwrap(),
         7
     );
     assert_eq!(barrier_rows(&pool).await, 1);
     assert_eq!(
-        Barrier::cleanup(&pool, Duration::from_secs(3600), 3)
+        barrier(&pool)
+            .cleanup(Duration::from_secs(3600), 3)
             .await
             .unwrap(),
         0
     );
-    assert_eq!(Barrier::cleanup(&pool, Duration::ZERO, 0).await.unwrap(), 0);
+    assert_eq!(barrier(&pool).cleanup(Duration::ZERO, 0).await.unwrap(), 0);
 }
 
 #[sqlx::test(migrations = false)]

@@ -9,6 +9,7 @@ mod harness;
 mod invariant;
 mod observability;
 mod saga;
+mod sdk;
 mod store;
 mod tcc;
 

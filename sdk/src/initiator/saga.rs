@@ -92,7 +92,7 @@ pub struct SagaBuilder {
     wait_timeout: Option<Duration>,
     /// A qualifier used before any step, reported by `submit` rather than a
     /// panic in the middle of a builder chain.
-    misuse: Option<&'static str>,
+    misuse: Option<String>,
 }
 
 impl SagaBuilder {
@@ -100,6 +100,12 @@ impl SagaBuilder {
     /// `compensation` (an action of the same participant, called with the
     /// same payload) if the saga has to roll back. Its index is the number
     /// of steps added before it.
+    ///
+    /// A step whose action is rejected is compensated too, by default (see
+    /// [`compensate_rejected`](Self::compensate_rejected)): the
+    /// compensation must accept being called for an action that refused,
+    /// which [`Barrier::run`](crate::Barrier::run) turns into a no-op when
+    /// the refusal changed nothing.
     ///
     /// ```
     /// # async fn run(coordinator: concord_sdk::Coordinator) {
@@ -129,6 +135,43 @@ impl SagaBuilder {
         self
     }
 
+    /// [`step`](Self::step) with `payload` sent as JSON. A payload that
+    /// does not serialise makes [`submit`](Self::submit) fail with
+    /// [`Error::InvalidArgument`] without calling the coordinator.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize)]
+    /// struct Charge { customer: i64, amount: i64 }
+    ///
+    /// # async fn run(coordinator: concord_sdk::Coordinator) {
+    /// let saga = coordinator
+    ///     .saga(None)
+    ///     .step_json("payment", "charge", "refund", &Charge { customer: 7, amount: 30 });
+    /// assert_eq!(saga.len(), 1);
+    /// # }
+    /// ```
+    pub fn step_json<P: serde::Serialize + ?Sized>(
+        mut self,
+        participant: &str,
+        action: &str,
+        compensation: &str,
+        payload: &P,
+    ) -> Self {
+        let payload = match serde_json::to_vec(payload) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.misuse.get_or_insert_with(|| {
+                    format!(
+                        "step {}: payload does not serialise as JSON: {e}",
+                        self.request.steps.len()
+                    )
+                });
+                Vec::new()
+            }
+        };
+        self.step(participant, action, compensation, payload)
+    }
+
     /// The last step starts only once the steps at `indices` (earlier
     /// steps only) succeeded.
     ///
@@ -153,7 +196,7 @@ impl SagaBuilder {
     pub fn after(mut self, indices: &[u32]) -> Self {
         match self.request.steps.last_mut() {
             Some(step) => step.depends_on = indices.to_vec(),
-            None => self.misuse = Some("after() called before any step"),
+            None => self.misuse = Some("after() called before any step".into()),
         }
         self
     }
@@ -174,7 +217,7 @@ impl SagaBuilder {
     pub fn compensate_rejected(mut self, compensate: bool) -> Self {
         match self.request.steps.last_mut() {
             Some(step) => step.compensate_rejected = Some(compensate),
-            None => self.misuse = Some("compensate_rejected() called before any step"),
+            None => self.misuse = Some("compensate_rejected() called before any step".into()),
         }
         self
     }
@@ -195,7 +238,7 @@ impl SagaBuilder {
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         match self.request.steps.last_mut() {
             Some(step) => step.call_timeout = Some(proto_duration(timeout)),
-            None => self.misuse = Some("call_timeout() called before any step"),
+            None => self.misuse = Some("call_timeout() called before any step".into()),
         }
         self
     }
@@ -307,9 +350,7 @@ impl SagaBuilder {
     /// ```
     pub async fn submit(mut self, wait: bool) -> Result<SagaOutcome> {
         if let Some(message) = self.misuse {
-            return Err(Error::InvalidArgument {
-                message: message.to_owned(),
-            });
+            return Err(Error::InvalidArgument { message });
         }
         self.request.wait = wait;
         let traceparent = self.request.metadata.get(TRACEPARENT).cloned();

@@ -1,5 +1,6 @@
 //! Initiator tests against a fake coordinator on 127.0.0.1:0.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use concord_proto::v1::coordinator_server::{self, CoordinatorServer};
@@ -10,7 +11,7 @@ use concord_proto::v1::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response};
+use tonic::{Code, Request, Response, Status};
 
 use super::*;
 
@@ -66,15 +67,20 @@ impl coordinator_server::Coordinator for FakeCoordinator {
         } else {
             r.branch_id
         };
-        Ok(Response::new(TryResponse {
-            branch_id,
-            payload: b"ok".to_vec(),
-        }))
+        // Echoes a JSON payload, to check both ends of the typed helpers.
+        let payload = if r.payload.starts_with(b"{") {
+            r.payload
+        } else {
+            b"ok".to_vec()
+        };
+        Ok(Response::new(TryResponse { branch_id, payload }))
     }
 
     async fn commit(&self, r: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let bounded = r.metadata().contains_key("grpc-timeout");
         let r = r.into_inner();
-        self.log(format!("commit {} wait={}", r.gid, r.wait));
+        let bound = if bounded { " bounded" } else { "" };
+        self.log(format!("commit {} wait={}{bound}", r.gid, r.wait));
         Ok(Response::new(CommitResponse {
             status: TransactionStatus::Confirmed as i32,
         }))
@@ -89,6 +95,10 @@ impl coordinator_server::Coordinator for FakeCoordinator {
             "rollback {} wait={} reason={}",
             r.gid, r.wait, r.reason
         ));
+        if r.wait {
+            // A coordinator waiting for a participant that is down.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
         Ok(Response::new(RollbackResponse {
             status: TransactionStatus::Cancelling as i32,
         }))
@@ -199,7 +209,7 @@ async fn tcc_commits_when_the_body_succeeds() {
         .timeout(Duration::from_secs(9))
         .metadata(TRACEPARENT, "00-trace-span-01")
         .wait(true);
-    let payload = h
+    let done = h
         .coordinator
         .tcc(opts, |tx| async move {
             assert_eq!(tx.gid(), "g1");
@@ -216,11 +226,13 @@ async fn tcc_commits_when_the_body_succeeds() {
                 )
                 .await?;
             assert_eq!((a.branch_id.as_str(), b.branch_id.as_str()), ("1", "in"));
-            Ok::<_, Error>(a.payload)
+            Ok(a.payload)
         })
         .await
         .unwrap();
-    assert_eq!(payload, b"ok");
+    assert_eq!(done.value, b"ok");
+    assert_eq!(done.gid, "g1");
+    assert_eq!(done.status, TransactionStatus::Confirmed);
     assert_eq!(
         h.log(),
         [
@@ -237,10 +249,10 @@ async fn tcc_rolls_back_when_the_body_fails_and_returns_its_error() {
     let h = Harness::start().await;
     let err = h
         .coordinator
-        .tcc(BeginOptions::default(), |tx| async move {
+        .tcc(BeginOptions::default().wait(true), |tx| async move {
             tx.try_branch("bank", "transfer_out", b"no".to_vec())
                 .await?;
-            Ok::<_, Error>(())
+            Ok(())
         })
         .await
         .unwrap_err();
@@ -252,6 +264,208 @@ async fn tcc_rolls_back_when_the_body_fails_and_returns_its_error() {
             "begin generated timeout=None traceparent=None header=None",
             r#"try generated bank/transfer_out id="" header=false"#,
             "rollback generated wait=false reason=rejected: insufficient funds",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_error_path_does_not_wait_for_the_cancels() {
+    let h = Harness::start().await;
+    let started = std::time::Instant::now();
+    let err = h
+        .coordinator
+        .tcc(
+            BeginOptions::default().gid("g3").wait(true),
+            |tx| async move {
+                tx.try_branch("bank", "transfer_out", b"x".to_vec()).await?;
+                Err::<(), _>(Error::other(std::io::Error::other("price feed down")))
+            },
+        )
+        .await
+        .unwrap_err();
+    // The fake's waiting rollback takes 60 s; the helper's does not wait.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!err.is_rejected());
+    let io = err
+        .downcast_ref::<std::io::Error>()
+        .expect("the body's own error");
+    assert_eq!(io.to_string(), "price feed down");
+    assert_eq!(
+        h.log().last().unwrap(),
+        "rollback g3 wait=false reason=price feed down"
+    );
+}
+
+#[tokio::test]
+async fn wait_timeout_bounds_only_the_waiting_commit() {
+    let h = Harness::start().await;
+    let opts = BeginOptions::default()
+        .gid("g6")
+        .wait_timeout(Duration::from_secs(3));
+    h.coordinator
+        .tcc(opts, |_tx| async { Ok(()) })
+        .await
+        .unwrap();
+    let opts = BeginOptions {
+        wait: false,
+        ..BeginOptions::default()
+            .gid("g7")
+            .wait_timeout(Duration::from_secs(3))
+    };
+    h.coordinator
+        .tcc(opts, |_tx| async { Ok(()) })
+        .await
+        .unwrap();
+    let log = h.log();
+    assert_eq!(log[1], "commit g6 wait=true bounded");
+    assert_eq!(log[3], "commit g7 wait=false");
+}
+
+#[tokio::test]
+async fn a_rejection_decided_by_the_body_rolls_back_as_one() {
+    let h = Harness::start().await;
+    let err = h
+        .coordinator
+        .tcc(BeginOptions::default().gid("g4"), |_tx| async move {
+            Err::<(), _>(Error::rejected("price changed"))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_rejected());
+    assert_eq!(
+        h.log().last().unwrap(),
+        "rollback g4 wait=false reason=rejected: price changed"
+    );
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Leg {
+    account: i64,
+    amount: i64,
+}
+
+#[tokio::test]
+async fn json_payloads_go_out_and_come_back_typed() {
+    let h = Harness::start().await;
+    let leg = Leg {
+        account: 1,
+        amount: 30,
+    };
+    let done = h
+        .coordinator
+        .tcc(BeginOptions::default().gid("g5"), |tx| async move {
+            let reply = tx.try_branch_json("bank", "transfer_out", &leg).await?;
+            reply.json::<Leg>()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        done.value,
+        Leg {
+            account: 1,
+            amount: 30
+        }
+    );
+
+    // A reply that is not the JSON asked for is the caller's own error.
+    let tx = h.coordinator.begin(BeginOptions::default()).await.unwrap();
+    let reply = tx
+        .try_branch("bank", "transfer_out", b"x".to_vec())
+        .await
+        .unwrap();
+    let err = reply.json::<Leg>().unwrap_err();
+    assert!(err.downcast_ref::<serde_json::Error>().is_some(), "{err:?}");
+
+    let outcome = h
+        .coordinator
+        .saga(Some("order-9"))
+        .step_json(
+            "payment",
+            "charge",
+            "refund",
+            &Leg {
+                account: 7,
+                amount: 5,
+            },
+        )
+        .submit(false)
+        .await
+        .unwrap();
+    assert_eq!(outcome.gid, "order-9");
+    assert_eq!(
+        h.sagas()[0].steps[0].payload,
+        br#"{"account":7,"amount":5}"#
+    );
+
+    // A payload that cannot be JSON (a map with non-string keys) is
+    // refused before any call.
+    let calls = h.log().len();
+    let bad: HashMap<(i32, i32), i32> = [((1, 2), 3)].into();
+    let err = h
+        .coordinator
+        .saga(None)
+        .step_json("payment", "charge", "refund", &bad)
+        .submit(false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.contains("step 0")),
+        "{err:?}"
+    );
+    let err = tx
+        .try_branch_json("bank", "transfer_out", &bad)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert_eq!(h.log().len(), calls);
+}
+
+#[tokio::test]
+async fn a_sub_transaction_numbers_its_branches_under_the_caller() {
+    let h = Harness::start().await;
+    let ctx = crate::BranchContext {
+        gid: "trip-1".into(),
+        branch_id: "2".into(),
+        metadata: [(TRACEPARENT.to_string(), "00-t-s-01".to_string())].into(),
+        ..Default::default()
+    };
+    let sub = h.coordinator.continue_tcc(&ctx);
+    assert_eq!(sub.gid(), "trip-1");
+    let a = sub
+        .try_branch("hotel", "hold", b"x".to_vec())
+        .await
+        .unwrap();
+    let b = sub
+        .clone()
+        .try_branch_json("car", "hold", &1)
+        .await
+        .unwrap();
+    let opts = TryOptions {
+        branch_id: Some("taxi".into()),
+        ..Default::default()
+    };
+    let c = sub
+        .try_branch_with("taxi", "hold", b"y".to_vec(), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        [a.branch_id, b.branch_id, c.branch_id],
+        ["2.1", "2.2", "2.taxi"]
+    );
+    // A second handle (a retried Try) finds the same ids again.
+    let again = h.coordinator.continue_tcc(&ctx);
+    let a2 = again
+        .try_branch("hotel", "hold", b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(a2.branch_id, "2.1");
+    assert_eq!(
+        h.log(),
+        [
+            r#"try trip-1 hotel/hold id="2.1" header=true"#,
+            r#"try trip-1 car/hold id="2.2" header=true"#,
+            r#"try trip-1 taxi/hold id="2.taxi" header=true"#,
+            r#"try trip-1 hotel/hold id="2.1" header=true"#,
         ]
     );
 }
@@ -269,7 +483,7 @@ async fn explicit_commit_and_rollback_return_the_status() {
         TransactionStatus::Confirmed
     );
     assert_eq!(
-        tx.rollback("changed my mind", true).await.unwrap(),
+        tx.rollback("changed my mind", false).await.unwrap(),
         TransactionStatus::Cancelling
     );
     let err = h

@@ -137,11 +137,25 @@ macro_rules! failed_from {
 
 failed_from!(
     BoxError,
-    sqlx::Error,
     std::io::Error,
     serde_json::Error,
     tonic::transport::Error,
 );
+
+#[cfg(feature = "postgres")]
+failed_from!(sqlx::Error);
+
+// A call to the coordinator from inside an action (a sub-transaction, see
+// `Coordinator::continue_tcc`): a rejection of the sub-branch is a business
+// refusal of this branch too; anything else leaves the outcome unknown.
+impl From<crate::initiator::Error> for ActionError {
+    fn from(e: crate::initiator::Error) -> Self {
+        match e {
+            crate::initiator::Error::Rejected { message } => Self::Rejected(message),
+            other => Self::Failed(Box::new(other)),
+        }
+    }
+}
 
 // A downstream gRPC error is never a rejection of *this* branch: even an
 // `ABORTED` from a service we called is retried, the action decides
@@ -149,6 +163,72 @@ failed_from!(
 impl From<Status> for ActionError {
     fn from(s: Status) -> Self {
         Self::Failed(Box::new(s))
+    }
+}
+
+/// What an action's handler may answer with: the reply payload the
+/// coordinator passes back to the initiator.
+///
+/// `Vec<u8>` is sent as is, `()` as an empty payload, [`Json`] serialised,
+/// and a [`BarrierOutcome`](crate::BarrierOutcome) as its value when the
+/// body ran, or empty for a duplicate or a null compensation (an action
+/// whose reply must survive retries stores it with its change).
+///
+/// ```
+/// use concord_sdk::{BarrierOutcome, IntoReply, Json};
+///
+/// assert_eq!(().into_reply().unwrap(), b"");
+/// assert_eq!(Json(42).into_reply().unwrap(), b"42");
+/// assert_eq!(BarrierOutcome::Ran(Json("ok")).into_reply().unwrap(), br#""ok""#);
+/// assert_eq!(BarrierOutcome::<Json<i32>>::Duplicate.into_reply().unwrap(), b"");
+/// ```
+pub trait IntoReply {
+    /// The payload.
+    fn into_reply(self) -> ActionResult;
+}
+
+impl IntoReply for Vec<u8> {
+    fn into_reply(self) -> ActionResult {
+        Ok(self)
+    }
+}
+
+impl IntoReply for () {
+    fn into_reply(self) -> ActionResult {
+        Ok(Vec::new())
+    }
+}
+
+impl<T: IntoReply> IntoReply for crate::BarrierOutcome<T> {
+    fn into_reply(self) -> ActionResult {
+        match self {
+            crate::BarrierOutcome::Ran(value) => value.into_reply(),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A value sent as JSON: a reply payload of an action (see [`IntoReply`]).
+///
+/// ```
+/// use concord_sdk::{ActionError, BranchContext, IntoReply, Json};
+///
+/// async fn quote(ctx: BranchContext) -> Result<Json<u32>, ActionError> {
+///     let qty: u32 = ctx.json()?;
+///     Ok(Json(qty * 3))
+/// }
+/// # let _ = quote;
+/// assert_eq!(Json(vec![1, 2]).into_reply().unwrap(), b"[1,2]");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoReply for Json<T> {
+    fn into_reply(self) -> ActionResult {
+        // A bug of the participant: retried, and so visible to an operator,
+        // rather than passed off as a business refusal.
+        serde_json::to_vec(&self.0)
+            .map_err(|e| ActionError::Failed(format!("reply does not serialise: {e}").into()))
     }
 }
 
@@ -165,7 +245,7 @@ impl From<Status> for ActionError {
 ///
 /// struct TransferOut;
 ///
-/// #[tonic::async_trait]
+/// #[concord_sdk::async_trait]
 /// impl TccAction for TransferOut {
 ///     async fn try_(&self, ctx: BranchContext) -> ActionResult {
 ///         // freeze the amount on the account
@@ -200,7 +280,7 @@ pub trait TccAction: Send + Sync + 'static {
 ///
 /// struct Reserve;
 ///
-/// #[tonic::async_trait]
+/// #[concord_sdk::async_trait]
 /// impl SagaAction for Reserve {
 ///     async fn execute(&self, ctx: BranchContext) -> ActionResult {
 ///         Ok(b"seat 12A".to_vec())
@@ -227,23 +307,26 @@ pub(crate) struct TccFn<T, C, X> {
 }
 
 #[tonic::async_trait]
-impl<T, TF, C, CF, X, XF> TccAction for TccFn<T, C, X>
+impl<T, TF, TR, C, CF, CR, X, XF, XR> TccAction for TccFn<T, C, X>
 where
     T: Fn(BranchContext) -> TF + Send + Sync + 'static,
-    TF: Future<Output = ActionResult> + Send + 'static,
+    TF: Future<Output = Result<TR, ActionError>> + Send + 'static,
+    TR: IntoReply,
     C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-    CF: Future<Output = ActionResult> + Send + 'static,
+    CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+    CR: IntoReply,
     X: Fn(BranchContext) -> XF + Send + Sync + 'static,
-    XF: Future<Output = ActionResult> + Send + 'static,
+    XF: Future<Output = Result<XR, ActionError>> + Send + 'static,
+    XR: IntoReply,
 {
     async fn try_(&self, ctx: BranchContext) -> ActionResult {
-        (self.try_)(ctx).await
+        (self.try_)(ctx).await?.into_reply()
     }
     async fn confirm(&self, ctx: BranchContext) -> ActionResult {
-        (self.confirm)(ctx).await
+        (self.confirm)(ctx).await?.into_reply()
     }
     async fn cancel(&self, ctx: BranchContext) -> ActionResult {
-        (self.cancel)(ctx).await
+        (self.cancel)(ctx).await?.into_reply()
     }
 }
 
@@ -255,18 +338,20 @@ pub(crate) struct SagaFn<E, C> {
 }
 
 #[tonic::async_trait]
-impl<E, EF, C, CF> SagaAction for SagaFn<E, C>
+impl<E, EF, ER, C, CF, CR> SagaAction for SagaFn<E, C>
 where
     E: Fn(BranchContext) -> EF + Send + Sync + 'static,
-    EF: Future<Output = ActionResult> + Send + 'static,
+    EF: Future<Output = Result<ER, ActionError>> + Send + 'static,
+    ER: IntoReply,
     C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-    CF: Future<Output = ActionResult> + Send + 'static,
+    CF: Future<Output = Result<CR, ActionError>> + Send + 'static,
+    CR: IntoReply,
 {
     async fn execute(&self, ctx: BranchContext) -> ActionResult {
-        (self.execute)(ctx).await
+        (self.execute)(ctx).await?.into_reply()
     }
     async fn compensate(&self, ctx: BranchContext) -> ActionResult {
-        (self.compensate)(ctx).await
+        (self.compensate)(ctx).await?.into_reply()
     }
 }
 

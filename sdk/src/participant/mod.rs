@@ -28,7 +28,7 @@
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:50063").await?;
 //! ParticipantServer::new(service)
-//!     .register_with("http://127.0.0.1:50051", "http://127.0.0.1:50063")
+//!     .register_with("http://127.0.0.1:50051") // advertised as http://127.0.0.1:50063
 //!     .serve(listener, async {
 //!         let _ = tokio::signal::ctrl_c().await;
 //!     })
@@ -38,6 +38,7 @@
 //! ```
 
 mod action;
+mod builder;
 mod server;
 mod service;
 
@@ -46,9 +47,10 @@ use std::fmt;
 
 use concord_proto::participant::v1::BranchRequest;
 
-pub use action::{ActionError, ActionResult, BoxError, SagaAction, TccAction};
-pub use server::{ParticipantServer, ServeError};
-pub use service::{BuildError, ParticipantService, ParticipantServiceBuilder};
+pub use action::{ActionError, ActionResult, BoxError, IntoReply, Json, SagaAction, TccAction};
+pub use builder::{BuildError, ParticipantServiceBuilder};
+pub use server::{ParticipantServer, RunningParticipant, ServeError};
+pub use service::ParticipantService;
 
 /// One call of the coordinator to a branch of a global transaction.
 ///
@@ -225,6 +227,36 @@ impl fmt::Display for Op {
         f.write_str(self.as_str())
     }
 }
+
+impl std::str::FromStr for Op {
+    type Err = ParseOpError;
+
+    fn from_str(s: &str) -> Result<Self, ParseOpError> {
+        [
+            Op::Try,
+            Op::Confirm,
+            Op::Cancel,
+            Op::Execute,
+            Op::Compensate,
+        ]
+        .into_iter()
+        .find(|op| op.as_str() == s)
+        .ok_or_else(|| ParseOpError(s.to_owned()))
+    }
+}
+
+/// A string that names no [`Op`] (read back from a barrier table, say).
+///
+/// ```
+/// use concord_sdk::Op;
+///
+/// assert_eq!("cancel".parse::<Op>().unwrap(), Op::Cancel);
+/// let err = "undo".parse::<Op>().unwrap_err();
+/// assert_eq!(err.to_string(), "unknown op \"undo\"");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown op {0:?}")]
+pub struct ParseOpError(pub String);
 
 /// Whether `s` is a valid participant or action name: 1-128 characters of
 /// `[A-Za-z0-9._:-]`, the coordinator's rule.

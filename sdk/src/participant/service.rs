@@ -11,32 +11,10 @@ use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::action::{SagaFn, TccFn};
-use super::{ActionResult, BranchContext, Op, SagaAction, TccAction, is_valid_name};
-
-/// Why [`ParticipantServiceBuilder::build`] refused a configuration.
-///
-/// ```
-/// use concord_sdk::{BuildError, ParticipantService};
-///
-/// let err = ParticipantService::builder("bank a").build().unwrap_err();
-/// assert_eq!(err, BuildError::InvalidName("bank a".into()));
-/// ```
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BuildError {
-    /// The participant or an action name breaks the coordinator's naming rule.
-    #[error("invalid name {0:?}: expected 1-128 characters of [A-Za-z0-9._:-]")]
-    InvalidName(String),
-    /// Two actions were registered under the same name.
-    #[error("action {0:?} registered twice")]
-    DuplicateAction(String),
-    /// A participant with no action can never be called.
-    #[error("no action registered")]
-    NoActions,
-}
+use super::{ActionResult, BranchContext, Op, ParticipantServiceBuilder, SagaAction, TccAction};
 
 #[derive(Clone)]
-enum Handler {
+pub(super) enum Handler {
     Tcc(Arc<dyn TccAction>),
     Saga(Arc<dyn SagaAction>),
     /// The compensation of a saga action registered under a name of its
@@ -79,8 +57,8 @@ impl Handler {
 /// ```
 #[derive(Clone)]
 pub struct ParticipantService {
-    name: Arc<str>,
-    actions: Arc<HashMap<String, Handler>>,
+    pub(super) name: Arc<str>,
+    pub(super) actions: Arc<HashMap<String, Handler>>,
 }
 
 impl fmt::Debug for ParticipantService {
@@ -109,10 +87,7 @@ impl ParticipantService {
     /// # let _ = service;
     /// ```
     pub fn builder(name: impl Into<String>) -> ParticipantServiceBuilder {
-        ParticipantServiceBuilder {
-            name: name.into(),
-            actions: Vec::new(),
-        }
+        ParticipantServiceBuilder::new(name.into())
     }
 
     /// The participant name.
@@ -248,277 +223,6 @@ impl Participant for ParticipantService {
     }
 }
 
-/// Collects actions for a [`ParticipantService`]; see
-/// [`ParticipantService::builder`].
-///
-/// ```
-/// use concord_sdk::ParticipantService;
-///
-/// let builder = ParticipantService::builder("inventory")
-///     .saga_fn_pair("reserve", "release", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) });
-/// let service = builder.build().unwrap();
-/// assert_eq!(service.actions(), ["release", "reserve"]);
-/// ```
-#[must_use]
-pub struct ParticipantServiceBuilder {
-    name: String,
-    // A list, not a map, so `build` can report duplicates instead of
-    // silently keeping the last registration.
-    actions: Vec<(String, Handler)>,
-}
-
-impl fmt::Debug for ParticipantServiceBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ParticipantServiceBuilder")
-            .field("name", &self.name)
-            .field(
-                "actions",
-                &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl ParticipantServiceBuilder {
-    /// Registers a TCC action under `name`.
-    ///
-    /// ```
-    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, TccAction};
-    ///
-    /// struct Hold;
-    ///
-    /// #[tonic::async_trait]
-    /// impl TccAction for Hold {
-    ///     async fn try_(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
-    ///     async fn confirm(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
-    ///     async fn cancel(&self, _ctx: BranchContext) -> ActionResult { Ok(Vec::new()) }
-    /// }
-    ///
-    /// let service = ParticipantService::builder("hotel").tcc("hold_room", Hold).build().unwrap();
-    /// assert_eq!(service.actions(), ["hold_room"]);
-    /// ```
-    pub fn tcc(mut self, name: impl Into<String>, action: impl TccAction) -> Self {
-        self.actions
-            .push((name.into(), Handler::Tcc(Arc::new(action))));
-        self
-    }
-
-    /// Registers a saga action under `name`, for both its phases: a saga
-    /// step using it names `name` as both its action and its compensation.
-    /// To give the compensation a name of its own (`reserve` undone by
-    /// `release`), use [`saga_pair`](Self::saga_pair).
-    ///
-    /// ```
-    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, SagaAction};
-    ///
-    /// struct Reserve;
-    ///
-    /// #[tonic::async_trait]
-    /// impl SagaAction for Reserve {
-    ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
-    ///         Ok(Vec::new())
-    ///     }
-    ///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult {
-    ///         Ok(Vec::new())
-    ///     }
-    /// }
-    ///
-    /// // Initiators use `.step("inventory", "reserve", "reserve", payload)`.
-    /// let service = ParticipantService::builder("inventory")
-    ///     .saga("reserve", Reserve)
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(service.actions(), ["reserve"]);
-    /// ```
-    pub fn saga(mut self, name: impl Into<String>, action: impl SagaAction) -> Self {
-        self.actions
-            .push((name.into(), Handler::Saga(Arc::new(action))));
-        self
-    }
-
-    /// Registers a saga action under `name`, and its compensation under the
-    /// separate name `compensation`: the coordinator calls a step's
-    /// compensation by the name the initiator gave it, so a step
-    /// `("inventory", "reserve", "release", ..)` needs both names registered.
-    /// `compensation` answers only compensations.
-    ///
-    /// ```
-    /// use concord_sdk::{ActionResult, BranchContext, ParticipantService, SagaAction};
-    ///
-    /// struct Reserve;
-    ///
-    /// #[tonic::async_trait]
-    /// impl SagaAction for Reserve {
-    ///     async fn execute(&self, _ctx: BranchContext) -> ActionResult {
-    ///         Ok(Vec::new())
-    ///     }
-    ///     async fn compensate(&self, _ctx: BranchContext) -> ActionResult {
-    ///         Ok(Vec::new())
-    ///     }
-    /// }
-    ///
-    /// // Initiators use `.step("inventory", "reserve", "release", payload)`.
-    /// let service = ParticipantService::builder("inventory")
-    ///     .saga_pair("reserve", "release", Reserve)
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(service.actions(), ["release", "reserve"]);
-    /// ```
-    pub fn saga_pair(
-        mut self,
-        name: impl Into<String>,
-        compensation: impl Into<String>,
-        action: impl SagaAction,
-    ) -> Self {
-        let action: Arc<dyn SagaAction> = Arc::new(action);
-        self.actions
-            .push((name.into(), Handler::Saga(action.clone())));
-        self.actions
-            .push((compensation.into(), Handler::SagaCompensation(action)));
-        self
-    }
-
-    /// Registers a TCC action made of three closures (try, confirm, cancel),
-    /// each taking the [`BranchContext`] by value.
-    ///
-    /// ```
-    /// use concord_sdk::ParticipantService;
-    ///
-    /// let service = ParticipantService::builder("bank")
-    ///     .tcc_fn(
-    ///         "transfer_out",
-    ///         |_ctx| async { Ok(Vec::new()) },
-    ///         |_ctx| async { Ok(Vec::new()) },
-    ///         |_ctx| async { Ok(Vec::new()) },
-    ///     )
-    ///     .build()
-    ///     .unwrap();
-    /// # let _ = service;
-    /// ```
-    pub fn tcc_fn<T, TF, C, CF, X, XF>(
-        self,
-        name: impl Into<String>,
-        try_: T,
-        confirm: C,
-        cancel: X,
-    ) -> Self
-    where
-        T: Fn(BranchContext) -> TF + Send + Sync + 'static,
-        TF: Future<Output = ActionResult> + Send + 'static,
-        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
-        X: Fn(BranchContext) -> XF + Send + Sync + 'static,
-        XF: Future<Output = ActionResult> + Send + 'static,
-    {
-        self.tcc(
-            name,
-            TccFn {
-                try_,
-                confirm,
-                cancel,
-            },
-        )
-    }
-
-    /// Registers a saga action made of two closures (execute, compensate),
-    /// both under `name`; see [`saga`](Self::saga).
-    ///
-    /// ```
-    /// use concord_sdk::ParticipantService;
-    ///
-    /// let service = ParticipantService::builder("inventory")
-    ///     .saga_fn("reserve", |_ctx| async { Ok(Vec::new()) }, |_ctx| async { Ok(Vec::new()) })
-    ///     .build()
-    ///     .unwrap();
-    /// # let _ = service;
-    /// ```
-    pub fn saga_fn<E, EF, C, CF>(self, name: impl Into<String>, execute: E, compensate: C) -> Self
-    where
-        E: Fn(BranchContext) -> EF + Send + Sync + 'static,
-        EF: Future<Output = ActionResult> + Send + 'static,
-        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
-    {
-        self.saga(
-            name,
-            SagaFn {
-                execute,
-                compensate,
-            },
-        )
-    }
-
-    /// Like [`saga_fn`](Self::saga_fn), with the compensation registered
-    /// under a name of its own; see [`saga_pair`](Self::saga_pair).
-    ///
-    /// ```
-    /// use concord_sdk::ParticipantService;
-    ///
-    /// let service = ParticipantService::builder("payment")
-    ///     .saga_fn_pair(
-    ///         "charge",
-    ///         "refund",
-    ///         |_ctx| async { Ok(Vec::new()) },
-    ///         |_ctx| async { Ok(Vec::new()) },
-    ///     )
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(service.actions(), ["charge", "refund"]);
-    /// ```
-    pub fn saga_fn_pair<E, EF, C, CF>(
-        self,
-        name: impl Into<String>,
-        compensation: impl Into<String>,
-        execute: E,
-        compensate: C,
-    ) -> Self
-    where
-        E: Fn(BranchContext) -> EF + Send + Sync + 'static,
-        EF: Future<Output = ActionResult> + Send + 'static,
-        C: Fn(BranchContext) -> CF + Send + Sync + 'static,
-        CF: Future<Output = ActionResult> + Send + 'static,
-    {
-        self.saga_pair(
-            name,
-            compensation,
-            SagaFn {
-                execute,
-                compensate,
-            },
-        )
-    }
-
-    /// Checks the names and builds the service.
-    ///
-    /// ```
-    /// use concord_sdk::{BuildError, ParticipantService};
-    ///
-    /// assert_eq!(ParticipantService::builder("bank").build().unwrap_err(), BuildError::NoActions);
-    /// ```
-    pub fn build(self) -> Result<ParticipantService, BuildError> {
-        if !is_valid_name(&self.name) {
-            return Err(BuildError::InvalidName(self.name));
-        }
-        if self.actions.is_empty() {
-            return Err(BuildError::NoActions);
-        }
-        let mut actions = HashMap::with_capacity(self.actions.len());
-        for (name, handler) in self.actions {
-            if !is_valid_name(&name) {
-                return Err(BuildError::InvalidName(name));
-            }
-            if actions.contains_key(&name) {
-                return Err(BuildError::DuplicateAction(name));
-            }
-            actions.insert(name, handler);
-        }
-        Ok(ParticipantService {
-            name: self.name.into(),
-            actions: Arc::new(actions),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -526,7 +230,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::ActionError;
+    use crate::{ActionError, BuildError};
 
     /// Records every call so tests can check what was dispatched where.
     #[derive(Default)]
@@ -563,7 +267,7 @@ mod tests {
             .saga_fn(
                 "reserve",
                 |ctx| async move { Ok(format!("execute:{}", ctx.branch_id).into_bytes()) },
-                |_| async { Err(ActionError::failed("database down")) },
+                |_| async { Err::<(), _>(ActionError::failed("database down")) },
             )
             .build()
             .unwrap()
