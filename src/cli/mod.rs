@@ -4,6 +4,8 @@
 //! [`model`]); messages and errors go to stderr. Exit codes: 0 ok, 1 error,
 //! 2 usage, 3 not found.
 
+#[cfg(test)]
+mod golden_tests;
 pub mod model;
 pub mod render;
 
