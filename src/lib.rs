@@ -9,7 +9,6 @@
 //! calls participants, [`api`] is the gRPC surface, [`server`] assembles it.
 
 pub mod api;
-pub mod bench;
 pub mod breaker;
 pub mod cli;
 pub mod clock;
