@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use super::model::blocked_by;
 use super::model::{
     ActionResult, BranchView, EndpointView, EventView, ParticipantView, Participants, PhaseView,
     Resolution, Stats, TxDetail, TxSummary,
@@ -136,7 +137,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
         ],
         metadata: BTreeMap::from([("traceparent".to_string(), "00-abc-def-01".to_string())]),
     };
-    d.blocked_by = render::blocked_by(&d, now());
+    d.blocked_by = blocked_by(&d, now());
     d
 }
 
@@ -147,14 +148,14 @@ fn documents() -> Vec<(&'static str, String)> {
     let mut paused = detail("g-paused", "cancelling");
     paused.transaction.paused = true;
     paused.transaction.lease_owner = None;
-    paused.blocked_by = render::blocked_by(&paused, now());
+    paused.blocked_by = blocked_by(&paused, now());
     let mut resolved = detail("g-resolved", "cancelling");
     resolved.transaction.resolution = Some(Resolution {
         resolved_at: ago(2),
         resolved_by: "alice".into(),
         note: "refunded by hand".into(),
     });
-    resolved.blocked_by = render::blocked_by(&resolved, now());
+    resolved.blocked_by = blocked_by(&resolved, now());
     let mut trying = detail("g-trying", "trying");
     trying.transaction.deadline = Some(now() + Duration::seconds(25));
     trying.transaction.decided_at = None;
@@ -164,13 +165,13 @@ fn documents() -> Vec<(&'static str, String)> {
     trying.transaction.lease_owner = None;
     trying.branches.truncate(1);
     trying.branches[0].phases.truncate(1);
-    trying.blocked_by = render::blocked_by(&trying, now());
+    trying.blocked_by = blocked_by(&trying, now());
     let mut done = detail("g-done", "confirmed");
     done.transaction.finished_at = ago(13);
     done.transaction.needs_attention = false;
     done.transaction.lease_owner = None;
     done.transaction.rollback_reason = None;
-    done.blocked_by = render::blocked_by(&done, now());
+    done.blocked_by = blocked_by(&done, now());
     for (name, d) in [
         ("detail-failing", &failing),
         ("detail-paused", &paused),
