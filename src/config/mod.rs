@@ -1,13 +1,13 @@
 //! Configuration of `concord serve`, declared once. Every setting is one
 //! field of [`Config`]: the field's name is its TOML key and (with dashes)
 //! its flag, its doc comment is the flag's help, `env` names its
-//! environment variable, and [`Config::default`] holds its default. The
-//! sections below are the headings of `concord serve --help` and of
-//! `config/concord.toml`, which documents every key (a test checks it).
+//! environment variable, `help_heading` its section (of `--help` and of
+//! `config/concord.toml`, which documents every key: a test checks it),
+//! and [`Config::default`] holds its default.
 //!
 //! Flags win over the environment, which wins over the TOML file, which
-//! wins over the defaults; [`resolve`] applies them in that order once and
-//! validates the result.
+//! wins over the defaults; [`Config::resolve`] applies them in that order
+//! once and validates the result.
 
 mod resolve;
 #[cfg(test)]

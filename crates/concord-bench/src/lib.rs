@@ -5,9 +5,9 @@
 //! and the machine with PostgreSQL, as on a small production box.
 //!
 //! [`run`] sets the stage (a fresh database, a coordinator, the
-//! participants), [`load`] is the closed-loop load of the initiators,
-//! [`report`] what gets printed. Kept out of the coordinator so that the
-//! server has no benchmark-only dependency.
+//! participants), `load` is the closed-loop load of the initiators,
+//! [`BenchReport`] what gets printed. Kept out of the coordinator so that
+//! the server has no benchmark-only dependency.
 
 mod load;
 mod participants;

@@ -6,7 +6,7 @@
 //! absent values are `null`; statuses are lowercase words ("confirming").
 //!
 //! Why a transaction is not finished ([`TxDetail::blocked_by`]) is decided
-//! here too, in [`why`], so that the JSON says it as the text does.
+//! here too (`why.rs`), so that the JSON says it as the text does.
 
 mod why;
 
