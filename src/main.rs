@@ -44,9 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator.
-    Serve(Box<ServeArgs>),
-    /// Measure throughput and latency of TCC transactions.
-    Bench(concord::bench::BenchArgs),
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate {
         /// PostgreSQL connection URL.
@@ -65,14 +63,14 @@ enum Command {
     },
     /// Operator commands: `tx`, `participants`, `stats` (see `concord::cli`).
     #[command(flatten)]
-    Admin(concord::cli::AdminCommand),
+    Admin(Box<concord::cli::AdminCommand>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         // The CLI has its own exit codes and logs nothing.
-        Command::Admin(admin) => return concord::cli::main(admin),
+        Command::Admin(admin) => return concord::cli::main(*admin),
         other => other,
     };
     let _otlp = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
@@ -106,11 +104,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(watch_signals(shutdown.clone()));
             server.run(shutdown.cancelled_owned()).await?;
-            Ok(())
-        }
-        Command::Bench(args) => {
-            let report = concord::bench::run(args.clone()).await?;
-            concord::bench::print(&args, &report);
             Ok(())
         }
         Command::Healthcheck { addr, ready } => {

@@ -704,3 +704,65 @@ async fn list_filters_and_paginates(pool: PgPool) {
     let usage = cli(&coord, Some(TOKEN), &["tx", "list", "--status", "done"]).await;
     assert_eq!(usage.code, 2, "{}", usage.stderr);
 }
+
+/// `tx show` of a saga submitted without a timeout: "deadline none" (null
+/// in JSON) while it runs, and no deadline line once it has finished.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn tx_show_of_a_saga_without_deadline(pool: PgPool) {
+    let coord = coordinator(&pool, Duration::from_secs(60)).await;
+    let p = TestParticipant::start("shop", Some(pool.clone())).await;
+    p.register(&coord, &["ship", "unship"]).await;
+    let hold = Arc::new(Notify::new());
+    p.script(
+        Ph::Execute,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let saga = pb::SubmitSagaRequest {
+        gid: "saga-1".into(),
+        steps: vec![pb::SagaStep {
+            participant: "shop".into(),
+            action: "ship".into(),
+            compensation: "unship".into(),
+            ..Default::default()
+        }],
+        timeout: None,
+        ..Default::default()
+    };
+    coord.client().await.submit_saga(saga).await.unwrap();
+    let deadline_line = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("deadline "))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+    };
+
+    let running = cli(&coord, Some(TOKEN), &["tx", "show", "saga-1"]).await;
+    assert_eq!(running.code, 0, "{}", running.stderr);
+    assert!(running.stdout.contains("running"), "{}", running.stdout);
+    assert_eq!(
+        deadline_line(&running.stdout).as_deref(),
+        Some("none"),
+        "{}",
+        running.stdout
+    );
+    let json = cli(&coord, Some(TOKEN), &["tx", "show", "saga-1", "-o", "json"]).await;
+    assert!(
+        json.json()["transaction"]["deadline"].is_null(),
+        "{}",
+        json.stdout
+    );
+
+    hold.notify_one();
+    let mut a = admin(&coord, Some(TOKEN)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while detail(&mut a, "saga-1").await.transaction.unwrap().status != S::Succeeded as i32 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the saga never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = cli(&coord, Some(TOKEN), &["tx", "show", "saga-1"]).await;
+    assert!(done.stdout.contains("succeeded"), "{}", done.stdout);
+    assert_eq!(deadline_line(&done.stdout), None, "{}", done.stdout);
+}

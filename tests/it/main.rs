@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod harness;
 mod invariant;
+mod layout;
 mod observability;
 mod saga;
 mod sdk;

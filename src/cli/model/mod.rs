@@ -4,6 +4,13 @@
 //!
 //! Stability: fields are only ever added. Times are RFC 3339 in UTC;
 //! absent values are `null`; statuses are lowercase words ("confirming").
+//!
+//! Why a transaction is not finished ([`TxDetail::blocked_by`]) is decided
+//! here too (`why.rs`), so that the JSON says it as the text does.
+
+mod why;
+
+pub use self::why::blocked_by;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +19,7 @@ use concord_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::api::admin::convert::from_timestamp;
+use crate::store::no_deadline;
 
 /// Lowercase name of a protobuf enum value, without its type prefix.
 fn enum_name(full: &str, prefix: &str) -> String {
@@ -45,6 +53,12 @@ fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref().and_then(from_timestamp)
 }
 
+/// The wire's deadline; `None` for the far-future stand-in the store keeps
+/// for a saga submitted without one.
+fn deadline(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    time(t).filter(|d| *d < no_deadline())
+}
+
 fn text(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -65,6 +79,7 @@ pub struct TxSummary {
     pub status: String,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Null when it has none (a saga submitted without a timeout).
     pub deadline: Option<DateTime<Utc>>,
     pub decided_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -92,7 +107,7 @@ impl TxSummary {
             status: status_name(t.status),
             created_at: time(&t.created_at),
             updated_at: time(&t.updated_at),
-            deadline: time(&t.deadline),
+            deadline: deadline(&t.deadline),
             decided_at: time(&t.decided_at),
             finished_at: time(&t.finished_at),
             attempts: t.attempts,
@@ -226,7 +241,7 @@ impl TxDetail {
             events,
             metadata: d.metadata.clone().into_iter().collect(),
         };
-        detail.blocked_by = super::render::blocked_by(&detail, now);
+        detail.blocked_by = why::blocked_by(&detail, now);
         detail
     }
 }
@@ -342,5 +357,28 @@ impl Stats {
             resolved: s.resolved,
             oldest_unfinished: s.oldest_unfinished.as_ref().map(TxSummary::from_wire),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::api::convert::timestamp;
+
+    #[test]
+    fn a_saga_without_deadline_has_none() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let wire = |deadline| pb::TransactionSummary {
+            gid: "g1".into(),
+            deadline: Some(timestamp(deadline)),
+            ..Default::default()
+        };
+        let none = TxSummary::from_wire(&wire(no_deadline()));
+        assert_eq!(none.deadline, None);
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["deadline"].is_null(), "{json}");
+        assert_eq!(TxSummary::from_wire(&wire(at)).deadline, Some(at));
     }
 }

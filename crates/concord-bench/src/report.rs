@@ -1,0 +1,110 @@
+//! What a run found, and the lines BENCHMARKS.md quotes.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::load::Measured;
+use crate::{BenchArgs, BenchMode};
+
+/// Results of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub transactions: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// Time until every committed transaction was CONFIRMED.
+    pub drained: Duration,
+    /// Latency of each call an initiator makes, in call order: where the
+    /// time of a transaction goes.
+    pub calls: Vec<(&'static str, CallLatency)>,
+}
+
+/// Latency percentiles of one kind of call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLatency {
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// The latency at quantile `q` of a histogram of microseconds.
+fn at(h: &Histogram<u64>, q: f64) -> Duration {
+    Duration::from_micros(h.value_at_quantile(q))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl BenchReport {
+    pub(crate) fn new(m: Measured, elapsed: Duration, drained: Duration) -> Self {
+        let h = &m.transactions;
+        Self {
+            transactions: h.len(),
+            failed: m.failed,
+            elapsed,
+            p50: at(h, 0.5),
+            p90: at(h, 0.9),
+            p99: at(h, 0.99),
+            max: Duration::from_micros(h.max()),
+            drained,
+            calls: m
+                .calls
+                .0
+                .iter()
+                .map(|(name, h)| {
+                    let latency = CallLatency {
+                        p50: at(h, 0.5),
+                        p99: at(h, 0.99),
+                    };
+                    (*name, latency)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Prints the report as the lines quoted in BENCHMARKS.md.
+    pub fn print(&self, args: &BenchArgs) {
+        let what = match args.mode {
+            BenchMode::Tcc => "tcc, 2 branches",
+            BenchMode::Saga => "saga, 2 sequential steps",
+        };
+        println!(
+            "mode               {what}, zero-work participants, wait={}",
+            args.wait
+        );
+        println!("concurrency        {}", args.concurrency);
+        println!(
+            "transactions       {} ok, {} failed",
+            self.transactions, self.failed
+        );
+        println!("elapsed            {:.2} s", self.elapsed.as_secs_f64());
+        println!("throughput         {:.0} transactions/s", self.per_second());
+        println!(
+            "latency            p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        );
+        println!(
+            "all finished in    {:.2} s ({:.0} transactions/s end to end)",
+            self.drained.as_secs_f64(),
+            self.transactions as f64 / self.drained.as_secs_f64()
+        );
+        let calls: Vec<String> = self
+            .calls
+            .iter()
+            .map(|(name, l)| format!("{name} {:.1}/{:.1}", ms(l.p50), ms(l.p99)))
+            .collect();
+        println!("per call p50/p99   {} ms", calls.join(", "));
+    }
+}

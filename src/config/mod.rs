@@ -1,0 +1,289 @@
+//! Configuration of `concord serve`, declared once. Every setting is one
+//! field of [`Config`]: the field's name is its TOML key and (with dashes)
+//! its flag, its doc comment is the flag's help, `env` names its
+//! environment variable, `help_heading` its section (of `--help` and of
+//! `config/concord.toml`, which documents every key: a test checks it),
+//! and [`Config::default`] holds its default.
+//!
+//! Flags win over the environment, which wins over the TOML file, which
+//! wins over the defaults; [`Config::resolve`] applies them in that order
+//! once and validates the result.
+
+mod resolve;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ArgAction;
+use serde::Deserialize;
+
+use crate::api::admin::auth::AdminTokens;
+
+pub use self::resolve::{ConfigError, ServeArgs};
+pub use self::values::{OrOff, parse_duration};
+use self::values::{de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off};
+
+/// Default database when nothing is configured.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/concord";
+
+/// Default HTTP listener of `concord serve` (embedded servers and tests
+/// built from [`Config::with_database`] have none unless they ask).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+// Sections of `concord serve --help`, in the order of config/concord.toml.
+const SERVER: &str = "Server";
+const LIMITS: &str = "Limits";
+const RECOVERY: &str = "Retries and recovery";
+const PARTICIPANTS: &str = "Participants";
+const TLS: &str = "TLS of the gRPC port";
+const OPERATIONS: &str = "Operations";
+
+/// Configuration of one coordinator instance; validated once built by
+/// [`Config::resolve`].
+///
+/// Only [`ServeArgs`] reads it from a command line: it applies the flags
+/// that were given over a base (`update_from_arg_matches`). Building one
+/// from flags alone (`from_arg_matches`) fails, as it should: most
+/// settings are never given.
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC server.
+    #[arg(long, env = "CONCORD_LISTEN", help_heading = SERVER)]
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", help_heading = SERVER)]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "CONCORD_POOL_SIZE", help_heading = SERVER)]
+    pub pool_size: u32,
+    /// Id of this instance in leases and events (default: host-pid-random).
+    #[arg(long, env = "CONCORD_INSTANCE_ID", help_heading = SERVER)]
+    pub instance_id: String,
+    /// Do not apply migrations at start.
+    // Held the way the server reads it (true: migrate); the key, flag and
+    // variable say `no_migrate` (`--no-migrate true`).
+    #[arg(
+        id = "no_migrate",
+        long = "no-migrate",
+        env = "CONCORD_NO_MIGRATE",
+        action = ArgAction::Set,
+        value_name = "BOOL",
+        value_parser = values::parse_no_migrate,
+        help_heading = SERVER
+    )]
+    #[serde(rename = "no_migrate", deserialize_with = "de::no_migrate")]
+    pub migrate: bool,
+    /// Grace period for in-flight work at shutdown.
+    #[arg(long, env = "CONCORD_SHUTDOWN_GRACE", value_parser = parse_duration, help_heading = SERVER)]
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_grace: Duration,
+
+    /// Transaction timeout when Begin gives none.
+    #[arg(long, env = "CONCORD_DEFAULT_TIMEOUT", value_parser = parse_duration, help_heading = LIMITS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub default_timeout: Duration,
+    /// Largest transaction timeout a client may ask for.
+    #[arg(long, env = "CONCORD_MAX_TIMEOUT", value_parser = parse_duration, help_heading = LIMITS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub max_timeout: Duration,
+    /// Deadline of one participant call.
+    #[arg(long, env = "CONCORD_CALL_TIMEOUT", value_parser = parse_duration, help_heading = LIMITS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub call_timeout: Duration,
+    /// Longest a Commit/Rollback with `wait` waits when the client set no deadline.
+    #[arg(long, env = "CONCORD_MAX_WAIT", value_parser = parse_duration, help_heading = LIMITS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub max_wait: Duration,
+    /// Largest payload of one branch, in bytes.
+    #[arg(long, env = "CONCORD_MAX_PAYLOAD_BYTES", help_heading = LIMITS)]
+    pub max_payload_bytes: usize,
+    /// Largest gRPC request, in bytes.
+    #[arg(long, env = "CONCORD_MAX_REQUEST_BYTES", help_heading = LIMITS)]
+    pub max_request_bytes: usize,
+
+    #[command(flatten, next_help_heading = RECOVERY)]
+    #[serde(flatten)]
+    pub retry: RetryConfig,
+    /// Phase-2 rounds after which a transaction is flagged needs_attention.
+    #[arg(long, env = "CONCORD_ATTENTION_ATTEMPTS", help_heading = RECOVERY)]
+    pub attention_attempts: u32,
+    /// Time since the decision after which a transaction is flagged.
+    #[arg(long, env = "CONCORD_ATTENTION_AGE", value_parser = parse_duration, help_heading = RECOVERY)]
+    #[serde(deserialize_with = "de::duration")]
+    pub attention_age: Duration,
+    /// How long a lease on a transaction lasts without renewal.
+    #[arg(long, env = "CONCORD_LEASE", value_parser = parse_duration, help_heading = RECOVERY)]
+    #[serde(deserialize_with = "de::duration")]
+    pub lease: Duration,
+    /// How often the recovery loop looks for due work.
+    #[arg(long, env = "CONCORD_POLL_INTERVAL", value_parser = parse_duration, help_heading = RECOVERY)]
+    #[serde(deserialize_with = "de::duration")]
+    pub poll_interval: Duration,
+    /// Transactions one instance drives at once from the recovery loop.
+    #[arg(long, env = "CONCORD_RECOVERY_CONCURRENCY", help_heading = RECOVERY)]
+    pub recovery_concurrency: u32,
+
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    #[arg(long, env = "CONCORD_BREAKER_FAILURES", help_heading = PARTICIPANTS)]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one probe.
+    #[arg(long, env = "CONCORD_BREAKER_COOLDOWN", value_parser = parse_duration, help_heading = PARTICIPANTS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub breaker_cooldown: Duration,
+    /// PEM CA trusted for https:// participants (instead of system roots).
+    #[arg(long, env = "CONCORD_PARTICIPANT_CA", help_heading = PARTICIPANTS)]
+    pub participant_ca: Option<PathBuf>,
+    /// PEM client certificate presented to https:// participants (mutual
+    /// TLS, with participant_key).
+    #[arg(long, env = "CONCORD_PARTICIPANT_CERT", help_heading = PARTICIPANTS)]
+    pub participant_cert: Option<PathBuf>,
+    /// PEM private key of participant_cert.
+    #[arg(long, env = "CONCORD_PARTICIPANT_KEY", help_heading = PARTICIPANTS)]
+    pub participant_key: Option<PathBuf>,
+
+    /// PEM certificate chain of the gRPC server (with tls_key: TLS on).
+    #[arg(long, env = "CONCORD_TLS_CERT", help_heading = TLS)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC server.
+    #[arg(long, env = "CONCORD_TLS_KEY", help_heading = TLS)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that clients' certificates must chain to (mutual TLS).
+    #[arg(long, env = "CONCORD_TLS_CLIENT_CA", help_heading = TLS)]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Tokens of the admin API as `name:secret,name:secret`; the name is
+    /// recorded as the actor of operator actions. None: admin API refuses
+    /// every call.
+    // `Debug` shows the names only.
+    #[arg(long, env = "CONCORD_ADMIN_TOKENS", hide_env_values = true, value_parser = parse_admin_tokens, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::admin_tokens")]
+    pub admin_tokens: AdminTokens,
+    /// Address of the HTTP listener for /metrics, /healthz and /readyz, or
+    /// `off`.
+    #[arg(long, env = "CONCORD_METRICS_LISTEN", value_parser = parse_addr_or_off, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::addr_or_off")]
+    pub metrics_listen: OrOff<SocketAddr>,
+    /// How long finished transactions are kept, or `off` to keep them.
+    #[arg(long, env = "CONCORD_RETENTION", value_parser = parse_duration_or_off, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::duration_or_off")]
+    pub retention: OrOff<Duration>,
+    /// Transactions deleted per retention batch.
+    #[arg(long, env = "CONCORD_RETENTION_BATCH", help_heading = OPERATIONS)]
+    pub retention_batch: u32,
+}
+
+/// Retry delays of phase-2 calls: exponential with jitter. Its keys carry
+/// a `retry_` prefix (`retry_initial`, `--retry-initial`).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// First retry delay of phase-2 calls.
+    #[arg(
+        id = "retry_initial",
+        long = "retry-initial",
+        value_name = "RETRY_INITIAL",
+        env = "CONCORD_RETRY_INITIAL",
+        value_parser = parse_duration
+    )]
+    #[serde(rename = "retry_initial", deserialize_with = "de::duration")]
+    pub initial: Duration,
+    /// Growth factor of the retry delay.
+    #[arg(
+        id = "retry_factor",
+        long = "retry-factor",
+        value_name = "RETRY_FACTOR",
+        env = "CONCORD_RETRY_FACTOR"
+    )]
+    #[serde(rename = "retry_factor")]
+    pub factor: f32,
+    /// Largest retry delay.
+    #[arg(
+        id = "retry_max",
+        long = "retry-max",
+        value_name = "RETRY_MAX",
+        env = "CONCORD_RETRY_MAX",
+        value_parser = parse_duration
+    )]
+    #[serde(rename = "retry_max", deserialize_with = "de::duration")]
+    pub max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The defaults of `concord serve` (`config/concord.toml` shows the same).
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: DEFAULT_DATABASE_URL.to_string(),
+            pool_size: 16,
+            instance_id: default_instance_id(),
+            migrate: true,
+            shutdown_grace: Duration::from_secs(10),
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(3600),
+            call_timeout: Duration::from_secs(5),
+            max_wait: Duration::from_secs(60),
+            max_payload_bytes: 1024 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            retry: RetryConfig::default(),
+            attention_attempts: 10,
+            attention_age: Duration::from_secs(600),
+            lease: Duration::from_secs(3),
+            poll_interval: Duration::from_secs(1),
+            recovery_concurrency: 64,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(2),
+            participant_ca: None,
+            participant_cert: None,
+            participant_key: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            admin_tokens: AdminTokens::default(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_batch: 500,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for everything, on the given database and without the
+    /// HTTP listener: what tests and embedded servers start from.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            metrics_listen: None,
+            ..Self::default()
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, and says where it runs.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "concord".to_string());
+    let suffix = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    format!("{host}-{}-{suffix}", std::process::id())
+}
