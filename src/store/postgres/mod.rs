@@ -35,8 +35,8 @@ use self::writes::{TryWrite, Writers};
 use super::admin::{AdminStats, AdminStore, AdminTx, AdminWrite, ListCursor, TxFilter};
 use super::*;
 
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `migrations/postgres/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// PostgreSQL-backed store.
 #[derive(Clone)]
