@@ -1,5 +1,5 @@
-//! Assembles one coordinator instance: `Server::build(config)` connects to
-//! PostgreSQL, migrates and binds; `local_addr()` tells where it listens;
+//! Assembles one coordinator instance: `Server::build(config)` opens the
+//! store (PostgreSQL or the SQLite file), migrates and binds; `local_addr()` tells where it listens;
 //! `run(shutdown)` serves until the shutdown future completes, then finishes
 //! or releases in-flight work.
 
@@ -28,13 +28,15 @@ use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
+use crate::store::location::StoreLocation;
 use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot open the store: {0}")]
     Database(StoreError),
     #[error("cannot apply migrations: {0}")]
     Migrate(StoreError),
@@ -65,23 +67,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Connects, migrates (unless disabled) and binds the listen address.
+    /// Opens the store, migrates (unless disabled) and binds the listen
+    /// address.
     pub async fn build(config: Config) -> Result<Self, ServerError> {
-        if config.migrate {
-            PgStore::ensure_database(&config.database_url)
-                .await
-                .map_err(ServerError::Database)?;
-        }
-        let store = PgStore::connect(
-            &config.database_url,
-            config.pool_size,
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(ServerError::Database)?;
-        if config.migrate {
-            store.migrate().await.map_err(ServerError::Migrate)?;
-        }
+        let store = open_store(&config.store_location(), config.pool_size, config.migrate).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -97,7 +86,7 @@ impl Server {
             ),
             None => None,
         };
-        let mut server = Self::assemble(config, Arc::new(store), Arc::new(SystemClock), listener)?;
+        let mut server = Self::assemble(config, store, Arc::new(SystemClock), listener)?;
         server.metrics_listener = metrics_listener;
         Ok(server)
     }
@@ -309,6 +298,47 @@ impl Server {
         ));
         background.close();
         background
+    }
+}
+
+/// Opens the store `location` names (creating a PostgreSQL database or a
+/// SQLite file that does not exist yet) and, with `migrate`, applies its
+/// migrations; says in one line where the state is.
+pub async fn open_store(
+    location: &StoreLocation,
+    pool_size: u32,
+    migrate: bool,
+) -> Result<Arc<dyn AdminStore>, ServerError> {
+    const ACQUIRE: Duration = Duration::from_secs(5);
+    match location {
+        StoreLocation::Postgres(url) => {
+            if migrate {
+                PgStore::ensure_database(url)
+                    .await
+                    .map_err(ServerError::Database)?;
+            }
+            let store = PgStore::connect(url, pool_size, ACQUIRE)
+                .await
+                .map_err(ServerError::Database)?;
+            if migrate {
+                store.migrate().await.map_err(ServerError::Migrate)?;
+            }
+            tracing::info!("state kept in postgresql");
+            Ok(Arc::new(store))
+        }
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(path, pool_size, ACQUIRE)
+                .await
+                .map_err(ServerError::Database)?;
+            if migrate {
+                store.migrate().await.map_err(ServerError::Migrate)?;
+            }
+            tracing::info!(
+                path = %path.display(),
+                "state kept in sqlite: single instance (several instances need postgresql)"
+            );
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -139,6 +139,15 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        if let Err(message) = crate::store::location::StoreLocation::resolve(
+            self.database_url.as_deref(),
+            &self.data_dir,
+        ) {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                message,
+            });
+        }
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }

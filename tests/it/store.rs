@@ -1,19 +1,116 @@
-//! The PostgreSQL store against a real database: compare-and-set decisions,
-//! fencing, claims with SKIP LOCKED, lease renewal and release.
+//! The store conformance suite: every test runs against PostgreSQL and
+//! against the SQLite file (`conformance!` at the end makes one test per
+//! store): compare-and-set decisions, fencing, claims that never overlap,
+//! lease renewal and release, the registry, the operator's queries and
+//! writes, gauges and retention. Both stores must pass the same tests.
 
 use std::collections::HashSet;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
-use concord::machine::Status;
 use concord::machine::tcc::{self as machine, Command, Verdict};
+use concord::machine::{Mode, Status};
+use concord::store::admin::{AdminChange, AdminStore, AdminWrite, TxFilter};
 use concord::store::postgres::PgStore;
+use concord::store::sqlite::SqliteStore;
 use concord::store::*;
 use sqlx::PgPool;
 
-async fn store(pool: PgPool) -> PgStore {
-    PgStore::from_pool(pool).await.unwrap()
+/// A store under test, and a way behind its back to make time pass for
+/// leases.
+pub struct Subject {
+    store: Arc<dyn AdminStore>,
+    backdoor: Backdoor,
+}
+
+enum Backdoor {
+    Postgres(PgPool),
+    Sqlite {
+        store: SqliteStore,
+        // Removed when the test ends.
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Subject {
+    pub async fn postgres(pool: PgPool) -> Self {
+        let store = PgStore::from_pool(pool.clone()).await.unwrap();
+        Self {
+            store: Arc::new(store),
+            backdoor: Backdoor::Postgres(pool),
+        }
+    }
+
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("concord.db"), 4, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store: Arc::new(store.clone()),
+            backdoor: Backdoor::Sqlite { store, _dir: dir },
+        }
+    }
+
+    /// Every lease held now has expired.
+    async fn expire_leases(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET lease_until = now() - interval '1 second'
+                      WHERE lease_until IS NOT NULL",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions SET lease_until = 0
+                          WHERE lease_until IS NOT NULL",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Every transaction finished (or resolved) an hour ago.
+    async fn age_finished(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET finished_at = finished_at - interval '1 hour',
+                            resolved_at = resolved_at - interval '1 hour'",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions SET finished_at = finished_at - 3600000000,
+                                resolved_at = resolved_at - 3600000000",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Deref for Subject {
+    type Target = dyn AdminStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
 }
 
 fn new_tx(gid: &str, timeout: Duration) -> NewTransaction {
@@ -41,7 +138,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
     }
 }
 
-async fn decide(s: &PgStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
+async fn decide(s: &dyn AdminStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
     let g = Gid::parse(gid).unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
     decide_from(s, &tx, &branches, cmd, owner)
@@ -53,7 +150,7 @@ async fn decide(s: &PgStore, gid: &str, cmd: Command, owner: &str) -> Option<Lea
 /// which may be ahead of the database; returns the lease and the decided
 /// state.
 async fn decide_from(
-    s: &PgStore,
+    s: &dyn AdminStore,
     tx: &TxRecord,
     branches: &[BranchRecord],
     cmd: Command,
@@ -80,9 +177,7 @@ async fn decide_from(
     Some((lease, next))
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn begin_and_branches(pool: PgPool) {
-    let s = store(pool).await;
+async fn begin_and_branches(s: Subject) {
     assert!(matches!(
         s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap(),
         Begun::Created
@@ -122,9 +217,7 @@ async fn begin_and_branches(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
-    let s = store(pool).await;
+async fn a_decision_fails_if_a_branch_arrived_after_the_read(s: Subject) {
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     let g = Gid::parse("g").unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
@@ -153,7 +246,7 @@ async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
         "stale read must not decide"
     );
     assert!(
-        decide(&s, "g", Command::Rollback { reason: "r".into() }, "me")
+        decide(&*s, "g", Command::Rollback { reason: "r".into() }, "me")
             .await
             .is_some()
     );
@@ -164,19 +257,14 @@ async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
     ));
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn fencing_rejects_a_stale_owner(pool: PgPool) {
-    let s = store(pool.clone()).await;
+async fn fencing_rejects_a_stale_owner(s: Subject) {
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     s.add_branch(new_branch("g", None)).await.unwrap();
-    let lease_a = decide(&s, "g", Command::Rollback { reason: "r".into() }, "a")
+    let lease_a = decide(&*s, "g", Command::Rollback { reason: "r".into() }, "a")
         .await
         .unwrap();
     // a's lease expires; b claims.
-    sqlx::query("UPDATE global_transactions SET lease_until = now() - interval '1 second'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.expire_leases().await;
     let claimed = s.claim_due("b", 10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].previous_owner.as_deref(), Some("a"));
@@ -221,25 +309,20 @@ async fn fencing_rejects_a_stale_owner(pool: PgPool) {
     assert!(tx.next_attempt_at.is_none() && tx.finished_at.is_some());
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn concurrent_claims_never_overlap(pool: PgPool) {
-    let s = store(pool.clone()).await;
+async fn concurrent_claims_never_overlap(s: Subject) {
     for i in 0..60 {
         let gid = format!("g{i}");
         s.begin(new_tx(&gid, Duration::from_secs(30)))
             .await
             .unwrap();
-        decide(&s, &gid, Command::Rollback { reason: "r".into() }, "dead")
+        decide(&*s, &gid, Command::Rollback { reason: "r".into() }, "dead")
             .await
             .unwrap();
     }
-    sqlx::query("UPDATE global_transactions SET lease_until = now() - interval '1 second'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.expire_leases().await;
     let mut tasks = Vec::new();
     for w in 0..6 {
-        let s = s.clone();
+        let s = Arc::clone(&s.store);
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for _ in 0..5 {
@@ -289,9 +372,7 @@ async fn concurrent_claims_never_overlap(pool: PgPool) {
     assert_eq!(again[0].previous_owner, None);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn trying_transactions_become_due_at_their_deadline(pool: PgPool) {
-    let s = store(pool).await;
+async fn trying_transactions_become_due_at_their_deadline(s: Subject) {
     s.begin(new_tx("soon", Duration::from_millis(200)))
         .await
         .unwrap();
@@ -310,9 +391,7 @@ async fn trying_transactions_become_due_at_their_deadline(pool: PgPool) {
     assert_eq!(claimed[0].lease.gid.as_str(), "soon");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn registry_is_persisted_and_merged(pool: PgPool) {
-    let s = store(pool).await;
+async fn registry_is_persisted_and_merged(s: Subject) {
     let n = ParticipantName::parse("stock").unwrap();
     let e1 = concord::domain::EndpointUrl::parse("http://127.0.0.1:1").unwrap();
     let e2 = concord::domain::EndpointUrl::parse("http://127.0.0.1:2").unwrap();
@@ -333,15 +412,13 @@ async fn registry_is_persisted_and_merged(pool: PgPool) {
     s.ready().await.unwrap();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
+async fn a_late_try_record_does_not_overwrite_phase_two(s: Subject) {
     use concord::machine::{CallStatus, Outcome, Phase};
 
     // The record of a successful Try is written after the Try's reply, so
     // it can land after the commit round: the round's outcome stays, the
     // Try reads as succeeded (the commit round says so), and the call is
     // still in the history.
-    let s = store(pool.clone()).await;
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     s.add_branch(new_branch("g", None)).await.unwrap();
     let g = Gid::parse("g").unwrap();
@@ -349,7 +426,7 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
     assert_eq!(branches[0].first_phase, CallStatus::Pending);
     // The deciding instance served the Try and knows it succeeded.
     branches[0].first_phase = CallStatus::Succeeded;
-    let (lease, mut next) = decide_from(&s, &tx, &branches, Command::Commit, "a")
+    let (lease, mut next) = decide_from(&*s, &tx, &branches, Command::Commit, "a")
         .await
         .unwrap();
     next.status = Status::Confirmed;
@@ -398,5 +475,272 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
             .iter()
             .any(|e| e.kind == "call" && e.phase.as_deref() == Some("try") && e.attempt == Some(1)),
         "{events:?}"
+    );
+}
+
+/// The operator's side on a few transactions: the list and its filters and
+/// pages, the detail, an operator write's compare-and-set, the counts, the
+/// gauges' sample and retention.
+async fn operator_queries_gauges_and_retention(s: Subject) {
+    for gid in ["a-1", "a-2", "b-1"] {
+        s.begin(new_tx(gid, Duration::from_secs(30))).await.unwrap();
+        s.add_branch(new_branch(gid, None)).await.unwrap();
+    }
+    let mut other = new_branch("b-1", None);
+    other.participant = ParticipantName::parse("q").unwrap();
+    s.add_branch(other).await.unwrap();
+    // a-1 rolls back and finishes.
+    let lease = decide(&*s, "a-1", Command::Rollback { reason: "r".into() }, "me")
+        .await
+        .unwrap();
+    let g = Gid::parse("a-1").unwrap();
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    let mut next = tx.state(&branches);
+    next.status = Status::Cancelled;
+    let done = RoundWrite {
+        lease,
+        owner: "me".into(),
+        next,
+        calls: vec![],
+        next_attempt_at: None,
+        newly_flagged: false,
+        now: Utc::now(),
+    };
+    assert!(s.write_round(done).await.unwrap());
+
+    let list = |f: TxFilter| {
+        let s = &s;
+        async move {
+            let (page, next) = s.admin_list(&f).await.unwrap();
+            let gids: Vec<String> = page.iter().map(|t| t.tx.gid.to_string()).collect();
+            (gids, next)
+        }
+    };
+    let all = TxFilter {
+        limit: 10,
+        ..TxFilter::default()
+    };
+    assert_eq!(list(all.clone()).await.0, ["b-1", "a-2", "a-1"]);
+    let (first, cursor) = list(TxFilter {
+        limit: 2,
+        oldest_first: true,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(first, ["a-1", "a-2"]);
+    let rest = list(TxFilter {
+        limit: 2,
+        oldest_first: true,
+        after: cursor,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(rest, (vec!["b-1".to_string()], None));
+    let filtered = [
+        (
+            TxFilter {
+                statuses: vec![Status::Trying],
+                ..all.clone()
+            },
+            vec!["b-1", "a-2"],
+        ),
+        (
+            TxFilter {
+                participant: Some("q".into()),
+                ..all.clone()
+            },
+            vec!["b-1"],
+        ),
+        (
+            TxFilter {
+                gid_prefix: Some("a-".into()),
+                ..all.clone()
+            },
+            vec!["a-2", "a-1"],
+        ),
+        (
+            TxFilter {
+                mode: Some(Mode::Saga),
+                ..all.clone()
+            },
+            vec![],
+        ),
+        (
+            TxFilter {
+                stuck_since: Some(Utc::now() + chrono::Duration::seconds(1)),
+                ..all.clone()
+            },
+            vec!["b-1", "a-2"],
+        ),
+    ];
+    for (f, want) in filtered {
+        assert_eq!(list(f.clone()).await.0, want, "{f:?}");
+    }
+
+    let (detail, branches) = s
+        .admin_get(&Gid::parse("b-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((detail.branch_count, branches.len()), (2, 2));
+    assert_eq!(detail.participants, ["p", "q"]);
+    assert!(
+        s.admin_get(&Gid::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An operator write applies only to the row as the rules saw it.
+    let pause = |expected_paused| AdminWrite {
+        gid: Gid::parse("a-2").unwrap(),
+        expected_status: Status::Trying,
+        expected_paused,
+        expected_needs_attention: false,
+        change: AdminChange::SetPaused(true),
+        event: "operator_pause",
+        actor: "alice".into(),
+        note: Some("looking".into()),
+        now: Utc::now(),
+    };
+    assert!(s.admin_apply(pause(false)).await.unwrap());
+    assert!(!s.admin_apply(pause(false)).await.unwrap(), "moved on");
+    let events = s.events(&Gid::parse("a-2").unwrap()).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.kind.as_str(),
+            last.actor.as_deref(),
+            last.message.as_deref()
+        ),
+        ("operator_pause", Some("alice"), Some("looking"))
+    );
+    s.admin_event(
+        &Gid::parse("a-2").unwrap(),
+        "operator_note",
+        None,
+        "bob",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.events(&Gid::parse("a-2").unwrap()).await.unwrap().len(),
+        events.len() + 1
+    );
+
+    let stats = s.admin_stats().await.unwrap();
+    assert_eq!((stats.total, stats.unfinished, stats.paused), (3, 2, 1));
+    assert_eq!(stats.oldest_unfinished.unwrap().tx.gid.as_str(), "a-2");
+    let open = s.open_counts().await.unwrap();
+    assert_eq!(open.by_status, vec![(Status::Trying, 2)]);
+    assert!(open.oldest_age < Duration::from_secs(60));
+    assert!(!s.pool_stats().is_empty());
+
+    // Retention takes finished transactions only, once old enough.
+    assert_eq!(
+        s.delete_finished(Duration::from_secs(60), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    s.age_finished().await;
+    assert_eq!(
+        s.delete_finished(Duration::from_secs(60), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.load(&g).await.unwrap().is_none());
+    assert!(s.events(&g).await.unwrap().is_empty());
+    assert_eq!(s.admin_stats().await.unwrap().total, 2);
+}
+
+/// One test per store for each conformance test.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+                async fn $name(pool: sqlx::PgPool) {
+                    super::$name(super::Subject::postgres(pool).await).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Subject::sqlite().await).await
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    begin_and_branches,
+    a_decision_fails_if_a_branch_arrived_after_the_read,
+    fencing_rejects_a_stale_owner,
+    concurrent_claims_never_overlap,
+    trying_transactions_become_due_at_their_deadline,
+    registry_is_persisted_and_merged,
+    a_late_try_record_does_not_overwrite_phase_two,
+    operator_queries_gauges_and_retention,
+);
+
+/// SQLite only: one instance per file, and a restart after a crash takes
+/// over what the crashed instance held once its lease expires.
+#[tokio::test]
+async fn sqlite_file_has_one_instance_and_a_restart_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concord.db");
+    let open = || SqliteStore::open(&path, 2, Duration::from_secs(5));
+    let first = open().await.unwrap();
+    first.migrate().await.unwrap();
+    let err = open().await.err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("in use by another concord instance")),
+        "{err}"
+    );
+    first
+        .begin(new_tx("g", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let lease = decide(
+        &first,
+        "g",
+        Command::Rollback { reason: "r".into() },
+        "dead",
+    )
+    .await
+    .unwrap();
+    // The instance dies without releasing anything.
+    drop(first);
+    let second = open().await.unwrap();
+    second.migrate().await.unwrap();
+    let s: &dyn AdminStore = &second;
+    assert!(
+        s.claim_due("new", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the dead owner's lease still runs"
+    );
+    second
+        .execute_raw("UPDATE global_transactions SET lease_until = 0")
+        .await
+        .unwrap();
+    let claimed = s
+        .claim_due("new", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].previous_owner.as_deref(), Some("dead"));
+    assert!(claimed[0].lease.fence > lease.fence);
+    let (tx, _) = s.load(&Gid::parse("g").unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (tx.status, tx.owner.as_deref()),
+        (Status::Cancelling, Some("new"))
     );
 }
