@@ -36,6 +36,8 @@ use crate::store::{Store, StoreError};
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
     #[error("cannot open the store: {0}")]
     Database(StoreError),
     #[error("cannot apply migrations: {0}")]
@@ -70,7 +72,8 @@ impl Server {
     /// Opens the store, migrates (unless disabled) and binds the listen
     /// address.
     pub async fn build(config: Config) -> Result<Self, ServerError> {
-        let store = open_store(&config.store_location(), config.pool_size, config.migrate).await?;
+        let location = config.store_location().map_err(ServerError::Config)?;
+        let store = open_store(&location, config.pool_size, config.migrate).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

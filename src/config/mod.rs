@@ -22,7 +22,7 @@ use clap::ArgAction;
 use serde::Deserialize;
 
 use crate::api::admin::auth::AdminTokens;
-use crate::store::location::{SQLITE_FILE, StoreLocation};
+use crate::store::location::StoreLocation;
 
 pub use self::resolve::{ConfigError, ServeArgs};
 pub use self::values::{OrOff, parse_duration};
@@ -270,11 +270,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Where the state lives: `database_url`, or SQLite in `data_dir`.
-    /// [`Config::validate`] has refused a URL that names no store.
-    pub fn store_location(&self) -> StoreLocation {
-        StoreLocation::resolve(self.database_url.as_deref(), &self.data_dir)
-            .unwrap_or_else(|_| StoreLocation::Sqlite(self.data_dir.join(SQLITE_FILE)))
+    /// Where the state lives: `database_url`, or SQLite in `data_dir`;
+    /// refuses a URL that names no store.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        StoreLocation::resolve(self.database_url.as_deref(), &self.data_dir).map_err(|message| {
+            ConfigError::Invalid {
+                key: "database_url",
+                message,
+            }
+        })
     }
 
     /// Defaults for everything, on the given database and without the

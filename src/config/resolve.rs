@@ -139,15 +139,7 @@ impl Config {
                 message: message.to_string(),
             })
         };
-        if let Err(message) = crate::store::location::StoreLocation::resolve(
-            self.database_url.as_deref(),
-            &self.data_dir,
-        ) {
-            return Err(ConfigError::Invalid {
-                key: "database_url",
-                message,
-            });
-        }
+        self.store_location()?;
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }

@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+use super::events::{Event, Events};
 use super::rows::{after, us};
 use crate::domain::Gid;
 use crate::machine::{CallStatus, Outcome, Status};
@@ -32,36 +33,12 @@ fn json<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Database(format!("{what}: {e}")))
 }
 
-/// Appends one event.
-#[allow(clippy::too_many_arguments)]
-async fn event(
-    c: &mut SqliteConnection,
-    gid: &str,
-    at: DateTime<Utc>,
-    kind: &str,
-    status: Option<&str>,
-    branch: Option<&str>,
-    message: Option<&str>,
-    actor: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO transaction_events (gid, at, kind, status, branch_id, message, actor)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(gid)
-    .bind(us(at))
-    .bind(kind)
-    .bind(status)
-    .bind(branch)
-    .bind(message)
-    .bind(actor)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 /// True when the transaction was created.
-pub(super) async fn begin(c: &mut SqliteConnection, t: &NewTransaction) -> StoreResult<bool> {
+pub(super) async fn begin(
+    c: &mut SqliteConnection,
+    t: &NewTransaction,
+    ev: &mut Events,
+) -> StoreResult<bool> {
     let created = sqlx::query(
         "INSERT INTO global_transactions
             (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
@@ -78,8 +55,10 @@ pub(super) async fn begin(c: &mut SqliteConnection, t: &NewTransaction) -> Store
     .rows_affected()
         == 1;
     if created {
-        let g = t.gid.as_str();
-        event(c, g, t.now, "begun", Some("trying"), None, None, &t.actor).await?;
+        ev.push(Event {
+            status: Some("trying".into()),
+            ..Event::new(t.gid.as_str(), t.now, "begun", &t.actor)
+        });
     }
     Ok(created)
 }
@@ -87,6 +66,7 @@ pub(super) async fn begin(c: &mut SqliteConnection, t: &NewTransaction) -> Store
 pub(super) async fn add_branch(
     c: &mut SqliteConnection,
     b: &NewBranch,
+    ev: &mut Events,
 ) -> StoreResult<BranchInsert> {
     let gid = b.gid.as_str();
     // The counter moves even when the branch id exists already, as on
@@ -129,18 +109,11 @@ pub(super) async fn add_branch(
     .rows_affected()
         == 1;
     if inserted {
-        let label = format!("{}.{}", b.participant, b.action);
-        event(
-            c,
-            gid,
-            b.now,
-            "branch_registered",
-            None,
-            Some(&id),
-            Some(&label),
-            &b.actor,
-        )
-        .await?;
+        ev.push(Event {
+            branch: Some(id.clone()),
+            message: Some(format!("{}.{}", b.participant, b.action)),
+            ..Event::new(gid, b.now, "branch_registered", &b.actor)
+        });
     }
     Ok(BranchInsert {
         seq: Some(seq),
@@ -154,6 +127,7 @@ pub(super) async fn decide(
     c: &mut SqliteConnection,
     d: &Decision,
     clock: DateTime<Utc>,
+    ev: &mut Events,
 ) -> StoreResult<Option<i64>> {
     let lease_until = after(clock, d.lease);
     let fence: Option<i64> = sqlx::query_scalar(
@@ -175,9 +149,11 @@ pub(super) async fn decide(
     .fetch_optional(&mut *c)
     .await?;
     if fence.is_some() {
-        let (g, status) = (d.gid.as_str(), d.next.status.as_str());
-        let reason = d.next.rollback_reason.as_deref();
-        event(c, g, d.now, "decided", Some(status), None, reason, &d.actor).await?;
+        ev.push(Event {
+            status: Some(d.next.status.as_str().into()),
+            message: d.next.rollback_reason.clone(),
+            ..Event::new(d.gid.as_str(), d.now, "decided", &d.actor)
+        });
     }
     Ok(fence)
 }
@@ -189,6 +165,7 @@ pub(super) async fn record_try(
     expected_second_phase: CallStatus,
     now: DateTime<Utc>,
     actor: &str,
+    ev: &mut Events,
 ) -> StoreResult<()> {
     let (code, message) = match &call.outcome {
         Outcome::Succeeded => (None, None),
@@ -213,24 +190,23 @@ pub(super) async fn record_try(
     .execute(&mut *c)
     .await?;
     // The call is history even when it arrived late.
-    sqlx::query(
-        "INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code, message, actor)
-         VALUES (?, ?, 'call', ?, 'try', ?, ?, ?, ?)",
-    )
-    .bind(gid.as_str())
-    .bind(us(now))
-    .bind(call.branch_id.as_str())
-    .bind(clamp(call.attempt))
-    .bind(code.as_deref().unwrap_or("OK"))
-    .bind(message.as_deref())
-    .bind(actor)
-    .execute(c)
-    .await?;
+    ev.push(Event {
+        branch: Some(call.branch_id.as_str().to_string()),
+        phase: Some("try"),
+        attempt: Some(clamp(call.attempt)),
+        code: Some(code.unwrap_or_else(|| "OK".into())),
+        message,
+        ..Event::new(gid.as_str(), now, "call", actor)
+    });
     Ok(())
 }
 
 /// A round's or a saga's progress; `false` when fenced out.
-pub(super) async fn progress(c: &mut SqliteConnection, p: &Progress) -> StoreResult<bool> {
+pub(super) async fn progress(
+    c: &mut SqliteConnection,
+    p: &Progress,
+    ev: &mut Events,
+) -> StoreResult<bool> {
     let now = us(p.now);
     let written = sqlx::query(
         "UPDATE global_transactions
@@ -261,42 +237,40 @@ pub(super) async fn progress(c: &mut SqliteConnection, p: &Progress) -> StoreRes
     if !written {
         return Ok(false);
     }
-    for b in &p.branches {
+    if !p.branches.is_empty() {
+        // One statement for every branch row of the write.
+        let rows: Vec<serde_json::Value> = p
+            .branches
+            .iter()
+            .map(|b| serde_json::json!([b.id, b.first, b.second, b.attempts, b.code, b.error]))
+            .collect();
         sqlx::query(
             "UPDATE branches
-                SET first_phase = COALESCE(?3, first_phase), second_phase = ?4, attempts = ?5,
-                    last_code = ?6, last_error = ?7, last_attempt_at = ?8, updated_at = ?8
-              WHERE gid = ?1 AND branch_id = ?2",
+                SET first_phase = COALESCE(u.value ->> 1, first_phase), second_phase = u.value ->> 2,
+                    attempts = u.value ->> 3, last_code = u.value ->> 4, last_error = u.value ->> 5,
+                    last_attempt_at = ?3, updated_at = ?3
+               FROM json_each(?2) AS u
+              WHERE branches.gid = ?1 AND branches.branch_id = u.value ->> 0",
         )
         .bind(&p.gid)
-        .bind(&b.id)
-        .bind(b.first)
-        .bind(b.second)
-        .bind(b.attempts)
-        .bind(b.code.as_deref())
-        .bind(b.error.as_deref())
+        .bind(json("branches", &rows)?)
         .bind(now)
         .execute(&mut *c)
         .await?;
     }
     for e in &p.events {
-        sqlx::query(
-            "INSERT INTO transaction_events
-                (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&p.gid)
-        .bind(now)
-        .bind(&e.kind)
-        .bind(e.status)
-        .bind(e.branch.as_deref())
-        .bind(e.phase)
-        .bind(e.attempt)
-        .bind(e.code.as_deref())
-        .bind(e.message.as_deref())
-        .bind(&p.owner)
-        .execute(&mut *c)
-        .await?;
+        ev.push(Event {
+            gid: p.gid.clone(),
+            at: now,
+            kind: e.kind.clone(),
+            status: e.status.map(str::to_string),
+            branch: e.branch.clone(),
+            phase: e.phase,
+            attempt: e.attempt,
+            code: e.code.clone(),
+            message: e.message.clone(),
+            actor: Some(p.owner.clone()),
+        });
     }
     Ok(true)
 }
@@ -307,6 +281,7 @@ pub(super) async fn submit_saga(
     c: &mut SqliteConnection,
     saga: &NewSaga,
     clock: DateTime<Utc>,
+    ev: &mut Events,
 ) -> StoreResult<bool> {
     let lease_until = after(clock, saga.lease);
     let created = sqlx::query(
@@ -351,18 +326,10 @@ pub(super) async fn submit_saga(
         .execute(&mut *c)
         .await?;
     }
-    let steps = format!("{} steps", saga.steps.len());
-    let g = saga.gid.as_str();
-    event(
-        c,
-        g,
-        saga.now,
-        "submitted",
-        Some(Status::Running.as_str()),
-        None,
-        Some(&steps),
-        &saga.owner,
-    )
-    .await?;
+    ev.push(Event {
+        status: Some(Status::Running.as_str().into()),
+        message: Some(format!("{} steps", saga.steps.len())),
+        ..Event::new(saga.gid.as_str(), saga.now, "submitted", &saga.owner)
+    });
     Ok(true)
 }

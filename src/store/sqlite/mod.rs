@@ -19,6 +19,7 @@
 
 mod admin;
 mod drive;
+mod events;
 mod housekeeping;
 mod leases;
 mod lock;

@@ -7,7 +7,8 @@
 //! write is durable.
 //!
 //! A write is a few statements, not one as on PostgreSQL (SQLite has no
-//! arrays to `unnest`), all of them cheap in-process calls. If any write of
+//! arrays to `unnest`); the events of a whole batch go in one statement at
+//! its end (see `events`). If any write of
 //! a batch fails, the batch is rolled back and its writes run again one
 //! transaction each, so a write that cannot be applied fails alone, as its
 //! own row's refusal does on PostgreSQL.
@@ -18,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
+use super::events::Events;
 use super::{admin, drive, housekeeping, leases};
 use crate::domain::{ActionName, EndpointUrl, Gid, ParticipantName};
 use crate::machine::CallStatus;
@@ -152,18 +154,25 @@ async fn transaction(
     // write, so that a batch never has to give up half-way on a lock.
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::with_capacity(items.len());
+    let mut events = Events::default();
     for item in items {
-        done.push(apply(&mut tx, &item.write, now).await?);
+        done.push(apply(&mut tx, &item.write, now, &mut events).await?);
     }
+    events.insert(&mut tx).await?;
     tx.commit().await?;
     Ok(done)
 }
 
-async fn apply(c: &mut SqliteConnection, w: &Write, now: DateTime<Utc>) -> StoreResult<Done> {
+async fn apply(
+    c: &mut SqliteConnection,
+    w: &Write,
+    now: DateTime<Utc>,
+    ev: &mut Events,
+) -> StoreResult<Done> {
     Ok(match w {
-        Write::Begin(t) => Done::Applied(drive::begin(c, t).await?),
-        Write::Branch(b) => Done::Branch(drive::add_branch(c, b).await?),
-        Write::Decide(d) => Done::Fence(drive::decide(c, d, now).await?),
+        Write::Begin(t) => Done::Applied(drive::begin(c, t, ev).await?),
+        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, ev).await?),
+        Write::Decide(d) => Done::Fence(drive::decide(c, d, now, ev).await?),
         Write::Try {
             gid,
             call,
@@ -171,11 +180,11 @@ async fn apply(c: &mut SqliteConnection, w: &Write, now: DateTime<Utc>) -> Store
             now: at,
             actor,
         } => {
-            drive::record_try(c, gid, call, *expected_second_phase, *at, actor).await?;
+            drive::record_try(c, gid, call, *expected_second_phase, *at, actor, ev).await?;
             Done::Unit
         }
-        Write::Progress(p) => Done::Applied(drive::progress(c, p).await?),
-        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now).await?),
+        Write::Progress(p) => Done::Applied(drive::progress(c, p, ev).await?),
+        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, ev).await?),
         Write::Claim {
             owner,
             limit,
