@@ -4,22 +4,25 @@
 //! backoff and gives the lease back, so the recovery loop of any instance
 //! picks it up when due.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 use tracing::Instrument;
 
 use super::Engine;
 use super::calls::BranchCall;
+use super::leases::Granted;
 use crate::domain::BranchId;
 use crate::domain::metadata::Metadata;
 use crate::machine::tcc::{self, Settled, TxState};
 use crate::machine::{Mode, Outcome, Phase};
-use crate::store::{BranchRecord, CallRecord, Lease, RoundWrite};
+use crate::store::{BranchRecord, CallRecord, RoundWrite};
 
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
     pub(crate) fn spawn_drive(
         &self,
-        lease: Lease,
+        grant: Granted,
         branches: Vec<BranchRecord>,
         state: TxState,
         calls: Vec<(BranchId, Phase)>,
@@ -28,27 +31,53 @@ impl Engine {
         let Some(engine) = self.self_arc() else {
             return;
         };
-        let span = tracing::info_span!("drive", gid = %lease.gid);
+        let span = tracing::info_span!("drive", gid = %grant.lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive(lease, branches, state, calls, metadata).await;
+                engine.drive(grant, branches, state, calls, metadata).await;
             }
             .instrument(span),
         );
     }
 
-    /// One phase-2 round under `lease`: makes `calls` (what the state
+    /// One phase-2 round under a lease: makes `calls` (what the state
     /// machine said is owed), settles the replies and writes the round.
     pub(crate) async fn drive(
         &self,
-        lease: Lease,
+        grant: Granted,
         branches: Vec<BranchRecord>,
         state: TxState,
         calls: Vec<(BranchId, Phase)>,
         metadata: Metadata,
     ) {
-        let guard = self.leases.hold(&lease);
+        let guard = self.leases.hold(&grant);
+        let lease = grant.lease;
         let gid = lease.gid.clone();
+        let called: Vec<&BranchRecord> = super::tcc::called(&branches, &calls).collect();
+        // A Try still out (its coordinator crashed, or the initiator gave up
+        // on it) may be running at the participant: its Cancel waits for
+        // the Try's deadline, under a lease that covers the wait too.
+        let now = std::time::Instant::now();
+        let busy = called
+            .iter()
+            .filter_map(|b| b.call_busy_until)
+            .max()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        let longest = called
+            .iter()
+            .map(|b| self.call_timeout_of(b))
+            .max()
+            .unwrap_or_default();
+        let Some(until) = self.cover(&guard, busy + longest).await else {
+            return;
+        };
+        if !busy.is_zero() {
+            tracing::info!(%gid, wait_ms = busy.as_millis() as u64, "waiting for a try still out before phase 2");
+            tokio::select! {
+                _ = tokio::time::sleep(busy) => {}
+                _ = guard.lost().cancelled() => return,
+            }
+        }
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state
@@ -68,6 +97,7 @@ impl Engine {
                             action: &b.action,
                             attempt,
                             metadata,
+                            until,
                         })
                         .await
                         .outcome

@@ -26,6 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::fleet::{Fleet, Settings};
 use crate::proxy::Proxy;
 use crate::recorder::{Calls, Recorder, SlowCalls};
+use crate::verdict::Takeover;
 use crate::verdict::{self, Chaos, Outcome};
 
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
@@ -184,6 +185,7 @@ pub async fn run(p: Params) {
         p.transfers,
         p.kill_every,
         p.lease,
+        calls.clone(),
         done.clone(),
     ));
     // A run that hangs must still end (and say so) well inside CI's time.
@@ -353,6 +355,7 @@ async fn chaos_loop(
     total: usize,
     kill_every: (Duration, Duration),
     lease: Duration,
+    calls: Calls,
     done: CancellationToken,
 ) -> (Fleet, Chaos) {
     let mut chaos = Chaos::default();
@@ -423,6 +426,15 @@ async fn chaos_loop(
             let owned = owned_in_phase_two(&monitor, &old_id).await;
             fleet.kill(victim).await;
             let killed_at = Instant::now();
+            // Each transaction it held, with the deadline of its call still
+            // at a participant, if one was.
+            let owned: Vec<(String, Option<Instant>)> = owned
+                .into_iter()
+                .map(|gid| {
+                    let until = calls.in_flight_until(&gid);
+                    (gid, until)
+                })
+                .collect();
             chaos.kills += 1;
             let down = Duration::from_millis(rand::rng().random_range(200..800));
             tokio::time::sleep(down).await;
@@ -439,8 +451,8 @@ async fn chaos_loop(
         chaos.cut_for = Some(began.elapsed());
     }
     while let Some(t) = takeovers.join_next().await {
-        if let Ok(Some(t)) = t {
-            chaos.takeovers.push(t);
+        if let Ok(t) = t {
+            chaos.takeovers.extend(t);
         }
     }
     (fleet, chaos)
@@ -458,33 +470,48 @@ async fn owned_in_phase_two(monitor: &PgPool, owner: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// How long until none of `gids` is still held by the killed `owner`
-/// (another instance claimed it, or it is final); `None` if it held none.
+/// Per transaction the killed `owner` held: how long after the kill
+/// another instance held it (or it was final), and when the call of it
+/// still at a participant at the kill had its deadline, if one was.
 async fn takeover(
     monitor: &PgPool,
     owner: &str,
-    gids: Vec<String>,
+    owned: Vec<(String, Option<Instant>)>,
     killed_at: Instant,
-) -> Option<(Duration, usize)> {
-    if gids.is_empty() {
-        return None;
-    }
+) -> Vec<Takeover> {
+    let mut waiting = owned;
+    let mut took = Vec::new();
     let until = killed_at + Duration::from_secs(120);
-    while Instant::now() < until {
-        let held: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM global_transactions
+    while !waiting.is_empty() && Instant::now() < until {
+        let gids: Vec<&str> = waiting.iter().map(|(g, _)| g.as_str()).collect();
+        let held: Result<Vec<String>, _> = sqlx::query_scalar(
+            "SELECT gid FROM global_transactions
               WHERE gid = ANY($1) AND owner = $2 AND status NOT IN ('confirmed', 'cancelled')",
         )
         .bind(&gids)
         .bind(owner)
-        .fetch_one(monitor)
+        .fetch_all(monitor)
         .await;
-        if held.is_ok_and(|n| n == 0) {
-            return Some((killed_at.elapsed(), gids.len()));
+        if let Ok(held) = held {
+            let now = killed_at.elapsed();
+            waiting.retain(|(gid, call_until)| {
+                let still = held.contains(gid);
+                if !still {
+                    took.push(Takeover {
+                        after: now,
+                        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
+                    });
+                }
+                still
+            });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Some((until - killed_at, gids.len()))
+    took.extend(waiting.into_iter().map(|(_, call_until)| Takeover {
+        after: until - killed_at,
+        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
+    }));
+    took
 }
 
 /// Waits until every transaction is final or flagged; whether that

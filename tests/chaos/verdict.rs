@@ -23,11 +23,57 @@ pub struct Chaos {
     pub pg_restarts: u32,
     /// How long instance 0 was cut off from the database.
     pub cut_for: Option<Duration>,
-    /// Per kill that left phase-2 work behind: how long until another
-    /// instance held all of it, and how many transactions.
-    pub takeovers: Vec<(Duration, usize)>,
+    /// Per transaction in phase 2 that a killed instance held.
+    pub takeovers: Vec<Takeover>,
     /// Things the loop could not do.
     pub errors: Vec<String>,
+}
+
+/// How a transaction held by a killed instance was taken over.
+#[derive(Clone, Copy, Debug)]
+pub struct Takeover {
+    /// From the kill until another instance held it (or it was final).
+    pub after: Duration,
+    /// From the kill until the deadline of its call that was still at a
+    /// participant then, if one was.
+    pub call_deadline: Option<Duration>,
+}
+
+/// The longest takeover of transactions with no call in flight at the kill,
+/// and the longest time past the in-flight call's deadline of the others,
+/// each with how many there were.
+fn takeover_summary(all: &[Takeover]) -> String {
+    let idle: Vec<Duration> = all
+        .iter()
+        .filter(|t| t.call_deadline.is_none())
+        .map(|t| t.after)
+        .collect();
+    let late: Vec<f64> = all
+        .iter()
+        .filter_map(|t| {
+            t.call_deadline
+                .map(|d| t.after.as_secs_f64() - d.as_secs_f64())
+        })
+        .collect();
+    if all.is_empty() {
+        return "no kill left phase-2 work behind".into();
+    }
+    let idle_part = match idle.iter().max() {
+        Some(d) => format!(
+            "with no call in flight longest {:.1}s after the kill ({} transactions)",
+            d.as_secs_f64(),
+            idle.len()
+        ),
+        None => "none without a call in flight".into(),
+    };
+    let late_part = match late.iter().cloned().reduce(f64::max) {
+        Some(d) => format!(
+            "with a call in flight longest {d:+.1}s from that call's deadline ({} transactions)",
+            late.len()
+        ),
+        None => "none with a call in flight".into(),
+    };
+    format!("{idle_part}; {late_part}")
 }
 
 /// What the run left behind.
@@ -274,15 +320,7 @@ fn report(
         .map(|(op, n)| format!("{n} {}", op.as_str()))
         .collect();
     let count = |s: &str| o.statuses.values().filter(|v| *v == s).count();
-    let longest = chaos.takeovers.iter().max_by_key(|t| t.0);
-    let takeover = match longest {
-        Some((d, n)) => format!(
-            "longest {:.1}s ({n} transactions held by the killed instance; {} kills left phase-2 work)",
-            d.as_secs_f64(),
-            chaos.takeovers.len()
-        ),
-        None => "no kill left phase-2 work behind".into(),
-    };
+    let takeover = takeover_summary(&chaos.takeovers);
     let flagged: Vec<String> = o
         .open
         .iter()
