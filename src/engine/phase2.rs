@@ -18,6 +18,18 @@ use crate::machine::tcc::{self, Settled, TxState};
 use crate::machine::{Mode, Outcome, Phase};
 use crate::store::{BranchRecord, CallRecord, RoundWrite};
 
+/// How often phase 2 looks whether a Try it waits for has replied.
+const BUSY_POLL: Duration = Duration::from_millis(50);
+
+/// How long until no Try of `branches` may still be running.
+fn busy_for<'a>(branches: impl Iterator<Item = &'a BranchRecord>) -> Duration {
+    let now = std::time::Instant::now();
+    branches
+        .filter_map(|b| b.call_busy_until)
+        .max()
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+}
+
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
     pub(crate) fn spawn_drive(
@@ -54,30 +66,43 @@ impl Engine {
         let lease = grant.lease;
         let gid = lease.gid.clone();
         let called: Vec<&BranchRecord> = super::tcc::called(&branches, &calls).collect();
-        // A Try still out (its coordinator crashed, or the initiator gave up
-        // on it) may be running at the participant: its Cancel waits for
-        // the Try's deadline, under a lease that covers the wait too.
-        let now = std::time::Instant::now();
-        let busy = called
-            .iter()
-            .filter_map(|b| b.call_busy_until)
-            .max()
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        // A Try still out (the initiator rolled back without waiting for
+        // it, or its coordinator crashed) may be running at the participant:
+        // no Cancel is sent before its reply is recorded or its deadline
+        // passed, under a lease that covers the wait too.
+        let busy = busy_for(called.iter().copied());
+        if !busy.is_zero() {
+            // Covered for the wait alone: a Try usually replies long before
+            // its deadline, and the lease is extended for the calls after.
+            if self.cover(&guard, busy).await.is_none() {
+                return;
+            }
+            tracing::debug!(%gid, wait_ms = busy.as_millis() as u64, "waiting for a try still out before phase 2");
+            let mut busy = busy;
+            while !busy.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(busy.min(BUSY_POLL)) => {}
+                    _ = guard.lost().cancelled() => return,
+                }
+                // The record of the Try's reply clears its mark.
+                busy = match self.store.load(&gid).await {
+                    Ok(Some((_, fresh))) => busy_for(
+                        fresh
+                            .iter()
+                            .filter(|b| called.iter().any(|c| c.branch_id == b.branch_id)),
+                    ),
+                    _ => busy.saturating_sub(BUSY_POLL),
+                };
+            }
+        }
         let longest = called
             .iter()
             .map(|b| self.call_timeout_of(b))
             .max()
             .unwrap_or_default();
-        let Some(until) = self.cover(&guard, busy + longest).await else {
+        let Some(until) = self.cover(&guard, longest).await else {
             return;
         };
-        if !busy.is_zero() {
-            tracing::info!(%gid, wait_ms = busy.as_millis() as u64, "waiting for a try still out before phase 2");
-            tokio::select! {
-                _ = tokio::time::sleep(busy) => {}
-                _ = guard.lost().cancelled() => return,
-            }
-        }
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::fleet::{Fleet, Settings};
-use crate::proxy::Proxy;
 use crate::recorder::{Calls, Recorder, SlowCalls};
 use crate::verdict::Takeover;
 use crate::verdict::{self, Chaos, Outcome};
+use concord_testdb::Proxy;
 
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
 const INSTANCES: usize = 3;
@@ -392,14 +392,40 @@ async fn chaos_loop(
             _ => None,
         };
         if let Some(mode) = restart {
-            let cluster = cluster.clone();
-            let result = blocking(move || {
-                let mut c = cluster.lock().unwrap();
-                c.stop(mode)?;
-                std::thread::sleep(Duration::from_secs(2));
-                c.start()
-            })
-            .await;
+            let down_from = Instant::now();
+            let stopped = {
+                let cluster = cluster.clone();
+                blocking(move || cluster.lock().unwrap().stop(mode)).await
+            };
+            if let Err(e) = stopped {
+                chaos.errors.push(format!("PostgreSQL stop: {e}"));
+            }
+            // While it is down, an instance answers at once and says why
+            // (checked on the first restart, on an instance not cut off).
+            if chaos.pg_restarts == 0 {
+                let down = while_database_down(&fleet, fleet.len() - 1).await;
+                chaos.db_down_checks.extend(down);
+            } else {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let result = {
+                let cluster = cluster.clone();
+                blocking(move || cluster.lock().unwrap().start()).await
+            };
+            // Until it answers again.
+            let answers_within = Instant::now() + Duration::from_secs(30);
+            while sqlx::query("SELECT 1").execute(&monitor).await.is_err()
+                && Instant::now() < answers_within
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            chaos.outages.push((down_from, Instant::now()));
+            // And it serves again without a restart.
+            if chaos.pg_restarts == 0
+                && let Err(e) = serves_again(&fleet, fleet.len() - 1).await
+            {
+                chaos.db_down_checks.push(e);
+            }
             match result {
                 Ok(()) => chaos.pg_restarts += 1,
                 Err(e) => {
@@ -470,6 +496,73 @@ async fn owned_in_phase_two(monitor: &PgPool, owner: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// What a client of instance `i` sees while PostgreSQL is stopped: a Begin
+/// refused within a second with UNAVAILABLE saying the database is
+/// unreachable, `/readyz` failing and `/healthz` answering. Returns what
+/// did not hold.
+async fn while_database_down(fleet: &Fleet, i: usize) -> Vec<String> {
+    use concord_sdk::proto::v1::BeginRequest;
+    use concord_sdk::proto::v1::coordinator_client::CoordinatorClient;
+    let mut wrong = Vec::new();
+    // The instance's probe notices within half a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match CoordinatorClient::connect(fleet.url(i)).await {
+        Ok(mut client) => {
+            let mut request = tonic::Request::new(BeginRequest::default());
+            request.set_timeout(Duration::from_secs(10));
+            let asked = Instant::now();
+            let answer = client.begin(request).await;
+            let took = asked.elapsed();
+            match answer {
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message().contains("database unreachable")
+                        && took <= Duration::from_secs(1) => {}
+                other => wrong.push(format!(
+                    "Begin with the database down answered after {took:?}: {:?}",
+                    other.map(|r| r.into_inner().gid)
+                )),
+            }
+        }
+        Err(e) => wrong.push(format!("cannot connect to instance {i}: {e}")),
+    }
+    let addr = fleet.http_addr(i);
+    if concord::api::http::check(addr, "/readyz").await.is_ok() {
+        wrong.push("/readyz answered ready with the database down".into());
+    }
+    if let Err(e) = concord::api::http::check(addr, "/healthz").await {
+        wrong.push(format!("/healthz failed with the database down: {e}"));
+    }
+    wrong
+}
+
+/// Whether instance `i` accepts a Begin again within 15 s of PostgreSQL
+/// answering, without having been restarted.
+async fn serves_again(fleet: &Fleet, i: usize) -> Result<(), String> {
+    use concord_sdk::proto::v1::GetTransactionRequest;
+    use concord_sdk::proto::v1::coordinator_client::CoordinatorClient;
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < until {
+        if let Ok(mut client) = CoordinatorClient::connect(fleet.url(i)).await {
+            // An unknown gid: NOT_FOUND is the database's answer.
+            let ask = GetTransactionRequest {
+                gid: "chaos-probe".into(),
+                include_events: false,
+            };
+            match client.get_transaction(ask).await {
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                Ok(_) => return Ok(()),
+                Err(s) => last = s.message().to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "instance {i} did not serve again within 15 s of PostgreSQL's return: {last}"
+    ))
+}
+
 /// Per transaction the killed `owner` held: how long after the kill
 /// another instance held it (or it was final), and when the call of it
 /// still at a participant at the kill had its deadline, if one was.
@@ -498,6 +591,8 @@ async fn takeover(
                 let still = held.contains(gid);
                 if !still {
                     took.push(Takeover {
+                        gid: gid.clone(),
+                        killed_at,
                         after: now,
                         call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
                     });
@@ -507,7 +602,9 @@ async fn takeover(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    took.extend(waiting.into_iter().map(|(_, call_until)| Takeover {
+    took.extend(waiting.into_iter().map(|(gid, call_until)| Takeover {
+        gid,
+        killed_at,
         after: until - killed_at,
         call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
     }));
