@@ -1,4 +1,4 @@
--- The whole schema of the embedded store, as PostgreSQL's migrations 0001-0006
+-- The whole schema of the embedded store, as PostgreSQL's migrations 0001-0007
 -- left it (see migrations/postgres/ for why each column and index exists).
 -- Differences, all of representation: instants are INTEGER microseconds
 -- since the Unix epoch (they compare and sort as numbers; SQLite has no
@@ -83,6 +83,7 @@ CREATE TABLE branches (
     compensation        TEXT,
     depends_on          TEXT NOT NULL DEFAULT '[]',
     compensate_rejected INTEGER NOT NULL DEFAULT 1,
+    call_until          INTEGER,
     PRIMARY KEY (gid, branch_id)
 ) STRICT, WITHOUT ROWID;
 

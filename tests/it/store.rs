@@ -133,6 +133,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         action: ActionName::parse("a").unwrap(),
         payload: b"x".to_vec(),
         call_timeout: None,
+        call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),
     }
@@ -656,6 +657,68 @@ async fn operator_queries_gauges_and_retention(s: Subject) {
     assert_eq!(s.admin_stats().await.unwrap().total, 2);
 }
 
+/// Issue 11's guards: a branch records that its Try is out (a repeated Try
+/// is refused until the outcome is recorded), and a lease is extended
+/// before a long call, never shortened by a renewal.
+async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
+    use concord::machine::{Outcome, Phase};
+
+    let g = Gid::parse("g").unwrap();
+    let one = BranchId::parse("1").unwrap();
+    s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
+    let mut b = new_branch("g", None);
+    b.call_cover = Duration::from_secs(60);
+    let BranchAdded::Added { branch, .. } = s.add_branch(b).await.unwrap() else {
+        panic!("not added")
+    };
+    assert!(branch.call_busy_until.is_some());
+    let (_, branches) = s.load(&g).await.unwrap().unwrap();
+    assert!(branches[0].call_busy_until.is_some(), "stored");
+    let cover = Duration::from_secs(5);
+    assert!(
+        !s.claim_try_call(&g, &one, cover).await.unwrap(),
+        "the first Try is out"
+    );
+    let reply = CallRecord {
+        branch_id: one.clone(),
+        phase: Phase::Try,
+        attempt: 1,
+        outcome: Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: "down".into(),
+        },
+    };
+    s.record_try(&g, &reply, machine::try_record_applies(), Utc::now(), "t")
+        .await
+        .unwrap();
+    let (_, branches) = s.load(&g).await.unwrap().unwrap();
+    assert!(branches[0].call_busy_until.is_none(), "its outcome is in");
+    assert!(s.claim_try_call(&g, &one, cover).await.unwrap());
+    assert!(!s.claim_try_call(&g, &one, cover).await.unwrap(), "once");
+
+    let lease = decide(&*s, "g", Command::Rollback { reason: "r".into() }, "me")
+        .await
+        .unwrap();
+    assert!(
+        !s.claim_try_call(&g, &one, Duration::ZERO).await.unwrap(),
+        "decided"
+    );
+    let long = Duration::from_secs(120);
+    assert!(s.extend_lease("me", &lease, long).await.unwrap());
+    assert!(!s.extend_lease("other", &lease, long).await.unwrap());
+    let renewed = s
+        .renew("me", std::slice::from_ref(&lease), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![g.clone()]);
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    let left = tx.lease_until.unwrap() - Utc::now();
+    assert!(
+        left > chrono::Duration::seconds(100),
+        "not shortened: {left}"
+    );
+}
+
 /// One test per store for each conformance test.
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
@@ -687,6 +750,7 @@ conformance!(
     registry_is_persisted_and_merged,
     a_late_try_record_does_not_overwrite_phase_two,
     operator_queries_gauges_and_retention,
+    try_calls_are_claimed_once_and_leases_never_shortened,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

@@ -66,6 +66,7 @@ pub(super) async fn begin(
 pub(super) async fn add_branch(
     c: &mut SqliteConnection,
     b: &NewBranch,
+    clock: DateTime<Utc>,
     ev: &mut Events,
 ) -> StoreResult<BranchInsert> {
     let gid = b.gid.as_str();
@@ -93,8 +94,9 @@ pub(super) async fn add_branch(
         .map_or_else(|| seq.to_string(), |id| id.as_str().to_string());
     let inserted = sqlx::query(
         "INSERT INTO branches
-            (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+            (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at,
+             call_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
          ON CONFLICT (gid, branch_id) DO NOTHING",
     )
     .bind(gid)
@@ -104,6 +106,8 @@ pub(super) async fn add_branch(
     .bind(b.payload.as_slice())
     .bind(b.call_timeout.map(ms))
     .bind(us(b.now))
+    // The Try about to be sent is out until then (by this process's clock).
+    .bind(us(after(clock, b.call_cover)))
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -177,7 +181,8 @@ pub(super) async fn record_try(
     // Compare-and-set on phase 2, as the caller asked.
     sqlx::query(
         "UPDATE branches
-            SET first_phase = ?3, last_code = ?4, last_error = ?5, last_attempt_at = ?6, updated_at = ?6
+            SET first_phase = ?3, last_code = ?4, last_error = ?5, last_attempt_at = ?6, updated_at = ?6,
+                call_until = NULL
           WHERE gid = ?1 AND branch_id = ?2 AND second_phase = ?7",
     )
     .bind(gid.as_str())

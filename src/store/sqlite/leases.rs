@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::rows::{after, us};
-use crate::domain::Gid;
+use crate::domain::{BranchId, Gid};
 use crate::store::{Claimed, Lease, StoreResult};
 
 fn until(now: DateTime<Utc>, lease: Duration) -> i64 {
@@ -65,7 +65,8 @@ pub(super) async fn renew(
     let mut renewed = Vec::with_capacity(leases.len());
     for l in leases {
         let n = sqlx::query(
-            "UPDATE global_transactions SET lease_until = ?4
+            // Never shortens a lease (a call may be out under it).
+            "UPDATE global_transactions SET lease_until = max(COALESCE(lease_until, 0), ?4)
               WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
         )
         .bind(l.gid.as_str())
@@ -80,6 +81,66 @@ pub(super) async fn renew(
         }
     }
     Ok(renewed)
+}
+
+/// Extends one held lease to at least `cover` from now; `false` if it is
+/// no longer this owner's.
+pub(super) async fn extend(
+    c: &mut SqliteConnection,
+    owner: &str,
+    lease: &Lease,
+    cover: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE global_transactions SET lease_until = max(COALESCE(lease_until, 0), ?4)
+          WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+    )
+    .bind(lease.gid.as_str())
+    .bind(lease.fence)
+    .bind(owner)
+    .bind(until(now, cover))
+    .execute(c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Marks a repeated Try of an existing branch as out for `cover`, unless
+/// one still is; as on PostgreSQL, only while the transaction is trying,
+/// and bumping its branch counter so that a decision that read the branch
+/// before the mark reads again.
+pub(super) async fn claim_try_call(
+    c: &mut SqliteConnection,
+    gid: &Gid,
+    branch_id: &BranchId,
+    cover: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let trying = sqlx::query(
+        "UPDATE global_transactions SET branch_seq = branch_seq + 1
+          WHERE gid = ? AND status = 'trying'",
+    )
+    .bind(gid.as_str())
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if !trying {
+        return Ok(false);
+    }
+    let n = sqlx::query(
+        "UPDATE branches SET call_until = ?3
+          WHERE gid = ?1 AND branch_id = ?2 AND (call_until IS NULL OR call_until < ?4)",
+    )
+    .bind(gid.as_str())
+    .bind(branch_id.as_str())
+    .bind(until(now, cover))
+    .bind(us(now))
+    .execute(c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 pub(super) async fn release(

@@ -157,6 +157,7 @@ impl SqliteStore {
         &self,
         b: NewBranch,
         found: drive::BranchInsert,
+        busy_until: std::time::Instant,
     ) -> StoreResult<BranchAdded> {
         let metadata: Metadata = match &found.metadata {
             Some(m) => serde_json::from_str(m)
@@ -183,6 +184,7 @@ impl SqliteStore {
                     compensation: None,
                     depends_on: Vec::new(),
                     compensate_rejected: true,
+                    call_busy_until: Some(busy_until),
                 },
                 metadata,
                 seq,
@@ -226,7 +228,10 @@ impl Store for SqliteStore {
         let Done::Branch(found) = self.write(Write::Branch(b.clone())).await? else {
             return Err(unexpected("add_branch"));
         };
-        self.branch_added(b, found).await
+        // The row says `call_cover` from a moment before this reply: counted
+        // from here, no earlier than the stored one.
+        let busy_until = std::time::Instant::now() + b.call_cover;
+        self.branch_added(b, found, busy_until).await
     }
 
     async fn record_try(
@@ -346,6 +351,35 @@ impl Store for SqliteStore {
         match self.write(renew).await? {
             Done::Renewed(gids) => Ok(gids),
             _ => Err(unexpected("renew")),
+        }
+    }
+
+    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+        let extend = Write::ExtendLease {
+            owner: owner.to_string(),
+            lease: lease.clone(),
+            cover,
+        };
+        match self.write(extend).await? {
+            Done::Applied(held) => Ok(held),
+            _ => Err(unexpected("extend_lease")),
+        }
+    }
+
+    async fn claim_try_call(
+        &self,
+        gid: &Gid,
+        branch_id: &BranchId,
+        cover: Duration,
+    ) -> StoreResult<bool> {
+        let claim = Write::ClaimTryCall {
+            gid: gid.clone(),
+            branch_id: branch_id.clone(),
+            cover,
+        };
+        match self.write(claim).await? {
+            Done::Applied(claimed) => Ok(claimed),
+            _ => Err(unexpected("claim_try_call")),
         }
     }
 

@@ -117,6 +117,7 @@ pub(super) struct BranchRow {
     #[sqlx(json)]
     depends_on: Vec<usize>,
     compensate_rejected: bool,
+    call_until: Option<i64>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -138,6 +139,14 @@ impl From<BranchRow> for BranchRecord {
             compensation: r.compensation.map(ActionName::from_trusted),
             depends_on: r.depends_on,
             compensate_rejected: r.compensate_rejected,
+            // The row was written by this process's clock: what is left of
+            // it, counted from now.
+            call_busy_until: r
+                .call_until
+                .map(|until| at(until) - Utc::now())
+                .and_then(|left| left.to_std().ok())
+                .filter(|left| !left.is_zero())
+                .map(|left| std::time::Instant::now() + left),
         }
     }
 }

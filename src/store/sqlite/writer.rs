@@ -21,7 +21,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::events::Events;
 use super::{admin, drive, housekeeping, leases};
-use crate::domain::{ActionName, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
 use crate::machine::CallStatus;
 use crate::store::admin::AdminWrite;
 use crate::store::batch::GroupWriter;
@@ -57,6 +57,16 @@ pub(super) enum Write {
     Release {
         owner: String,
         leases: Vec<Lease>,
+    },
+    ExtendLease {
+        owner: String,
+        lease: Lease,
+        cover: Duration,
+    },
+    ClaimTryCall {
+        gid: Gid,
+        branch_id: BranchId,
+        cover: Duration,
     },
     Register {
         name: ParticipantName,
@@ -171,7 +181,7 @@ async fn apply(
 ) -> StoreResult<Done> {
     Ok(match w {
         Write::Begin(t) => Done::Applied(drive::begin(c, t, ev).await?),
-        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, ev).await?),
+        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, now, ev).await?),
         Write::Decide(d) => Done::Fence(drive::decide(c, d, now, ev).await?),
         Write::Try {
             gid,
@@ -199,6 +209,16 @@ async fn apply(
             owner,
             leases: held,
         } => Done::Count(leases::release(c, owner, held).await?),
+        Write::ExtendLease {
+            owner,
+            lease,
+            cover,
+        } => Done::Applied(leases::extend(c, owner, lease, *cover, now).await?),
+        Write::ClaimTryCall {
+            gid,
+            branch_id,
+            cover,
+        } => Done::Applied(leases::claim_try_call(c, gid, branch_id, *cover, now).await?),
         Write::Register {
             name,
             endpoint,
