@@ -77,6 +77,13 @@ impl Server {
     pub async fn build(config: Config) -> Result<Self, ServerError> {
         let location = config.store_location().map_err(ServerError::Config)?;
         let store = open_store(&location, config.pool_size, config.migrate).await?;
+        match &location {
+            StoreLocation::Postgres(_) => tracing::info!("state kept in postgresql"),
+            StoreLocation::Sqlite(path) => tracing::info!(
+                path = %path.display(),
+                "state kept in sqlite: single instance (several instances need postgresql)"
+            ),
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -315,7 +322,7 @@ impl Server {
 
 /// Opens the store `location` names (creating a PostgreSQL database or a
 /// SQLite file that does not exist yet) and, with `migrate`, applies its
-/// migrations; says in one line where the state is.
+/// migrations.
 pub async fn open_store(
     location: &StoreLocation,
     pool_size: u32,
@@ -335,7 +342,6 @@ pub async fn open_store(
             if migrate {
                 store.migrate().await.map_err(ServerError::Migrate)?;
             }
-            tracing::info!("state kept in postgresql");
             Ok(Arc::new(store))
         }
         StoreLocation::Sqlite(path) => {
@@ -345,10 +351,6 @@ pub async fn open_store(
             if migrate {
                 store.migrate().await.map_err(ServerError::Migrate)?;
             }
-            tracing::info!(
-                path = %path.display(),
-                "state kept in sqlite: single instance (several instances need postgresql)"
-            );
             Ok(Arc::new(store))
         }
     }

@@ -172,7 +172,7 @@ impl SqliteStore {
                     participant: b.participant,
                     action: b.action,
                     payload: b.payload,
-                    call_timeout: b.call_timeout.map(|t| rows_ms(t)),
+                    call_timeout: b.call_timeout.map(at_stored_precision),
                     first_phase: CallStatus::Pending,
                     second_phase: CallStatus::NotRequired,
                     attempts: 0,
@@ -204,7 +204,7 @@ impl SqliteStore {
 }
 
 /// A duration at the stored (millisecond) precision.
-fn rows_ms(d: Duration) -> Duration {
+fn at_stored_precision(d: Duration) -> Duration {
     super::rows::duration_of(super::rows::ms(d))
 }
 
