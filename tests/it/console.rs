@@ -436,6 +436,12 @@ impl Browser {
         }
     }
 
+    /// Sends keys (WebDriver key codes) to the focused element.
+    async fn keys(&self, keys: &str) {
+        let focused = self.client.active_element().await.unwrap();
+        focused.send_keys(keys).await.unwrap();
+    }
+
     async fn click(&self, css: &str) {
         self.client
             .wait()
@@ -553,15 +559,36 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
     b.until_text("#chart figcaption", "1 finished").await;
     b.screenshot("console-overview.png").await;
 
+    // Participants: the failing one with its last error, as text.
+    b.click("a[data-nav=participants]").await;
+    b.until_text("#participants", "bank-b").await;
+    b.until_text("#participants", "<script>window.__xss=2</script>")
+        .await;
+
     // Transactions, filtered to those needing attention.
     b.click("a[data-nav=transactions]").await;
     b.until_text("#results", "other-1").await;
+    b.screenshot("console-transactions.png").await;
+    // It follows new transactions without a reload (the marker survives).
+    b.client
+        .execute("window.__marker = 1", vec![])
+        .await
+        .unwrap();
+    let mut c = coord.client().await;
+    c.begin(begin_req("late-1", None)).await.unwrap();
+    b.until_text("#results", "late-1").await;
+    let kept = b
+        .client
+        .execute("return window.__marker", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(1), "the page was reloaded");
     b.click("#filter-needs_attention").await;
     b.click("#filters button[type=submit]").await;
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let rows = b.text("#results").await.unwrap_or_default();
-        if rows.contains("order-1") && !rows.contains("other-1") && !rows.contains("paid-1") {
+        if rows.contains("order-1") && !rows.contains("other-1") && !rows.contains("late-1") {
             break;
         }
         assert!(Instant::now() < until, "filter not applied: {rows}");
@@ -626,9 +653,37 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
     assert!(!flag(&pool, "other-1", "paused").await);
     assert_eq!(operator_events(&pool, "other-1").await, 0);
 
-    // Resolve with a note; the note and the actor show in the history.
+    // Back on the page, by keyboard alone: Pause, a note, Tab to the
+    // confirmation's button, Enter. Then Resume.
     b.client.goto(&format!("{base}#/tx/order-1")).await.unwrap();
     b.until_text("#why", "failing").await;
+    b.client
+        .execute("document.getElementById('do-pause').focus()", vec![])
+        .await
+        .unwrap();
+    b.keys("\u{E007}").await; // Enter on the focused button
+    b.until_text("#confirm-text", "Stop retrying order-1").await;
+    b.keys("disk full on bank-a\u{E004}\u{E004}\u{E007}").await; // text, Tab, Tab, Enter
+    b.until_text("#action-result", "Done: retries paused").await;
+    b.until_text("#why", "retries paused by alice").await;
+    let done = b.command("resume", "").await;
+    assert!(done.starts_with("Done: retries resumed"), "{done}");
+
+    // At phone width nothing sticks out sideways (tables scroll in place).
+    b.client.set_window_size(390, 844).await.unwrap();
+    let overflow = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(0), "the page is wider than a phone");
+    b.screenshot("console-phone.png").await;
+    b.client.set_window_size(1200, 900).await.unwrap();
+
+    // Resolve with a note; the note and the actor show in the history.
     let note = "refunded by hand <b>ticket 42</b>";
     let done = b.command("resolve", note).await;
     assert!(done.starts_with("Done: resolved by hand"), "{done}");
