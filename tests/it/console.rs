@@ -52,8 +52,9 @@ async fn coordinator(pool: &PgPool, tokens: &str) -> TestCoordinator {
 }
 
 /// `bank-a` fails every Confirm with [`HOSTILE`]; `order-1` is committed
-/// (so stuck confirming, soon flagged), `other-1` is still trying, and
-/// `paid-1` on `bank-b` finishes (the overview's chart has a bar).
+/// (so stuck confirming, soon flagged), `other-1` is still trying, and on
+/// `bank-b` `paid-1` is confirmed and `gone-1` cancelled (the overview's
+/// chart: two finished, one of them failed).
 async fn stuck_world(pool: &PgPool, coord: &TestCoordinator) -> TestParticipant {
     let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
     a.register(coord, &["debit"]).await;
@@ -65,11 +66,15 @@ async fn stuck_world(pool: &PgPool, coord: &TestCoordinator) -> TestParticipant 
         ("order-1", "bank-a"),
         ("other-1", "bank-a"),
         ("paid-1", "bank-b"),
+        ("gone-1", "bank-b"),
     ] {
         c.begin(begin_req(gid, None)).await.unwrap();
         c.r#try(try_req(gid, participant, "debit")).await.unwrap();
     }
     commit_tx(&mut c, "paid-1", true).await.unwrap();
+    rollback_tx(&mut c, "gone-1", "changed my mind", true)
+        .await
+        .unwrap();
     commit_tx(&mut c, "order-1", false).await.unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while !flag(pool, "order-1", "needs_attention").await {
@@ -315,6 +320,19 @@ async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
     .unwrap();
     assert_eq!(actor, "alice");
 
+    // The overview: counts, and every minute of the last hour with the
+    // two that finished (one rolled back) in the last one or two.
+    let o = http(addr, "GET", "/ui/api/overview", &[&cookie], "")
+        .await
+        .json();
+    assert_eq!(o["stats"]["needs_attention"], 1);
+    assert_eq!(o["stats"]["paused"], 1);
+    assert_eq!(o["stats"]["oldest_unfinished"]["gid"], "order-1");
+    let minutes = o["per_minute"].as_array().unwrap();
+    assert!((60..=61).contains(&minutes.len()), "{}", minutes.len());
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("finished"), sum("failed")), (2, 1));
+
     // Signed out: the cookie is worth nothing any more.
     let out = http(addr, "DELETE", "/ui/api/session", &[&cookie, &origin], "").await;
     assert_eq!(out.status, 204);
@@ -556,7 +574,8 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
     // Overview: the stuck one is counted and is the oldest unfinished.
     b.until_text("#card-attention .value", "1").await;
     b.until_text("#oldest", "order-1").await;
-    b.until_text("#chart figcaption", "1 finished").await;
+    b.until_text("#chart figcaption", "2 finished, 1 failed")
+        .await;
     b.screenshot("console-overview.png").await;
 
     // Participants: the failing one with its last error, as text.
