@@ -175,7 +175,7 @@ pub struct Config {
     #[arg(long, env = "CONCORD_CONSOLE", action = ArgAction::Set, value_name = "ON_OFF", value_parser = parse_on_off, help_heading = OPERATIONS)]
     #[serde(deserialize_with = "de::on_off")]
     pub console: bool,
-    /// How long a console session lasts without a request.
+    /// How long a console session lasts while the operator does nothing.
     #[arg(long, env = "CONCORD_CONSOLE_IDLE_TIMEOUT", value_parser = parse_duration, help_heading = OPERATIONS)]
     #[serde(deserialize_with = "de::duration")]
     pub console_idle_timeout: Duration,

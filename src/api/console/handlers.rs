@@ -91,7 +91,10 @@ impl Console {
     /// The actor of the request's session.
     fn actor(&self, headers: &HeaderMap) -> Result<String, Refusal> {
         session::session_id(headers)
-            .and_then(|id| self.0.sessions.actor(id, Instant::now()))
+            .and_then(|id| {
+                let by_operator = session::by_operator(headers);
+                self.0.sessions.actor(id, Instant::now(), by_operator)
+            })
             .ok_or_else(|| {
                 Refusal::Engine(Error::Unauthenticated(
                     "not signed in, or the session ended; sign in again".into(),

@@ -21,6 +21,10 @@ use rand::Rng;
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "concord_console";
 
+/// Header the page sets on its background refreshes, which do not keep a
+/// session alive.
+pub const BACKGROUND_HEADER: &str = "x-concord-background";
+
 /// Sessions kept at most; past it the least recently used one is dropped
 /// (only holders of a valid token can create sessions, so this bounds a
 /// script that signs in in a loop, not an anonymous attacker).
@@ -76,15 +80,19 @@ impl Sessions {
     }
 
     /// The actor of session `id` if it is open and was used within the
-    /// idle timeout; using it restarts that timeout.
-    pub fn actor(&self, id: &str, now: Instant) -> Option<String> {
+    /// idle timeout. A request the operator made (`by_operator`) restarts
+    /// that timeout; the page's own background refreshes do not, so an
+    /// open tab nobody looks at still signs out.
+    pub fn actor(&self, id: &str, now: Instant, by_operator: bool) -> Option<String> {
         let mut open = self.open.lock().expect("sessions lock");
         let session = open.get_mut(id)?;
         if now.duration_since(session.last_used) >= self.idle {
             open.remove(id);
             return None;
         }
-        session.last_used = now;
+        if by_operator {
+            session.last_used = now;
+        }
         Some(session.actor.clone())
     }
 
@@ -92,6 +100,11 @@ impl Sessions {
     pub fn close(&self, id: &str) {
         self.open.lock().expect("sessions lock").remove(id);
     }
+}
+
+/// Whether the operator made this request (not a background refresh).
+pub fn by_operator(headers: &HeaderMap) -> bool {
+    !headers.contains_key(BACKGROUND_HEADER)
 }
 
 /// The session id of the request's cookie, if it has one.
@@ -157,19 +170,20 @@ mod tests {
         let id = sessions.open("alice", t0);
         assert_eq!(id.len(), 64);
         assert_ne!(id, sessions.open("alice", t0), "ids are random");
-        let later = t0 + Duration::from_secs(50);
-        assert_eq!(sessions.actor(&id, later).as_deref(), Some("alice"));
-        // Used at 50 s, so still open at 100 s; idle from 50 s to 110 s ends it.
-        assert!(sessions.actor(&id, t0 + Duration::from_secs(100)).is_some());
-        assert!(sessions.actor(&id, t0 + Duration::from_secs(160)).is_none());
-        assert!(
-            sessions.actor(&id, t0).is_none(),
-            "an ended session stays ended"
-        );
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(sessions.actor(&id, at(50), true).as_deref(), Some("alice"));
+        // Used at 50 s and 100 s; background refreshes do not count as use,
+        // so idle from 100 s to 160 s ends it.
+        assert!(sessions.actor(&id, at(100), true).is_some());
+        assert!(sessions.actor(&id, at(130), false).is_some());
+        assert!(sessions.actor(&id, at(159), false).is_some());
+        assert!(sessions.actor(&id, at(160), false).is_none());
+        let ended = sessions.actor(&id, t0, true);
+        assert!(ended.is_none(), "an ended session stays ended");
         let id = sessions.open("bob", t0);
         sessions.close(&id);
-        assert!(sessions.actor(&id, t0).is_none());
-        assert!(sessions.actor("not-a-session", t0).is_none());
+        assert!(sessions.actor(&id, t0, true).is_none());
+        assert!(sessions.actor("not-a-session", t0, true).is_none());
     }
 
     #[test]
@@ -181,7 +195,7 @@ mod tests {
             sessions.open("alice", t0 + Duration::from_millis(i as u64));
         }
         assert!(
-            sessions.actor(&first, t0).is_none(),
+            sessions.actor(&first, t0, true).is_none(),
             "least recently used dropped"
         );
         assert_eq!(sessions.open.lock().unwrap().len(), MAX_SESSIONS);

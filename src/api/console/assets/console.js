@@ -88,8 +88,13 @@ class ApiError extends Error {
   }
 }
 
+// True while the page refreshes itself: such requests say so, and the
+// server does not count them as activity (the idle timeout still applies).
+let background = false;
+
 async function api(method, path, body) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+  if (background) init.headers['X-Concord-Background'] = '1';
   if (method !== 'GET') {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body || {});
@@ -180,7 +185,9 @@ function route() {
   refresh();
   pollTimer = setInterval(() => {
     // Not while a confirmation is open, nor in a hidden tab.
-    if (!document.hidden && !$('confirm').open) refresh();
+    if (document.hidden || $('confirm').open) return;
+    background = true;
+    refresh().finally(() => { background = false; });
   }, POLL_MS);
 }
 
