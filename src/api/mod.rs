@@ -8,6 +8,7 @@ pub mod admin;
 pub mod console;
 pub mod convert;
 pub mod coordinator;
+pub mod db_down;
 pub mod http;
 pub mod oversize;
 pub mod registry;

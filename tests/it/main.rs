@@ -10,6 +10,7 @@ mod harness;
 mod invariant;
 mod layout;
 mod observability;
+mod overlap;
 mod saga;
 mod sdk;
 mod store;
