@@ -69,6 +69,22 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
         .await
         .unwrap();
     assert_eq!(kept, json!(1), "the page was reloaded");
+    // By status (several may be ticked, as the CLI's --status a,b).
+    b.click("#filter-status summary").await;
+    b.click("#status-confirmed").await;
+    b.click("#status-cancelled").await;
+    b.click("#filters button[type=submit]").await;
+    b.until_text("#filter-status summary", "confirmed, cancelled")
+        .await;
+    let rows = b.until_text("#results", "gone-1").await;
+    assert!(
+        rows.contains("paid-1") && !rows.contains("order-1"),
+        "{rows}"
+    );
+    // Then those needing attention, of any status.
+    b.click("#filter-status summary").await;
+    b.click("#status-confirmed").await;
+    b.click("#status-cancelled").await;
     b.click("#filter-needs_attention").await;
     b.click("#filters button[type=submit]").await;
     let until = Instant::now() + Duration::from_secs(10);
