@@ -282,6 +282,18 @@ function chart(minutes) {
 const STATUSES = ['trying', 'confirming', 'confirmed', 'cancelling', 'cancelled',
   'running', 'succeeded', 'compensating', 'compensated'];
 
+/** One checkbox per status in a disclosure; none checked is "any". */
+function statusPicker(chosen) {
+  const picked = new Set((chosen || '').split(',').filter(Boolean));
+  const summary = el('summary', {}, 'Status: ' + (picked.size ? [...picked].join(', ') : 'any'));
+  return el('details', { class: 'statuses', id: 'filter-status' }, summary,
+    el('div', { class: 'options' }, STATUSES.map((s) => {
+      const box = el('input', { type: 'checkbox', name: 'status', value: s, id: 'status-' + s });
+      box.checked = picked.has(s);
+      return el('label', { class: 'check' }, box, ' ', s);
+    })));
+}
+
 function listView(params) {
   const field = (label, input) => el('label', { class: 'field' }, el('span', {}, label), input);
   const select = (name, options) => {
@@ -297,7 +309,7 @@ function listView(params) {
   const attention = el('input', { type: 'checkbox', name: 'needs_attention', id: 'filter-needs_attention' });
   attention.checked = params.get('needs_attention') === 'true';
   const form = el('form', { class: 'filters', id: 'filters', role: 'search' },
-    field('Status', select('status', [['', 'any'], ...STATUSES.map((s) => [s, s])])),
+    statusPicker(params.get('status')),
     field('Mode', select('mode', [['', 'any'], ['tcc', 'tcc'], ['saga', 'saga']])),
     field('Participant', text('participant', 'bank-a')),
     field('Unfinished for', select('stuck', [['', 'any'], ['1s', 'any time'], ['1m', '≥ 1 min'],
@@ -310,7 +322,12 @@ function listView(params) {
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v === 'on' ? 'true' : v);
+    for (const [k, v] of new FormData(form)) {
+      if (!v) continue;
+      // Several statuses go as one comma-separated value, as the CLI's --status.
+      if (k === 'status' && q.has('status')) q.set(k, q.get(k) + ',' + v);
+      else q.set(k, v === 'on' ? 'true' : v);
+    }
     location.hash = '#/transactions' + (q.toString() ? '?' + q : '');
   });
   const problem = problemLine();
