@@ -638,6 +638,14 @@ async fn operator_queries_gauges_and_retention(s: Subject) {
     assert!(open.oldest_age < Duration::from_secs(60));
     assert!(!s.pool_stats().is_empty());
 
+    let per_minute = s
+        .admin_finished_per_minute(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let counted: Vec<(u64, u64)> = per_minute.iter().map(|m| (m.finished, m.failed)).collect();
+    assert_eq!(counted, [(1, 1)], "a-1 finished, rolled back");
+    assert_eq!(per_minute[0].minute.timestamp() % 60, 0);
+
     // Retention takes finished transactions only, once old enough.
     assert_eq!(
         s.delete_finished(Duration::from_secs(60), 10)

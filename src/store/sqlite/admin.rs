@@ -11,7 +11,8 @@ use super::rows::{BranchRow, TxRow, at, us};
 use crate::domain::Gid;
 use crate::machine::Status;
 use crate::store::admin::{
-    AdminChange, AdminStats, AdminTx, AdminWrite, ListCursor, Resolution, TxFilter,
+    AdminChange, AdminStats, AdminTx, AdminWrite, FinishedInMinute, ListCursor, Resolution,
+    TxFilter,
 };
 use crate::store::{BranchRecord, StoreResult};
 
@@ -206,6 +207,41 @@ pub(super) async fn stats(pool: &SqlitePool, now: DateTime<Utc>) -> StoreResult<
         resolved: count(t.resolved),
         oldest_unfinished: oldest.map(AdminTx::from),
     })
+}
+
+/// Finished (and failed: cancelled or compensated) transactions per minute
+/// since the minute of `since`, on the retention index's expression.
+pub(super) async fn finished_per_minute(
+    pool: &SqlitePool,
+    since: DateTime<Utc>,
+) -> StoreResult<Vec<FinishedInMinute>> {
+    const MINUTE: i64 = 60_000_000;
+    let failed: Vec<&str> = [Status::Cancelled, Status::Compensated]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT (finished_at / ?2) * ?2 AS minute, count(*) AS finished,
+                count(*) FILTER (WHERE status IN (SELECT value FROM json_each(?3))) AS failed
+           FROM global_transactions
+          WHERE (finished_at IS NOT NULL OR resolved_at IS NOT NULL)
+            AND COALESCE(finished_at, resolved_at) >= ?1
+            AND finished_at IS NOT NULL
+          GROUP BY 1 ORDER BY 1",
+    )
+    .bind(us(since).div_euclid(MINUTE) * MINUTE)
+    .bind(MINUTE)
+    .bind(serde_json::to_string(&failed).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(minute, finished, failed)| FinishedInMinute {
+            minute: at(minute),
+            finished: count(finished),
+            failed: count(failed),
+        })
+        .collect())
 }
 
 /// Applies an operator write if the row is still as expected, with its

@@ -37,7 +37,9 @@ use sqlx::sqlite::{
 
 use self::rows::{BranchRow, EventRow, TxRow};
 use self::writer::{Done, Write, Writer};
-use super::admin::{AdminStats, AdminStore, AdminTx, AdminWrite, ListCursor, TxFilter};
+use super::admin::{
+    AdminStats, AdminStore, AdminTx, AdminWrite, FinishedInMinute, ListCursor, TxFilter,
+};
 use super::*;
 pub use lock::InstanceLock;
 
@@ -475,6 +477,13 @@ impl AdminStore for SqliteStore {
 
     async fn admin_stats(&self) -> StoreResult<AdminStats> {
         admin::stats(&self.readers, Utc::now()).await
+    }
+
+    async fn admin_finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishedInMinute>> {
+        admin::finished_per_minute(&self.readers, since).await
     }
 
     async fn open_counts(&self) -> StoreResult<OpenCounts> {
