@@ -20,7 +20,7 @@ use super::{
     NewSaga, NewTransaction, ParticipantRecord, RoundWrite, SagaSubmitted, SagaWrite, Store,
     StoreResult, TxRecord,
 };
-use crate::domain::{ActionName, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, Endpoint, Gid, ParticipantName};
 use crate::machine::{CallStatus, Mode};
 
 /// Bound on entries; transactions that never decide are dropped with the
@@ -170,7 +170,7 @@ impl Store for Remembering {
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
 
@@ -274,11 +274,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leases back so any instance may drive them at once.
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;
 
-    /// Registers (or refreshes) one participant endpoint and its actions.
+    /// Registers (or refreshes) one participant endpoint and its actions;
+    /// a repeated registration may change the endpoint's protocol.
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()>;

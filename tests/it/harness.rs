@@ -172,7 +172,7 @@ pub enum Ph {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     scripts: HashMap<Ph, (VecDeque<Behavior>, Option<Behavior>)>,
     calls: HashMap<(String, String, Ph), u32>,
     effects: HashSet<(String, String, Ph)>,
@@ -191,15 +191,17 @@ struct State {
 pub struct TestParticipant {
     pub name: String,
     pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    arrived: Arc<Notify>,
-    stop: CancellationToken,
+    /// How it registers: gRPC, or HTTP/JSON (see `harness_http`).
+    pub protocol: pb::Protocol,
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) arrived: Arc<Notify>,
+    pub(crate) stop: CancellationToken,
 }
 
-struct Service {
-    state: Arc<Mutex<State>>,
-    arrived: Arc<Notify>,
-    db: Option<PgPool>,
+pub(crate) struct Service {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) arrived: Arc<Notify>,
+    pub(crate) db: Option<PgPool>,
 }
 
 impl TestParticipant {
@@ -234,6 +236,7 @@ impl TestParticipant {
         Self {
             name: name.to_string(),
             addr,
+            protocol: pb::Protocol::Grpc,
             state,
             arrived,
             stop,
@@ -241,7 +244,11 @@ impl TestParticipant {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.protocol {
+            // Under a base path, as HTTP participants may register.
+            pb::Protocol::Http => format!("http://{}/concord", self.addr),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     pub fn stop(&self) {
@@ -254,6 +261,7 @@ impl TestParticipant {
             .registry()
             .await
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: self.protocol as i32,
                 name: self.name.clone(),
                 endpoint: self.endpoint(),
                 actions: actions
@@ -399,7 +407,7 @@ impl Service {
         })
     }
 
-    async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: BranchRequest,
         phase: Ph,

@@ -6,6 +6,8 @@ mod admin;
 mod bad_input;
 mod crash;
 mod harness;
+mod harness_http;
+mod http;
 mod invariant;
 mod layout;
 mod observability;

@@ -70,6 +70,7 @@ pub async fn start_and_register(
         let url = serve(stop.clone()).await?;
         registry
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: Default::default(),
                 name: name.into(),
                 endpoint: url,
                 actions: vec![

@@ -227,6 +227,7 @@ pub fn participant(p: &ParticipantView) -> pb::ParticipantHealth {
                     recent_failures: s.map_or(0, |s| s.recent_failures),
                     last_failure_at: s.and_then(|s| s.last_failure_at).map(timestamp),
                     last_error: s.and_then(|s| s.last_error.clone()).unwrap_or_default(),
+                    protocol: e.endpoint.protocol.as_str().to_string(),
                 }
             })
             .collect(),

@@ -236,7 +236,7 @@ impl Store for PgStore {
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
