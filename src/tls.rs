@@ -112,3 +112,11 @@ pub fn http_tls(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// Makes ring (what tonic and the HTTP participants' client use) the
+/// process' rustls provider, for clients that pick the default, such as the
+/// OTLP exporter's reqwest client. Idempotent.
+pub fn install_crypto_provider() {
+    // An error only says a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
