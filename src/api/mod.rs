@@ -7,6 +7,7 @@ pub mod admin;
 pub mod convert;
 pub mod coordinator;
 pub mod http;
+pub mod msg;
 pub mod oversize;
 pub mod registry;
 

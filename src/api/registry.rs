@@ -33,16 +33,7 @@ impl RegistryService for RegistryApi {
         let req = request.into_inner();
         guarded("RegisterParticipant", "", async {
             let name = ParticipantName::parse(req.name)?;
-            let protocol = match pb::Protocol::try_from(req.protocol) {
-                Ok(pb::Protocol::Unspecified | pb::Protocol::Grpc) => Protocol::Grpc,
-                Ok(pb::Protocol::Http) => Protocol::Http,
-                Err(_) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "unknown protocol {}",
-                        req.protocol
-                    )));
-                }
-            };
+            let protocol = convert::protocol(req.protocol)?;
             let endpoint = Endpoint::parse(req.endpoint, protocol)?;
             if req.actions.is_empty() {
                 return Err(Error::InvalidArgument(format!(

@@ -402,6 +402,7 @@ impl Engine {
             state: state.clone(),
             steps,
             calls,
+            query: None,
             status_changed,
             newly_flagged,
             release,

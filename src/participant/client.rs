@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use concord_proto::participant::v1::message_initiator_client::MessageInitiatorClient;
 use concord_proto::participant::v1::participant_client::ParticipantClient;
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use tonic::Code;
@@ -402,7 +403,7 @@ impl ParticipantClients {
                 };
             }
         };
-        let mut client = ParticipantClient::new(channel)
+        let mut client = ParticipantClient::new(channel.clone())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         let mut req = tonic::Request::new(request);
@@ -420,6 +421,12 @@ impl ParticipantClients {
                 Phase::Cancel => client.cancel(req).await,
                 Phase::Execute => client.execute(req).await,
                 Phase::Compensate => client.compensate(req).await,
+                Phase::QueryPrepared => {
+                    MessageInitiatorClient::new(channel)
+                        .max_decoding_message_size(self.max_message_bytes)
+                        .query_prepared(req)
+                        .await
+                }
             }
         };
         let started = Instant::now();

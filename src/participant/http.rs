@@ -4,7 +4,9 @@
 //! coordinator at `/openapi/participant.yaml`):
 //!
 //! - `POST {endpoint}/{action}/{phase}`, phase one of `try`, `confirm`,
-//!   `cancel`, `execute`, `compensate`;
+//!   `cancel`, `execute`, `compensate`; the query-back of a 2-phase message
+//!   is `POST {endpoint}/query_prepared` to the initiator, without branch
+//!   or action;
 //! - the body is the branch's payload, byte for byte, sent as
 //!   `application/json`;
 //! - headers [`GID`], [`BRANCH_ID`], [`PHASE`], [`ACTION`], [`ATTEMPT`],

@@ -104,6 +104,7 @@ impl TxRecord {
         let status = match mode {
             Mode::Tcc => Status::Trying,
             Mode::Saga => Status::Running,
+            Mode::Msg => Status::Prepared,
         };
         TxRecord {
             gid,

@@ -396,7 +396,8 @@ impl Service {
             Ph::Try => true,
             Ph::Confirm => status == "confirming" || status == "confirmed",
             Ph::Cancel => status == "cancelling" || status == "cancelled",
-            Ph::Execute => status == "running" || status == "compensating",
+            // A message's steps run once its submission is durable.
+            Ph::Execute => status == "running" || status == "compensating" || status == "submitted",
             Ph::Compensate => status == "compensating" || status == "compensated",
         };
         (!ok).then(|| {

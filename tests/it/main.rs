@@ -10,6 +10,7 @@ mod harness_http;
 mod http;
 mod invariant;
 mod layout;
+mod msg;
 mod observability;
 mod saga;
 mod sdk;
