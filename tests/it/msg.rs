@@ -474,3 +474,125 @@ async fn bad_message_requests_are_refused_and_change_nothing(pool: PgPool) {
     let err = c.prepare_message(other).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 }
+
+/// The SDK's initiator side: the barrier table in `pool` and the
+/// query-back service on a loopback port.
+async fn sdk_initiator(pool: &PgPool) -> String {
+    concord_sdk::Barrier::postgres(pool.clone())
+        .migrate()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE orders (id int PRIMARY KEY)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let svc = concord_sdk::initiator::MessageQuery::new(pool.clone()).service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    url
+}
+
+async fn orders(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn sdk_do_and_submit_commits_the_local_work_then_the_message(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, b) = two(&pool, &coord).await;
+    let query = sdk_initiator(&pool).await;
+    let sdk = concord_sdk::Coordinator::connect(coord.url())
+        .await
+        .unwrap();
+    let done = sdk
+        .message(Some("m-sdk"), &query)
+        .step("stock", "reserve", b"{}".to_vec())
+        .step("mail", "send", b"{}".to_vec())
+        .do_and_submit(&pool, async |conn| {
+            sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                .execute(conn)
+                .await?;
+            Ok(7)
+        })
+        .await
+        .unwrap();
+    assert_eq!((done.gid.as_str(), done.value), ("m-sdk", 7));
+    assert_eq!(orders(&pool).await, 1);
+    let mut c = coord.client().await;
+    wait_status(&mut c, "m-sdk", S::Succeeded, Duration::from_secs(10)).await;
+    assert_eq!(a.calls("m-sdk", "1", Ph::Execute), 1);
+    assert_eq!(b.calls("m-sdk", "2", Ph::Execute), 1);
+
+    // Local work that fails: rolled back with its barrier row, message aborted.
+    let err = sdk
+        .message(Some("m-sdk-2"), &query)
+        .step("stock", "reserve", b"{}".to_vec())
+        .do_and_submit(&pool, async |conn| {
+            sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("duplicate key"), "{err:?}");
+    let tx = get_tx(&mut c, "m-sdk-2").await;
+    assert_eq!(status_of(&tx), S::Aborted);
+    assert_eq!(orders(&pool).await, 1);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn sdk_query_back_answers_exactly_after_a_crash(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, _b) = two(&pool, &coord).await;
+    let query = sdk_initiator(&pool).await;
+    let mut c = coord.client().await;
+    let short = Duration::from_millis(200);
+    // Crashed after committing (the barrier row is there), before submitting.
+    let req = prepare(
+        "m-c",
+        vec![step("stock", "reserve")],
+        &query,
+        pb::Protocol::Grpc,
+        short,
+    );
+    c.prepare_message(req).await.unwrap();
+    sqlx::query(
+        "INSERT INTO concord_barrier (gid, branch_id, op, origin_op) VALUES ('m-c', 'msg', 'msg', 'msg')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Crashed before committing: no row.
+    let req = prepare(
+        "m-r",
+        vec![step("stock", "reserve")],
+        &query,
+        pb::Protocol::Grpc,
+        short,
+    );
+    c.prepare_message(req).await.unwrap();
+    wait_status(&mut c, "m-c", S::Succeeded, Duration::from_secs(10)).await;
+    wait_status(&mut c, "m-r", S::Aborted, Duration::from_secs(10)).await;
+    assert_eq!(a.calls("m-c", "1", Ph::Execute), 1);
+    assert_eq!(a.calls("m-r", "1", Ph::Execute), 0);
+    // The rolled-back answer is final: the local transaction cannot commit
+    // after it (its barrier insert finds the query's row).
+    let late = sqlx::query(
+        "INSERT INTO concord_barrier (gid, branch_id, op, origin_op) VALUES ('m-r', 'msg', 'msg', 'msg') ON CONFLICT DO NOTHING",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(late.rows_affected(), 0);
+}
