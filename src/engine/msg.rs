@@ -146,7 +146,7 @@ impl Engine {
         // A lost race (the query-back decided meanwhile) is decided again
         // from what the database then says; twice is enough, as a message
         // leaves `prepared` only once.
-        for _ in 0..3 {
+        for round in 0..3 {
             let (tx, branches) = self.load_required(gid).await?;
             if tx.mode != Mode::Msg {
                 return Err(Error::FailedPrecondition(format!(
@@ -155,6 +155,12 @@ impl Engine {
                 )));
             }
             let state = tx.saga_state(&branches);
+            if round > 0 && state.status == Status::Prepared {
+                // Still prepared, yet the write matched nothing: resolved.
+                return Err(Error::FailedPrecondition(format!(
+                    "message {gid} was resolved by an operator; it cannot be submitted or aborted"
+                )));
+            }
             let now = self.stored_now();
             let next = match msg::decide(&state, &command, now) {
                 Err(illegal) => return Err(Error::FailedPrecondition(illegal.0)),

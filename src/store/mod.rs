@@ -349,7 +349,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Persists the initiator's submit or abort of a prepared message; the
     /// new lease (a submitted message is leased to `owner`), `None` when the
-    /// message was not prepared any more.
+    /// message was not prepared any more or an operator resolved it.
     async fn decide_msg(&self, decision: MsgDecision) -> StoreResult<Option<Lease>>;
 
     /// Where to ask the initiator of a message back.

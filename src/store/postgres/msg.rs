@@ -105,7 +105,8 @@ impl PgStore {
                        next_attempt_at = CASE WHEN $5 THEN NULL ELSE $3 END,
                        finished_at = CASE WHEN $5 THEN $3 END,
                        updated_at = $3
-                 WHERE gid = $1 AND mode = 'msg' AND status = 'prepared'
+                 -- An operator's resolution closes the message for good.
+                 WHERE gid = $1 AND mode = 'msg' AND status = 'prepared' AND resolved_at IS NULL
                 RETURNING gid, fence
             ), b AS (
                 UPDATE branches SET first_phase = 'not_required', updated_at = $3
