@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
+use super::leases::{CALL_MARGIN, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -169,6 +170,7 @@ impl Engine {
                 }
                 Ok(Verdict::Decided(next)) => next,
             };
+            let sent = std::time::Instant::now();
             let lease = self
                 .store
                 .decide_msg(MsgDecision {
@@ -198,7 +200,12 @@ impl Engine {
                     attention_reason: None,
                     ..tx
                 };
-                self.spawn_msg(lease, tx, branches);
+                let grant = Granted {
+                    lease,
+                    sent,
+                    granted: self.settings.lease,
+                };
+                self.spawn_msg(grant, tx, branches);
             }
             return self.msg_status(gid, next.status, wait_until).await;
         }
@@ -219,14 +226,14 @@ impl Engine {
         }
     }
 
-    pub(crate) fn spawn_msg(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+    pub(crate) fn spawn_msg(&self, grant: Granted, tx: TxRecord, branches: Vec<BranchRecord>) {
         let Some(engine) = self.self_arc() else {
             return;
         };
-        let span = tracing::info_span!("msg", gid = %lease.gid);
+        let span = tracing::info_span!("msg", gid = %grant.lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive_msg(lease, tx, branches).await;
+                engine.drive_msg(grant, tx, branches).await;
             }
             .instrument(span),
         );
@@ -235,8 +242,14 @@ impl Engine {
     /// Drives a message under `lease`: asks a prepared one back once it is
     /// due, executes a submitted one's steps in order, and gives the lease
     /// back with the next attempt time when only a retry is left.
-    pub(crate) async fn drive_msg(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
-        let guard = self.leases.hold(&lease);
+    pub(crate) async fn drive_msg(
+        &self,
+        grant: Granted,
+        tx: TxRecord,
+        branches: Vec<BranchRecord>,
+    ) {
+        let guard = self.leases.hold(&grant);
+        let lease = grant.lease;
         let gid = lease.gid.clone();
         let mut state = tx.saga_state(&branches);
         // Each pass makes one call bounded by its deadline; at shutdown the
@@ -254,8 +267,12 @@ impl Engine {
                         return;
                     }
                     let attempt = state.attempts + 1;
+                    // Sent only under a lease that outlives the call.
+                    let Some(until) = self.cover(&guard, self.settings.call_timeout).await else {
+                        return;
+                    };
                     let outcome = tokio::select! {
-                        o = self.query_initiator(&gid, attempt, &tx.metadata) => o,
+                        o = self.query_initiator(&gid, attempt, &tx.metadata, until) => o,
                         _ = guard.lost().cancelled() => return,
                     };
                     let query = QueryRecord { attempt, outcome };
@@ -296,6 +313,9 @@ impl Engine {
                     };
                     let attempt = state.steps[i].attempts + 1;
                     let branch = &branches[i];
+                    let Some(until) = self.cover(&guard, self.call_timeout_of(branch)).await else {
+                        return;
+                    };
                     let call = self.call_participant(BranchCall {
                         gid: &gid,
                         branch,
@@ -303,6 +323,7 @@ impl Engine {
                         action: &branch.action,
                         attempt,
                         metadata: &tx.metadata,
+                        until,
                     });
                     let outcome = tokio::select! {
                         reply = call => reply.outcome,
@@ -370,7 +391,13 @@ impl Engine {
 
     /// Asks the initiator of a prepared message whether its local
     /// transaction committed, through the participant client.
-    async fn query_initiator(&self, gid: &Gid, attempt: u32, metadata: &Metadata) -> Outcome {
+    async fn query_initiator(
+        &self,
+        gid: &Gid,
+        attempt: u32,
+        metadata: &Metadata,
+        until: std::time::Instant,
+    ) -> Outcome {
         let endpoint = match self.store.msg_query(gid).await {
             Ok(Some(e)) => e,
             Ok(None) => {
@@ -402,7 +429,12 @@ impl Engine {
                 std::slice::from_ref(&endpoint),
                 Phase::QueryPrepared,
                 request,
-                self.settings.call_timeout,
+                // Within what the lease covers, as every call (`calls.rs`).
+                self.settings.call_timeout.min(
+                    until
+                        .saturating_duration_since(std::time::Instant::now())
+                        .saturating_sub(CALL_MARGIN),
+                ),
             )
             .await;
         tracing::debug!(%gid, attempt, code = reply.outcome.code(), "initiator answered the query-back");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+use super::leases::CALL_MARGIN;
 use crate::config::RetryConfig;
 
 /// Delay before phase-2 round `attempt + 1`.
@@ -20,8 +21,15 @@ impl RetryPolicy {
     }
 
     /// The delay after `attempt` failed rounds (1-based), jittered and never
-    /// above the configured cap.
+    /// above the configured cap, nor below [`CALL_MARGIN`]: a call that
+    /// timed out here may run at its participant until its own deadline,
+    /// counted from when the request arrived; the next attempt waits that
+    /// out.
     pub fn delay(&self, attempt: u32) -> Duration {
+        self.backoff(attempt).max(CALL_MARGIN)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.initial)
             .with_factor(self.config.factor)
@@ -79,5 +87,17 @@ mod tests {
         let p = policy();
         let delays: std::collections::HashSet<_> = (0..20).map(|_| p.delay(4)).collect();
         assert!(delays.len() > 1, "jitter should vary delays");
+    }
+
+    #[test]
+    fn never_below_the_call_margin() {
+        let p = RetryPolicy::new(RetryConfig {
+            initial: Duration::from_millis(1),
+            factor: 2.0,
+            max: Duration::from_millis(5),
+        });
+        for attempt in [1, 2, 10] {
+            assert_eq!(p.delay(attempt), CALL_MARGIN);
+        }
     }
 }

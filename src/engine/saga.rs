@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
+use super::leases::{CALL_MARGIN, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -129,6 +130,15 @@ impl Engine {
             })
             .collect();
         let gid = req.gid.unwrap_or_else(Gid::generate);
+        // Granted long enough to cover the first steps' calls (see
+        // `Engine::lease_for`); later steps extend it if they need to.
+        let longest = steps
+            .iter()
+            .map(|s| s.call_timeout.unwrap_or(self.settings.call_timeout))
+            .max()
+            .unwrap_or_default();
+        let granted = self.settings.lease.max(longest + 2 * CALL_MARGIN);
+        let sent = std::time::Instant::now();
         let submitted = self
             .store
             .submit_saga(NewSaga {
@@ -139,7 +149,7 @@ impl Engine {
                 deadline,
                 concurrency,
                 owner: self.settings.instance_id.clone(),
-                lease: self.settings.lease,
+                lease: granted,
                 now,
             })
             .await?;
@@ -182,9 +192,15 @@ impl Engine {
                         compensation: Some(s.compensation),
                         depends_on: s.depends_on,
                         compensate_rejected: s.compensate_rejected,
+                        call_busy_until: None,
                     })
                     .collect();
-                self.spawn_saga(lease, tx, branches);
+                let grant = Granted {
+                    lease,
+                    sent,
+                    granted,
+                };
+                self.spawn_saga(grant, tx, branches);
             }
             SagaSubmitted::Existing(found) => {
                 let (tx, branches) = *found;
@@ -210,14 +226,14 @@ impl Engine {
         Ok((gid, status, reason))
     }
 
-    pub(crate) fn spawn_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+    pub(crate) fn spawn_saga(&self, grant: Granted, tx: TxRecord, branches: Vec<BranchRecord>) {
         let Some(engine) = self.self_arc() else {
             return;
         };
-        let span = tracing::info_span!("saga", gid = %lease.gid);
+        let span = tracing::info_span!("saga", gid = %grant.lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive_saga(lease, tx, branches).await;
+                engine.drive_saga(grant, tx, branches).await;
             }
             .instrument(span),
         );
@@ -231,6 +247,7 @@ impl Engine {
         phase: SagaPhase,
         attempt: u32,
         metadata: Metadata,
+        until: std::time::Instant,
     ) -> (usize, SagaPhase, CallRecord) {
         let (action, rpc) = match phase {
             SagaPhase::Execute => (&branch.action, Phase::Execute),
@@ -247,6 +264,7 @@ impl Engine {
                 action,
                 attempt,
                 metadata: &metadata,
+                until,
             })
             .await
             .outcome;
@@ -265,11 +283,17 @@ impl Engine {
     /// Drives a saga under `lease` until it is final, its lease is lost, or
     /// only retries are left (then the lease is given back with the next
     /// attempt time).
-    pub(crate) async fn drive_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+    pub(crate) async fn drive_saga(
+        &self,
+        grant: Granted,
+        tx: TxRecord,
+        branches: Vec<BranchRecord>,
+    ) {
         let Some(me) = self.self_arc() else {
             return;
         };
-        let guard = self.leases.hold(&lease);
+        let guard = self.leases.hold(&grant);
+        let lease = grant.lease;
         let gid = lease.gid.clone();
         let mut state = tx.saga_state(&branches);
         let limit = tx.concurrency.max(1) as usize;
@@ -305,6 +329,13 @@ impl Engine {
             }
             if !self.shutdown.is_cancelled() {
                 for (i, phase) in saga::next_calls(&state, &running, &tried, limit) {
+                    // Sent only under a lease that outlives the call; the
+                    // calls already out are covered, so stopping here is
+                    // safe: the lease expires after them.
+                    let Some(until) = self.cover(&guard, self.call_timeout_of(&branches[i])).await
+                    else {
+                        return;
+                    };
                     let attempt = state.steps[i].attempts + 1;
                     running.insert(i);
                     tried.insert((i, phase));
@@ -315,6 +346,7 @@ impl Engine {
                         phase,
                         attempt,
                         tx.metadata.clone(),
+                        until,
                     ));
                 }
             }

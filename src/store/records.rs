@@ -68,6 +68,10 @@ pub struct BranchRecord {
     pub depends_on: Vec<usize>,
     /// Sagas: compensate even when the action was rejected.
     pub compensate_rejected: bool,
+    /// A Try of this branch may still be running at its participant until
+    /// this moment (local clock, read conservatively late): nothing else is
+    /// sent to the branch before it.
+    pub call_busy_until: Option<std::time::Instant>,
 }
 
 impl BranchRecord {

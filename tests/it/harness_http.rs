@@ -137,7 +137,12 @@ async fn call(
         attempt: header("concord-attempt").parse().unwrap_or(0),
         metadata,
     };
-    match front.service.handle(request, ph).await {
+    // The call's deadline, as the coordinator sends it.
+    let deadline = header("concord-deadline-ms")
+        .parse()
+        .ok()
+        .map(std::time::Duration::from_millis);
+    match front.service.handle(request, ph, deadline).await {
         Ok(reply) => (StatusCode::OK, reply.into_inner().payload).into_response(),
         Err(status) if status.code() == tonic::Code::Aborted => {
             (StatusCode::CONFLICT, status.message().to_string()).into_response()

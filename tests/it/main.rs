@@ -12,6 +12,7 @@ mod invariant;
 mod layout;
 mod msg;
 mod observability;
+mod overlap;
 mod saga;
 mod sdk;
 mod store;
