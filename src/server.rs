@@ -121,6 +121,8 @@ impl Server {
                 .map_err(|e| ServerError::Tls(e.to_string()))?;
         }
         let participant_tls = crate::tls::client_config(&config).map_err(ServerError::Tls)?;
+        let participant_http_tls =
+            crate::tls::http_client_config(&config).map_err(ServerError::Tls)?;
         // The engine writes through a memory of what this instance wrote
         // (see `store::cache`); operators and housekeeping read the database.
         let dyn_store: Arc<dyn Store> = Arc::new(Remembering::new(store.clone()));
@@ -131,7 +133,8 @@ impl Server {
                 config.breaker_cooldown,
                 config.max_request_bytes,
             )
-            .with_tls(participant_tls),
+            .with_tls(participant_tls)
+            .with_http_tls(participant_http_tls),
         );
         let settings = EngineSettings {
             instance_id: config.instance_id.clone(),

@@ -552,11 +552,15 @@ impl TccTransaction {
 }
 
 mod error;
+#[cfg(feature = "postgres")]
+mod msg;
 mod options;
 mod saga;
 mod sub;
 
 pub use error::{Error, Result};
+#[cfg(feature = "postgres")]
+pub use msg::{MessageBuilder, MessageOutcome, MessageQuery};
 pub use options::{BeginOptions, TryOptions};
 pub use saga::{SagaBuilder, SagaOutcome};
 pub use sub::SubTransaction;

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use concord_proto::v1 as pb;
 
+use crate::domain::Protocol;
+use crate::error::Error;
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::{BranchRecord, EventRecord, TxRecord};
 
@@ -44,6 +46,9 @@ pub fn status(s: Status) -> pb::TransactionStatus {
         Status::Succeeded => pb::TransactionStatus::Succeeded,
         Status::Compensating => pb::TransactionStatus::Compensating,
         Status::Compensated => pb::TransactionStatus::Compensated,
+        Status::Prepared => pb::TransactionStatus::Prepared,
+        Status::Submitted => pb::TransactionStatus::Submitted,
+        Status::Aborted => pb::TransactionStatus::Aborted,
     }
 }
 
@@ -61,6 +66,16 @@ pub fn mode(m: Mode) -> pb::TransactionMode {
     match m {
         Mode::Tcc => pb::TransactionMode::Tcc,
         Mode::Saga => pb::TransactionMode::Saga,
+        Mode::Msg => pb::TransactionMode::Msg,
+    }
+}
+
+/// A wire protocol of an endpoint; unspecified is gRPC.
+pub fn protocol(raw: i32) -> Result<Protocol, Error> {
+    match pb::Protocol::try_from(raw) {
+        Ok(pb::Protocol::Unspecified | pb::Protocol::Grpc) => Ok(Protocol::Grpc),
+        Ok(pb::Protocol::Http) => Ok(Protocol::Http),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown protocol {raw}"))),
     }
 }
 

@@ -7,7 +7,7 @@ use concord_proto::v1::registry_server::Registry as RegistryService;
 use tonic::{Request, Response, Status};
 
 use super::{convert, guarded};
-use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::domain::{ActionName, Endpoint, ParticipantName, Protocol};
 use crate::error::Error;
 use crate::participant::registry::Registry;
 
@@ -33,7 +33,8 @@ impl RegistryService for RegistryApi {
         let req = request.into_inner();
         guarded("RegisterParticipant", "", async {
             let name = ParticipantName::parse(req.name)?;
-            let endpoint = EndpointUrl::parse(req.endpoint)?;
+            let protocol = convert::protocol(req.protocol)?;
+            let endpoint = Endpoint::parse(req.endpoint, protocol)?;
             if req.actions.is_empty() {
                 return Err(Error::InvalidArgument(format!(
                     "participant {name} registers no action"
@@ -51,7 +52,7 @@ impl RegistryService for RegistryApi {
                 .map(|a| ActionName::parse(a.name))
                 .collect::<Result<Vec<_>, _>>()?;
             self.registry.register(&name, &endpoint, &actions).await?;
-            tracing::info!(participant = %name, endpoint = %endpoint, actions = actions.len(), "participant registered");
+            tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), "participant registered");
             Ok(pb::RegisterParticipantResponse {})
         })
         .await
@@ -82,6 +83,10 @@ impl RegistryService for RegistryApi {
                                 url: e.url.to_string(),
                                 registered_at: Some(convert::timestamp(e.registered_at)),
                                 last_seen_at: Some(convert::timestamp(e.last_seen_at)),
+                                protocol: match e.protocol {
+                                    Protocol::Grpc => pb::Protocol::Grpc,
+                                    Protocol::Http => pb::Protocol::Http,
+                                } as i32,
                             })
                             .collect(),
                     })

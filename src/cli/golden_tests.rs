@@ -205,6 +205,7 @@ fn documents() -> Vec<(&'static str, String)> {
     out.push(("action", render::action(&action, Paint(false))));
     let endpoint = |url: &str, failures: u32| EndpointView {
         url: url.into(),
+        protocol: "grpc".into(),
         registered_at: ago(60),
         last_seen_at: ago(5),
         breaker: if failures > 0 { "open" } else { "closed" }.into(),

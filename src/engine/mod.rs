@@ -29,6 +29,7 @@ use crate::store::{BranchRecord, Decision, EventRecord, Store, TxRecord};
 mod calls;
 pub mod gauges;
 pub mod leases;
+pub mod msg;
 pub mod operator;
 pub mod phase2;
 pub mod recovery;

@@ -433,6 +433,7 @@ impl Engine {
             state: state.clone(),
             steps,
             calls,
+            query: None,
             status_changed,
             newly_flagged,
             release,

@@ -1,21 +1,25 @@
 //! Calls to participants: endpoint choice (round-robin over endpoints whose
 //! circuit breaker lets calls through), a deadline on every call, and the
 //! classification of replies by the outcome contract (OK, ABORTED = rejected,
-//! anything else = unknown).
+//! anything else = unknown). Each endpoint is called over its registered
+//! protocol: gRPC here, HTTP/JSON through [`super::http`]; breaker, metrics
+//! and endpoint statistics are the same for both.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use concord_proto::participant::v1::message_initiator_client::MessageInitiatorClient;
 use concord_proto::participant::v1::participant_client::ParticipantClient;
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use tonic::Code;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint as GrpcEndpoint};
 use tracing::Instrument;
 
-use crate::domain::{EndpointUrl, ParticipantName};
+use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
+use crate::participant::http::{Answer, HttpTransport};
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
 pub fn code_name(code: Code) -> &'static str {
@@ -161,6 +165,11 @@ pub struct ParticipantClients {
     max_message_bytes: usize,
     /// TLS of `https://` endpoints; `None` uses tonic's defaults.
     tls: Option<ClientTlsConfig>,
+    /// TLS of `https://` HTTP/JSON endpoints; `None`: the system's roots.
+    http_tls: Option<rustls::ClientConfig>,
+    /// Built at the first HTTP call, so that gRPC-only deployments never
+    /// read the system's certificates for it.
+    http: OnceLock<Result<HttpTransport, String>>,
 }
 
 impl ParticipantClients {
@@ -177,7 +186,29 @@ impl ParticipantClients {
             breaker_cooldown,
             max_message_bytes,
             tls: None,
+            http_tls: None,
+            http: OnceLock::new(),
         }
+    }
+
+    /// Uses `tls` for `https://` HTTP/JSON endpoints; `None` trusts the
+    /// system's roots.
+    pub fn with_http_tls(mut self, tls: Option<rustls::ClientConfig>) -> Self {
+        self.http_tls = tls;
+        self
+    }
+
+    fn http(&self) -> Result<&HttpTransport, &str> {
+        self.http
+            .get_or_init(|| {
+                let tls = match &self.http_tls {
+                    Some(tls) => tls.clone(),
+                    None => crate::tls::http_tls(None, None)?,
+                };
+                HttpTransport::new(tls, self.max_message_bytes)
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Uses `tls` (custom CA, client certificate) for `https://` endpoints.
@@ -191,7 +222,7 @@ impl ParticipantClients {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let mut endpoint = Endpoint::from_shared(url.as_str().to_string())
+        let mut endpoint = GrpcEndpoint::from_shared(url.as_str().to_string())
             .map_err(|e| format!("bad endpoint {url}: {e}"))?;
         if let Some(tls) = self
             .tls
@@ -213,7 +244,7 @@ impl ParticipantClients {
     }
 
     /// Picks the next endpoint whose breaker lets a call through.
-    fn pick(&self, endpoints: &[EndpointUrl]) -> Option<EndpointUrl> {
+    fn pick(&self, endpoints: &[Endpoint]) -> Option<Endpoint> {
         if endpoints.is_empty() {
             return None;
         }
@@ -223,12 +254,12 @@ impl ParticipantClients {
         let now = Instant::now();
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         for i in 0..endpoints.len() {
-            let url = &endpoints[(start + i) % endpoints.len()];
+            let endpoint = &endpoints[(start + i) % endpoints.len()];
             let breaker = breakers
-                .entry(url.clone())
+                .entry(endpoint.url.clone())
                 .or_insert_with(|| Breaker::new(self.breaker_failures, self.breaker_cooldown));
             if breaker.try_acquire(now) {
-                return Some(url.clone());
+                return Some(endpoint.clone());
             }
         }
         None
@@ -292,16 +323,17 @@ impl ParticipantClients {
         all
     }
 
-    /// Calls `phase` on one of the participant's endpoints with a deadline.
+    /// Calls `phase` on one of the participant's endpoints with a deadline,
+    /// over the endpoint's protocol.
     pub async fn call(
         &self,
         participant: &ParticipantName,
-        endpoints: &[EndpointUrl],
+        endpoints: &[Endpoint],
         phase: Phase,
         request: BranchRequest,
         timeout: Duration,
     ) -> CallReply {
-        let Some(url) = self.pick(endpoints) else {
+        let Some(endpoint) = self.pick(endpoints) else {
             let message = if endpoints.is_empty() {
                 format!("participant {participant} has no registered endpoint")
             } else {
@@ -309,20 +341,71 @@ impl ParticipantClients {
             };
             return CallReply::unknown("UNAVAILABLE", message);
         };
-        let channel = match self.channel(&url) {
+        let url = endpoint.url;
+        let span = crate::telemetry::trace::call_span(participant, phase, &request);
+        let action = request.action.clone();
+        let started = Instant::now();
+        let answer = match endpoint.protocol {
+            Protocol::Grpc => {
+                self.call_grpc(&url, phase, request, timeout)
+                    .instrument(span)
+                    .await
+            }
+            Protocol::Http => match self.http() {
+                Ok(http) => {
+                    http.call(&url, phase.as_str(), &request, timeout)
+                        .instrument(span)
+                        .await
+                }
+                Err(message) => Answer {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message: message.to_string(),
+                    },
+                    payload: Vec::new(),
+                    endpoint_down: false,
+                },
+            },
+        };
+        crate::telemetry::metrics::participant_call(
+            participant.as_str(),
+            &action,
+            phase,
+            &answer.outcome,
+            started.elapsed(),
+        );
+        self.report(&url, &answer.outcome, answer.endpoint_down);
+        CallReply {
+            outcome: answer.outcome,
+            payload: answer.payload,
+            endpoint: Some(url),
+        }
+    }
+
+    /// One gRPC call of `phase`, classified.
+    async fn call_grpc(
+        &self,
+        url: &EndpointUrl,
+        phase: Phase,
+        request: BranchRequest,
+        timeout: Duration,
+    ) -> Answer {
+        let channel = match self.channel(url) {
             Ok(c) => c,
             Err(message) => {
-                return CallReply {
-                    endpoint: Some(url),
-                    ..CallReply::unknown("INTERNAL", message)
+                return Answer {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message,
+                    },
+                    payload: Vec::new(),
+                    endpoint_down: false,
                 };
             }
         };
-        let mut client = ParticipantClient::new(channel)
+        let mut client = ParticipantClient::new(channel.clone())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        let span = crate::telemetry::trace::call_span(participant, phase, &request);
-        let action = request.action.clone();
         let mut req = tonic::Request::new(request);
         crate::telemetry::trace::forward(&mut req);
         // The header tells the participant when to give up; our own timer
@@ -338,10 +421,16 @@ impl ParticipantClients {
                 Phase::Cancel => client.cancel(req).await,
                 Phase::Execute => client.execute(req).await,
                 Phase::Compensate => client.compensate(req).await,
+                Phase::QueryPrepared => {
+                    MessageInitiatorClient::new(channel)
+                        .max_decoding_message_size(self.max_message_bytes)
+                        .query_prepared(req)
+                        .await
+                }
             }
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, call).instrument(span).await {
+        let result = match tokio::time::timeout(timeout, call).await {
             // tonic's channel enforces the grpc-timeout header itself and
             // reports CANCELLED; it is a deadline all the same.
             Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout => {
@@ -358,18 +447,10 @@ impl ParticipantClients {
         };
         let endpoint_down = endpoint_failed(&result);
         let (outcome, payload) = classify(result);
-        crate::telemetry::metrics::participant_call(
-            participant.as_str(),
-            &action,
-            phase,
-            &outcome,
-            started.elapsed(),
-        );
-        self.report(&url, &outcome, endpoint_down);
-        CallReply {
+        Answer {
             outcome,
             payload,
-            endpoint: Some(url),
+            endpoint_down,
         }
     }
 }
@@ -426,7 +507,7 @@ mod tests {
     async fn an_unreachable_endpoint_opens_its_breaker() {
         let clients = ParticipantClients::new(2, Duration::from_secs(60), 1 << 20);
         // Port 9 on loopback: nothing listens, the connection is refused.
-        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
+        let url = Endpoint::grpc(EndpointUrl::parse("http://127.0.0.1:9").unwrap());
         let name = ParticipantName::parse("p").unwrap();
         let call = || {
             clients.call(
@@ -457,8 +538,8 @@ mod tests {
     #[test]
     fn load_is_spread_and_open_breakers_are_skipped() {
         let clients = ParticipantClients::new(1, Duration::from_secs(60), 1 << 20);
-        let a = EndpointUrl::parse("http://127.0.0.1:1").unwrap();
-        let b = EndpointUrl::parse("http://127.0.0.1:2").unwrap();
+        let a = Endpoint::grpc(EndpointUrl::parse("http://127.0.0.1:1").unwrap());
+        let b = Endpoint::grpc(EndpointUrl::parse("http://127.0.0.1:2").unwrap());
         let both = [a.clone(), b.clone()];
         // The start is random: over 200 picks each endpoint gets a share
         // (failing this by chance has a probability below 1e-20).
@@ -466,7 +547,7 @@ mod tests {
         let to_a = picks.iter().filter(|p| **p == a).count();
         assert!((40..=160).contains(&to_a), "{to_a} of 200 picks went to a");
         clients.report(
-            &a,
+            &a.url,
             &Outcome::Unknown {
                 code: "UNAVAILABLE".into(),
                 message: String::new(),
@@ -477,7 +558,7 @@ mod tests {
             assert_eq!(clients.pick(&both).unwrap(), b);
         }
         clients.report(
-            &b,
+            &b.url,
             &Outcome::Unknown {
                 code: "UNAVAILABLE".into(),
                 message: String::new(),

@@ -5,4 +5,5 @@
 
 pub mod breaker;
 pub mod client;
+pub mod http;
 pub mod registry;

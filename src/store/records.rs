@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName, Protocol};
 use crate::machine::saga::{SagaState, StepState};
 use crate::machine::tcc::{BranchState, TxState};
 use crate::machine::{CallStatus, Mode, Status};
@@ -108,6 +108,7 @@ impl TxRecord {
         let status = match mode {
             Mode::Tcc => Status::Trying,
             Mode::Saga => Status::Running,
+            Mode::Msg => Status::Prepared,
         };
         TxRecord {
             gid,
@@ -214,6 +215,7 @@ pub struct EventRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointRecord {
     pub url: EndpointUrl,
+    pub protocol: Protocol,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
 }

@@ -130,6 +130,7 @@ async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
     );
 
     let reg = |name: &str, endpoint: &str, actions: &[&str]| pb::RegisterParticipantRequest {
+        protocol: Default::default(),
         name: name.into(),
         endpoint: endpoint.into(),
         actions: actions

@@ -264,6 +264,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
         .await
         .unwrap()
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: Default::default(),
             name: "bank-a".into(),
             endpoint: a.endpoint(),
             actions: vec![pb::Action {

@@ -313,10 +313,13 @@ async fn trying_transactions_become_due_at_their_deadline(pool: PgPool) {
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn registry_is_persisted_and_merged(pool: PgPool) {
+    use concord::domain::Protocol;
+
     let s = store(pool).await;
     let n = ParticipantName::parse("stock").unwrap();
-    let e1 = concord::domain::EndpointUrl::parse("http://127.0.0.1:1").unwrap();
-    let e2 = concord::domain::EndpointUrl::parse("http://127.0.0.1:2").unwrap();
+    let url = |u: &str| concord::domain::EndpointUrl::parse(u).unwrap();
+    let e1 = concord::domain::Endpoint::grpc(url("http://127.0.0.1:1"));
+    let e2 = concord::domain::Endpoint::grpc(url("http://127.0.0.1:2"));
     let a = |x: &str| ActionName::parse(x).unwrap();
     s.register_participant(&n, &e1, &[a("reserve")], Utc::now())
         .await
@@ -331,6 +334,19 @@ async fn registry_is_persisted_and_merged(pool: PgPool) {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].actions, vec![a("release"), a("reserve")]);
     assert_eq!(all[0].endpoints.len(), 2);
+    assert_eq!(all[0].endpoints[0].protocol, Protocol::Grpc);
+    // Registering the same URL as HTTP/JSON switches it, it adds nothing.
+    let e1_http = concord::domain::Endpoint {
+        protocol: Protocol::Http,
+        ..e1
+    };
+    s.register_participant(&n, &e1_http, &[a("reserve")], Utc::now())
+        .await
+        .unwrap();
+    let all = s.list_participants().await.unwrap();
+    assert_eq!(all[0].endpoints.len(), 2);
+    assert_eq!(all[0].endpoints[0].protocol, Protocol::Http);
+    assert_eq!(all[0].endpoints[1].protocol, Protocol::Grpc);
     s.ready().await.unwrap();
 }
 

@@ -26,6 +26,7 @@ pub fn mode_from_wire(raw: i32) -> Result<Option<Mode>, String> {
         Ok(pb::TransactionMode::Unspecified) => Ok(None),
         Ok(pb::TransactionMode::Tcc) => Ok(Some(Mode::Tcc)),
         Ok(pb::TransactionMode::Saga) => Ok(Some(Mode::Saga)),
+        Ok(pb::TransactionMode::Msg) => Ok(Some(Mode::Msg)),
         Err(_) => Err(format!("unknown mode {raw}")),
     }
 }
@@ -75,7 +76,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
     // the second is Confirm/Cancel or Compensate.
     let first = match a.tx.mode {
         Mode::Tcc => "try",
-        Mode::Saga => "execute",
+        Mode::Saga | Mode::Msg => "execute",
     };
     let mut names: Vec<String> = Vec::new();
     if b.first_phase != CallStatus::NotRequired {
@@ -227,6 +228,7 @@ pub fn participant(p: &ParticipantView) -> pb::ParticipantHealth {
                     recent_failures: s.map_or(0, |s| s.recent_failures),
                     last_failure_at: s.and_then(|s| s.last_failure_at).map(timestamp),
                     last_error: s.and_then(|s| s.last_error.clone()).unwrap_or_default(),
+                    protocol: e.endpoint.protocol.as_str().to_string(),
                 }
             })
             .collect(),

@@ -261,6 +261,8 @@ pub struct ActionResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointView {
     pub url: String,
+    /// "grpc" or "http" (HTTP/JSON).
+    pub protocol: String,
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     /// "closed", "open", "half_open", or "unknown" (not called yet by the
@@ -305,6 +307,12 @@ impl Participants {
                         .iter()
                         .map(|e| EndpointView {
                             url: e.url.clone(),
+                            // An older coordinator sends none: gRPC.
+                            protocol: if e.protocol.is_empty() {
+                                "grpc".into()
+                            } else {
+                                e.protocol.clone()
+                            },
                             registered_at: time(&e.registered_at),
                             last_seen_at: time(&e.last_seen_at),
                             breaker: e.breaker.clone(),

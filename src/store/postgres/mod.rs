@@ -10,13 +10,14 @@
 //!
 //! The statements live by concern: `hot` (batched durable writes of the
 //! TCC hot path), `writes` (batched relaxed writes), `reads`, `leases`,
-//! `saga` (submission), `admin`, `gauges`, `retention`. This module only
+//! `saga` (submission), `msg` (messages: prepare, submit or abort), `admin`, `gauges`, `retention`. This module only
 //! connects and routes the traits' methods to them.
 
 mod admin;
 mod gauges;
 mod hot;
 mod leases;
+mod msg;
 mod participants;
 mod reads;
 mod retention;
@@ -251,7 +252,7 @@ impl Store for PgStore {
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -261,6 +262,18 @@ impl Store for PgStore {
 
     async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
         self.list_participants().await
+    }
+
+    async fn prepare_msg(&self, msg: NewMsg) -> StoreResult<MsgPrepared> {
+        self.prepare_msg(msg).await
+    }
+
+    async fn decide_msg(&self, decision: MsgDecision) -> StoreResult<Option<Lease>> {
+        self.decide_msg(decision).await
+    }
+
+    async fn msg_query(&self, gid: &Gid) -> StoreResult<Option<Endpoint>> {
+        self.msg_query(gid).await
     }
 
     async fn ready(&self) -> StoreResult<()> {
