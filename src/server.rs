@@ -128,6 +128,7 @@ impl Server {
                 config.breaker_cooldown,
                 config.max_request_bytes,
             )
+            .with_participant_concurrency(config.participant_concurrency)
             .with_tls(participant_tls),
         );
         let settings = EngineSettings {
@@ -253,7 +254,7 @@ impl Server {
     }
 
     /// Starts what runs beside the gRPC server until `stop`: the recovery
-    /// loop, the lease keeper, the registry refresh, retention, and the HTTP
+    /// loop and its re-drive of participants that are back, the lease keeper, the registry refresh, retention, and the HTTP
     /// listener with the metrics sampler.
     fn spawn_background(
         &mut self,
@@ -299,6 +300,12 @@ impl Server {
             Arc::clone(engine),
             config.poll_interval,
             config.recovery_concurrency,
+            self.wake.clone(),
+            stop.clone(),
+        ));
+        background.spawn(crate::engine::redrive::run(
+            Arc::clone(engine),
+            Arc::clone(engine.clients.recovered()),
             self.wake.clone(),
             stop.clone(),
         ));
@@ -350,9 +357,12 @@ async fn grpc_services(
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(engine)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let registry = RegistryServer::new(RegistryApi::new(
+        Arc::clone(engine.registry()),
+        Arc::clone(&engine.clients),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     if config.admin_tokens.is_empty() {
         tracing::warn!("no admin_tokens configured; the admin api refuses every call");
     }

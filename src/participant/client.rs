@@ -1,10 +1,11 @@
 //! Calls to participants: endpoint choice (round-robin over endpoints whose
 //! circuit breaker lets calls through), a deadline on every call, and the
 //! classification of replies by the outcome contract (OK, ABORTED = rejected,
-//! anything else = unknown).
+//! anything else = unknown). It also sees first when a participant is back
+//! (an answer after failed calls) and says so through [`Recovered`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use concord_proto::participant::v1::participant_client::ParticipantClient;
@@ -16,6 +17,8 @@ use tracing::Instrument;
 use crate::domain::{EndpointUrl, ParticipantName};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
+use crate::participant::bulkhead::Bulkheads;
+use crate::participant::recovered::Recovered;
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
 pub fn code_name(code: Code) -> &'static str {
@@ -161,6 +164,39 @@ pub struct ParticipantClients {
     max_message_bytes: usize,
     /// TLS of `https://` endpoints; `None` uses tonic's defaults.
     tls: Option<ClientTlsConfig>,
+    /// Participants whose last call failed without an answer: their next
+    /// answer means they are back.
+    failing: Mutex<HashSet<ParticipantName>>,
+    recovered: Arc<Recovered>,
+    bulkheads: Bulkheads,
+}
+
+/// Calls in flight to one participant when nothing else is configured
+/// (the `participant_concurrency` setting's default).
+pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
+
+/// A call let through by an endpoint's breaker and not yet reported: if it
+/// is dropped unreported (its request was cancelled), the breaker hears of
+/// it, so that a lost probe cannot keep the breaker half-open for good.
+struct Outstanding<'a> {
+    clients: &'a ParticipantClients,
+    url: EndpointUrl,
+    reported: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let mut breakers = self
+                .clients
+                .breakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = breakers.get_mut(&self.url) {
+                b.on_abandoned();
+            }
+        }
+    }
 }
 
 impl ParticipantClients {
@@ -177,6 +213,58 @@ impl ParticipantClients {
             breaker_cooldown,
             max_message_bytes,
             tls: None,
+            failing: Mutex::new(HashSet::new()),
+            recovered: Arc::new(Recovered::default()),
+            bulkheads: Bulkheads::new(DEFAULT_PARTICIPANT_CONCURRENCY),
+        }
+    }
+
+    /// Allows at most `limit` calls in flight to one participant.
+    pub fn with_participant_concurrency(mut self, limit: u32) -> Self {
+        self.bulkheads = Bulkheads::new(limit);
+        self
+    }
+
+    /// The signal raised when a participant is back.
+    pub fn recovered(&self) -> &Arc<Recovered> {
+        &self.recovered
+    }
+
+    /// `participant` registered `endpoint` again: proof that it is up, so
+    /// the endpoint's breaker closes at once (rather than after a cooldown
+    /// of up to a minute) and its waiting work is re-driven.
+    pub fn registered(&self, participant: &ParticipantName, endpoint: &EndpointUrl) {
+        if let Some(b) = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(endpoint)
+        {
+            b.reset();
+        }
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(participant);
+        self.recovered.note(participant);
+    }
+
+    /// Remembers whether `participant` answered; an answer after failures
+    /// (or a probe that closed a breaker) means it is back.
+    fn track_health(&self, participant: &ParticipantName, outcome: &Outcome, breaker_closed: bool) {
+        let answered = !matches!(outcome, Outcome::Unknown { .. });
+        let was_failing = {
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if answered {
+                failing.remove(participant)
+            } else {
+                failing.insert(participant.clone());
+                false
+            }
+        };
+        if answered && (was_failing || breaker_closed) {
+            tracing::info!(%participant, "participant is back");
+            self.recovered.note(participant);
         }
     }
 
@@ -234,7 +322,8 @@ impl ParticipantClients {
         None
     }
 
-    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) {
+    /// Records a call's outcome; returns whether it closed an open breaker.
+    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) -> bool {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -242,12 +331,13 @@ impl ParticipantClients {
             .or_default()
             .record(outcome, chrono::Utc::now());
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = breakers.get_mut(url) {
-            if endpoint_down {
+        match breakers.get_mut(url) {
+            Some(b) if endpoint_down => {
                 b.on_failure(Instant::now());
-            } else {
-                b.on_success();
+                false
             }
+            Some(b) => b.on_success(),
+            None => false,
         }
     }
 
@@ -301,6 +391,21 @@ impl ParticipantClients {
         request: BranchRequest,
         timeout: Duration,
     ) -> CallReply {
+        // Wait for a slot before taking a probe: a probe must not queue.
+        let started = Instant::now();
+        let Some(_slot) = self.bulkheads.enter(participant, timeout).await else {
+            return CallReply::unknown(
+                "RESOURCE_EXHAUSTED",
+                format!(
+                    "{} calls in flight to participant {participant} (participant_concurrency); none ended within {}ms",
+                    self.bulkheads.limit(),
+                    timeout.as_millis()
+                ),
+            );
+        };
+        let timeout = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
         let Some(url) = self.pick(endpoints) else {
             let message = if endpoints.is_empty() {
                 format!("participant {participant} has no registered endpoint")
@@ -308,6 +413,11 @@ impl ParticipantClients {
                 format!("circuit open for every endpoint of participant {participant}")
             };
             return CallReply::unknown("UNAVAILABLE", message);
+        };
+        let mut outstanding = Outstanding {
+            clients: self,
+            url: url.clone(),
+            reported: false,
         };
         let channel = match self.channel(&url) {
             Ok(c) => c,
@@ -365,7 +475,9 @@ impl ParticipantClients {
             &outcome,
             started.elapsed(),
         );
-        self.report(&url, &outcome, endpoint_down);
+        outstanding.reported = true;
+        let breaker_closed = self.report(&url, &outcome, endpoint_down);
+        self.track_health(participant, &outcome, breaker_closed);
         CallReply {
             outcome,
             payload,
@@ -451,6 +563,82 @@ mod tests {
             reply.outcome.message().contains("circuit open"),
             "{:?}",
             reply.outcome
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_failures_says_the_participant_is_back() {
+        let clients = ParticipantClients::new(5, Duration::from_secs(60), 1 << 20);
+        let p = ParticipantName::parse("p").unwrap();
+        let down = Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: String::new(),
+        };
+        async fn quiet(c: &ParticipantClients) -> bool {
+            tokio::time::timeout(Duration::from_millis(20), c.recovered().next())
+                .await
+                .is_err()
+        }
+        clients.track_health(&p, &Outcome::Succeeded, false);
+        assert!(quiet(&clients).await, "healthy all along: nothing is back");
+        clients.track_health(&p, &down, false);
+        clients.track_health(&p, &down, false);
+        assert!(quiet(&clients).await, "still down");
+        // A business refusal is an answer too.
+        clients.track_health(
+            &p,
+            &Outcome::Rejected {
+                message: "no".into(),
+            },
+            false,
+        );
+        assert_eq!(clients.recovered().next().await, vec![p.clone()]);
+        clients.track_health(&p, &Outcome::Succeeded, false);
+        assert!(quiet(&clients).await, "said once per comeback");
+        // A probe that closed a breaker says it too.
+        clients.track_health(&p, &Outcome::Succeeded, true);
+        assert_eq!(clients.recovered().next().await, vec![p.clone()]);
+        // So does a registration, which also closes the endpoint's breaker.
+        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
+        clients.report(&url, &down, true);
+        assert_eq!(clients.pick(std::slice::from_ref(&url)), Some(url.clone()));
+        for _ in 0..5 {
+            clients.report(&url, &down, true);
+        }
+        assert_eq!(clients.pick(std::slice::from_ref(&url)), None, "open");
+        clients.registered(&p, &url);
+        assert_eq!(clients.recovered().next().await, vec![p]);
+        assert_eq!(clients.pick(std::slice::from_ref(&url)), Some(url));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_probe_does_not_keep_the_breaker_half_open() {
+        let clients = ParticipantClients::new(1, Duration::from_millis(10), 1 << 20);
+        let p = ParticipantName::parse("p").unwrap();
+        // Nothing listens on port 9: the first call opens the breaker.
+        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
+        let call = || {
+            clients.call(
+                &p,
+                std::slice::from_ref(&url),
+                Phase::Confirm,
+                BranchRequest::default(),
+                Duration::from_secs(2),
+            )
+        };
+        call().await;
+        assert_eq!(clients.health()[0].breaker, BreakerState::Open);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        // The probe's future is dropped before it can report (its request
+        // was cancelled): the next call may probe again.
+        drop(
+            std::pin::pin!(call())
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop())),
+        );
+        assert!(
+            clients.pick(std::slice::from_ref(&url)).is_some(),
+            "a new probe is allowed"
         );
     }
 

@@ -274,6 +274,13 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leases back so any instance may drive them at once.
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;
 
+    /// `participant` is back: makes every unfinished, unpaused transaction
+    /// with an unfinished call on it due now instead of at its backoff
+    /// time, and records why in its history (actor `actor`). Takes no
+    /// lease, so any instance's recovery loop may claim the work. Returns
+    /// how many transactions moved.
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64>;
+
     /// Registers (or refreshes) one participant endpoint and its actions.
     async fn register_participant(
         &self,

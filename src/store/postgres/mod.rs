@@ -10,7 +10,7 @@
 //!
 //! The statements live by concern: `hot` (batched durable writes of the
 //! TCC hot path), `writes` (batched relaxed writes), `reads`, `leases`,
-//! `saga` (submission), `admin`, `gauges`, `retention`. This module only
+//! `saga` (submission), `redrive`, `admin`, `gauges`, `retention`. This module only
 //! connects and routes the traits' methods to them.
 
 mod admin;
@@ -19,6 +19,7 @@ mod hot;
 mod leases;
 mod participants;
 mod reads;
+mod redrive;
 mod retention;
 mod saga;
 mod writes;
@@ -231,6 +232,10 @@ impl Store for PgStore {
 
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
         self.release(owner, leases).await
+    }
+
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        self.redrive(participant, actor).await
     }
 
     async fn register_participant(
