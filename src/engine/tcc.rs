@@ -14,6 +14,7 @@ use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
 use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName};
 use crate::error::{Error, Result};
+use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::{self, Command, Refusal, Verdict};
 use crate::machine::{CallStatus, Mode, Outcome, Phase, Status};
 use crate::store::{Begun, BranchAdded, BranchRecord, CallRecord, NewBranch, NewTransaction};
@@ -39,6 +40,8 @@ pub struct TryBranch {
     pub payload: Vec<u8>,
     pub branch_id: Option<BranchId>,
     pub call_timeout: Option<Duration>,
+    /// Retry policy of its Confirm or Cancel.
+    pub policy: CallPolicy,
 }
 
 /// A call timeout the initiator asked for must be positive.
@@ -197,6 +200,7 @@ impl Engine {
                     action: req.action.clone(),
                     payload: req.payload.clone(),
                     call_timeout: req.call_timeout,
+                    policy: req.policy,
                     now: self.clock.now(),
                     actor: self.settings.instance_id.clone(),
                 })

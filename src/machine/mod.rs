@@ -5,12 +5,14 @@
 //! state with a compare-and-set, so this module alone says what is legal.
 //!
 //! [`tcc`] is the TCC transaction, [`saga`] the saga, [`operator`] what an
-//! operator's command means for either. This file holds the vocabulary they
+//! operator's command means for either, [`policy`] when a branch's retries
+//! are exhausted. This file holds the vocabulary they
 //! share.
 
 use chrono::Duration;
 
 pub mod operator;
+pub mod policy;
 pub mod saga;
 pub mod tcc;
 

@@ -13,6 +13,7 @@
 pub mod admin;
 mod batch;
 pub mod cache;
+mod policy;
 pub mod postgres;
 mod records;
 mod rows;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
 
@@ -76,6 +78,8 @@ pub struct NewBranch {
     pub action: ActionName,
     pub payload: Vec<u8>,
     pub call_timeout: Option<Duration>,
+    /// Its phase-2 retry policy.
+    pub policy: CallPolicy,
     pub now: DateTime<Utc>,
     pub actor: String,
 }
@@ -164,6 +168,7 @@ pub struct NewStep {
     pub depends_on: Vec<usize>,
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
 }
 
 /// A saga to submit; it is leased to the submitting instance at once.

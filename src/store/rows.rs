@@ -129,6 +129,7 @@ pub(super) struct BranchRow {
     compensation: Option<String>,
     depends_on: StepList,
     compensate_rejected: bool,
+    policy: Option<sqlx::types::Json<super::policy::StoredPolicy>>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -150,6 +151,7 @@ impl From<BranchRow> for BranchRecord {
             compensation: r.compensation.map(ActionName::from_trusted),
             depends_on: r.depends_on.0,
             compensate_rejected: r.compensate_rejected,
+            policy: r.policy.map(|p| p.0.policy()).unwrap_or_default(),
         }
     }
 }

@@ -384,6 +384,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         action: ActionName::parse("debit").unwrap(),
         payload: b"{}".to_vec(),
         call_timeout: None,
+        policy: Default::default(),
         now: chrono::Utc::now(),
         actor: "gone".into(),
     };

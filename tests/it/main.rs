@@ -9,6 +9,7 @@ mod harness;
 mod invariant;
 mod layout;
 mod observability;
+mod policy;
 mod redrive;
 mod saga;
 mod sdk;

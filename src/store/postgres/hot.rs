@@ -16,6 +16,7 @@ use super::PgStore;
 use crate::domain::BranchId;
 use crate::machine::CallStatus;
 use crate::store::batch::GroupWriter;
+use crate::store::policy::StoredPolicy;
 use crate::store::rows::{duration_of, ms};
 use crate::store::{
     BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewTransaction, StoreError,
@@ -103,6 +104,7 @@ impl PgStore {
                     compensation: None,
                     depends_on: Vec::new(),
                     compensate_rejected: true,
+                    policy: b.policy,
                 },
                 metadata,
                 seq,
@@ -182,6 +184,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let mut action = Vec::with_capacity(n);
     let mut payload = Vec::with_capacity(n);
     let mut timeout = Vec::with_capacity(n);
+    let mut policy = Vec::with_capacity(n);
     let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut actor = Vec::with_capacity(n);
     for b in position.iter().map(|&i| &items[i]) {
@@ -191,6 +194,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
         action.push(b.action.as_str().to_string());
         payload.push(b.payload.as_slice());
         timeout.push(b.call_timeout.map(ms));
+        policy.push(StoredPolicy::of(&b.policy));
         now.push(b.now);
         actor.push(b.actor.clone());
     }
@@ -201,8 +205,8 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let rows: Vec<BranchInsert> = sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
-                                 $7::timestamptz[], $8::text[])
-                WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor, ord)
+                                 $7::timestamptz[], $8::text[], $9::text[])
+                WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor, policy, ord)
         ), g AS (
             UPDATE global_transactions g
                SET branch_seq = g.branch_seq + 1, updated_at = r.now
@@ -211,9 +215,9 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
             RETURNING g.gid, g.branch_seq, g.metadata
         ), b AS (
             INSERT INTO branches
-                (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at)
+                (gid, branch_id, participant, action, payload, call_timeout_ms, policy, created_at, updated_at)
             SELECT r.gid, COALESCE(r.branch_id, g.branch_seq::text), r.participant, r.action, r.payload,
-                   r.timeout, r.now, r.now
+                   r.timeout, r.policy::jsonb, r.now, r.now
               FROM r JOIN g ON g.gid = r.gid
             ON CONFLICT (gid, branch_id) DO NOTHING
             RETURNING gid, branch_id
@@ -233,6 +237,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     .bind(timeout)
     .bind(now)
     .bind(actor)
+    .bind(policy)
     .fetch_all(&pool)
     .await?;
     let mut by_ord: HashMap<i64, BranchInsert> = rows.into_iter().map(|r| (r.ord, r)).collect();
