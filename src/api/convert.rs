@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use concord_proto::v1 as pb;
 
-use crate::machine::policy::{CallPolicy, RetrySpec};
+use crate::machine::policy::{CallPolicy, CodeSet, RetrySpec};
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::{BranchRecord, EventRecord, TxRecord};
 
@@ -187,10 +187,13 @@ pub fn call_policy(
     };
     let max_age = optional_duration(&format!("{field}: max_age"), p.max_age.as_ref())?
         .filter(|a| !a.is_zero());
+    let non_retryable = CodeSet::parse(p.non_retryable_codes.iter().map(String::as_str))
+        .map_err(|e| bad(&format!("non_retryable_codes: {e}")))?;
     Ok(CallPolicy {
         retry,
         max_attempts: (p.max_attempts > 0).then_some(p.max_attempts),
         max_age,
+        non_retryable,
     })
 }
 
@@ -210,5 +213,11 @@ pub fn call_policy_pb(p: &CallPolicy) -> Option<pb::CallPolicy> {
         retry_jitter: p.retry.map(|r| r.jitter),
         max_attempts: p.max_attempts.unwrap_or(0),
         max_age: p.max_age.map(d),
+        non_retryable_codes: p
+            .non_retryable
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
     })
 }

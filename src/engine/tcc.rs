@@ -129,7 +129,9 @@ impl Engine {
                 metadata: &metadata,
             })
             .await;
-        let failure = match &reply.outcome {
+        // An answer the action declared non-retryable is a rejection.
+        let outcome = branch.policy.classify(reply.outcome);
+        let failure = match &outcome {
             Outcome::Succeeded => None,
             Outcome::Rejected { message } => Some(Error::Rejected(format!(
                 "participant {} rejected {}: {message}",
@@ -144,7 +146,7 @@ impl Engine {
             branch_id: branch.branch_id.clone(),
             phase: Phase::Try,
             attempt,
-            outcome: reply.outcome,
+            outcome,
         };
         let (now, actor) = (self.clock.now(), self.settings.instance_id.clone());
         let Some(failure) = failure else {

@@ -12,6 +12,75 @@
 
 use std::time::Duration;
 
+use super::Outcome;
+
+/// gRPC code names a call is never retried on, for example
+/// `FAILED_PRECONDITION`: the action declares that such an answer is as
+/// final as ABORTED. A set of the 17 gRPC codes, by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CodeSet(u32);
+
+/// gRPC code names by number (`tonic::Code as i32`).
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl CodeSet {
+    /// The set of `names`; the error names the first that is not a gRPC
+    /// code that can be declared (OK and ABORTED cannot: one is a success,
+    /// the other a rejection already).
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut set = 0u32;
+        for name in names {
+            match CODES.iter().position(|c| *c == name) {
+                Some(0) | Some(10) => {
+                    return Err(format!("{name} cannot be declared non-retryable"));
+                }
+                Some(i) => set |= 1 << i,
+                None => return Err(format!("{name:?} is not a gRPC code name")),
+            }
+        }
+        Ok(CodeSet(set))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        CODES
+            .iter()
+            .position(|c| *c == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// The names in the set, in code order.
+    pub fn names(&self) -> Vec<&'static str> {
+        CODES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect()
+    }
+}
+
 /// Retry delays of one branch: exponential from `initial` by `factor`, at
 /// most `max`, with or without jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +105,8 @@ pub struct CallPolicy {
     /// Time after which it is exhausted: since the decision for phase 2 and
     /// compensations, since submission for a saga's forward action.
     pub max_age: Option<Duration>,
+    /// Answers that count as a rejection rather than an unknown outcome.
+    pub non_retryable: CodeSet,
 }
 
 impl CallPolicy {
@@ -54,7 +125,44 @@ impl CallPolicy {
         by_attempts || by_age
     }
 
-    /// Why it is exhausted, for the transaction's reason.
+    /// The outcome by this policy: an unknown outcome whose code the
+    /// action declared non-retryable is a rejection (its message keeps the
+    /// code), anything else is unchanged.
+    pub fn classify(&self, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Unknown { code, message } if self.non_retryable.contains(&code) => {
+                Outcome::Rejected {
+                    message: format!("{code} {message}").trim_end().to_string(),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Why a phase that must not be refused (phase 2, a compensation)
+    /// should stop being retried silently: its limits are reached, or its
+    /// last answer is one its action declared non-retryable. `None` while
+    /// neither holds.
+    pub fn stop_reason(
+        &self,
+        attempts: u32,
+        age: chrono::Duration,
+        last_code: Option<&str>,
+    ) -> Option<String> {
+        if let Some(code) = last_code.filter(|c| self.non_retryable.contains(c)) {
+            return Some(format!(
+                "answered {code}, which its policy declares non-retryable"
+            ));
+        }
+        self.exhausted(attempts, age).then(|| {
+            format!(
+                "exhausted its policy {}",
+                self.describe_limit(attempts, age)
+            )
+        })
+    }
+
+    /// How it is exhausted: "after 3 of 3 attempts" or "after 61s (max_age 60s)".
     pub fn describe_limit(&self, attempts: u32, age: chrono::Duration) -> String {
         match self.max_attempts {
             Some(max) if attempts >= max => format!("after {attempts} of {max} attempts"),
@@ -70,6 +178,44 @@ impl CallPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_retryable_codes_turn_unknown_into_rejected() {
+        assert!(CodeSet::parse(["ABORTED"]).is_err());
+        assert!(CodeSet::parse(["OK"]).is_err());
+        assert_eq!(
+            CodeSet::parse(["NOPE"]).unwrap_err(),
+            "\"NOPE\" is not a gRPC code name"
+        );
+        let set = CodeSet::parse(["UNAUTHENTICATED", "FAILED_PRECONDITION"]).unwrap();
+        assert_eq!(set.names(), vec!["FAILED_PRECONDITION", "UNAUTHENTICATED"]);
+        let p = CallPolicy {
+            non_retryable: set,
+            ..CallPolicy::default()
+        };
+        let unknown = |code: &str| Outcome::Unknown {
+            code: code.into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            p.classify(unknown("FAILED_PRECONDITION")),
+            Outcome::Rejected {
+                message: "FAILED_PRECONDITION m".into()
+            }
+        );
+        assert_eq!(p.classify(unknown("UNAVAILABLE")), unknown("UNAVAILABLE"));
+        assert_eq!(p.classify(Outcome::Succeeded), Outcome::Succeeded);
+        assert_eq!(
+            p.stop_reason(1, chrono::Duration::zero(), Some("UNAUTHENTICATED"))
+                .as_deref(),
+            Some("answered UNAUTHENTICATED, which its policy declares non-retryable")
+        );
+        assert_eq!(
+            p.stop_reason(9, chrono::Duration::days(9), Some("UNAVAILABLE")),
+            None
+        );
+        assert_eq!(p.stop_reason(9, chrono::Duration::days(9), None), None);
+    }
 
     #[test]
     fn exhausted_by_attempts_or_age_and_never_without_a_limit() {

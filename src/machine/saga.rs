@@ -194,6 +194,17 @@ pub fn on_reply(
         return (next, SagaChange::Step);
     };
     s.attempts += 1;
+    // An answer the action declared non-retryable is a rejection of the
+    // action; a compensation must not be refused, so there it stays
+    // unknown (retried, and flagged by `round_failed`).
+    let classified;
+    let outcome = match phase {
+        SagaPhase::Execute => {
+            classified = s.policy.classify(outcome.clone());
+            &classified
+        }
+        SagaPhase::Compensate => outcome,
+    };
     let status = match outcome {
         Outcome::Succeeded => {
             s.last_code = None;
@@ -312,22 +323,19 @@ pub fn round_failed(
     // flag past the thresholds, and keep being retried.
     // A compensation that exhausted its own policy cannot be abandoned
     // either: it raises the flag sooner, and is retried still.
-    let exhausted = (next.status == Status::Compensating)
-        .then(|| {
-            next.steps.iter().find(|s| {
-                s.needs_compensation()
-                    && s.compensation != CallStatus::Succeeded
-                    && s.policy.exhausted(s.attempts, age)
-            })
+    let exhausted = next
+        .steps
+        .iter()
+        .filter(|s| {
+            next.status == Status::Compensating
+                && s.needs_compensation()
+                && s.compensation != CallStatus::Succeeded
         })
-        .flatten()
-        .map(|s| {
-            format!(
-                "step {} ({}) compensate exhausted its policy {}; ",
-                s.id,
-                s.label,
-                s.policy.describe_limit(s.attempts, age)
-            )
+        .find_map(|s| {
+            let why = s
+                .policy
+                .stop_reason(s.attempts, age, s.last_code.as_deref())?;
+            Some(format!("step {} ({}) compensate {why}; ", s.id, s.label))
         });
     let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
     let mut newly = false;

@@ -376,3 +376,32 @@ fn a_compensation_that_exhausts_its_policy_is_flagged_and_never_abandoned() {
         vec![(0, SagaPhase::Compensate)]
     );
 }
+
+#[test]
+fn a_non_retryable_answer_rejects_an_action_but_only_flags_a_compensation() {
+    let codes = crate::machine::policy::CodeSet::parse(["UNAVAILABLE"]).unwrap();
+    let mut s = saga(&[vec![], vec![]]);
+    s.steps[1].policy.non_retryable = codes;
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, change) = on_reply(&s, 1, SagaPhase::Execute, &unknown(), t0());
+    assert_eq!(change, SagaChange::Compensating);
+    assert_eq!(s.steps[1].action, CallStatus::Rejected);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("step 2 (svc1.act) rejected: UNAVAILABLE down")
+    );
+    // Its compensation answered the same: not accepted as done, flagged now.
+    let (s, change) = on_reply(&s, 1, SagaPhase::Compensate, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step);
+    assert_eq!(s.steps[1].compensation, CallStatus::Unknown);
+    let (s, _, newly) = round_failed(&s, t0(), ESC);
+    assert!(newly);
+    assert!(
+        s.attention_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("step 2 (svc1.act) compensate answered UNAVAILABLE, which its policy declares non-retryable; "),
+        "{:?}",
+        s.attention_reason
+    );
+}

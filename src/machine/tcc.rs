@@ -243,21 +243,22 @@ pub fn settle_round(
     let exhausted = next
         .branches
         .iter()
-        .find(|b| b.second_phase != CallStatus::Succeeded && b.policy.exhausted(b.attempts, age));
+        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .find_map(|b| {
+            let why = b
+                .policy
+                .stop_reason(b.attempts, age, b.last_code.as_deref())?;
+            Some(format!(
+                "branch {} ({}) {} {why}; ",
+                b.id,
+                b.label,
+                phase.as_str()
+            ))
+        });
     let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
     let mut newly_flagged = false;
     if over || exhausted.is_some() {
-        let prefix = exhausted
-            .map(|b| {
-                format!(
-                    "branch {} ({}) {} exhausted its policy {}; ",
-                    b.id,
-                    b.label,
-                    phase.as_str(),
-                    b.policy.describe_limit(b.attempts, age)
-                )
-            })
-            .unwrap_or_default();
+        let prefix = exhausted.unwrap_or_default();
         newly_flagged = !next.needs_attention;
         next.needs_attention = true;
         next.attention_reason = Some(format!(

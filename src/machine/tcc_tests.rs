@@ -492,3 +492,37 @@ fn names_round_trip() {
     assert_eq!(CallStatus::parse("unknown"), Some(CallStatus::Unknown));
     assert_eq!(Status::parse("bogus"), None);
 }
+
+#[test]
+fn a_non_retryable_answer_in_phase_two_flags_at_once_and_is_retried() {
+    let mut tx = confirming();
+    tx.branches[0].policy.non_retryable =
+        crate::machine::policy::CodeSet::parse(["FAILED_PRECONDITION"]).unwrap();
+    let refused = Outcome::Unknown {
+        code: "FAILED_PRECONDITION".into(),
+        message: "account closed".into(),
+    };
+    let (next, settled) = settle_round(
+        &tx,
+        &[(id("1"), refused), (id("2"), Outcome::Succeeded)],
+        t0(),
+        ESC,
+    );
+    assert_eq!(
+        settled,
+        Settled::Retry {
+            attempt: 1,
+            newly_flagged: true
+        }
+    );
+    assert!(
+        next.attention_reason.as_deref().unwrap().starts_with(
+            "branch 1 (svc1.act) confirm answered FAILED_PRECONDITION, which its policy declares non-retryable; "
+        ),
+        "{:?}",
+        next.attention_reason
+    );
+    // Another answer is retried as usual.
+    let (other, _) = settle_round(&tx, &[(id("1"), unknown("down"))], t0(), ESC);
+    assert!(!other.needs_attention);
+}

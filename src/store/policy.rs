@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::policy::{CallPolicy, RetrySpec};
+use crate::machine::policy::{CallPolicy, CodeSet, RetrySpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredPolicy {
@@ -15,6 +15,9 @@ pub(crate) struct StoredPolicy {
     max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_age_ms: Option<u64>,
+    /// gRPC code names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    non_retryable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +47,12 @@ impl StoredPolicy {
             }),
             max_attempts: p.max_attempts,
             max_age_ms: p.max_age.map(ms),
+            non_retryable: p
+                .non_retryable
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
         };
         serde_json::to_string(&stored).ok()
     }
@@ -58,6 +67,15 @@ impl StoredPolicy {
             }),
             max_attempts: self.max_attempts,
             max_age: self.max_age_ms.map(Duration::from_millis),
+            // Names were checked when the request came in; one this version
+            // does not know is dropped rather than failing the read.
+            non_retryable: CodeSet::parse(
+                self.non_retryable
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| CodeSet::parse([*n]).is_ok()),
+            )
+            .unwrap_or_default(),
         }
     }
 }
@@ -78,6 +96,7 @@ mod tests {
             }),
             max_attempts: Some(4),
             max_age: Some(Duration::from_secs(600)),
+            non_retryable: CodeSet::parse(["NOT_FOUND", "DATA_LOSS"]).unwrap(),
         };
         let json = StoredPolicy::of(&p).unwrap();
         let back: StoredPolicy = serde_json::from_str(&json).unwrap();

@@ -85,7 +85,7 @@ async fn a_step_that_exhausts_its_attempts_compensates_the_saga(pool: PgPool) {
     assert!(order.has_effect(&reply.gid, "1", Ph::Compensate));
     let tx = get_tx(&mut c, &reply.gid).await;
     assert_eq!(tx.branches[0].policy, None, "no policy of its own");
-    let shown = tx.branches[1].policy.expect("the policy in force");
+    let shown = tx.branches[1].policy.clone().expect("the policy in force");
     assert_eq!(shown.max_attempts, 3);
     assert_eq!(shown.retry_initial, ms(50));
     assert_eq!(
@@ -203,6 +203,20 @@ async fn bad_policies_are_refused_naming_the_field(pool: PgPool) {
             },
             "steps[1]: policy: retry_factor and retry_jitter need retry_initial and retry_max",
         ),
+        (
+            pb::CallPolicy {
+                non_retryable_codes: vec!["ABORTED".into()],
+                ..Default::default()
+            },
+            "steps[1]: policy: non_retryable_codes: ABORTED cannot be declared non-retryable",
+        ),
+        (
+            pb::CallPolicy {
+                non_retryable_codes: vec!["unavailable".into()],
+                ..Default::default()
+            },
+            "steps[1]: policy: non_retryable_codes: \"unavailable\" is not a gRPC code name",
+        ),
     ];
     for (policy, message) in cases {
         let mut second = step("p", "a", "b");
@@ -235,4 +249,60 @@ async fn bad_policies_are_refused_naming_the_field(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(count, 0, "refused requests change nothing");
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn non_retryable_codes_count_as_a_rejection(pool: PgPool) {
+    let coord = coordinator(&pool).await;
+    let p = TestParticipant::start("pay", Some(pool.clone())).await;
+    p.register(&coord, &["charge", "refund"]).await;
+    // The participant answers UNAVAILABLE itself, which this action
+    // declares final.
+    p.script(Ph::Execute, vec![Behavior::Unavailable], Behavior::Ok);
+    p.script(Ph::Try, vec![Behavior::Unavailable], Behavior::Ok);
+    p.script(Ph::Confirm, vec![Behavior::Unavailable], Behavior::Ok);
+    let final_unavailable = || pb::CallPolicy {
+        non_retryable_codes: vec!["UNAVAILABLE".into()],
+        ..quick(0)
+    };
+    let mut c = coord.client().await;
+
+    // A saga action: rejected at once, the saga compensates.
+    let mut s = step("pay", "charge", "refund");
+    s.policy = Some(final_unavailable());
+    let reply = c.submit_saga(saga(vec![s])).await.unwrap().into_inner();
+    assert_eq!(reply.status, S::Compensated as i32);
+    assert_eq!(
+        reply.reason,
+        "step 1 (pay.charge) rejected: UNAVAILABLE participant is down"
+    );
+    assert_eq!(p.calls(&reply.gid, "1", Ph::Execute), 1);
+
+    // A Try: ABORTED to the initiator, as a rejection.
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    let mut t = try_req(&gid, "pay", "charge");
+    t.policy = Some(final_unavailable());
+    let err = c.r#try(t).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+
+    // A Confirm: a decision cannot be refused; flagged at once, retried.
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    let mut t = try_req(&gid, "pay", "charge");
+    t.policy = Some(final_unavailable());
+    c.r#try(t).await.unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
+    let tx = wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    let flag = tx
+        .events
+        .iter()
+        .find(|e| e.kind == "needs_attention")
+        .unwrap_or_else(|| panic!("flagged after the first answer: {:#?}", tx.events));
+    assert!(
+        flag.message.starts_with(
+            "branch 1 (pay.charge) confirm answered UNAVAILABLE, which its policy declares non-retryable; "
+        ),
+        "{}",
+        flag.message
+    );
+    assert_eq!(p.calls(&gid, "1", Ph::Confirm), 2);
 }

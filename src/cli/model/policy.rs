@@ -40,6 +40,12 @@ pub fn describe(
         if let Some(age) = &p.max_age {
             parts.push(format!("for at most {}", duration(age)));
         }
+        if !p.non_retryable_codes.is_empty() {
+            parts.push(format!(
+                "never retried on {}",
+                p.non_retryable_codes.join(", ")
+            ));
+        }
     }
     (!parts.is_empty()).then(|| parts.join(", "))
 }
@@ -66,11 +72,12 @@ mod tests {
             retry_jitter: Some(false),
             max_attempts: 3,
             max_age: Some(d(600_000)),
+            non_retryable_codes: vec!["NOT_FOUND".into()],
         };
         assert_eq!(
             describe(Some(&d(200)), Some(&p)).as_deref(),
             Some(
-                "timeout 200ms, retry 50ms x1.5 up to 5s without jitter, at most 3 calls, for at most 10m"
+                "timeout 200ms, retry 50ms x1.5 up to 5s without jitter, at most 3 calls, for at most 10m, never retried on NOT_FOUND"
             )
         );
     }
