@@ -28,6 +28,7 @@ use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
+use crate::store::health::DbHealth;
 use crate::store::postgres::PgStore;
 use crate::store::{Store, StoreError};
 
@@ -62,6 +63,8 @@ pub struct Server {
     /// The /metrics, /healthz and /readyz listener, if configured.
     metrics_listener: Option<TcpListener>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Whether the database answers (see `store::health`).
+    db_health: Arc<DbHealth>,
 }
 
 impl Server {
@@ -161,6 +164,7 @@ impl Server {
             wake: Wake::default(),
             metrics_listener: None,
             tls,
+            db_health: Arc::new(DbHealth::default()),
         })
     }
 
@@ -199,6 +203,7 @@ impl Server {
             listener,
             wake,
             tls,
+            db_health,
             ..
         } = self;
         let (health, grpc) = grpc_services(&config, &engine, &store, &wake).await?;
@@ -215,6 +220,7 @@ impl Server {
             .layer(crate::api::oversize::OversizeLayer::new(
                 config.max_request_bytes,
             ))
+            .layer(crate::api::db_down::DbDownLayer::new(db_health))
             .add_routes(grpc)
             .serve_with_incoming_shutdown(
                 // Set by hand: tonic applies its `tcp_nodelay` only to listeners it
@@ -287,6 +293,7 @@ impl Server {
                 http,
                 handle,
                 self.store.clone(),
+                Arc::clone(&self.db_health),
                 draining.clone(),
                 stop.clone(),
             );
@@ -310,6 +317,8 @@ impl Server {
             stop.clone(),
         ));
         background.spawn(engine.keep_leases(stop.clone()));
+        background
+            .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
             Arc::clone(engine.registry()),
             stop.clone(),

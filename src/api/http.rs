@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
+use crate::store::health::DbHealth;
 
 /// Longest `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,6 +25,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 struct Probe {
     handle: Option<PrometheusHandle>,
     store: Arc<dyn Store>,
+    db_health: Arc<DbHealth>,
     /// Cancelled when shutdown begins: `/readyz` fails so that load
     /// balancers stop sending new work while in-flight work finishes.
     draining: CancellationToken,
@@ -34,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     handle: Option<PrometheusHandle>,
     store: Arc<dyn Store>,
+    db_health: Arc<DbHealth>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -44,6 +47,7 @@ pub async fn serve(
         .with_state(Probe {
             handle,
             store,
+            db_health,
             draining,
         });
     axum::serve(listener, app)
@@ -76,6 +80,14 @@ async fn healthz() -> &'static str {
 async fn readyz(State(probe): State<Probe>) -> Response {
     if probe.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if !probe.db_health.is_up() {
+        let why = probe.db_health.refusal();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response();
     }
     match tokio::time::timeout(READY_TIMEOUT, probe.store.ready()).await {
         Ok(Ok(())) => "ready\n".into_response(),

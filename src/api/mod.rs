@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod convert;
 pub mod coordinator;
+pub mod db_down;
 pub mod http;
 pub mod oversize;
 pub mod registry;

@@ -248,7 +248,7 @@ impl Default for Config {
             attention_attempts: 10,
             attention_age: Duration::from_secs(600),
             lease: Duration::from_secs(3),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
             recovery_concurrency: 64,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),

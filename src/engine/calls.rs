@@ -5,9 +5,12 @@
 //! of one phase ([`Engine::call_participant`]), whoever makes it (a Try, a
 //! phase-2 round, a saga action or compensation).
 
+use std::time::{Duration, Instant};
+
 use concord_proto::participant::v1::BranchRequest;
 
 use super::Engine;
+use super::leases::CALL_MARGIN;
 use crate::domain::metadata::Metadata;
 use crate::domain::{ActionName, Gid, ParticipantName};
 use crate::error::{Error, Result};
@@ -15,6 +18,9 @@ use crate::machine::Phase;
 use crate::participant::client::CallReply;
 use crate::participant::registry::Entry;
 use crate::store::BranchRecord;
+
+/// A call with less time than this left is not worth sending.
+const MIN_CALL: Duration = Duration::from_millis(10);
 
 /// One call of one phase of a durable branch.
 pub(crate) struct BranchCall<'a> {
@@ -26,6 +32,11 @@ pub(crate) struct BranchCall<'a> {
     pub action: &'a ActionName,
     pub attempt: u32,
     pub metadata: &'a Metadata,
+    /// The latest moment the call may still be running at the participant
+    /// (local clock): the lease's cover, or the Try's `call_until`. The
+    /// call's deadline is cut to end [`CALL_MARGIN`] before it, and a call
+    /// that would have no time left is not sent.
+    pub until: Instant,
 }
 
 impl Engine {
@@ -88,7 +99,20 @@ impl Engine {
             attempt: call.attempt,
             metadata: call.metadata.clone().into_iter().collect(),
         };
-        let timeout = branch.call_timeout.unwrap_or(self.settings.call_timeout);
+        let budget = call
+            .until
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CALL_MARGIN);
+        let timeout = self.call_timeout_of(branch).min(budget);
+        if timeout < MIN_CALL {
+            // Cannot happen when the caller covered the call first; if it
+            // does, not calling is the safe side: the branch stays owed.
+            tracing::warn!(gid = %call.gid, branch_id = %branch.branch_id, "call not sent: nothing covers its deadline");
+            return CallReply::unknown(
+                "UNAVAILABLE",
+                "not called: the lease did not cover the call's deadline".to_string(),
+            );
+        }
         let reply = self
             .clients
             .call(

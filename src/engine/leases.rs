@@ -1,21 +1,57 @@
 //! Leases this instance holds while it drives transactions, and the keeper
-//! that renews them. A lease that fails to renew is reported lost: its
-//! driver stops before the lease expires, so that no branch is called by two
-//! instances at once, and fencing makes any write it still attempts a no-op.
+//! that renews them.
+//!
+//! A lease is what keeps every other instance away from a transaction, so
+//! a participant call is sent only while the lease covers that call's whole
+//! deadline plus [`CALL_MARGIN`]: [`LeaseGuard::covered_until`] is a
+//! conservative local reading of the lease's expiry (counted from before
+//! the write that granted it), and the engine extends the lease durably
+//! before a call that would outlive it (`Engine::cover`). When this instance
+//! dies or loses the database, the lease it leaves behind therefore
+//! outlives every call it may have sent, and a new owner takes over only
+//! after those calls passed their deadline.
+//!
+//! A lease that fails to renew is reported lost: its driver stops, and
+//! fencing makes any write it still attempts a no-op.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::Engine;
 use crate::domain::Gid;
-use crate::store::{Lease, Store};
+use crate::store::{BranchRecord, Lease, Store};
+
+/// What a lease (or a Try's `call_until`) covers beyond a call's deadline:
+/// the time the request takes to reach the participant, which counts its
+/// deadline from when the request arrived, and the difference in clock
+/// *rates* over a call (durations are measured locally; expiries are
+/// decided by the database's clock). README, "Clocks", says the same.
+pub const CALL_MARGIN: Duration = Duration::from_millis(250);
+
+/// One held lease: its fence, the token that stops its driver, and until
+/// when it surely lasts (local clock).
+struct Held {
+    fence: i64,
+    lost: CancellationToken,
+    covered_until: Instant,
+}
+
+/// A lease as this instance was granted it: by a write sent at `sent`, for
+/// `granted` from the database's now at that write.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub lease: Lease,
+    pub sent: Instant,
+    pub granted: Duration,
+}
 
 /// The set of leases held by this instance.
 #[derive(Default)]
 pub struct Leases {
-    held: Mutex<HashMap<Gid, (i64, CancellationToken, std::time::Instant)>>,
+    held: Mutex<HashMap<Gid, Held>>,
 }
 
 /// Held while a driver works; dropping it forgets the lease (the driver has
@@ -32,26 +68,52 @@ impl LeaseGuard {
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
     }
+
+    pub fn lease(&self) -> Lease {
+        Lease {
+            gid: self.gid.clone(),
+            fence: self.fence,
+        }
+    }
+
+    /// Until when the lease surely lasts (local clock); a call may be sent
+    /// only if it ends, margin included, before this.
+    pub fn covered_until(&self) -> Instant {
+        self.leases
+            .with(&self.gid, self.fence, |h| h.covered_until)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Records that the lease was extended by a write sent at `sent` for
+    /// `cover` (never shortens what is known).
+    pub fn covered(&self, sent: Instant, cover: Duration) {
+        self.leases.with(&self.gid, self.fence, |h| {
+            h.covered_until = h.covered_until.max(sent + cover);
+        });
+    }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
-        if held
-            .get(&self.gid)
-            .is_some_and(|(f, _, _)| *f == self.fence)
-        {
+        if held.get(&self.gid).is_some_and(|h| h.fence == self.fence) {
             held.remove(&self.gid);
         }
     }
 }
 
 impl Leases {
-    pub fn hold(self: &Arc<Self>, lease: &Lease) -> LeaseGuard {
+    /// Holds a granted lease until the guard is dropped.
+    pub fn hold(self: &Arc<Self>, grant: &Granted) -> LeaseGuard {
+        let (lease, sent, granted) = (&grant.lease, grant.sent, grant.granted);
         let token = CancellationToken::new();
         self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(
             lease.gid.clone(),
-            (lease.fence, token.clone(), std::time::Instant::now()),
+            Held {
+                fence: lease.fence,
+                lost: token.clone(),
+                covered_until: sent + granted,
+            },
         );
         LeaseGuard {
             leases: Arc::clone(self),
@@ -61,24 +123,47 @@ impl Leases {
         }
     }
 
-    /// Leases held for at least `age`: younger ones were granted (or
-    /// renewed by the claim) recently enough not to need it yet.
-    pub fn snapshot_older_than(&self, age: Duration) -> Vec<Lease> {
+    fn with<T>(&self, gid: &Gid, fence: i64, f: impl FnOnce(&mut Held) -> T) -> Option<T> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get_mut(gid).filter(|h| h.fence == fence).map(f)
+    }
+
+    /// Leases that surely last less than `left` more.
+    fn expiring_within(&self, left: Duration) -> Vec<Lease> {
+        let horizon = Instant::now() + left;
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, (_, _, since))| since.elapsed() >= age)
-            .map(|(gid, (fence, _, _))| Lease {
+            .filter(|(_, h)| h.covered_until < horizon)
+            .map(|(gid, h)| Lease {
                 gid: gid.clone(),
-                fence: *fence,
+                fence: h.fence,
             })
             .collect()
     }
 
     /// Every lease held.
     pub fn snapshot(&self) -> Vec<Lease> {
-        self.snapshot_older_than(Duration::ZERO)
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(gid, h)| Lease {
+                gid: gid.clone(),
+                fence: h.fence,
+            })
+            .collect()
+    }
+
+    /// Records a renewal sent at `sent` for `lease` of the ones renewed.
+    fn renewed(&self, renewed: &[Gid], sent: Instant, lease: Duration) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for gid in renewed {
+            if let Some(h) = held.get_mut(gid) {
+                h.covered_until = h.covered_until.max(sent + lease);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -94,12 +179,12 @@ impl Leases {
     fn mark_lost(&self, lost: &[Lease]) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         for l in lost {
-            if let Some((fence, token, _)) = held.get(&l.gid)
-                && *fence == l.fence
+            if let Some(h) = held.get(&l.gid)
+                && h.fence == l.fence
             {
                 tracing::warn!(gid = %l.gid, fence = l.fence, "lease lost; stopping its driver");
                 crate::telemetry::metrics::leases_lost(1);
-                token.cancel();
+                h.lost.cancel();
             }
         }
     }
@@ -120,14 +205,16 @@ impl Leases {
                 _ = tick.tick() => {}
             }
             // Most rounds finish long before their lease would need it; only
-            // the older ones are renewed (a tick later they still have at
-            // least a third of the lease left).
-            let held = self.snapshot_older_than(lease / 3);
+            // the ones with less than two thirds left are renewed (a tick
+            // later they still have at least a third of the lease left).
+            let held = self.expiring_within(lease * 2 / 3);
             if held.is_empty() {
                 continue;
             }
+            let sent = Instant::now();
             match store.renew(&owner, &held, lease).await {
                 Ok(renewed) => {
+                    self.renewed(&renewed, sent, lease);
                     let lost: Vec<Lease> = held
                         .into_iter()
                         .filter(|l| !renewed.contains(&l.gid))
@@ -137,6 +224,66 @@ impl Leases {
                 // A failed renewal is not a lost lease: it may still be ours.
                 // Fencing protects the writes if it is not.
                 Err(e) => tracing::warn!(error = %e, leases = held.len(), "lease renewal failed"),
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// How long a lease must be granted for a round making `calls`: their
+    /// longest deadline plus twice the margin (once for the call, once for
+    /// the time between the grant and the call), and never less than the
+    /// configured lease. Granted with the decision itself, so that the hot
+    /// path needs no extra write to cover its calls.
+    pub(crate) fn lease_for<'a>(
+        &self,
+        calls: impl IntoIterator<Item = &'a BranchRecord>,
+    ) -> Duration {
+        let longest = calls
+            .into_iter()
+            .map(|b| self.call_timeout_of(b))
+            .max()
+            .unwrap_or_default();
+        self.settings.lease.max(longest + 2 * CALL_MARGIN)
+    }
+
+    /// The deadline of a call of `branch`.
+    pub(crate) fn call_timeout_of(&self, branch: &BranchRecord) -> Duration {
+        branch.call_timeout.unwrap_or(self.settings.call_timeout)
+    }
+
+    /// Makes sure the lease of `guard` covers a call of `timeout` sent now,
+    /// extending it durably first when it does not; returns until when the
+    /// call may run (see [`BranchCall::until`](super::calls::BranchCall)).
+    /// `None` when the lease could not be extended: the call must not be
+    /// sent (a lost lease is also reported to the driver).
+    pub(crate) async fn cover(&self, guard: &LeaseGuard, timeout: Duration) -> Option<Instant> {
+        let need = timeout + CALL_MARGIN;
+        let covered = guard.covered_until();
+        if covered >= Instant::now() + need {
+            return Some(covered);
+        }
+        let extend = self.settings.lease.max(need + CALL_MARGIN);
+        let sent = Instant::now();
+        let lease = guard.lease();
+        match self
+            .store
+            .extend_lease(&self.settings.instance_id, &lease, extend)
+            .await
+        {
+            Ok(true) => {
+                guard.covered(sent, extend);
+                crate::telemetry::metrics::lease_extended();
+                Some(guard.covered_until())
+            }
+            Ok(false) => {
+                tracing::warn!(gid = %lease.gid, "lease lost before a call; stopping its driver");
+                guard.lost().cancel();
+                None
+            }
+            Err(e) => {
+                tracing::warn!(gid = %lease.gid, error = %e, "lease not extended; the call is not sent");
+                None
             }
         }
     }

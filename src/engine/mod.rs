@@ -121,8 +121,15 @@ impl Engine {
     }
 
     /// A decision to take `tx` to `next`, valid only while the row is as
-    /// read; this instance then holds the lease.
-    pub(crate) fn decision(&self, tx: &TxRecord, next: TxState, now: DateTime<Utc>) -> Decision {
+    /// read; this instance then holds the lease, for `lease` (see
+    /// [`Engine::lease_for`]).
+    pub(crate) fn decision(
+        &self,
+        tx: &TxRecord,
+        next: TxState,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Decision {
         Decision {
             gid: tx.gid.clone(),
             expected_status: tx.status,
@@ -130,7 +137,7 @@ impl Engine {
             expected_fence: tx.fence,
             next,
             owner: self.settings.instance_id.clone(),
-            lease: self.settings.lease,
+            lease,
             now,
             actor: self.settings.instance_id.clone(),
         }

@@ -4,22 +4,37 @@
 //! backoff and gives the lease back, so the recovery loop of any instance
 //! picks it up when due.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 use tracing::Instrument;
 
 use super::Engine;
 use super::calls::BranchCall;
+use super::leases::Granted;
 use crate::domain::BranchId;
 use crate::domain::metadata::Metadata;
 use crate::machine::tcc::{self, Settled, TxState};
 use crate::machine::{Mode, Outcome, Phase};
-use crate::store::{BranchRecord, CallRecord, Lease, RoundWrite};
+use crate::store::{BranchRecord, CallRecord, RoundWrite};
+
+/// How often phase 2 looks whether a Try it waits for has replied.
+const BUSY_POLL: Duration = Duration::from_millis(50);
+
+/// How long until no Try of `branches` may still be running.
+fn busy_for<'a>(branches: impl Iterator<Item = &'a BranchRecord>) -> Duration {
+    let now = std::time::Instant::now();
+    branches
+        .filter_map(|b| b.call_busy_until)
+        .max()
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+}
 
 impl Engine {
     /// Drives one round in the background, tracked for graceful shutdown.
     pub(crate) fn spawn_drive(
         &self,
-        lease: Lease,
+        grant: Granted,
         branches: Vec<BranchRecord>,
         state: TxState,
         calls: Vec<(BranchId, Phase)>,
@@ -28,27 +43,66 @@ impl Engine {
         let Some(engine) = self.self_arc() else {
             return;
         };
-        let span = tracing::info_span!("drive", gid = %lease.gid);
+        let span = tracing::info_span!("drive", gid = %grant.lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive(lease, branches, state, calls, metadata).await;
+                engine.drive(grant, branches, state, calls, metadata).await;
             }
             .instrument(span),
         );
     }
 
-    /// One phase-2 round under `lease`: makes `calls` (what the state
+    /// One phase-2 round under a lease: makes `calls` (what the state
     /// machine said is owed), settles the replies and writes the round.
     pub(crate) async fn drive(
         &self,
-        lease: Lease,
+        grant: Granted,
         branches: Vec<BranchRecord>,
         state: TxState,
         calls: Vec<(BranchId, Phase)>,
         metadata: Metadata,
     ) {
-        let guard = self.leases.hold(&lease);
+        let guard = self.leases.hold(&grant);
+        let lease = grant.lease;
         let gid = lease.gid.clone();
+        let called: Vec<&BranchRecord> = super::tcc::called(&branches, &calls).collect();
+        // A Try still out (the initiator rolled back without waiting for
+        // it, or its coordinator crashed) may be running at the participant:
+        // no Cancel is sent before its reply is recorded or its deadline
+        // passed, under a lease that covers the wait too.
+        let busy = busy_for(called.iter().copied());
+        if !busy.is_zero() {
+            // Covered for the wait alone: a Try usually replies long before
+            // its deadline, and the lease is extended for the calls after.
+            if self.cover(&guard, busy).await.is_none() {
+                return;
+            }
+            tracing::debug!(%gid, wait_ms = busy.as_millis() as u64, "waiting for a try still out before phase 2");
+            let mut busy = busy;
+            while !busy.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(busy.min(BUSY_POLL)) => {}
+                    _ = guard.lost().cancelled() => return,
+                }
+                // The record of the Try's reply clears its mark.
+                busy = match self.store.load(&gid).await {
+                    Ok(Some((_, fresh))) => busy_for(
+                        fresh
+                            .iter()
+                            .filter(|b| called.iter().any(|c| c.branch_id == b.branch_id)),
+                    ),
+                    _ => busy.saturating_sub(BUSY_POLL),
+                };
+            }
+        }
+        let longest = called
+            .iter()
+            .map(|b| self.call_timeout_of(b))
+            .max()
+            .unwrap_or_default();
+        let Some(until) = self.cover(&guard, longest).await else {
+            return;
+        };
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state
@@ -68,6 +122,7 @@ impl Engine {
                             action: &b.action,
                             attempt,
                             metadata,
+                            until,
                         })
                         .await
                         .outcome

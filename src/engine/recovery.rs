@@ -5,12 +5,13 @@
 //! run it on one database without driving a transaction twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
+use super::leases::Granted;
 use crate::machine::Status;
 use crate::machine::tcc::{self, Command, Verdict};
 use crate::store::Claimed;
@@ -46,6 +47,7 @@ pub async fn run(
         if free == 0 {
             continue;
         }
+        let claim_sent = Instant::now();
         let claimed = match engine
             .store
             .claim_due(engine.instance_id(), free as i64, engine.settings.lease)
@@ -72,7 +74,7 @@ pub async fn run(
             };
             let engine2 = Arc::clone(&engine);
             engine.tracker.spawn(async move {
-                engine2.resume(c).await;
+                engine2.resume(c, claim_sent).await;
                 drop(permit);
             });
         }
@@ -86,8 +88,15 @@ pub async fn run(
 
 impl Engine {
     /// Takes over a transaction claimed by the recovery loop.
-    pub(crate) async fn resume(self: Arc<Self>, claimed: Claimed) {
+    pub(crate) async fn resume(self: Arc<Self>, claimed: Claimed, claim_sent: Instant) {
         let gid = claimed.lease.gid.clone();
+        // The claim granted the configured lease; the driver extends it
+        // before a call that needs more.
+        let grant = Granted {
+            lease: claimed.lease.clone(),
+            sent: claim_sent,
+            granted: self.settings.lease,
+        };
         let (tx, branches) = match self.store.load(&gid).await {
             Ok(Some(found)) => found,
             Ok(None) => return,
@@ -117,14 +126,21 @@ impl Engine {
                         .await;
                     return;
                 };
+                let granted = self.lease_for(super::tcc::called(&branches, &calls));
+                let sent = std::time::Instant::now();
                 match self
                     .store
-                    .decide(self.decision(&tx, next.clone(), now))
+                    .decide(self.decision(&tx, next.clone(), now, granted))
                     .await
                 {
                     Ok(Some(lease)) => {
                         tracing::info!(%gid, "deadline passed; rolling back");
-                        self.drive(lease, branches, next, calls, tx.metadata).await;
+                        let grant = Granted {
+                            lease,
+                            sent,
+                            granted,
+                        };
+                        self.drive(grant, branches, next, calls, tx.metadata).await;
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -134,11 +150,10 @@ impl Engine {
             }
             Status::Confirming | Status::Cancelling => {
                 let calls = tcc::pending_calls(&state);
-                self.drive(claimed.lease, branches, state, calls, tx.metadata)
-                    .await;
+                self.drive(grant, branches, state, calls, tx.metadata).await;
             }
             Status::Running | Status::Compensating => {
-                self.drive_saga(claimed.lease, tx, branches).await;
+                self.drive_saga(grant, tx, branches).await;
             }
             Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated => {
                 let _ = self

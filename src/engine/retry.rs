@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+use super::leases::CALL_MARGIN;
 use crate::config::RetryConfig;
 use crate::machine::policy::{CallPolicy, RetrySpec};
 
@@ -22,7 +23,10 @@ impl RetryPolicy {
     }
 
     /// The delay after `attempt` failed rounds (1-based), jittered and never
-    /// above the configured cap.
+    /// above the configured cap, nor below [`CALL_MARGIN`]: a call that
+    /// timed out here may run at its participant until its own deadline,
+    /// counted from when the request arrived; the next attempt waits that
+    /// out.
     pub fn delay(&self, attempt: u32) -> Duration {
         spec_delay(
             RetrySpec {
@@ -33,6 +37,7 @@ impl RetryPolicy {
             },
             attempt,
         )
+        .max(CALL_MARGIN)
     }
 
     /// The delay after `attempt` failed rounds of a transaction whose
@@ -47,7 +52,8 @@ impl RetryPolicy {
         policies
             .into_iter()
             .map(|p| match p.retry {
-                Some(spec) => spec_delay(spec, attempt),
+                // Never below the margin either, for the same reason.
+                Some(spec) => spec_delay(spec, attempt).max(CALL_MARGIN),
                 None => self.delay(attempt),
             })
             .min()
@@ -114,18 +120,28 @@ mod tests {
         let p = policy();
         let fixed = CallPolicy {
             retry: Some(RetrySpec {
-                initial: Duration::from_millis(100),
+                initial: Duration::from_millis(400),
                 factor: 3.0,
-                max: Duration::from_millis(500),
+                max: Duration::from_secs(2),
                 jitter: false,
             }),
             ..CallPolicy::default()
         };
         let none = CallPolicy::default();
-        assert_eq!(p.delay_for(1, [&fixed]), Duration::from_millis(100));
-        assert_eq!(p.delay_for(2, [&fixed]), Duration::from_millis(300));
-        assert_eq!(p.delay_for(9, [&fixed]), Duration::from_millis(500));
-        assert_eq!(p.delay_for(2, [&none, &fixed]), Duration::from_millis(300));
+        assert_eq!(p.delay_for(1, [&fixed]), Duration::from_millis(400));
+        assert_eq!(p.delay_for(2, [&fixed]), Duration::from_millis(1200));
+        assert_eq!(p.delay_for(9, [&fixed]), Duration::from_secs(2));
+        assert_eq!(p.delay_for(2, [&none, &fixed]), Duration::from_millis(1200));
+        let tiny = CallPolicy {
+            retry: Some(RetrySpec {
+                initial: Duration::from_millis(10),
+                factor: 1.0,
+                max: Duration::from_millis(10),
+                jitter: false,
+            }),
+            ..CallPolicy::default()
+        };
+        assert_eq!(p.delay_for(1, [&tiny]), CALL_MARGIN, "never below the margin");
         let d = p.delay_for(3, [&none]);
         assert!(
             d >= Duration::from_secs(4) && d < Duration::from_secs(8),
@@ -138,5 +154,17 @@ mod tests {
         let p = policy();
         let delays: std::collections::HashSet<_> = (0..20).map(|_| p.delay(4)).collect();
         assert!(delays.len() > 1, "jitter should vary delays");
+    }
+
+    #[test]
+    fn never_below_the_call_margin() {
+        let p = RetryPolicy::new(RetryConfig {
+            initial: Duration::from_millis(1),
+            factor: 2.0,
+            max: Duration::from_millis(5),
+        });
+        for attempt in [1, 2, 10] {
+            assert_eq!(p.delay(attempt), CALL_MARGIN);
+        }
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
+use super::leases::{CALL_MARGIN, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -133,6 +134,15 @@ impl Engine {
             })
             .collect();
         let gid = req.gid.unwrap_or_else(Gid::generate);
+        // Granted long enough to cover the first steps' calls (see
+        // `Engine::lease_for`); later steps extend it if they need to.
+        let longest = steps
+            .iter()
+            .map(|s| s.call_timeout.unwrap_or(self.settings.call_timeout))
+            .max()
+            .unwrap_or_default();
+        let granted = self.settings.lease.max(longest + 2 * CALL_MARGIN);
+        let sent = std::time::Instant::now();
         let submitted = self
             .store
             .submit_saga(NewSaga {
@@ -143,7 +153,7 @@ impl Engine {
                 deadline,
                 concurrency,
                 owner: self.settings.instance_id.clone(),
-                lease: self.settings.lease,
+                lease: granted,
                 now,
             })
             .await?;
@@ -187,9 +197,15 @@ impl Engine {
                         depends_on: s.depends_on,
                         compensate_rejected: s.compensate_rejected,
                         policy: s.policy,
+                        call_busy_until: None,
                     })
                     .collect();
-                self.spawn_saga(lease, tx, branches);
+                let grant = Granted {
+                    lease,
+                    sent,
+                    granted,
+                };
+                self.spawn_saga(grant, tx, branches);
             }
             SagaSubmitted::Existing(found) => {
                 let (tx, branches) = *found;
@@ -215,27 +231,28 @@ impl Engine {
         Ok((gid, status, reason))
     }
 
-    pub(crate) fn spawn_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+    pub(crate) fn spawn_saga(&self, grant: Granted, tx: TxRecord, branches: Vec<BranchRecord>) {
         let Some(engine) = self.self_arc() else {
             return;
         };
-        let span = tracing::info_span!("saga", gid = %lease.gid);
+        let span = tracing::info_span!("saga", gid = %grant.lease.gid);
         self.tracker.spawn(
             async move {
-                engine.drive_saga(lease, tx, branches).await;
+                engine.drive_saga(grant, tx, branches).await;
             }
             .instrument(span),
         );
     }
 
+    /// Calls step `index` in `phase`; `until` as in [`BranchCall`].
     async fn saga_call(
         self: Arc<Self>,
         gid: Gid,
         branch: BranchRecord,
-        index: usize,
-        phase: SagaPhase,
+        (index, phase): (usize, SagaPhase),
         attempt: u32,
         metadata: Metadata,
+        until: std::time::Instant,
     ) -> (usize, SagaPhase, CallRecord) {
         let (action, rpc) = match phase {
             SagaPhase::Execute => (&branch.action, Phase::Execute),
@@ -252,6 +269,7 @@ impl Engine {
                 action,
                 attempt,
                 metadata: &metadata,
+                until,
             })
             .await
             .outcome;
@@ -270,11 +288,17 @@ impl Engine {
     /// Drives a saga under `lease` until it is final, its lease is lost, or
     /// only retries are left (then the lease is given back with the next
     /// attempt time).
-    pub(crate) async fn drive_saga(&self, lease: Lease, tx: TxRecord, branches: Vec<BranchRecord>) {
+    pub(crate) async fn drive_saga(
+        &self,
+        grant: Granted,
+        tx: TxRecord,
+        branches: Vec<BranchRecord>,
+    ) {
         let Some(me) = self.self_arc() else {
             return;
         };
-        let guard = self.leases.hold(&lease);
+        let guard = self.leases.hold(&grant);
+        let lease = grant.lease;
         let gid = lease.gid.clone();
         let mut state = tx.saga_state(&branches);
         let limit = tx.concurrency.max(1) as usize;
@@ -310,16 +334,23 @@ impl Engine {
             }
             if !self.shutdown.is_cancelled() {
                 for (i, phase) in saga::next_calls(&state, &running, &tried, limit) {
+                    // Sent only under a lease that outlives the call; the
+                    // calls already out are covered, so stopping here is
+                    // safe: the lease expires after them.
+                    let Some(until) = self.cover(&guard, self.call_timeout_of(&branches[i])).await
+                    else {
+                        return;
+                    };
                     let attempt = state.steps[i].attempts + 1;
                     running.insert(i);
                     tried.insert((i, phase));
                     in_flight.push(Arc::clone(&me).saga_call(
                         gid.clone(),
                         branches[i].clone(),
-                        i,
-                        phase,
+                        (i, phase),
                         attempt,
                         tx.metadata.clone(),
+                        until,
                     ));
                 }
             }

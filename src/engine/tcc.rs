@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::calls::BranchCall;
+use super::leases::{CALL_MARGIN, Granted};
 use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
 use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName};
@@ -42,6 +43,16 @@ pub struct TryBranch {
     pub call_timeout: Option<Duration>,
     /// Retry policy of its Confirm or Cancel.
     pub policy: CallPolicy,
+}
+
+/// The branches that `calls` name.
+pub(crate) fn called<'a>(
+    branches: &'a [BranchRecord],
+    calls: &'a [(BranchId, Phase)],
+) -> impl Iterator<Item = &'a BranchRecord> {
+    calls
+        .iter()
+        .filter_map(|(id, _)| branches.iter().find(|b| &b.branch_id == id))
 }
 
 /// A call timeout the initiator asked for must be positive.
@@ -118,7 +129,12 @@ impl Engine {
         self.check_payload(&req.payload)?;
         check_call_timeout(req.call_timeout)?;
         self.check_actions(&req.participant, &[&req.action]).await?;
-        let (branch, metadata, attempt) = self.register_branch(&req).await?;
+        // No lease covers a Try: the branch row itself says until when its
+        // call may run (`call_until`), so that nothing else is sent to the
+        // branch before then, even if this instance dies now.
+        let cover = req.call_timeout.unwrap_or(self.settings.call_timeout) + 2 * CALL_MARGIN;
+        let started = std::time::Instant::now();
+        let (branch, metadata, attempt) = self.register_branch(&req, cover).await?;
         let reply = self
             .call_participant(BranchCall {
                 gid: &req.gid,
@@ -127,6 +143,7 @@ impl Engine {
                 action: &req.action,
                 attempt,
                 metadata: &metadata,
+                until: started + cover,
             })
             .await;
         // An answer the action declared non-retryable is a rejection.
@@ -189,7 +206,11 @@ impl Engine {
         Err(failure)
     }
 
-    async fn register_branch(&self, req: &TryBranch) -> Result<(BranchRecord, Metadata, u32)> {
+    async fn register_branch(
+        &self,
+        req: &TryBranch,
+        cover: Duration,
+    ) -> Result<(BranchRecord, Metadata, u32)> {
         // An assigned number can collide with an id an initiator chose; the
         // next number is then tried.
         for _ in 0..8 {
@@ -203,6 +224,7 @@ impl Engine {
                     payload: req.payload.clone(),
                     call_timeout: req.call_timeout,
                     policy: req.policy,
+                    call_cover: cover,
                     now: self.clock.now(),
                     actor: self.settings.instance_id.clone(),
                 })
@@ -216,6 +238,18 @@ impl Engine {
                         && branch.action == req.action
                         && branch.payload == req.payload;
                     if same {
+                        // A repeated Try: sent only when no Try of the
+                        // branch is still out.
+                        if !self
+                            .store
+                            .claim_try_call(&req.gid, &branch.branch_id, cover)
+                            .await?
+                        {
+                            return Err(Error::Unavailable(format!(
+                                "a try of branch {} of transaction {} is still out; retry after its deadline",
+                                branch.branch_id, req.gid
+                            )));
+                        }
                         let attempt = if branch.first_phase == CallStatus::Pending {
                             1
                         } else {
@@ -320,14 +354,21 @@ impl Engine {
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
+            let granted = self.lease_for(called(&branches, &calls));
+            let sent = std::time::Instant::now();
             if let Some(lease) = self
                 .store
-                .decide(self.decision(&tx, next.clone(), now))
+                .decide(self.decision(&tx, next.clone(), now, granted))
                 .await?
             {
                 tracing::debug!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
                 let status = next.status;
-                self.spawn_drive(lease, branches, next, calls, tx.metadata);
+                let grant = Granted {
+                    lease,
+                    sent,
+                    granted,
+                };
+                self.spawn_drive(grant, branches, next, calls, tx.metadata);
                 return Ok(status);
             }
             misses += 1;

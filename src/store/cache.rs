@@ -20,7 +20,7 @@ use super::{
     NewSaga, NewTransaction, ParticipantRecord, RoundWrite, SagaSubmitted, SagaWrite, Store,
     StoreResult, TxRecord,
 };
-use crate::domain::{ActionName, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
 use crate::machine::{CallStatus, Mode};
 
 /// Bound on entries; transactions that never decide are dropped with the
@@ -108,6 +108,7 @@ impl Store for Remembering {
                 && let Some(b) = branches.iter_mut().find(|b| b.branch_id == call.branch_id)
             {
                 b.first_phase = call.outcome.call_status();
+                b.call_busy_until = None;
             }
         });
         let written = self
@@ -161,6 +162,21 @@ impl Store for Remembering {
 
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>> {
         self.inner.renew(owner, leases, lease).await
+    }
+
+    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+        self.inner.extend_lease(owner, lease, cover).await
+    }
+
+    async fn claim_try_call(
+        &self,
+        gid: &Gid,
+        branch_id: &BranchId,
+        cover: Duration,
+    ) -> StoreResult<bool> {
+        // The branch's call is out again: what is remembered of it is stale.
+        self.forget(gid);
+        self.inner.claim_try_call(gid, branch_id, cover).await
     }
 
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {

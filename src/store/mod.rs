@@ -14,6 +14,7 @@ pub mod admin;
 mod batch;
 pub mod cache;
 mod policy;
+pub mod health;
 pub mod postgres;
 mod records;
 mod rows;
@@ -80,6 +81,9 @@ pub struct NewBranch {
     pub call_timeout: Option<Duration>,
     /// Its phase-2 retry policy.
     pub policy: CallPolicy,
+    /// How long the Try about to be sent may run, margin included: the
+    /// branch records that a call is out until then (`call_until`).
+    pub call_cover: Duration,
     pub now: DateTime<Utc>,
     pub actor: String,
 }
@@ -273,8 +277,24 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Vec<Claimed>>;
 
-    /// Extends the given leases; returns the ones still held.
+    /// Extends the given leases to at least `lease` from now (never
+    /// shortens one); returns the ones still held.
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>>;
+
+    /// Extends one held lease to at least `cover` from now, durably, before
+    /// a call that may run that long is sent; `false` if the lease is no
+    /// longer this owner's (fenced out).
+    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool>;
+
+    /// Marks that a repeated Try of an existing branch is about to be sent
+    /// and may run for `cover`, unless a Try of it is still out (its
+    /// `call_until` not passed): `false` then, and nothing is changed.
+    async fn claim_try_call(
+        &self,
+        gid: &Gid,
+        branch_id: &BranchId,
+        cover: Duration,
+    ) -> StoreResult<bool>;
 
     /// Gives leases back so any instance may drive them at once.
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;

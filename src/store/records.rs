@@ -71,6 +71,10 @@ pub struct BranchRecord {
     pub compensate_rejected: bool,
     /// Its own retry policy (request-given; unset parts follow the config).
     pub policy: CallPolicy,
+    /// A Try of this branch may still be running at its participant until
+    /// this moment (local clock, read conservatively late): nothing else is
+    /// sent to the branch before it.
+    pub call_busy_until: Option<std::time::Instant>,
 }
 
 impl BranchRecord {

@@ -130,7 +130,20 @@ pub(super) struct BranchRow {
     depends_on: StepList,
     compensate_rejected: bool,
     policy: Option<sqlx::types::Json<super::policy::StoredPolicy>>,
+    /// `call_until` as milliseconds from the database's now (see
+    /// `branch_columns!`): a duration survives clock skew with this
+    /// instance, a timestamp would not.
+    call_remaining_ms: Option<i64>,
 }
+
+/// What a read of `branches` selects for a [`BranchRow`] (a macro, so that
+/// queries stay `concat!`-ed literals).
+macro_rules! branch_columns {
+    () => {
+        "*, (EXTRACT(EPOCH FROM (call_until - now())) * 1000)::bigint AS call_remaining_ms"
+    };
+}
+pub(super) use branch_columns;
 
 impl From<BranchRow> for BranchRecord {
     fn from(r: BranchRow) -> Self {
@@ -152,6 +165,12 @@ impl From<BranchRow> for BranchRecord {
             depends_on: r.depends_on.0,
             compensate_rejected: r.compensate_rejected,
             policy: r.policy.map(|p| p.0.policy()).unwrap_or_default(),
+            // Counted from when the row arrived, which is after the
+            // database computed it: later, never earlier, than the truth.
+            call_busy_until: r
+                .call_remaining_ms
+                .filter(|ms| *ms > 0)
+                .map(|ms| std::time::Instant::now() + duration_of(ms)),
         }
     }
 }

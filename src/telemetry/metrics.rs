@@ -46,6 +46,7 @@ pub const REDRIVEN: &str = "concord_redriven_transactions_total";
 pub const LEASE_TAKEOVERS: &str = "concord_lease_takeovers_total";
 /// Leases this instance could not renew in time (its driver stopped).
 pub const LEASES_LOST: &str = "concord_leases_lost_total";
+pub const LEASES_EXTENDED: &str = "concord_leases_extended_total";
 /// Leases this instance holds now.
 pub const LEASES_HELD: &str = "concord_leases_held";
 /// Circuit breaker per participant `endpoint`: 0 closed, 1 half-open, 2 open.
@@ -123,6 +124,10 @@ fn describe() {
         "expired leases of other instances taken over"
     );
     describe_counter!(LEASES_LOST, "leases this instance failed to renew");
+    describe_counter!(
+        LEASES_EXTENDED,
+        "leases extended before a call that would have outlived them"
+    );
     describe_gauge!(LEASES_HELD, "leases this instance holds");
     describe_gauge!(
         BREAKER_STATE,
@@ -187,6 +192,10 @@ pub fn recovery_claimed(claimed: usize, takeovers: usize) {
 
 pub fn redriven(participant: &str, n: u64) {
     counter!(REDRIVEN, "participant" => participant.to_string()).increment(n);
+}
+
+pub fn lease_extended() {
+    counter!(LEASES_EXTENDED).increment(1);
 }
 
 pub fn leases_lost(n: usize) {

@@ -25,6 +25,8 @@ fn millis(d: Duration) -> String {
 /// One instance slot.
 struct Slot {
     port: u16,
+    /// The HTTP listener (/healthz, /readyz, /metrics).
+    http_port: u16,
     database_url: String,
     generation: u32,
     child: Option<Child>,
@@ -59,6 +61,7 @@ impl Fleet {
             .enumerate()
             .map(|(i, (port, database_url))| Slot {
                 port,
+                http_port: concord_testdb::free_port().expect("a free port"),
                 database_url,
                 generation: 0,
                 child: None,
@@ -81,6 +84,11 @@ impl Fleet {
     /// The gRPC URL of instance `i`.
     pub fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.slots[i].port)
+    }
+
+    /// The HTTP address (/healthz, /readyz) of instance `i`.
+    pub fn http_addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.slots[i].http_port))
     }
 
     /// The instance id instance `i` runs (or last ran) under.
@@ -129,7 +137,8 @@ impl Fleet {
             .args(["--call-timeout", &millis(s.call_timeout)])
             .args(["--poll-interval", "200ms"])
             .args(["--retry-initial", "200ms", "--retry-max", "2s"])
-            .args(["--pool-size", "8", "--metrics-listen", "off"])
+            .args(["--pool-size", "8"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", slot.http_port)])
             .args(["--no-migrate", "true"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

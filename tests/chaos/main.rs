@@ -28,7 +28,6 @@
 //! `CONCORD_CHAOS_TRANSFERS=10000 cargo test --release --test chaos`
 
 mod fleet;
-mod proxy;
 mod recorder;
 mod run;
 mod verdict;

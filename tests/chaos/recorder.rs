@@ -82,8 +82,8 @@ fn phase_index(op: Op) -> usize {
 #[derive(Default)]
 struct Book {
     tally: Tally,
-    /// Arrival times of the calls in flight, per branch phase.
-    in_flight: HashMap<Key, Vec<(u64, Instant)>>,
+    /// Arrival times and deadlines of the calls in flight, per branch phase.
+    in_flight: HashMap<Key, Vec<(u64, Instant, Instant)>>,
     next_id: u64,
 }
 
@@ -109,8 +109,18 @@ impl Calls {
         tally
     }
 
-    /// Records an arrival; the id ends it.
-    fn arrive(&self, key: &Key) -> u64 {
+    /// The latest deadline of the calls of `gid` in flight now, if any.
+    pub fn in_flight_until(&self, gid: &str) -> Option<Instant> {
+        let book = self.book.lock().unwrap();
+        book.in_flight
+            .iter()
+            .filter(|(k, _)| k.0 == gid)
+            .flat_map(|(_, calls)| calls.iter().map(|(_, _, until)| *until))
+            .max()
+    }
+
+    /// Records an arrival of a call with `deadline`; the id ends it.
+    fn arrive(&self, key: &Key, deadline: Duration) -> u64 {
         let now = Instant::now();
         let mut book = self.book.lock().unwrap();
         let id = book.next_id;
@@ -119,7 +129,7 @@ impl Calls {
         let earlier: Vec<Instant> = book
             .in_flight
             .get(key)
-            .map(|calls| calls.iter().map(|(_, at)| *at).collect())
+            .map(|calls| calls.iter().map(|(_, at, _)| *at).collect())
             .unwrap_or_default();
         for at in earlier {
             let overlap = Overlap {
@@ -134,7 +144,7 @@ impl Calls {
         book.in_flight
             .entry(key.clone())
             .or_default()
-            .push((id, now));
+            .push((id, now, now + deadline));
         id
     }
 
@@ -144,7 +154,7 @@ impl Calls {
             book.tally.cut_at_deadline += 1;
         }
         if let Some(calls) = book.in_flight.get_mut(key) {
-            calls.retain(|(i, _)| *i != id);
+            calls.retain(|(i, _, _)| *i != id);
             if calls.is_empty() {
                 book.in_flight.remove(key);
             }
@@ -184,7 +194,7 @@ impl<P: Participant> Recorder<P> {
             request.get_ref().branch_id.clone(),
             op,
         );
-        let id = self.calls.arrive(&key);
+        let id = self.calls.arrive(&key, deadline);
         let slow = rand::rng().random_bool(self.slow.rate);
         if slow {
             self.calls.count_slow();
@@ -278,16 +288,16 @@ mod tests {
     async fn a_second_call_while_the_first_is_in_flight_is_an_overlap() {
         let calls = Calls::new(Instant::now());
         let key = ("g".to_string(), "b".to_string(), Op::Confirm);
-        let first = calls.arrive(&key);
-        let second = calls.arrive(&key);
+        let first = calls.arrive(&key, Duration::from_secs(5));
+        let second = calls.arrive(&key, Duration::from_secs(5));
         calls.leave(&key, first, false);
         calls.leave(&key, second, true);
         // After both ended, a third call overlaps nothing.
-        let third = calls.arrive(&key);
+        let third = calls.arrive(&key, Duration::from_secs(5));
         calls.leave(&key, third, false);
         // Another phase of the same branch is another key.
         let cancel = ("g".to_string(), "b".to_string(), Op::Cancel);
-        let c = calls.arrive(&cancel);
+        let c = calls.arrive(&cancel, Duration::from_secs(5));
         calls.leave(&cancel, c, false);
         let t = calls.tally();
         assert_eq!(t.overlaps.len(), 1);

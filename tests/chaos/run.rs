@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::fleet::{Fleet, Settings};
-use crate::proxy::Proxy;
 use crate::recorder::{Calls, Recorder, SlowCalls};
+use crate::verdict::Takeover;
 use crate::verdict::{self, Chaos, Outcome};
+use concord_testdb::Proxy;
 
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
 const INSTANCES: usize = 3;
@@ -184,6 +185,7 @@ pub async fn run(p: Params) {
         p.transfers,
         p.kill_every,
         p.lease,
+        calls.clone(),
         done.clone(),
     ));
     // A run that hangs must still end (and say so) well inside CI's time.
@@ -353,6 +355,7 @@ async fn chaos_loop(
     total: usize,
     kill_every: (Duration, Duration),
     lease: Duration,
+    calls: Calls,
     done: CancellationToken,
 ) -> (Fleet, Chaos) {
     let mut chaos = Chaos::default();
@@ -389,14 +392,40 @@ async fn chaos_loop(
             _ => None,
         };
         if let Some(mode) = restart {
-            let cluster = cluster.clone();
-            let result = blocking(move || {
-                let mut c = cluster.lock().unwrap();
-                c.stop(mode)?;
-                std::thread::sleep(Duration::from_secs(2));
-                c.start()
-            })
-            .await;
+            let down_from = Instant::now();
+            let stopped = {
+                let cluster = cluster.clone();
+                blocking(move || cluster.lock().unwrap().stop(mode)).await
+            };
+            if let Err(e) = stopped {
+                chaos.errors.push(format!("PostgreSQL stop: {e}"));
+            }
+            // While it is down, an instance answers at once and says why
+            // (checked on the first restart, on an instance not cut off).
+            if chaos.pg_restarts == 0 {
+                let down = while_database_down(&fleet, fleet.len() - 1).await;
+                chaos.db_down_checks.extend(down);
+            } else {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let result = {
+                let cluster = cluster.clone();
+                blocking(move || cluster.lock().unwrap().start()).await
+            };
+            // Until it answers again.
+            let answers_within = Instant::now() + Duration::from_secs(30);
+            while sqlx::query("SELECT 1").execute(&monitor).await.is_err()
+                && Instant::now() < answers_within
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            chaos.outages.push((down_from, Instant::now()));
+            // And it serves again without a restart.
+            if chaos.pg_restarts == 0
+                && let Err(e) = serves_again(&fleet, fleet.len() - 1).await
+            {
+                chaos.db_down_checks.push(e);
+            }
             match result {
                 Ok(()) => chaos.pg_restarts += 1,
                 Err(e) => {
@@ -423,6 +452,15 @@ async fn chaos_loop(
             let owned = owned_in_phase_two(&monitor, &old_id).await;
             fleet.kill(victim).await;
             let killed_at = Instant::now();
+            // Each transaction it held, with the deadline of its call still
+            // at a participant, if one was.
+            let owned: Vec<(String, Option<Instant>)> = owned
+                .into_iter()
+                .map(|gid| {
+                    let until = calls.in_flight_until(&gid);
+                    (gid, until)
+                })
+                .collect();
             chaos.kills += 1;
             let down = Duration::from_millis(rand::rng().random_range(200..800));
             tokio::time::sleep(down).await;
@@ -439,8 +477,8 @@ async fn chaos_loop(
         chaos.cut_for = Some(began.elapsed());
     }
     while let Some(t) = takeovers.join_next().await {
-        if let Ok(Some(t)) = t {
-            chaos.takeovers.push(t);
+        if let Ok(t) = t {
+            chaos.takeovers.extend(t);
         }
     }
     (fleet, chaos)
@@ -458,33 +496,119 @@ async fn owned_in_phase_two(monitor: &PgPool, owner: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// How long until none of `gids` is still held by the killed `owner`
-/// (another instance claimed it, or it is final); `None` if it held none.
+/// What a client of instance `i` sees while PostgreSQL is stopped: a Begin
+/// refused within a second with UNAVAILABLE saying the database is
+/// unreachable, `/readyz` failing and `/healthz` answering. Returns what
+/// did not hold.
+async fn while_database_down(fleet: &Fleet, i: usize) -> Vec<String> {
+    use concord_sdk::proto::v1::BeginRequest;
+    use concord_sdk::proto::v1::coordinator_client::CoordinatorClient;
+    let mut wrong = Vec::new();
+    // The instance's probe notices within half a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match CoordinatorClient::connect(fleet.url(i)).await {
+        Ok(mut client) => {
+            let mut request = tonic::Request::new(BeginRequest::default());
+            request.set_timeout(Duration::from_secs(10));
+            let asked = Instant::now();
+            let answer = client.begin(request).await;
+            let took = asked.elapsed();
+            match answer {
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message().contains("database unreachable")
+                        && took <= Duration::from_secs(1) => {}
+                other => wrong.push(format!(
+                    "Begin with the database down answered after {took:?}: {:?}",
+                    other.map(|r| r.into_inner().gid)
+                )),
+            }
+        }
+        Err(e) => wrong.push(format!("cannot connect to instance {i}: {e}")),
+    }
+    let addr = fleet.http_addr(i);
+    if concord::api::http::check(addr, "/readyz").await.is_ok() {
+        wrong.push("/readyz answered ready with the database down".into());
+    }
+    if let Err(e) = concord::api::http::check(addr, "/healthz").await {
+        wrong.push(format!("/healthz failed with the database down: {e}"));
+    }
+    wrong
+}
+
+/// Whether instance `i` accepts a Begin again within 15 s of PostgreSQL
+/// answering, without having been restarted.
+async fn serves_again(fleet: &Fleet, i: usize) -> Result<(), String> {
+    use concord_sdk::proto::v1::GetTransactionRequest;
+    use concord_sdk::proto::v1::coordinator_client::CoordinatorClient;
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < until {
+        if let Ok(mut client) = CoordinatorClient::connect(fleet.url(i)).await {
+            // An unknown gid: NOT_FOUND is the database's answer.
+            let ask = GetTransactionRequest {
+                gid: "chaos-probe".into(),
+                include_events: false,
+            };
+            match client.get_transaction(ask).await {
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                Ok(_) => return Ok(()),
+                Err(s) => last = s.message().to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "instance {i} did not serve again within 15 s of PostgreSQL's return: {last}"
+    ))
+}
+
+/// Per transaction the killed `owner` held: how long after the kill
+/// another instance held it (or it was final), and when the call of it
+/// still at a participant at the kill had its deadline, if one was.
 async fn takeover(
     monitor: &PgPool,
     owner: &str,
-    gids: Vec<String>,
+    owned: Vec<(String, Option<Instant>)>,
     killed_at: Instant,
-) -> Option<(Duration, usize)> {
-    if gids.is_empty() {
-        return None;
-    }
+) -> Vec<Takeover> {
+    let mut waiting = owned;
+    let mut took = Vec::new();
     let until = killed_at + Duration::from_secs(120);
-    while Instant::now() < until {
-        let held: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM global_transactions
+    while !waiting.is_empty() && Instant::now() < until {
+        let gids: Vec<&str> = waiting.iter().map(|(g, _)| g.as_str()).collect();
+        let held: Result<Vec<String>, _> = sqlx::query_scalar(
+            "SELECT gid FROM global_transactions
               WHERE gid = ANY($1) AND owner = $2 AND status NOT IN ('confirmed', 'cancelled')",
         )
         .bind(&gids)
         .bind(owner)
-        .fetch_one(monitor)
+        .fetch_all(monitor)
         .await;
-        if held.is_ok_and(|n| n == 0) {
-            return Some((killed_at.elapsed(), gids.len()));
+        if let Ok(held) = held {
+            let now = killed_at.elapsed();
+            waiting.retain(|(gid, call_until)| {
+                let still = held.contains(gid);
+                if !still {
+                    took.push(Takeover {
+                        gid: gid.clone(),
+                        killed_at,
+                        after: now,
+                        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
+                    });
+                }
+                still
+            });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Some((until - killed_at, gids.len()))
+    took.extend(waiting.into_iter().map(|(gid, call_until)| Takeover {
+        gid,
+        killed_at,
+        after: until - killed_at,
+        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
+    }));
+    took
 }
 
 /// Waits until every transaction is final or flagged; whether that

@@ -23,11 +23,87 @@ pub struct Chaos {
     pub pg_restarts: u32,
     /// How long instance 0 was cut off from the database.
     pub cut_for: Option<Duration>,
-    /// Per kill that left phase-2 work behind: how long until another
-    /// instance held all of it, and how many transactions.
-    pub takeovers: Vec<(Duration, usize)>,
+    /// Per transaction in phase 2 that a killed instance held.
+    pub takeovers: Vec<Takeover>,
+    /// What did not hold while PostgreSQL was down (see
+    /// `run::while_database_down`).
+    pub db_down_checks: Vec<String>,
+    /// When PostgreSQL was down (restarts), from stop until it answered.
+    pub outages: Vec<(std::time::Instant, std::time::Instant)>,
     /// Things the loop could not do.
     pub errors: Vec<String>,
+}
+
+/// How a transaction held by a killed instance was taken over.
+#[derive(Clone, Debug)]
+pub struct Takeover {
+    pub gid: String,
+    pub killed_at: std::time::Instant,
+    /// From the kill until another instance held it (or it was final).
+    pub after: Duration,
+    /// From the kill until the deadline of its call that was still at a
+    /// participant then, if one was.
+    pub call_deadline: Option<Duration>,
+}
+
+/// The longest takeover of transactions with no call in flight at the kill,
+/// and the longest time past the in-flight call's deadline of the others,
+/// each with how many there were.
+fn takeover_summary(
+    all: &[Takeover],
+    outages: &[(std::time::Instant, std::time::Instant)],
+) -> String {
+    // A takeover that waited for PostgreSQL to come back says nothing about
+    // leases: counted apart.
+    let (all, waited): (Vec<Takeover>, Vec<Takeover>) = all.iter().cloned().partition(|t| {
+        let end = t.killed_at + t.after;
+        !outages
+            .iter()
+            .any(|(from, to)| t.killed_at <= *to && *from <= end)
+    });
+    let all = &all[..];
+    let idle: Vec<Duration> = all
+        .iter()
+        .filter(|t| t.call_deadline.is_none())
+        .map(|t| t.after)
+        .collect();
+    let late: Vec<f64> = all
+        .iter()
+        .filter_map(|t| {
+            t.call_deadline
+                .map(|d| t.after.as_secs_f64() - d.as_secs_f64())
+        })
+        .collect();
+    if all.is_empty() {
+        return "no kill left phase-2 work behind".into();
+    }
+    let idle_part = match idle.iter().max() {
+        Some(d) => format!(
+            "with no call in flight longest {:.1}s after the kill ({} transactions)",
+            d.as_secs_f64(),
+            idle.len()
+        ),
+        None => "none without a call in flight".into(),
+    };
+    let late_part = match late.iter().cloned().reduce(f64::max) {
+        Some(d) => format!(
+            "with a call in flight longest {d:+.1}s from that call's deadline ({} transactions)",
+            late.len()
+        ),
+        None => "none with a call in flight".into(),
+    };
+    let mut slowest: Vec<&Takeover> = all.iter().collect();
+    slowest.sort_by_key(|t| std::cmp::Reverse(t.after));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|t| format!("{} {:.1}s", t.gid, t.after.as_secs_f64()))
+        .collect();
+    format!(
+        "{idle_part}; {late_part}; slowest: {}; {} more waited for a PostgreSQL restart",
+        slowest.join(", "),
+        waited.len()
+    )
 }
 
 /// What the run left behind.
@@ -254,6 +330,12 @@ pub fn judge(
         ));
     }
     failures.extend(chaos.errors.iter().map(|e| format!("chaos loop: {e}")));
+    failures.extend(
+        chaos
+            .db_down_checks
+            .iter()
+            .map(|e| format!("database down: {e}")),
+    );
 
     let report = report(p, chaos, o, transfers_took, run_took);
     let _ = writeln!(std::io::stderr().lock(), "{report}");
@@ -274,14 +356,11 @@ fn report(
         .map(|(op, n)| format!("{n} {}", op.as_str()))
         .collect();
     let count = |s: &str| o.statuses.values().filter(|v| *v == s).count();
-    let longest = chaos.takeovers.iter().max_by_key(|t| t.0);
-    let takeover = match longest {
-        Some((d, n)) => format!(
-            "longest {:.1}s ({n} transactions held by the killed instance; {} kills left phase-2 work)",
-            d.as_secs_f64(),
-            chaos.takeovers.len()
-        ),
-        None => "no kill left phase-2 work behind".into(),
+    let takeover = takeover_summary(&chaos.takeovers, &chaos.outages);
+    let db_down = if chaos.db_down_checks.is_empty() {
+        "Begin refused at once with UNAVAILABLE (database unreachable), /readyz failing, /healthz ok; served again without a restart".to_string()
+    } else {
+        chaos.db_down_checks.join("; ")
     };
     let flagged: Vec<String> = o
         .open
@@ -298,6 +377,7 @@ fn report(
          initiators: {} committed, {} rejected, {} unknown\n  \
          transactions: {} confirmed, {} cancelled, {} flagged needs_attention, {} still open{}\n  \
          takeover: {takeover}\n  \
+         database down: {db_down}\n  \
          money: {} (initially {}), {} frozen\n  \
          overlaps: {} branch phases had two calls in flight at once",
         p.transfers,

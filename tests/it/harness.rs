@@ -160,6 +160,12 @@ pub enum Behavior {
     Block(Arc<Notify>),
     /// UNAVAILABLE for the first n calls of each branch, then OK.
     FailFirstPerBranch(u32),
+    /// Work for this long, then succeed. The work runs on even if the
+    /// caller goes away (a killed coordinator), as a participant's database
+    /// transaction does, and stops at the call's deadline (`grpc-timeout`),
+    /// as a participant that honours deadlines does; the call is in flight
+    /// until then.
+    Busy(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +184,10 @@ struct State {
     effects: HashSet<(String, String, Ph)>,
     in_flight: HashSet<(String, String, Ph)>,
     concurrent_violations: u32,
+    /// Calls of one branch in flight, whatever their phase (a Cancel while
+    /// the Try is still running counts).
+    branch_in_flight: HashMap<(String, String), u32>,
+    branch_overlaps: u32,
     precondition_violations: Vec<String>,
     metadata_seen: Vec<HashMap<String, String>>,
     /// Every call in arrival order.
@@ -315,6 +325,12 @@ impl TestParticipant {
         self.state.lock().unwrap().concurrent_violations
     }
 
+    /// Calls that arrived while another call of the same branch, of any
+    /// phase, was in flight.
+    pub fn branch_overlaps(&self) -> u32 {
+        self.state.lock().unwrap().branch_overlaps
+    }
+
     pub fn precondition_violations(&self) -> Vec<String> {
         self.state.lock().unwrap().precondition_violations.clone()
     }
@@ -403,6 +419,7 @@ impl Service {
         &self,
         req: BranchRequest,
         phase: Ph,
+        deadline: Option<Duration>,
     ) -> Result<Response<BranchResponse>, Status> {
         let key = (req.gid.clone(), req.branch_id.clone(), phase);
         let violation = self.check_durable(&req, phase).await;
@@ -415,6 +432,14 @@ impl Service {
             };
             if !s.in_flight.insert(key.clone()) {
                 s.concurrent_violations += 1;
+            }
+            let branch = s
+                .branch_in_flight
+                .entry((key.0.clone(), key.1.clone()))
+                .or_default();
+            *branch += 1;
+            if *branch > 1 {
+                s.branch_overlaps += 1;
             }
             s.max_in_flight = s.max_in_flight.max(s.in_flight.len());
             s.log.push(key.clone());
@@ -443,6 +468,13 @@ impl Service {
         let done = move |applied: bool| {
             let mut s = state.lock().unwrap();
             s.in_flight.remove(&key);
+            let branch = (key.0.clone(), key.1.clone());
+            if let Some(n) = s.branch_in_flight.get_mut(&branch) {
+                *n -= 1;
+                if *n == 0 {
+                    s.branch_in_flight.remove(&branch);
+                }
+            }
             if applied {
                 s.effects.insert(key.clone());
             }
@@ -473,6 +505,21 @@ impl Service {
                 Ok(Response::new(BranchResponse::default()))
             }
             Behavior::FailFirstPerBranch(_) => unreachable!("resolved above"),
+            Behavior::Busy(d) => {
+                let deadline = deadline.unwrap_or(Duration::from_secs(60));
+                let work = tokio::spawn(async move {
+                    let guard = scopeguard(done);
+                    let finished = tokio::time::timeout(deadline, tokio::time::sleep(d))
+                        .await
+                        .is_ok();
+                    guard.finish(finished);
+                    finished
+                });
+                match work.await {
+                    Ok(true) => Ok(Response::new(BranchResponse::default())),
+                    _ => Err(Status::deadline_exceeded("dropped at the call's deadline")),
+                }
+            }
             Behavior::Block(release) => {
                 // Leaves in_flight set while blocked; cleared when released.
                 let guard = scopeguard(done);
@@ -511,22 +558,27 @@ impl<F: FnOnce(bool)> Drop for ScopeGuard<F> {
 #[tonic::async_trait]
 impl Participant for Service {
     async fn r#try(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
-        self.handle(r.into_inner(), Ph::Try).await
+        let deadline = concord::api::grpc_timeout(r.metadata());
+        self.handle(r.into_inner(), Ph::Try, deadline).await
     }
     async fn confirm(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
-        self.handle(r.into_inner(), Ph::Confirm).await
+        let deadline = concord::api::grpc_timeout(r.metadata());
+        self.handle(r.into_inner(), Ph::Confirm, deadline).await
     }
     async fn cancel(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
-        self.handle(r.into_inner(), Ph::Cancel).await
+        let deadline = concord::api::grpc_timeout(r.metadata());
+        self.handle(r.into_inner(), Ph::Cancel, deadline).await
     }
     async fn execute(&self, r: Request<BranchRequest>) -> Result<Response<BranchResponse>, Status> {
-        self.handle(r.into_inner(), Ph::Execute).await
+        let deadline = concord::api::grpc_timeout(r.metadata());
+        self.handle(r.into_inner(), Ph::Execute, deadline).await
     }
     async fn compensate(
         &self,
         r: Request<BranchRequest>,
     ) -> Result<Response<BranchResponse>, Status> {
-        self.handle(r.into_inner(), Ph::Compensate).await
+        let deadline = concord::api::grpc_timeout(r.metadata());
+        self.handle(r.into_inner(), Ph::Compensate, deadline).await
     }
 }
 

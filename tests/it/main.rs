@@ -9,6 +9,7 @@ mod harness;
 mod invariant;
 mod layout;
 mod observability;
+mod overlap;
 mod policy;
 mod redrive;
 mod saga;

@@ -37,6 +37,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         payload: b"x".to_vec(),
         call_timeout: None,
         policy: Default::default(),
+        call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),
     }

@@ -15,6 +15,7 @@
 
 mod cluster;
 mod docker;
+mod proxy;
 mod reaper;
 pub mod select;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use cluster::{Cluster, Durability, PG_ROOT_ENV, StopMode, find_binaries, free_port};
 pub use docker::IMAGE_ENV;
+pub use proxy::Proxy;
 pub use reaper::Reaper;
 
 /// Why a cluster could not be made, started or stopped.

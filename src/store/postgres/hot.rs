@@ -80,6 +80,10 @@ impl PgStore {
     /// insert could not tell (a conflicting branch, a refusing transaction).
     pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchAdded> {
         let found = self.hot.add_branch(b.clone()).await?;
+        // The row says `now() + call_cover` by the database's clock, which
+        // read it before this reply arrived: counted from here, the local
+        // moment is no earlier than the stored one.
+        let busy_until = std::time::Instant::now() + b.call_cover;
         let (seq, inserted) = (found.branch_seq, found.inserted);
         let metadata = found.metadata.map(|m| m.0).unwrap_or_default();
         match (seq, inserted) {
@@ -105,6 +109,7 @@ impl PgStore {
                     depends_on: Vec::new(),
                     compensate_rejected: true,
                     policy: b.policy,
+                    call_busy_until: Some(busy_until),
                 },
                 metadata,
                 seq,
@@ -185,6 +190,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let mut payload = Vec::with_capacity(n);
     let mut timeout = Vec::with_capacity(n);
     let mut policy = Vec::with_capacity(n);
+    let mut cover = Vec::with_capacity(n);
     let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut actor = Vec::with_capacity(n);
     for b in position.iter().map(|&i| &items[i]) {
@@ -195,6 +201,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
         payload.push(b.payload.as_slice());
         timeout.push(b.call_timeout.map(ms));
         policy.push(StoredPolicy::of(&b.policy));
+        cover.push(ms(b.call_cover));
         now.push(b.now);
         actor.push(b.actor.clone());
     }
@@ -205,8 +212,9 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let rows: Vec<BranchInsert> = sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
-                                 $7::timestamptz[], $8::text[], $9::text[])
-                WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor, policy, ord)
+                                 $7::timestamptz[], $8::text[], $9::bigint[], $10::text[])
+                WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor,
+                                     cover_ms, policy, ord)
         ), g AS (
             UPDATE global_transactions g
                SET branch_seq = g.branch_seq + 1, updated_at = r.now
@@ -215,9 +223,10 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
             RETURNING g.gid, g.branch_seq, g.metadata
         ), b AS (
             INSERT INTO branches
-                (gid, branch_id, participant, action, payload, call_timeout_ms, policy, created_at, updated_at)
+                (gid, branch_id, participant, action, payload, call_timeout_ms, call_until, policy,
+                 created_at, updated_at)
             SELECT r.gid, COALESCE(r.branch_id, g.branch_seq::text), r.participant, r.action, r.payload,
-                   r.timeout, r.policy::jsonb, r.now, r.now
+                   r.timeout, now() + r.cover_ms * interval '1 millisecond', r.policy::jsonb, r.now, r.now
               FROM r JOIN g ON g.gid = r.gid
             ON CONFLICT (gid, branch_id) DO NOTHING
             RETURNING gid, branch_id
@@ -237,6 +246,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     .bind(timeout)
     .bind(now)
     .bind(actor)
+    .bind(cover)
     .bind(policy)
     .fetch_all(&pool)
     .await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::super::rows::ms;
 use super::PgStore;
-use crate::domain::Gid;
+use crate::domain::{BranchId, Gid};
 use crate::store::{Claimed, Lease, StoreResult};
 
 /// Leases as two parallel arrays, the shape `unnest` wants.
@@ -81,7 +81,7 @@ impl PgStore {
         let (gids, fences) = lease_arrays(leases);
         let renewed: Vec<String> = sqlx::query_scalar(
             "UPDATE global_transactions g
-                SET lease_until = now() + $4 * interval '1 millisecond'
+                SET lease_until = GREATEST(lease_until, now() + $4 * interval '1 millisecond')
                FROM unnest($2::text[], $3::bigint[]) AS l(gid, fence)
               -- The ANY makes the planner look the rows up by key instead
               -- of hashing the whole table against the array.
@@ -95,6 +95,57 @@ impl PgStore {
         .fetch_all(&self.durable)
         .await?;
         Ok(renewed.into_iter().map(Gid::from_trusted).collect())
+    }
+
+    pub(super) async fn extend_lease(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        cover: Duration,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE global_transactions
+                SET lease_until = GREATEST(lease_until, now() + $4 * interval '1 millisecond')
+              WHERE gid = $1 AND fence = $2 AND owner = $3",
+        )
+        .bind(lease.gid.as_str())
+        .bind(lease.fence)
+        .bind(owner)
+        .bind(ms(cover))
+        .execute(&self.durable)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_try_call(
+        &self,
+        gid: &Gid,
+        branch_id: &BranchId,
+        cover: Duration,
+    ) -> StoreResult<bool> {
+        // Only while the transaction is trying, and bumping its branch
+        // counter like a branch insert does: a decision that read the
+        // branch before this mark fails its compare-and-set and reads again,
+        // so it sees that a Try is out.
+        let done = sqlx::query(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET branch_seq = branch_seq + 1
+                 WHERE gid = $1 AND status = 'trying'
+                RETURNING gid
+            )
+            UPDATE branches b
+               SET call_until = now() + $3 * interval '1 millisecond'
+              FROM g
+             WHERE b.gid = g.gid AND b.branch_id = $2
+               AND (b.call_until IS NULL OR b.call_until < now())",
+        )
+        .bind(gid.as_str())
+        .bind(branch_id.as_str())
+        .bind(ms(cover))
+        .execute(&self.durable)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub(super) async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {

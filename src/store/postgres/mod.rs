@@ -230,6 +230,19 @@ impl Store for PgStore {
         self.renew(owner, leases, lease).await
     }
 
+    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+        self.extend_lease(owner, lease, cover).await
+    }
+
+    async fn claim_try_call(
+        &self,
+        gid: &Gid,
+        branch_id: &BranchId,
+        cover: Duration,
+    ) -> StoreResult<bool> {
+        self.claim_try_call(gid, branch_id, cover).await
+    }
+
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
         self.release(owner, leases).await
     }

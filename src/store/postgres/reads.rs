@@ -4,7 +4,7 @@
 
 use sqlx::postgres::PgConnection;
 
-use super::super::rows::{BranchRow, TxRow};
+use super::super::rows::{BranchRow, TxRow, branch_columns};
 use super::{MIGRATOR, PgStore};
 use crate::domain::Gid;
 use crate::store::{BranchRecord, EventRecord, StoreError, StoreResult, TxRecord};
@@ -23,11 +23,14 @@ pub(super) async fn branch_rows(
     conn: &mut PgConnection,
     gid: &Gid,
 ) -> StoreResult<Vec<BranchRecord>> {
-    let rows: Vec<BranchRow> =
-        sqlx::query_as("SELECT * FROM branches WHERE gid = $1 ORDER BY created_at, branch_id")
-            .bind(gid.as_str())
-            .fetch_all(conn)
-            .await?;
+    let rows: Vec<BranchRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        branch_columns!(),
+        " FROM branches WHERE gid = $1 ORDER BY created_at, branch_id"
+    ))
+    .bind(gid.as_str())
+    .fetch_all(conn)
+    .await?;
     Ok(rows.into_iter().map(BranchRecord::from).collect())
 }
 
@@ -41,12 +44,15 @@ impl PgStore {
         gid: &Gid,
         id: &str,
     ) -> StoreResult<Option<BranchRecord>> {
-        let row: Option<BranchRow> =
-            sqlx::query_as("SELECT * FROM branches WHERE gid = $1 AND branch_id = $2")
-                .bind(gid.as_str())
-                .bind(id)
-                .fetch_optional(&self.durable)
-                .await?;
+        let row: Option<BranchRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            branch_columns!(),
+            " FROM branches WHERE gid = $1 AND branch_id = $2"
+        ))
+        .bind(gid.as_str())
+        .bind(id)
+        .fetch_optional(&self.durable)
+        .await?;
         Ok(row.map(BranchRecord::from))
     }
 

@@ -285,7 +285,7 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
         ), b AS (
             UPDATE branches br
                SET first_phase = u.status, last_code = u.code, last_error = u.message,
-                   last_attempt_at = u.at, updated_at = u.at
+                   last_attempt_at = u.at, updated_at = u.at, call_until = NULL
               FROM u
              -- ANY lets the planner use the primary key instead of hashing
              -- the whole table against a batch it cannot size.

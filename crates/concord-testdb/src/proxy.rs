@@ -1,5 +1,5 @@
-//! A TCP proxy in front of PostgreSQL for one coordinator instance, so the
-//! run can cut that instance off the database while the others keep it.
+//! A TCP proxy in front of PostgreSQL for one coordinator instance, so a
+//! test can cut that instance off the database while others keep it.
 //!
 //! Severed, the proxy closes every connection it carries and holds new ones
 //! open without forwarding a byte: to the instance the database looks gone

@@ -1,0 +1,268 @@
+//! Issue 11: never two calls of one branch in flight, across a crash and a
+//! lost database. Each test makes one participant call outlive the lease
+//! (fast_config: lease 1 s, call deadline 2 s; the call works 1.5 s and its
+//! work runs on after the coordinator dies, as a participant's database
+//! transaction would), kills or cuts off the coordinator while that call is
+//! out, and lets another instance finish the transaction. Before the fix the
+//! new owner called the branch again once the 1 s lease had expired, while
+//! the first call still ran: these tests failed on every run.
+
+use std::time::{Duration, Instant};
+
+use concord_proto::v1::{self as pb, TransactionStatus as S};
+use concord_testdb::Proxy;
+use sqlx::PgPool;
+
+use crate::harness::*;
+
+/// How long the slow call works: longer than the lease, within the deadline.
+const SLOW: Duration = Duration::from_millis(1500);
+
+async fn bank(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
+    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
+    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
+    a.register(coord, &["debit"]).await;
+    b.register(coord, &["credit"]).await;
+    (a, b)
+}
+
+fn assert_no_overlap(participants: &[&TestParticipant]) {
+    for p in participants {
+        assert_eq!(
+            p.concurrent_violations(),
+            0,
+            "{}: a branch phase called twice at once",
+            p.name
+        );
+        assert_eq!(
+            p.branch_overlaps(),
+            0,
+            "{}: a branch called while a call of it was out",
+            p.name
+        );
+        assert!(
+            p.precondition_violations().is_empty(),
+            "{:?}",
+            p.precondition_violations()
+        );
+    }
+}
+
+/// Begins, tries both banks and commits without waiting; returns the gid.
+async fn transfer(coord: &TestCoordinator) -> String {
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    let reply = commit_tx(&mut c, &gid, false).await.unwrap();
+    assert_eq!(reply.status, S::Confirming as i32);
+    gid
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, b) = bank(&pool, &coord).await;
+    a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let gid = transfer(&coord).await;
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    let killed = Instant::now();
+    coord.crash();
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(15)).await;
+    assert_no_overlap(&[&a, &b]);
+    assert_eq!(a.effects(Ph::Confirm), 1);
+    assert_eq!(b.effects(Ph::Confirm), 1);
+    // Not before the first call's deadline, and soon after it.
+    assert!(killed.elapsed() < Duration::from_secs(10));
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, _b) = bank(&pool, &coord).await;
+    a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let mut c = coord.client().await;
+    // A deadline shorter than the Try: the next instance rolls it back as
+    // soon as it may.
+    let gid = c
+        .begin(begin_req("", Some(Duration::from_millis(500))))
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    let trying = {
+        let mut c = c.clone();
+        let gid = gid.clone();
+        tokio::spawn(async move { c.r#try(try_req(&gid, "bank-a", "debit")).await })
+    };
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Try) == 1)
+            .await
+    );
+    coord.crash();
+    let _ = trying.await;
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(15)).await;
+    assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
+    assert_no_overlap(&[&a]);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_repeated_try_waits_for_the_one_still_out(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let (a, _b) = bank(&pool, &coord).await;
+    a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    let mut req = try_req(&gid, "bank-a", "debit");
+    req.branch_id = "b1".into();
+    let first = {
+        let (mut c, req) = (c.clone(), req.clone());
+        tokio::spawn(async move { c.r#try(req).await })
+    };
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "b1", Ph::Try)
+            == 1)
+            .await
+    );
+    // The initiator (or another instance) repeats it while it is out.
+    let again = c.r#try(req.clone()).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::Unavailable, "{again:?}");
+    assert!(again.message().contains("still out"), "{}", again.message());
+    first.await.unwrap().unwrap();
+    // Once its reply is recorded (written just after the reply), a repeat
+    // is sent and answered as before.
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        match c.r#try(req.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("repeat refused: {e:?}"),
+        }
+    }
+    assert_eq!(a.calls(&gid, "b1", Ph::Try), 2);
+    assert_no_overlap(&[&a]);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(pool: PgPool) {
+    let coord = TestCoordinator::start(&pool).await;
+    let a = TestParticipant::start("order", Some(pool.clone())).await;
+    let b = TestParticipant::start("stock", Some(pool.clone())).await;
+    a.register(&coord, &["create", "cancel"]).await;
+    b.register(&coord, &["reserve", "release"]).await;
+    a.script(Ph::Execute, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let step = |participant: &str, action: &str, compensation: &str, deps: &[u32]| pb::SagaStep {
+        participant: participant.into(),
+        action: action.into(),
+        compensation: compensation.into(),
+        payload: b"{}".to_vec(),
+        depends_on: deps.to_vec(),
+        compensate_rejected: None,
+        call_timeout: None,
+        policy: None,
+    };
+    let mut c = coord.client().await;
+    let gid = c
+        .submit_saga(pb::SubmitSagaRequest {
+            gid: String::new(),
+            steps: vec![
+                step("order", "create", "cancel", &[]),
+                step("stock", "reserve", "release", &[0]),
+            ],
+            timeout: None,
+            wait: false,
+            metadata: Default::default(),
+            concurrency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Execute)
+            == 1)
+            .await
+    );
+    coord.crash();
+
+    let fresh = TestCoordinator::start(&pool).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Succeeded, Duration::from_secs(15)).await;
+    assert_no_overlap(&[&a, &b]);
+    assert_eq!(b.calls(&gid, "2", Ph::Execute), 1);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: PgPool) {
+    let direct = concord::store::postgres::PgStore::url_of(&pool);
+    let o = pool.connect_options();
+    let upstream = format!("{}:{}", o.get_host(), o.get_port());
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let database = o.get_database().unwrap_or("postgres").to_string();
+    let proxied = format!("postgres://{}@{}/{database}", o.get_username(), proxy.addr);
+    assert_ne!(proxied, direct);
+
+    let cut_off = TestCoordinator::start_with(&pool, |c| c.database_url = proxied).await;
+    let (a, b) = bank(&pool, &cut_off).await;
+    a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let gid = transfer(&cut_off).await;
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    // It can no longer renew its lease, while its Confirm is out.
+    proxy.sever();
+
+    let other = TestCoordinator::start(&pool).await;
+    let mut c = other.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(15)).await;
+    assert_no_overlap(&[&a, &b]);
+    assert_eq!(a.effects(Ph::Confirm), 1);
+
+    // Cut off, it refuses at once and says why; back, it serves again.
+    let mut cut = cut_off.client().await;
+    let asked = Instant::now();
+    let refused = cut.begin(begin_req("", None)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("database unreachable"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    proxy.restore();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cut.begin(begin_req("", None)).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < until => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("still refused after the database came back: {e:?}"),
+        }
+    }
+    cut_off.crash();
+}
