@@ -141,7 +141,11 @@ mod tests {
             }),
             ..CallPolicy::default()
         };
-        assert_eq!(p.delay_for(1, [&tiny]), CALL_MARGIN, "never below the margin");
+        assert_eq!(
+            p.delay_for(1, [&tiny]),
+            CALL_MARGIN,
+            "never below the margin"
+        );
         let d = p.delay_for(3, [&none]);
         assert!(
             d >= Duration::from_secs(4) && d < Duration::from_secs(8),

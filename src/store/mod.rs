@@ -13,8 +13,8 @@
 pub mod admin;
 mod batch;
 pub mod cache;
-mod policy;
 pub mod health;
+mod policy;
 pub mod postgres;
 mod records;
 mod rows;
