@@ -25,6 +25,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, EngineSettings};
 use crate::machine::Escalation;
 use crate::participant::client::ParticipantClients;
+use crate::participant::recovered::SeenRegistrations;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
@@ -321,6 +322,7 @@ impl Server {
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
             Arc::clone(engine.registry()),
+            Arc::clone(&engine.clients),
             stop.clone(),
         ));
         background.close();
@@ -328,15 +330,27 @@ impl Server {
     }
 }
 
-/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`.
-async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) {
+/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`;
+/// an endpoint registered again through another instance counts as a
+/// registration here too (its breaker closes, its work is re-driven).
+async fn refresh_registry(
+    registry: Arc<Registry>,
+    clients: Arc<ParticipantClients>,
+    stop: CancellationToken,
+) {
+    let mut seen = SeenRegistrations::default();
     loop {
+        match registry.refresh().await {
+            Ok(all) => {
+                for (participant, endpoint) in seen.registered_again(&all) {
+                    clients.registered(&participant, &endpoint);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed"),
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
-        }
-        if let Err(e) = registry.refresh().await {
-            tracing::warn!(error = %e, "registry refresh failed");
         }
     }
 }

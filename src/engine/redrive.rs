@@ -15,6 +15,39 @@ use super::Engine;
 use super::recovery::Wake;
 use crate::participant::recovered::Recovered;
 
+/// A round in flight when the re-drive ran (its call failed on a breaker
+/// not yet closed, say) writes its own next time, at the backoff, after
+/// the re-drive: one more pass once such rounds are over (a lease later)
+/// makes those due too. It schedules nothing further.
+fn follow_up(
+    engine: &Arc<Engine>,
+    participant: crate::domain::ParticipantName,
+    wake: &Wake,
+    stop: &CancellationToken,
+) {
+    let (engine2, wake, stop) = (Arc::clone(engine), wake.clone(), stop.clone());
+    let after = engine.settings.lease;
+    engine.tracker.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(after) => {}
+        }
+        match engine2
+            .store
+            .redrive(&participant, engine2.instance_id())
+            .await
+        {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::info!(%participant, transactions = moved, "re-drive follow-up: rounds that ended after it are due now");
+                crate::telemetry::metrics::redriven(participant.as_str(), moved);
+                wake.wake();
+            }
+            Err(e) => tracing::warn!(%participant, error = %e, "re-drive follow-up failed"),
+        }
+    });
+}
+
 /// Runs until `stop` is cancelled.
 pub async fn run(
     engine: Arc<Engine>,
@@ -38,6 +71,7 @@ pub async fn run(
                     tracing::info!(%participant, transactions = moved, "participant is back; its waiting transactions are due now");
                     crate::telemetry::metrics::redriven(participant.as_str(), moved);
                     wake.wake();
+                    follow_up(&engine, participant, &wake, &stop);
                 }
                 // Its transactions still come due at their backoff time,
                 // and its next answer after a failure raises the signal

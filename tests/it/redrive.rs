@@ -153,3 +153,30 @@ async fn an_answer_after_failures_redrives_without_a_registration(pool: PgPool) 
     }
     wait_count(&pool, CONFIRMED, 20, Duration::from_secs(10)).await;
 }
+
+/// The participant registers with one instance; the other, whose breaker
+/// saw it fail, learns of it from the registry and re-drives too, so the
+/// work it claims is not pushed back to the cap by its open breaker.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_registration_with_another_instance_redrives_everywhere(pool: PgPool) {
+    // `a` drives one transaction at a time, so `b` claims a share; `b`'s
+    // breaker stays open for a minute unless something closes it.
+    let a = TestCoordinator::start_with(&pool, |c| {
+        c.retry.initial = CAP;
+        c.retry.max = CAP;
+        c.recovery_concurrency = 1;
+    })
+    .await;
+    let b = TestCoordinator::start_with(&pool, |c| {
+        c.retry.initial = CAP;
+        c.retry.max = CAP;
+        c.breaker_cooldown = CAP;
+    })
+    .await;
+    let addr = backlog(&pool, &b, 50).await;
+    let p = back_on(addr).await;
+    p.register(&a, &["reserve"]).await;
+    // Within the registry's reload (5 s) plus the claims.
+    wait_count(&pool, CONFIRMED, 50, Duration::from_secs(15)).await;
+    assert_eq!(p.effects(Ph::Confirm), 50);
+}
