@@ -25,6 +25,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, EngineSettings};
 use crate::machine::Escalation;
 use crate::participant::client::ParticipantClients;
+use crate::participant::recovered::SeenRegistrations;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
@@ -133,6 +134,7 @@ impl Server {
                 config.breaker_cooldown,
                 config.max_request_bytes,
             )
+            .with_participant_concurrency(config.participant_concurrency)
             .with_tls(participant_tls)
             .with_http_tls(participant_http_tls),
         );
@@ -267,8 +269,9 @@ impl Server {
     }
 
     /// Starts what runs beside the gRPC server until `stop`: the recovery
-    /// loop, the lease keeper, the registry refresh, retention, and the HTTP
-    /// listener (with the console) and the metrics sampler.
+    /// loop and its re-drive of participants that are back, the lease
+    /// keeper, the registry refresh, retention, and the HTTP listener (with
+    /// the console) and the metrics sampler.
     fn spawn_background(
         &mut self,
         stop: &CancellationToken,
@@ -326,11 +329,18 @@ impl Server {
             self.wake.clone(),
             stop.clone(),
         ));
+        background.spawn(crate::engine::redrive::run(
+            Arc::clone(engine),
+            Arc::clone(engine.clients.recovered()),
+            self.wake.clone(),
+            stop.clone(),
+        ));
         background.spawn(engine.keep_leases(stop.clone()));
         background
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
             Arc::clone(engine.registry()),
+            Arc::clone(&engine.clients),
             stop.clone(),
         ));
         background.close();
@@ -338,15 +348,27 @@ impl Server {
     }
 }
 
-/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`.
-async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) {
+/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`;
+/// an endpoint registered again through another instance counts as a
+/// registration here too (its breaker closes, its work is re-driven).
+async fn refresh_registry(
+    registry: Arc<Registry>,
+    clients: Arc<ParticipantClients>,
+    stop: CancellationToken,
+) {
+    let mut seen = SeenRegistrations::default();
     loop {
+        match registry.refresh().await {
+            Ok(all) => {
+                for (participant, endpoint) in seen.registered_again(&all) {
+                    clients.registered(&participant, &endpoint);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed"),
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
-        }
-        if let Err(e) = registry.refresh().await {
-            tracing::warn!(error = %e, "registry refresh failed");
         }
     }
 }
@@ -375,9 +397,12 @@ async fn grpc_services(
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(engine)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let registry = RegistryServer::new(RegistryApi::new(
+        Arc::clone(engine.registry()),
+        Arc::clone(&engine.clients),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     if config.admin_tokens.is_empty() {
         tracing::warn!("no admin_tokens configured; the admin api refuses every call");
     }

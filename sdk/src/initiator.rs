@@ -474,6 +474,7 @@ impl TccTransaction {
             payload: payload.into(),
             branch_id: opts.branch_id.unwrap_or_default(),
             call_timeout: opts.call_timeout.map(proto_duration),
+            policy: None,
         };
         let reply = self
             .client

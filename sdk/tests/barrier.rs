@@ -474,7 +474,8 @@ async fn a_call_past_its_deadline_is_dropped_and_its_barrier_rolls_back(pool: Pg
         .await
     };
     let quick = |b: PgBarrier, ctx: BranchContext, op: Op| async move {
-        b.run(&ctx, op, async |conn| record(conn, &ctx, op).await).await
+        b.run(&ctx, op, async |conn| record(conn, &ctx, op).await)
+            .await
     };
     let service = ParticipantService::builder("slow")
         .tcc_with(
@@ -512,9 +513,13 @@ async fn a_call_past_its_deadline_is_dropped_and_its_barrier_rolls_back(pool: Pg
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let ctx = branch("late", "1");
     assert_eq!(effects(&pool, &ctx, Op::Try).await, 0);
-    let barrier_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM concord_barrier WHERE gid = 'late'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(barrier_rows, 0, "the barrier's transaction committed after the deadline");
+    let barrier_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM concord_barrier WHERE gid = 'late'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        barrier_rows, 0,
+        "the barrier's transaction committed after the deadline"
+    );
 }

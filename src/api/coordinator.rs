@@ -83,6 +83,7 @@ impl Coordinator for CoordinatorApi {
                     Some(BranchId::parse(req.branch_id)?)
                 },
                 call_timeout,
+                policy: convert::call_policy("policy", req.policy.as_ref())?,
             };
             let (branch_id, payload) = self.engine.try_branch(branch).await?;
             Ok(pb::TryResponse {
@@ -163,6 +164,10 @@ impl Coordinator for CoordinatorApi {
                         call_timeout: convert::optional_duration(
                             &format!("steps[{i}]: call_timeout"),
                             s.call_timeout.as_ref(),
+                        )?,
+                        policy: convert::call_policy(
+                            &format!("steps[{i}]: policy"),
+                            s.policy.as_ref(),
                         )?,
                     })
                 })

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, guarded};
 use crate::domain::{ActionName, Endpoint, ParticipantName, Protocol};
 use crate::error::Error;
+use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 
 /// Most actions one registration may carry.
@@ -16,11 +17,13 @@ pub const MAX_ACTIONS: usize = 1000;
 
 pub struct RegistryApi {
     registry: Arc<Registry>,
+    /// Told of every registration: a participant that registers is up.
+    clients: Arc<ParticipantClients>,
 }
 
 impl RegistryApi {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(registry: Arc<Registry>, clients: Arc<ParticipantClients>) -> Self {
+        Self { registry, clients }
     }
 }
 
@@ -52,6 +55,7 @@ impl RegistryService for RegistryApi {
                 .map(|a| ActionName::parse(a.name))
                 .collect::<Result<Vec<_>, _>>()?;
             self.registry.register(&name, &endpoint, &actions).await?;
+            self.clients.registered(&name, &endpoint.url);
             tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), "participant registered");
             Ok(pb::RegisterParticipantResponse {})
         })

@@ -90,6 +90,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 ],
                 next_attempt_at: None,
                 lease_owner: None,
+                policy: None,
             },
             BranchView {
                 branch_id: "2".into(),
@@ -101,6 +102,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 ],
                 next_attempt_at: Some(now() + Duration::seconds(40)),
                 lease_owner: None,
+                policy: Some("timeout 2s, at most 5 calls".into()),
             },
         ],
         events: vec![

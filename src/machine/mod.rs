@@ -5,13 +5,15 @@
 //! state with a compare-and-set, so this module alone says what is legal.
 //!
 //! [`tcc`] is the TCC transaction, [`saga`] the saga, [`msg`] the 2-phase
-//! message, [`operator`] what an operator's command means for each. This
-//! file holds the vocabulary they share.
+//! message, [`operator`] what an operator's command means for each,
+//! [`policy`] when a branch's retries are exhausted. This file holds the
+//! vocabulary they share.
 
 use chrono::Duration;
 
 pub mod msg;
 pub mod operator;
+pub mod policy;
 pub mod saga;
 pub mod tcc;
 

@@ -23,6 +23,7 @@ fn escalation() -> Escalation {
 fn prepared(n: usize) -> MsgState {
     MsgState {
         status: Status::Prepared,
+        submitted_at: t0(),
         deadline: Some(t0() + Duration::seconds(5)),
         decided_at: None,
         reason: None,
@@ -40,6 +41,7 @@ fn prepared(n: usize) -> MsgState {
                 attempts: 0,
                 last_code: None,
                 last_error: None,
+                policy: Default::default(),
             })
             .collect(),
     }

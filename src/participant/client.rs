@@ -3,10 +3,12 @@
 //! classification of replies by the outcome contract (OK, ABORTED = rejected,
 //! anything else = unknown). Each endpoint is called over its registered
 //! protocol: gRPC here, HTTP/JSON through [`super::http`]; breaker, metrics
-//! and endpoint statistics are the same for both.
+//! and endpoint statistics are the same for both. It also sees first when a
+//! participant is back (an answer after failed calls) and says so through
+//! [`Recovered`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use concord_proto::participant::v1::message_initiator_client::MessageInitiatorClient;
@@ -19,7 +21,9 @@ use tracing::Instrument;
 use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
+use crate::participant::bulkhead::Bulkheads;
 use crate::participant::http::{Answer, HttpTransport};
+use crate::participant::recovered::Recovered;
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
 pub fn code_name(code: Code) -> &'static str {
@@ -170,6 +174,39 @@ pub struct ParticipantClients {
     /// Built at the first HTTP call, so that gRPC-only deployments never
     /// read the system's certificates for it.
     http: OnceLock<Result<HttpTransport, String>>,
+    /// Participants whose last call failed without an answer: their next
+    /// answer means they are back.
+    failing: Mutex<HashSet<ParticipantName>>,
+    recovered: Arc<Recovered>,
+    bulkheads: Bulkheads,
+}
+
+/// Calls in flight to one participant when nothing else is configured
+/// (the `participant_concurrency` setting's default).
+pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
+
+/// A call let through by an endpoint's breaker and not yet reported: if it
+/// is dropped unreported (its request was cancelled), the breaker hears of
+/// it, so that a lost probe cannot keep the breaker half-open for good.
+struct Outstanding<'a> {
+    clients: &'a ParticipantClients,
+    url: EndpointUrl,
+    reported: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let mut breakers = self
+                .clients
+                .breakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = breakers.get_mut(&self.url) {
+                b.on_abandoned();
+            }
+        }
+    }
 }
 
 impl ParticipantClients {
@@ -188,6 +225,58 @@ impl ParticipantClients {
             tls: None,
             http_tls: None,
             http: OnceLock::new(),
+            failing: Mutex::new(HashSet::new()),
+            recovered: Arc::new(Recovered::default()),
+            bulkheads: Bulkheads::new(DEFAULT_PARTICIPANT_CONCURRENCY),
+        }
+    }
+
+    /// Allows at most `limit` calls in flight to one participant.
+    pub fn with_participant_concurrency(mut self, limit: u32) -> Self {
+        self.bulkheads = Bulkheads::new(limit);
+        self
+    }
+
+    /// The signal raised when a participant is back.
+    pub fn recovered(&self) -> &Arc<Recovered> {
+        &self.recovered
+    }
+
+    /// `participant` registered `endpoint` again: proof that it is up, so
+    /// the endpoint's breaker closes at once (rather than after a cooldown
+    /// of up to a minute) and its waiting work is re-driven.
+    pub fn registered(&self, participant: &ParticipantName, endpoint: &EndpointUrl) {
+        if let Some(b) = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(endpoint)
+        {
+            b.reset();
+        }
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(participant);
+        self.recovered.note(participant);
+    }
+
+    /// Remembers whether `participant` answered; an answer after failures
+    /// (or a probe that closed a breaker) means it is back.
+    fn track_health(&self, participant: &ParticipantName, outcome: &Outcome, breaker_closed: bool) {
+        let answered = !matches!(outcome, Outcome::Unknown { .. });
+        let was_failing = {
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if answered {
+                failing.remove(participant)
+            } else {
+                failing.insert(participant.clone());
+                false
+            }
+        };
+        if answered && (was_failing || breaker_closed) {
+            tracing::info!(%participant, "participant is back");
+            self.recovered.note(participant);
         }
     }
 
@@ -265,7 +354,8 @@ impl ParticipantClients {
         None
     }
 
-    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) {
+    /// Records a call's outcome; returns whether it closed an open breaker.
+    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) -> bool {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -273,12 +363,13 @@ impl ParticipantClients {
             .or_default()
             .record(outcome, chrono::Utc::now());
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = breakers.get_mut(url) {
-            if endpoint_down {
+        match breakers.get_mut(url) {
+            Some(b) if endpoint_down => {
                 b.on_failure(Instant::now());
-            } else {
-                b.on_success();
+                false
             }
+            Some(b) => b.on_success(),
+            None => false,
         }
     }
 
@@ -333,6 +424,21 @@ impl ParticipantClients {
         request: BranchRequest,
         timeout: Duration,
     ) -> CallReply {
+        // Wait for a slot before taking a probe: a probe must not queue.
+        let started = Instant::now();
+        let Some(_slot) = self.bulkheads.enter(participant, timeout).await else {
+            return CallReply::unknown(
+                "RESOURCE_EXHAUSTED",
+                format!(
+                    "{} calls in flight to participant {participant} (participant_concurrency); none ended within {}ms",
+                    self.bulkheads.limit(),
+                    timeout.as_millis()
+                ),
+            );
+        };
+        let timeout = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
         let Some(endpoint) = self.pick(endpoints) else {
             let message = if endpoints.is_empty() {
                 format!("participant {participant} has no registered endpoint")
@@ -342,6 +448,11 @@ impl ParticipantClients {
             return CallReply::unknown("UNAVAILABLE", message);
         };
         let url = endpoint.url;
+        let mut outstanding = Outstanding {
+            clients: self,
+            url: url.clone(),
+            reported: false,
+        };
         let span = crate::telemetry::trace::call_span(participant, phase, &request);
         let action = request.action.clone();
         let started = Instant::now();
@@ -374,7 +485,9 @@ impl ParticipantClients {
             &answer.outcome,
             started.elapsed(),
         );
-        self.report(&url, &answer.outcome, answer.endpoint_down);
+        outstanding.reported = true;
+        let breaker_closed = self.report(&url, &answer.outcome, answer.endpoint_down);
+        self.track_health(participant, &answer.outcome, breaker_closed);
         CallReply {
             outcome: answer.outcome,
             payload: answer.payload,
@@ -532,6 +645,90 @@ mod tests {
             reply.outcome.message().contains("circuit open"),
             "{:?}",
             reply.outcome
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_failures_says_the_participant_is_back() {
+        let clients = ParticipantClients::new(5, Duration::from_secs(60), 1 << 20);
+        let p = ParticipantName::parse("p").unwrap();
+        let down = Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: String::new(),
+        };
+        async fn quiet(c: &ParticipantClients) -> bool {
+            tokio::time::timeout(Duration::from_millis(20), c.recovered().next())
+                .await
+                .is_err()
+        }
+        clients.track_health(&p, &Outcome::Succeeded, false);
+        assert!(quiet(&clients).await, "healthy all along: nothing is back");
+        clients.track_health(&p, &down, false);
+        clients.track_health(&p, &down, false);
+        assert!(quiet(&clients).await, "still down");
+        // A business refusal is an answer too.
+        clients.track_health(
+            &p,
+            &Outcome::Rejected {
+                message: "no".into(),
+            },
+            false,
+        );
+        assert_eq!(clients.recovered().next().await, vec![p.clone()]);
+        clients.track_health(&p, &Outcome::Succeeded, false);
+        assert!(quiet(&clients).await, "said once per comeback");
+        // A probe that closed a breaker says it too.
+        clients.track_health(&p, &Outcome::Succeeded, true);
+        assert_eq!(clients.recovered().next().await, vec![p.clone()]);
+        // So does a registration, which also closes the endpoint's breaker.
+        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
+        let endpoint = Endpoint {
+            url: url.clone(),
+            protocol: Protocol::Grpc,
+        };
+        clients.report(&url, &down, true);
+        let pick = |clients: &ParticipantClients| clients.pick(std::slice::from_ref(&endpoint));
+        assert_eq!(pick(&clients), Some(endpoint.clone()));
+        for _ in 0..5 {
+            clients.report(&url, &down, true);
+        }
+        assert_eq!(pick(&clients), None, "open");
+        clients.registered(&p, &url);
+        assert_eq!(clients.recovered().next().await, vec![p]);
+        assert_eq!(pick(&clients), Some(endpoint.clone()));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_probe_does_not_keep_the_breaker_half_open() {
+        let clients = ParticipantClients::new(1, Duration::from_millis(10), 1 << 20);
+        let p = ParticipantName::parse("p").unwrap();
+        // Nothing listens on port 9: the first call opens the breaker.
+        let url = Endpoint {
+            url: EndpointUrl::parse("http://127.0.0.1:9").unwrap(),
+            protocol: Protocol::Grpc,
+        };
+        let call = || {
+            clients.call(
+                &p,
+                std::slice::from_ref(&url),
+                Phase::Confirm,
+                BranchRequest::default(),
+                Duration::from_secs(2),
+            )
+        };
+        call().await;
+        assert_eq!(clients.health()[0].breaker, BreakerState::Open);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        // The probe's future is dropped before it can report (its request
+        // was cancelled): the next call may probe again.
+        drop(
+            std::pin::pin!(call())
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop())),
+        );
+        assert!(
+            clients.pick(std::slice::from_ref(&url)).is_some(),
+            "a new probe is allowed"
         );
     }
 

@@ -183,6 +183,10 @@ impl Store for Remembering {
         self.inner.release(owner, leases).await
     }
 
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        self.inner.redrive(participant, actor).await
+    }
+
     async fn register_participant(
         &self,
         name: &ParticipantName,

@@ -14,6 +14,7 @@ pub mod admin;
 mod batch;
 pub mod cache;
 pub mod health;
+mod policy;
 pub mod postgres;
 mod records;
 mod rows;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
+use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
 
@@ -77,6 +79,8 @@ pub struct NewBranch {
     pub action: ActionName,
     pub payload: Vec<u8>,
     pub call_timeout: Option<Duration>,
+    /// Its phase-2 retry policy.
+    pub policy: CallPolicy,
     /// How long the Try about to be sent may run, margin included: the
     /// branch records that a call is out until then (`call_until`).
     pub call_cover: Duration,
@@ -168,6 +172,7 @@ pub struct NewStep {
     pub depends_on: Vec<usize>,
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
 }
 
 /// A saga to submit; it is leased to the submitting instance at once.
@@ -349,6 +354,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives leases back so any instance may drive them at once.
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;
+
+    /// `participant` is back: makes every unfinished, unpaused transaction
+    /// with an unfinished call on it due now instead of at its backoff
+    /// time, and records why in its history (actor `actor`). Takes no
+    /// lease, so any instance's recovery loop may claim the work. Returns
+    /// how many transactions moved.
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64>;
 
     /// Registers (or refreshes) one participant endpoint and its actions;
     /// a repeated registration may change the endpoint's protocol.

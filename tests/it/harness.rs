@@ -654,6 +654,7 @@ pub fn try_req(gid: &str, participant: &str, action: &str) -> pb::TryRequest {
         payload: b"{\"amount\":10}".to_vec(),
         branch_id: String::new(),
         call_timeout: None,
+        policy: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn step(participant: &str, action: &str, compensation: &str) -> pb::SagaStep {
         depends_on: vec![],
         compensate_rejected: None,
         call_timeout: None,
+        policy: None,
     }
 }
 

@@ -14,6 +14,8 @@ mod layout;
 mod msg;
 mod observability;
 mod overlap;
+mod policy;
+mod redrive;
 mod saga;
 mod sdk;
 mod store;

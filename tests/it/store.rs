@@ -36,6 +36,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         action: ActionName::parse("a").unwrap(),
         payload: b"x".to_vec(),
         call_timeout: None,
+        policy: Default::default(),
         call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),

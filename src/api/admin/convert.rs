@@ -175,6 +175,11 @@ pub fn detail(
                     .filter(|_| will_retry(a) && owed && b.second_phase != CallStatus::Succeeded)
                     .map(timestamp),
                 lease_owner: a.tx.owner.clone().unwrap_or_default(),
+                call_timeout: b.call_timeout.map(|d| prost_types::Duration {
+                    seconds: d.as_secs() as i64,
+                    nanos: d.subsec_nanos() as i32,
+                }),
+                policy: crate::api::convert::call_policy_pb(&b.policy),
             })
             .collect(),
         events: events.iter().map(event).collect(),

@@ -10,7 +10,7 @@
 //!
 //! The statements live by concern: `hot` (batched durable writes of the
 //! TCC hot path), `writes` (batched relaxed writes), `reads`, `leases`,
-//! `saga` (submission), `msg` (messages: prepare, submit or abort), `admin`, `gauges`, `retention`. This module only
+//! `saga` (submission), `msg` (messages: prepare, submit or abort), `redrive`, `admin`, `gauges`, `retention`. This module only
 //! connects and routes the traits' methods to them.
 
 mod admin;
@@ -20,6 +20,7 @@ mod leases;
 mod msg;
 mod participants;
 mod reads;
+mod redrive;
 mod retention;
 mod saga;
 mod writes;
@@ -247,6 +248,10 @@ impl Store for PgStore {
 
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
         self.release(owner, leases).await
+    }
+
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        self.redrive(participant, actor).await
     }
 
     async fn register_participant(
