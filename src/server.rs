@@ -340,6 +340,7 @@ impl Server {
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
             Arc::clone(engine.registry()),
+            Arc::clone(engine.store()),
             Arc::clone(&engine.clients),
             stop.clone(),
         ));
@@ -353,11 +354,25 @@ impl Server {
 /// registration here too (its breaker closes, its work is re-driven).
 async fn refresh_registry(
     registry: Arc<Registry>,
+    store: Arc<dyn Store>,
     clients: Arc<ParticipantClients>,
     stop: CancellationToken,
 ) {
+    // What is registered at start, read past the cache: loading the cache
+    // now would make a lookup shortly after trust it instead of reading a
+    // registration made since through another instance.
     let mut seen = SeenRegistrations::default();
+    match store.list_participants().await {
+        Ok(all) => {
+            seen.registered_again(&all);
+        }
+        Err(e) => tracing::warn!(error = %e, "registry read failed"),
+    }
     loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
+        }
         match registry.refresh().await {
             Ok(all) => {
                 for (participant, endpoint) in seen.registered_again(&all) {
@@ -365,10 +380,6 @@ async fn refresh_registry(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "registry refresh failed"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
         }
     }
 }
