@@ -104,7 +104,12 @@ async fn tcc_over_http_sends_the_documented_request_and_commits(pool: PgPool) {
     assert_eq!(h["concord-attempt"], "1");
     assert_eq!(h["traceparent"], TRACEPARENT);
     let deadline: u64 = h["concord-deadline-ms"].parse().unwrap();
-    assert_eq!(deadline, 2000, "the call timeout of the test config");
+    // The time left of the call timeout of the test config (2 s): a wait
+    // for a slot of the participant's bulkhead is taken off it.
+    assert!(
+        (1950..=2000).contains(&deadline),
+        "the call timeout of the test config: {deadline}"
+    );
     let metadata: std::collections::HashMap<String, String> =
         serde_json::from_str(&h["concord-metadata"]).unwrap();
     assert_eq!(metadata["tenant"], "zürich");
@@ -193,10 +198,8 @@ async fn saga_over_http_retries_errors_and_timeouts_then_compensates_a_409(pool:
         .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
     assert!(
-        order_log
-            .all()
-            .iter()
-            .all(|r| r.phase != "execute" || r.headers["concord-deadline-ms"] == "300"),
+        order_log.all().iter().all(|r| r.phase != "execute"
+            || (250..=300).contains(&r.headers["concord-deadline-ms"].parse::<u64>().unwrap())),
         "the step's own call timeout is the deadline sent"
     );
     let tx = get_tx(&mut c, "h-3").await;
