@@ -211,7 +211,7 @@ impl Coordinator {
                 })
             }
             Err(e) => {
-                if let Err(rollback) = tx.rollback(e.to_string(), false).await {
+                if let Err(rollback) = tx.rollback(e.reason(), false).await {
                     tracing::warn!(
                         gid = tx.gid(),
                         error = %rollback,
