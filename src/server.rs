@@ -197,18 +197,23 @@ impl Server {
         let stop = CancellationToken::new();
         // Cancelled when shutdown begins; /readyz fails from then on.
         let draining = CancellationToken::new();
-        let background = self.spawn_background(&stop, &draining);
+        // One operator for the admin API and the console.
+        let operator = Arc::new(Operator::new(
+            Arc::clone(&self.engine),
+            self.store.clone(),
+            self.wake.clone(),
+        ));
+        let background = self.spawn_background(&stop, &draining, &operator);
         let Server {
             config,
             store,
             engine,
             listener,
-            wake,
             tls,
             db_health,
             ..
         } = self;
-        let (health, grpc) = grpc_services(&config, &engine, &store, &wake).await?;
+        let (health, grpc) = grpc_services(&config, &engine, operator).await?;
         tracing::info!(addr = ?listener.local_addr().ok(), instance = %config.instance_id, "coordinator serving");
         let serving = CancellationToken::new();
         let mut builder = tonic::transport::Server::builder();
@@ -263,11 +268,12 @@ impl Server {
 
     /// Starts what runs beside the gRPC server until `stop`: the recovery
     /// loop, the lease keeper, the registry refresh, retention, and the HTTP
-    /// listener with the metrics sampler.
+    /// listener (with the console) and the metrics sampler.
     fn spawn_background(
         &mut self,
         stop: &CancellationToken,
         draining: &CancellationToken,
+        operator: &Arc<Operator>,
     ) -> TaskTracker {
         let (config, engine) = (&self.config, Arc::clone(&self.engine));
         let engine = &engine;
@@ -290,12 +296,20 @@ impl Server {
                     stop.clone(),
                 ));
             }
-            tracing::info!(addr = ?http.local_addr().ok(), "metrics and health served over http");
+            tracing::info!(addr = ?http.local_addr().ok(), console = config.console, "metrics and health served over http");
+            let console = config.console.then(|| {
+                crate::api::console::router(
+                    Arc::clone(operator),
+                    config.admin_tokens.clone(),
+                    config.console_idle_timeout,
+                )
+            });
             let serve = crate::api::http::serve(
                 http,
                 handle,
                 self.store.clone(),
                 Arc::clone(&self.db_health),
+                console,
                 draining.clone(),
                 stop.clone(),
             );
@@ -342,8 +356,7 @@ async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) {
 async fn grpc_services(
     config: &Config,
     engine: &Arc<Engine>,
-    store: &Arc<dyn AdminStore>,
-    wake: &Wake,
+    operator: Arc<Operator>,
 ) -> Result<(tonic_health::server::HealthReporter, tonic::service::Routes), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -368,11 +381,6 @@ async fn grpc_services(
     if config.admin_tokens.is_empty() {
         tracing::warn!("no admin_tokens configured; the admin api refuses every call");
     }
-    let operator = Arc::new(Operator::new(
-        Arc::clone(engine),
-        store.clone(),
-        wake.clone(),
-    ));
     let admin = AdminApi::new(operator).service(config.admin_tokens.clone(), max);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)

@@ -453,3 +453,68 @@ async fn a_context_without_ids_is_refused(pool: PgPool) {
     }
     assert_eq!(barrier_rows(&pool).await, 0);
 }
+
+/// Issue 11: the participant server enforces the deadline it receives
+/// (`grpc-timeout`): at the deadline the handler is dropped, so the
+/// barrier's local transaction rolls back instead of committing late, when
+/// the coordinator may already have sent the next call.
+#[sqlx::test(migrations = false)]
+async fn a_call_past_its_deadline_is_dropped_and_its_barrier_rolls_back(pool: PgPool) {
+    use concord_sdk::proto::participant::v1::BranchRequest;
+    use concord_sdk::proto::participant::v1::participant_client::ParticipantClient;
+    use concord_sdk::{ParticipantServer, ParticipantService};
+
+    setup(&pool).await;
+    let slow = |b: PgBarrier, ctx: BranchContext| async move {
+        b.run(&ctx, Op::Try, async |conn| {
+            record(conn, &ctx, Op::Try).await?;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok(())
+        })
+        .await
+    };
+    let quick = |b: PgBarrier, ctx: BranchContext, op: Op| async move {
+        b.run(&ctx, op, async |conn| record(conn, &ctx, op).await).await
+    };
+    let service = ParticipantService::builder("slow")
+        .tcc_with(
+            "hold",
+            barrier(&pool),
+            slow,
+            move |b, ctx| quick(b, ctx, Op::Confirm),
+            move |b, ctx| quick(b, ctx, Op::Cancel),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ParticipantServer::new(service).serve(listener, std::future::pending()));
+    let mut client = ParticipantClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    let mut call = tonic::Request::new(BranchRequest {
+        gid: "late".into(),
+        branch_id: "1".into(),
+        action: "hold".into(),
+        attempt: 1,
+        ..Default::default()
+    });
+    call.set_timeout(Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    let refused = client.r#try(call).await.unwrap_err();
+    assert!(
+        sent.elapsed() < Duration::from_millis(1200),
+        "answered after {:?}: {refused:?}",
+        sent.elapsed()
+    );
+    // Well after the body would have committed had it run on.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let ctx = branch("late", "1");
+    assert_eq!(effects(&pool, &ctx, Op::Try).await, 0);
+    let barrier_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM concord_barrier WHERE gid = 'late'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(barrier_rows, 0, "the barrier's transaction committed after the deadline");
+}

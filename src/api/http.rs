@@ -1,9 +1,11 @@
 //! The operator HTTP listener, apart from gRPC so that a scraper or a load
 //! balancer needs no gRPC client: `/metrics` (Prometheus text format),
 //! `/healthz` (the process answers) and `/readyz` (the database answers,
-//! every migration is applied, and the instance is not shutting down), and
+//! every migration is applied, and the instance is not shutting down),
 //! `/openapi/participant.yaml`, the contract of HTTP/JSON participants
-//! (defined in `participant/http.rs`), for their authors and code generators.
+//! (defined in `participant/http.rs`), for their authors and code
+//! generators, and the operator console under `/ui/` when it is on
+//! ([`crate::api::console`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,16 +35,17 @@ struct Probe {
     draining: CancellationToken,
 }
 
-/// Serves until `stop`.
+/// Serves until `stop`; `console` is the console's router when it is on.
 pub async fn serve(
     listener: TcpListener,
     handle: Option<PrometheusHandle>,
     store: Arc<dyn Store>,
     db_health: Arc<DbHealth>,
+    console: Option<Router>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let probes = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -53,6 +56,10 @@ pub async fn serve(
             db_health,
             draining,
         });
+    let app = match console {
+        Some(console) => probes.merge(console),
+        None => probes,
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -1,9 +1,11 @@
 //! The network surfaces: thin gRPC adapters from the generated traits to
 //! the engine, and the HTTP listener ([`http`]). This module holds what
 //! every gRPC handler shares: the one mapping of errors to
-//! `tonic::Status`, panic recovery and request logging.
+//! `tonic::Status` (and, for the console's JSON API, to HTTP statuses),
+//! panic recovery and request logging.
 
 pub mod admin;
+pub mod console;
 pub mod convert;
 pub mod coordinator;
 pub mod db_down;
@@ -44,6 +46,29 @@ pub fn status(err: Error) -> Status {
         Error::Store(e) => Status::internal(e.to_string()),
         Error::Internal(m) => Status::internal(m),
     }
+}
+
+/// The only place engine errors become HTTP statuses (the console's JSON
+/// API), class for class as [`status`] does for gRPC; the message is the
+/// error's own.
+pub fn http_status(err: &Error) -> (::http::StatusCode, String) {
+    use ::http::StatusCode as H;
+    let code = match err {
+        Error::InvalidArgument(_) => H::BAD_REQUEST,
+        Error::NotFound(_) => H::NOT_FOUND,
+        Error::AlreadyExists(_) | Error::FailedPrecondition(_) | Error::Rejected(_) => H::CONFLICT,
+        Error::Unavailable(_) => H::SERVICE_UNAVAILABLE,
+        Error::DeadlineExceeded(_) => H::GATEWAY_TIMEOUT,
+        Error::Unauthenticated(_) => H::UNAUTHORIZED,
+        Error::Store(StoreError::Unavailable(m)) => {
+            return (H::SERVICE_UNAVAILABLE, format!("database unavailable: {m}"));
+        }
+        Error::Store(StoreError::Conflict(m)) => {
+            return (H::CONFLICT, format!("concurrent change: {m}; retry"));
+        }
+        Error::Store(_) | Error::Internal(_) => H::INTERNAL_SERVER_ERROR,
+    };
+    (code, err.to_string())
 }
 
 impl From<InvalidValue> for Error {
@@ -157,7 +182,19 @@ mod tests {
             (Error::Internal("x".into()), Code::Internal),
         ];
         for (e, code) in cases {
+            let (http, _) = http_status(&e);
             assert_eq!(status(e).code(), code);
+            // Each gRPC class has its HTTP class: refusals 4xx, outages 5xx.
+            let client_side = matches!(
+                code,
+                Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::AlreadyExists
+                    | Code::FailedPrecondition
+                    | Code::Aborted
+                    | Code::Unauthenticated
+            );
+            assert_eq!(http.is_client_error(), client_side, "{code:?} -> {http}");
         }
     }
 

@@ -25,7 +25,9 @@ use crate::api::admin::auth::AdminTokens;
 
 pub use self::resolve::{ConfigError, ServeArgs};
 pub use self::values::{OrOff, parse_duration};
-use self::values::{de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off};
+use self::values::{
+    de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off, parse_on_off,
+};
 
 /// Default database when nothing is configured.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/concord";
@@ -168,6 +170,15 @@ pub struct Config {
     #[arg(long, env = "CONCORD_METRICS_LISTEN", value_parser = parse_addr_or_off, help_heading = OPERATIONS)]
     #[serde(deserialize_with = "de::addr_or_off")]
     pub metrics_listen: OrOff<SocketAddr>,
+    /// Serve the operator console at /ui/ on the HTTP listener
+    /// (metrics_listen): `on` or `off`. It also needs admin_tokens.
+    #[arg(long, env = "CONCORD_CONSOLE", action = ArgAction::Set, value_name = "ON_OFF", value_parser = parse_on_off, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::on_off")]
+    pub console: bool,
+    /// How long a console session lasts while the operator does nothing.
+    #[arg(long, env = "CONCORD_CONSOLE_IDLE_TIMEOUT", value_parser = parse_duration, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::duration")]
+    pub console_idle_timeout: Duration,
     /// How long finished transactions are kept, or `off` to keep them.
     #[arg(long, env = "CONCORD_RETENTION", value_parser = parse_duration_or_off, help_heading = OPERATIONS)]
     #[serde(deserialize_with = "de::duration_or_off")]
@@ -255,6 +266,8 @@ impl Default for Config {
             tls_client_ca: None,
             admin_tokens: AdminTokens::default(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            console: true,
+            console_idle_timeout: Duration::from_secs(30 * 60),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_batch: 500,
         }

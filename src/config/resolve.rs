@@ -178,6 +178,9 @@ impl Config {
         if self.retention.is_some_and(|r| r < Duration::from_secs(60)) {
             return invalid("retention", "must be at least 1m (or off)");
         }
+        if self.console_idle_timeout < Duration::from_secs(10) {
+            return invalid("console_idle_timeout", "must be at least 10s");
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert", "tls_cert and tls_key go together");
         }

@@ -46,6 +46,15 @@ pub fn parse_admin_tokens(s: &str) -> Result<AdminTokens, String> {
     AdminTokens::parse_list(s)
 }
 
+/// Parses `on`/`off` (or `true`/`false`).
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?} is not on or off")),
+    }
+}
+
 /// `--no-migrate true` means "do not migrate": the setting is stored the
 /// way the server reads it.
 pub fn parse_no_migrate(s: &str) -> Result<bool, String> {
@@ -83,6 +92,20 @@ pub mod de {
     pub fn admin_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<AdminTokens, D::Error> {
         let entries = Vec::<String>::deserialize(d)?;
         AdminTokens::parse(entries.iter().map(String::as_str)).map_err(D::Error::custom)
+    }
+
+    /// `console = "off"` or `console = false` in the file.
+    pub fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum OnOff {
+            Bool(bool),
+            Text(String),
+        }
+        match OnOff::deserialize(d)? {
+            OnOff::Bool(b) => Ok(b),
+            OnOff::Text(s) => parse_on_off(&s).map_err(D::Error::custom),
+        }
     }
 
     /// `no_migrate = true` in the file, a boolean as TOML writes it.

@@ -8,13 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::Engine;
 use super::recovery::Wake;
 use crate::domain::Gid;
 use crate::error::{Error, Result};
 use crate::machine::operator::{self, OperatorEffect, OperatorFlags, OperatorOp};
 use crate::participant::client::EndpointCallStats;
-use crate::store::admin::{AdminChange, AdminStats, AdminStore, AdminTx, AdminWrite, TxFilter};
+use crate::store::admin::{
+    AdminChange, AdminStats, AdminStore, AdminTx, AdminWrite, FinishedInMinute, TxFilter,
+};
 use crate::store::{BranchRecord, EndpointRecord, EventRecord, ParticipantRecord};
 
 /// Compare-and-set attempts before giving up on a transaction that keeps
@@ -106,6 +110,18 @@ impl Operator {
     /// Counts by status, backlog, needs attention, the oldest unfinished.
     pub async fn stats(&self) -> Result<AdminStats> {
         Ok(self.store.admin_stats().await?)
+    }
+
+    /// Transactions finished and failed in each minute of the last
+    /// `window` (by this instance's clock), oldest first, every minute
+    /// present (zero when none finished).
+    pub async fn finished_per_minute(&self, window: Duration) -> Result<Vec<FinishedInMinute>> {
+        let window = chrono::Duration::from_std(window)
+            .map_err(|_| Error::InvalidArgument("window is too large".into()))?;
+        let now = self.engine.clock.now();
+        let since = now - window;
+        let counted = self.store.admin_finished_per_minute(since).await?;
+        Ok(every_minute(since, now, counted))
     }
 
     /// Every registered participant with its endpoints and what this
@@ -229,5 +245,78 @@ impl Operator {
         Err(Error::Unavailable(format!(
             "transaction {gid} kept changing during the operator command; retry"
         )))
+    }
+}
+
+/// Start of the minute `t` is in.
+fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap_or(t)
+}
+
+/// One entry per minute from `since`'s to `now`'s, taking the counts of
+/// `counted` (sorted, sparse) and zero elsewhere: a chart then has no gaps
+/// to interpret.
+fn every_minute(
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    counted: Vec<FinishedInMinute>,
+) -> Vec<FinishedInMinute> {
+    let mut counted = counted.into_iter().peekable();
+    let mut out = Vec::new();
+    let mut minute = minute_of(since);
+    while minute <= now {
+        // The store's minutes are truncated the same way; anything before
+        // the window is skipped.
+        while counted.peek().is_some_and(|c| c.minute < minute) {
+            counted.next();
+        }
+        out.push(match counted.next_if(|c| c.minute == minute) {
+            Some(c) => c,
+            None => FinishedInMinute {
+                minute,
+                finished: 0,
+                failed: 0,
+            },
+        });
+        minute += chrono::Duration::minutes(1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn every_minute_fills_gaps_and_keeps_counts() {
+        let at = |m: u32, s: u32| Utc.with_ymd_and_hms(2026, 1, 1, 12, m, s).unwrap();
+        let counted = vec![
+            FinishedInMinute {
+                minute: at(0, 0),
+                finished: 9,
+                failed: 9,
+            },
+            FinishedInMinute {
+                minute: at(2, 0),
+                finished: 3,
+                failed: 1,
+            },
+        ];
+        let minutes = every_minute(at(1, 30), at(4, 10), counted);
+        let shown: Vec<_> = minutes
+            .iter()
+            .map(|m| (m.minute, m.finished, m.failed))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (at(1, 0), 0, 0),
+                (at(2, 0), 3, 1),
+                (at(3, 0), 0, 0),
+                (at(4, 0), 0, 0)
+            ]
+        );
     }
 }

@@ -239,12 +239,12 @@ impl Engine {
         );
     }
 
+    /// Calls step `index` in `phase`; `until` as in [`BranchCall`].
     async fn saga_call(
         self: Arc<Self>,
         gid: Gid,
         branch: BranchRecord,
-        index: usize,
-        phase: SagaPhase,
+        (index, phase): (usize, SagaPhase),
         attempt: u32,
         metadata: Metadata,
         until: std::time::Instant,
@@ -342,8 +342,7 @@ impl Engine {
                     in_flight.push(Arc::clone(&me).saga_call(
                         gid.clone(),
                         branches[i].clone(),
-                        i,
-                        phase,
+                        (i, phase),
                         attempt,
                         tx.metadata.clone(),
                         until,

@@ -119,6 +119,17 @@ pub struct AdminStats {
     pub oldest_unfinished: Option<AdminTx>,
 }
 
+/// Transactions that finished in one minute (the console's charts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedInMinute {
+    /// Start of the minute.
+    pub minute: DateTime<Utc>,
+    /// Reached a final status in that minute.
+    pub finished: u64,
+    /// Of those, how many ended rolled back (cancelled or compensated).
+    pub failed: u64,
+}
+
 /// The operator's queries and writes, and the server's housekeeping.
 #[tonic::async_trait]
 pub trait AdminStore: Store {
@@ -149,6 +160,14 @@ pub trait AdminStore: Store {
 
     /// Counts over every transaction, plus the oldest unfinished one.
     async fn admin_stats(&self) -> StoreResult<AdminStats>;
+
+    /// Per minute since `since` (its minute included), the transactions
+    /// that reached a final status, oldest first; minutes with none are
+    /// left out.
+    async fn admin_finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishedInMinute>>;
 
     /// Unfinished transactions per status, for the gauges.
     async fn open_counts(&self) -> StoreResult<OpenCounts>;

@@ -153,6 +153,8 @@ pub enum Behavior {
     Ok,
     Abort(&'static str),
     Unavailable,
+    /// UNAVAILABLE with this message (what a failing participant says).
+    UnavailableWith(&'static str),
     /// Do the work, then answer after this long (past the call deadline the
     /// coordinator never hears it).
     Slow(Duration),
@@ -504,6 +506,10 @@ impl Service {
             Behavior::Unavailable => {
                 done(false);
                 Err(Status::unavailable("participant is down"))
+            }
+            Behavior::UnavailableWith(m) => {
+                done(false);
+                Err(Status::unavailable(m))
             }
             Behavior::Slow(d) => {
                 // The work is done at once; only the reply is late.

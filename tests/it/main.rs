@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod console;
 mod crash;
 mod harness;
 mod harness_http;

@@ -84,7 +84,7 @@ fn actor<T>(request: &Request<T>) -> Result<String> {
 }
 
 /// A required free-text field, trimmed and bounded.
-fn required_text(field: &str, value: &str) -> Result<String> {
+pub(crate) fn required_text(field: &str, value: &str) -> Result<String> {
     let value = value.trim();
     if value.is_empty() {
         return Err(Error::InvalidArgument(format!("{field} is required")));
@@ -98,7 +98,7 @@ fn required_text(field: &str, value: &str) -> Result<String> {
     Ok(value.to_string())
 }
 
-fn optional_text(field: &str, value: &str) -> Result<Option<String>> {
+pub(crate) fn optional_text(field: &str, value: &str) -> Result<Option<String>> {
     if value.trim().is_empty() {
         return Ok(None);
     }

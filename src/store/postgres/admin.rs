@@ -14,7 +14,8 @@ use crate::machine::Status;
 use crate::store::BranchRecord;
 use crate::store::StoreResult;
 use crate::store::admin::{
-    AdminChange, AdminStats, AdminTx, AdminWrite, ListCursor, Resolution, TxFilter,
+    AdminChange, AdminStats, AdminTx, AdminWrite, FinishedInMinute, ListCursor, Resolution,
+    TxFilter,
 };
 use crate::store::rows::TxRow;
 
@@ -277,5 +278,41 @@ impl PgStore {
             resolved: count(t.resolved),
             oldest_unfinished: oldest.map(AdminTx::from),
         })
+    }
+
+    /// Finished (and failed) transactions per minute since `since`. The
+    /// range condition is on the expression of the retention index
+    /// (`global_transactions_closed`), so it reads only the last hour's
+    /// closed rows, not the table.
+    pub(super) async fn admin_finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishedInMinute>> {
+        let failed: Vec<&str> = [Status::Cancelled, Status::Compensated]
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
+            "SELECT date_trunc('minute', finished_at) AS minute,
+                    count(*) AS finished,
+                    count(*) FILTER (WHERE status = ANY($2)) AS failed
+               FROM global_transactions
+              WHERE (finished_at IS NOT NULL OR resolved_at IS NOT NULL)
+                AND COALESCE(finished_at, resolved_at) >= date_trunc('minute', $1::timestamptz)
+                AND finished_at IS NOT NULL
+              GROUP BY 1 ORDER BY 1",
+        )
+        .bind(since)
+        .bind(failed)
+        .fetch_all(&self.durable)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, finished, failed)| FinishedInMinute {
+                minute,
+                finished: count(finished),
+                failed: count(failed),
+            })
+            .collect())
     }
 }

@@ -33,7 +33,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use self::hot::HotPath;
 use self::writes::{TryWrite, Writers};
-use super::admin::{AdminStats, AdminStore, AdminTx, AdminWrite, ListCursor, TxFilter};
+use super::admin::{
+    AdminStats, AdminStore, AdminTx, AdminWrite, FinishedInMinute, ListCursor, TxFilter,
+};
 use super::*;
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -309,6 +311,13 @@ impl AdminStore for PgStore {
 
     async fn admin_stats(&self) -> StoreResult<AdminStats> {
         self.admin_stats().await
+    }
+
+    async fn admin_finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishedInMinute>> {
+        self.admin_finished_per_minute(since).await
     }
 
     async fn open_counts(&self) -> StoreResult<OpenCounts> {
