@@ -25,6 +25,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, EngineSettings};
 use crate::machine::Escalation;
 use crate::participant::client::ParticipantClients;
+use crate::participant::recovered::SeenRegistrations;
 use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
@@ -120,6 +121,8 @@ impl Server {
                 .map_err(|e| ServerError::Tls(e.to_string()))?;
         }
         let participant_tls = crate::tls::client_config(&config).map_err(ServerError::Tls)?;
+        let participant_http_tls =
+            crate::tls::http_client_config(&config).map_err(ServerError::Tls)?;
         // The engine writes through a memory of what this instance wrote
         // (see `store::cache`); operators and housekeeping read the database.
         let dyn_store: Arc<dyn Store> = Arc::new(Remembering::new(store.clone()));
@@ -130,7 +133,9 @@ impl Server {
                 config.breaker_cooldown,
                 config.max_request_bytes,
             )
-            .with_tls(participant_tls),
+            .with_participant_concurrency(config.participant_concurrency)
+            .with_tls(participant_tls)
+            .with_http_tls(participant_http_tls),
         );
         let settings = EngineSettings {
             instance_id: config.instance_id.clone(),
@@ -263,8 +268,9 @@ impl Server {
     }
 
     /// Starts what runs beside the gRPC server until `stop`: the recovery
-    /// loop, the lease keeper, the registry refresh, retention, and the HTTP
-    /// listener (with the console) and the metrics sampler.
+    /// loop and its re-drive of participants that are back, the lease
+    /// keeper, the registry refresh, retention, and the HTTP listener (with
+    /// the console) and the metrics sampler.
     fn spawn_background(
         &mut self,
         stop: &CancellationToken,
@@ -322,11 +328,19 @@ impl Server {
             self.wake.clone(),
             stop.clone(),
         ));
+        background.spawn(crate::engine::redrive::run(
+            Arc::clone(engine),
+            Arc::clone(engine.clients.recovered()),
+            self.wake.clone(),
+            stop.clone(),
+        ));
         background.spawn(engine.keep_leases(stop.clone()));
         background
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
             Arc::clone(engine.registry()),
+            Arc::clone(engine.store()),
+            Arc::clone(&engine.clients),
             stop.clone(),
         ));
         background.close();
@@ -370,15 +384,37 @@ pub async fn open_store(
     }
 }
 
-/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`.
-async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) {
+/// Reloads the registry cache every [`REGISTRY_REFRESH`] until `stop`;
+/// an endpoint registered again through another instance counts as a
+/// registration here too (its breaker closes, its work is re-driven).
+async fn refresh_registry(
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    clients: Arc<ParticipantClients>,
+    stop: CancellationToken,
+) {
+    // What is registered at start, read past the cache: loading the cache
+    // now would make a lookup shortly after trust it instead of reading a
+    // registration made since through another instance.
+    let mut seen = SeenRegistrations::default();
+    match store.list_participants().await {
+        Ok(all) => {
+            seen.registered_again(&all);
+        }
+        Err(e) => tracing::warn!(error = %e, "registry read failed"),
+    }
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
         }
-        if let Err(e) = registry.refresh().await {
-            tracing::warn!(error = %e, "registry refresh failed");
+        match registry.refresh().await {
+            Ok(all) => {
+                for (participant, endpoint) in seen.registered_again(&all) {
+                    clients.registered(&participant, &endpoint);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed"),
         }
     }
 }
@@ -407,9 +443,12 @@ async fn grpc_services(
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(Arc::clone(engine)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let registry = RegistryServer::new(RegistryApi::new(Arc::clone(engine.registry())))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let registry = RegistryServer::new(RegistryApi::new(
+        Arc::clone(engine.registry()),
+        Arc::clone(&engine.clients),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     if config.admin_tokens.is_empty() {
         tracing::warn!("no admin_tokens configured; the admin api refuses every call");
     }

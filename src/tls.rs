@@ -47,3 +47,76 @@ pub fn client_config(c: &Config) -> Result<Option<ClientTlsConfig>, String> {
     }
     Ok(Some(tls))
 }
+
+/// TLS of calls to `https://` HTTP/JSON participants, from the same files
+/// as [`client_config`]: `participant_ca` (else the system's roots) and an
+/// optional client certificate. `None` when neither is configured: the
+/// client then builds [`http_tls`]`(None, None)` at its first HTTP call.
+pub fn http_client_config(c: &Config) -> Result<Option<rustls::ClientConfig>, String> {
+    if c.participant_ca.is_none() && c.participant_cert.is_none() {
+        return Ok(None);
+    }
+    let identity = c
+        .participant_cert
+        .as_deref()
+        .zip(c.participant_key.as_deref());
+    http_tls(c.participant_ca.as_deref(), identity).map(Some)
+}
+
+/// A rustls client configuration (ring, as tonic uses) trusting `ca` or,
+/// without it, the system's roots; presenting `identity` (certificate and
+/// key files) when given.
+pub fn http_tls(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let pem = read("participant_ca", ca)?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("participant_ca: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("participant_ca: {e}"))?;
+            }
+        }
+        None => {
+            // Unreadable system certificates are skipped, as tonic does.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(&read("participant_cert", cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("participant_cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&read("participant_key", key)?)
+                .map_err(|e| format!("participant_key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("participant_cert: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Makes ring (what tonic and the HTTP participants' client use) the
+/// process' rustls provider, for clients that pick the default, such as the
+/// OTLP exporter's reqwest client. Idempotent.
+pub fn install_crypto_provider() {
+    // An error only says a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

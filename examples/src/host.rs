@@ -168,6 +168,7 @@ async fn register(
 ) -> Result<(), HostError> {
     let mut client = registry(coordinator_url)?;
     let request = RegisterParticipantRequest {
+        protocol: Default::default(),
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
         actions: actions.iter().map(|a| Action { name: a.clone() }).collect(),

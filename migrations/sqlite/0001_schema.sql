@@ -28,9 +28,10 @@ CREATE TABLE participant_endpoints (
 
 CREATE TABLE global_transactions (
     gid              TEXT PRIMARY KEY,
-    mode             TEXT NOT NULL CHECK (mode IN ('tcc', 'saga')),
+    mode             TEXT NOT NULL CHECK (mode IN ('tcc', 'saga', 'msg')),
     status           TEXT NOT NULL CHECK (status IN ('trying', 'confirming', 'confirmed', 'cancelling',
-                         'cancelled', 'running', 'succeeded', 'compensating', 'compensated')),
+                         'cancelled', 'running', 'succeeded', 'compensating', 'compensated',
+                         'prepared', 'submitted', 'aborted')),
     metadata         TEXT NOT NULL DEFAULT '{}',
     timeout_ms       INTEGER NOT NULL,
     deadline         INTEGER NOT NULL,

@@ -211,7 +211,7 @@ impl Coordinator {
                 })
             }
             Err(e) => {
-                if let Err(rollback) = tx.rollback(e.to_string(), false).await {
+                if let Err(rollback) = tx.rollback(e.reason(), false).await {
                     tracing::warn!(
                         gid = tx.gid(),
                         error = %rollback,
@@ -474,6 +474,7 @@ impl TccTransaction {
             payload: payload.into(),
             branch_id: opts.branch_id.unwrap_or_default(),
             call_timeout: opts.call_timeout.map(proto_duration),
+            policy: None,
         };
         let reply = self
             .client
@@ -552,11 +553,15 @@ impl TccTransaction {
 }
 
 mod error;
+#[cfg(feature = "postgres")]
+mod msg;
 mod options;
 mod saga;
 mod sub;
 
 pub use error::{Error, Result};
+#[cfg(feature = "postgres")]
+pub use msg::{MessageBuilder, MessageOutcome, MessageQuery};
 pub use options::{BeginOptions, TryOptions};
 pub use saga::{SagaBuilder, SagaOutcome};
 pub use sub::SubTransaction;

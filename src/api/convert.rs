@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use concord_proto::v1 as pb;
 
+use crate::domain::Protocol;
+use crate::error::Error;
+use crate::machine::policy::{CallPolicy, CodeSet, RetrySpec};
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::{BranchRecord, EventRecord, TxRecord};
 
@@ -44,6 +47,9 @@ pub fn status(s: Status) -> pb::TransactionStatus {
         Status::Succeeded => pb::TransactionStatus::Succeeded,
         Status::Compensating => pb::TransactionStatus::Compensating,
         Status::Compensated => pb::TransactionStatus::Compensated,
+        Status::Prepared => pb::TransactionStatus::Prepared,
+        Status::Submitted => pb::TransactionStatus::Submitted,
+        Status::Aborted => pb::TransactionStatus::Aborted,
     }
 }
 
@@ -61,6 +67,16 @@ pub fn mode(m: Mode) -> pb::TransactionMode {
     match m {
         Mode::Tcc => pb::TransactionMode::Tcc,
         Mode::Saga => pb::TransactionMode::Saga,
+        Mode::Msg => pb::TransactionMode::Msg,
+    }
+}
+
+/// A wire protocol of an endpoint; unspecified is gRPC.
+pub fn protocol(raw: i32) -> Result<Protocol, Error> {
+    match pb::Protocol::try_from(raw) {
+        Ok(pb::Protocol::Unspecified | pb::Protocol::Grpc) => Ok(Protocol::Grpc),
+        Ok(pb::Protocol::Http) => Ok(Protocol::Http),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown protocol {raw}"))),
     }
 }
 
@@ -82,6 +98,11 @@ pub fn branch(b: &BranchRecord) -> pb::Branch {
             .map(ToString::to_string)
             .unwrap_or_default(),
         depends_on: b.depends_on.iter().map(|&d| d as u32).collect(),
+        call_timeout: b.call_timeout.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        policy: call_policy_pb(&b.policy),
     }
 }
 
@@ -139,4 +160,79 @@ pub fn transaction(
         lease_owner: tx.owner.clone().unwrap_or_default(),
         events: events.iter().map(event).collect(),
     }
+}
+
+/// A request's call policy, checked; `field` names it in errors.
+pub fn call_policy(
+    field: &str,
+    p: Option<&pb::CallPolicy>,
+) -> Result<CallPolicy, crate::error::Error> {
+    let Some(p) = p else {
+        return Ok(CallPolicy::default());
+    };
+    let bad = |m: &str| crate::error::Error::InvalidArgument(format!("{field}: {m}"));
+    let initial = optional_duration(&format!("{field}: retry_initial"), p.retry_initial.as_ref())?;
+    let max = optional_duration(&format!("{field}: retry_max"), p.retry_max.as_ref())?;
+    let retry = match (initial, max) {
+        (None, None) if p.retry_factor.is_some() || p.retry_jitter.is_some() => {
+            return Err(bad(
+                "retry_factor and retry_jitter need retry_initial and retry_max",
+            ));
+        }
+        (None, None) => None,
+        (Some(initial), Some(max)) => {
+            let factor = p.retry_factor.unwrap_or(2.0);
+            if initial.is_zero() {
+                return Err(bad("retry_initial must be positive"));
+            }
+            if max < initial {
+                return Err(bad("retry_max must not be below retry_initial"));
+            }
+            if !(factor.is_finite() && factor >= 1.0) {
+                return Err(bad("retry_factor must be at least 1"));
+            }
+            Some(RetrySpec {
+                initial,
+                factor,
+                max,
+                jitter: p.retry_jitter.unwrap_or(true),
+            })
+        }
+        _ => return Err(bad("give both retry_initial and retry_max, or neither")),
+    };
+    let max_age = optional_duration(&format!("{field}: max_age"), p.max_age.as_ref())?
+        .filter(|a| !a.is_zero());
+    let non_retryable = CodeSet::parse(p.non_retryable_codes.iter().map(String::as_str))
+        .map_err(|e| bad(&format!("non_retryable_codes: {e}")))?;
+    Ok(CallPolicy {
+        retry,
+        max_attempts: (p.max_attempts > 0).then_some(p.max_attempts),
+        max_age,
+        non_retryable,
+    })
+}
+
+/// A stored policy as the API shows it; `None` for the default one.
+pub fn call_policy_pb(p: &CallPolicy) -> Option<pb::CallPolicy> {
+    if p.is_default() {
+        return None;
+    }
+    let d = |d: std::time::Duration| prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    };
+    Some(pb::CallPolicy {
+        retry_initial: p.retry.map(|r| d(r.initial)),
+        retry_factor: p.retry.map(|r| r.factor),
+        retry_max: p.retry.map(|r| d(r.max)),
+        retry_jitter: p.retry.map(|r| r.jitter),
+        max_attempts: p.max_attempts.unwrap_or(0),
+        max_age: p.max_age.map(d),
+        non_retryable_codes: p
+            .non_retryable
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    })
 }

@@ -14,7 +14,7 @@ use crate::engine::{Engine, TryBranch};
 use crate::error::Error;
 
 pub struct CoordinatorApi {
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
 }
 
 impl CoordinatorApi {
@@ -23,7 +23,11 @@ impl CoordinatorApi {
     }
 
     /// Until when a `wait` may last (see [`Engine::wait_until`]).
-    fn wait_until<T>(&self, req: &Request<T>, wait: bool) -> Option<tokio::time::Instant> {
+    pub(super) fn wait_until<T>(
+        &self,
+        req: &Request<T>,
+        wait: bool,
+    ) -> Option<tokio::time::Instant> {
         if !wait {
             return None;
         }
@@ -31,7 +35,7 @@ impl CoordinatorApi {
     }
 }
 
-fn gid(raw: &str) -> Result<Gid, Error> {
+pub(super) fn gid(raw: &str) -> Result<Gid, Error> {
     Ok(Gid::parse(raw)?)
 }
 
@@ -79,6 +83,7 @@ impl Coordinator for CoordinatorApi {
                     Some(BranchId::parse(req.branch_id)?)
                 },
                 call_timeout,
+                policy: convert::call_policy("policy", req.policy.as_ref())?,
             };
             let (branch_id, payload) = self.engine.try_branch(branch).await?;
             Ok(pb::TryResponse {
@@ -160,6 +165,10 @@ impl Coordinator for CoordinatorApi {
                             &format!("steps[{i}]: call_timeout"),
                             s.call_timeout.as_ref(),
                         )?,
+                        policy: convert::call_policy(
+                            &format!("steps[{i}]: policy"),
+                            s.policy.as_ref(),
+                        )?,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
@@ -196,5 +205,26 @@ impl Coordinator for CoordinatorApi {
             Ok(convert::transaction(&tx, &branches, &events))
         })
         .await
+    }
+
+    async fn prepare_message(
+        &self,
+        request: Request<pb::PrepareMessageRequest>,
+    ) -> Result<Response<pb::PrepareMessageResponse>, Status> {
+        self.prepare_msg(request).await
+    }
+
+    async fn submit_message(
+        &self,
+        request: Request<pb::SubmitMessageRequest>,
+    ) -> Result<Response<pb::SubmitMessageResponse>, Status> {
+        self.submit_msg(request).await
+    }
+
+    async fn abort_message(
+        &self,
+        request: Request<pb::AbortMessageRequest>,
+    ) -> Result<Response<pb::AbortMessageResponse>, Status> {
+        self.abort_msg(request).await
     }
 }

@@ -2,7 +2,9 @@
 //! balancer needs no gRPC client: `/metrics` (Prometheus text format),
 //! `/healthz` (the process answers) and `/readyz` (the database answers,
 //! every migration is applied, and the instance is not shutting down),
-//! and the operator console under `/ui/` when it is on
+//! `/openapi/participant.yaml`, the contract of HTTP/JSON participants
+//! (defined in `participant/http.rs`), for their authors and code
+//! generators, and the operator console under `/ui/` when it is on
 //! ([`crate::api::console`]).
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi/participant.yaml", get(participant_openapi))
         .with_state(Probe {
             handle,
             store,
@@ -78,6 +81,17 @@ async fn metrics(State(probe): State<Probe>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The OpenAPI 3 description of what an HTTP/JSON participant serves.
+pub const PARTICIPANT_OPENAPI: &str = include_str!("../../docs/openapi/participant.yaml");
+
+async fn participant_openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        PARTICIPANT_OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod coordinator;
 pub mod db_down;
 pub mod http;
+pub mod msg;
 pub mod oversize;
 pub mod registry;
 

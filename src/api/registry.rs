@@ -7,8 +7,9 @@ use concord_proto::v1::registry_server::Registry as RegistryService;
 use tonic::{Request, Response, Status};
 
 use super::{convert, guarded};
-use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::domain::{ActionName, Endpoint, ParticipantName, Protocol};
 use crate::error::Error;
+use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 
 /// Most actions one registration may carry.
@@ -16,11 +17,13 @@ pub const MAX_ACTIONS: usize = 1000;
 
 pub struct RegistryApi {
     registry: Arc<Registry>,
+    /// Told of every registration: a participant that registers is up.
+    clients: Arc<ParticipantClients>,
 }
 
 impl RegistryApi {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(registry: Arc<Registry>, clients: Arc<ParticipantClients>) -> Self {
+        Self { registry, clients }
     }
 }
 
@@ -33,7 +36,8 @@ impl RegistryService for RegistryApi {
         let req = request.into_inner();
         guarded("RegisterParticipant", "", async {
             let name = ParticipantName::parse(req.name)?;
-            let endpoint = EndpointUrl::parse(req.endpoint)?;
+            let protocol = convert::protocol(req.protocol)?;
+            let endpoint = Endpoint::parse(req.endpoint, protocol)?;
             if req.actions.is_empty() {
                 return Err(Error::InvalidArgument(format!(
                     "participant {name} registers no action"
@@ -51,7 +55,8 @@ impl RegistryService for RegistryApi {
                 .map(|a| ActionName::parse(a.name))
                 .collect::<Result<Vec<_>, _>>()?;
             self.registry.register(&name, &endpoint, &actions).await?;
-            tracing::info!(participant = %name, endpoint = %endpoint, actions = actions.len(), "participant registered");
+            self.clients.registered(&name, &endpoint.url);
+            tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), "participant registered");
             Ok(pb::RegisterParticipantResponse {})
         })
         .await
@@ -82,6 +87,10 @@ impl RegistryService for RegistryApi {
                                 url: e.url.to_string(),
                                 registered_at: Some(convert::timestamp(e.registered_at)),
                                 last_seen_at: Some(convert::timestamp(e.last_seen_at)),
+                                protocol: match e.protocol {
+                                    Protocol::Grpc => pb::Protocol::Grpc,
+                                    Protocol::Http => pb::Protocol::Http,
+                                } as i32,
                             })
                             .collect(),
                     })

@@ -123,7 +123,7 @@ pub struct ListArgs {
     /// separate with commas.
     #[arg(long, value_delimiter = ',')]
     pub status: Vec<String>,
-    /// Only tcc or saga transactions.
+    /// Only tcc, saga or msg (2-phase message) transactions.
     #[arg(long)]
     pub mode: Option<String>,
     /// Only transactions with a branch on this participant.

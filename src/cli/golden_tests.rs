@@ -90,6 +90,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 ],
                 next_attempt_at: None,
                 lease_owner: None,
+                policy: None,
             },
             BranchView {
                 branch_id: "2".into(),
@@ -101,6 +102,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 ],
                 next_attempt_at: Some(now() + Duration::seconds(40)),
                 lease_owner: None,
+                policy: Some("timeout 2s, at most 5 calls".into()),
             },
         ],
         events: vec![
@@ -205,6 +207,7 @@ fn documents() -> Vec<(&'static str, String)> {
     out.push(("action", render::action(&action, Paint(false))));
     let endpoint = |url: &str, failures: u32| EndpointView {
         url: url.into(),
+        protocol: "grpc".into(),
         registered_at: ago(60),
         last_seen_at: ago(5),
         breaker: if failures > 0 { "open" } else { "closed" }.into(),

@@ -170,10 +170,11 @@ fn mode_filter(raw: &Option<String>) -> Result<i32, Failure> {
         None => pb::TransactionMode::Unspecified as i32,
         Some("tcc") => pb::TransactionMode::Tcc as i32,
         Some("saga") => pb::TransactionMode::Saga as i32,
+        Some("msg") => pb::TransactionMode::Msg as i32,
         Some(other) => {
             return Err(Failure {
                 code: EXIT_USAGE,
-                message: format!("unknown mode {other:?} (tcc or saga)"),
+                message: format!("unknown mode {other:?} (tcc, saga or msg)"),
             });
         }
     })

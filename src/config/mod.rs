@@ -144,6 +144,11 @@ pub struct Config {
     #[arg(long, env = "CONCORD_BREAKER_COOLDOWN", value_parser = parse_duration, help_heading = PARTICIPANTS)]
     #[serde(deserialize_with = "de::duration")]
     pub breaker_cooldown: Duration,
+    /// Most calls one instance has in flight to one participant; more wait
+    /// their turn within their deadline (a participant that is back is not
+    /// flooded by its backlog).
+    #[arg(long, env = "CONCORD_PARTICIPANT_CONCURRENCY", help_heading = PARTICIPANTS)]
+    pub participant_concurrency: u32,
     /// PEM CA trusted for https:// participants (instead of system roots).
     #[arg(long, env = "CONCORD_PARTICIPANT_CA", help_heading = PARTICIPANTS)]
     pub participant_ca: Option<PathBuf>,
@@ -266,6 +271,7 @@ impl Default for Config {
             recovery_concurrency: 64,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
+            participant_concurrency: crate::participant::client::DEFAULT_PARTICIPANT_CONCURRENCY,
             participant_ca: None,
             participant_cert: None,
             participant_key: None,

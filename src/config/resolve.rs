@@ -173,6 +173,9 @@ impl Config {
         if self.recovery_concurrency == 0 {
             return invalid("recovery_concurrency", "must be at least 1");
         }
+        if self.participant_concurrency == 0 {
+            return invalid("participant_concurrency", "must be at least 1");
+        }
         if self.retention_batch == 0 {
             return invalid("retention_batch", "must be at least 1");
         }

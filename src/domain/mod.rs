@@ -3,7 +3,10 @@
 //! accepts, so the rest of the code never re-checks them; [`metadata`] is a
 //! transaction's metadata with its limits.
 
+pub mod endpoint;
 pub mod metadata;
+
+pub use endpoint::{Endpoint, Protocol};
 
 use std::fmt;
 

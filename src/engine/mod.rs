@@ -2,7 +2,7 @@
 //! initiator commands (TCC in [`tcc`], sagas in [`saga`]), drives phase 2
 //! ([`phase2`]), runs operator actions, and finishes what a crash
 //! interrupted ([`recovery`], under the [`leases`] it holds), with delays
-//! from [`retry`]; [`retention`] deletes old history. This file holds the
+//! from [`retry`], cut short by the [`redrive`] when a participant is back; [`retention`] deletes old history. This file holds the
 //! engine itself and what every part shares.
 
 use std::collections::HashMap;
@@ -29,9 +29,11 @@ use crate::store::{BranchRecord, Decision, EventRecord, Store, TxRecord};
 mod calls;
 pub mod gauges;
 pub mod leases;
+pub mod msg;
 pub mod operator;
 pub mod phase2;
 pub mod recovery;
+pub mod redrive;
 pub mod retention;
 pub mod retry;
 pub mod saga;

@@ -159,7 +159,11 @@ impl Engine {
                 attempt,
                 newly_flagged,
             } => {
-                let delay = self.retry.delay(attempt);
+                let owed = next
+                    .branches
+                    .iter()
+                    .filter(|b| b.second_phase != crate::machine::CallStatus::Succeeded);
+                let delay = self.retry.delay_for(attempt, owed.map(|b| &b.policy));
                 let delay =
                     chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
                 (Some(now + delay), newly_flagged)

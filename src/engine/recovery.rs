@@ -155,7 +155,16 @@ impl Engine {
             Status::Running | Status::Compensating => {
                 self.drive_saga(grant, tx, branches).await;
             }
-            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated => {
+            // A message past its deadline is asked back; a submitted one
+            // has steps owed.
+            Status::Prepared | Status::Submitted => {
+                self.drive_msg(grant, tx, branches).await;
+            }
+            Status::Confirmed
+            | Status::Cancelled
+            | Status::Succeeded
+            | Status::Compensated
+            | Status::Aborted => {
                 let _ = self
                     .store
                     .release(&self.settings.instance_id, &[claimed.lease])

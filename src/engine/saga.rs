@@ -20,8 +20,9 @@ use super::{Engine, deadline_after};
 use crate::domain::metadata;
 use crate::domain::{ActionName, Gid, ParticipantName};
 use crate::error::{Error, Result};
+use crate::machine::policy::CallPolicy;
 use crate::machine::saga::{self, SagaChange, SagaPhase, SagaState};
-use crate::machine::{Phase, Status};
+use crate::machine::{CallStatus, Phase, Status};
 use crate::store::{
     BranchRecord, CallRecord, Lease, Metadata, NewSaga, NewStep, SagaSubmitted, SagaWrite,
     TxRecord, no_deadline,
@@ -43,6 +44,7 @@ pub struct StepRequest {
     pub depends_on: Vec<usize>,
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
 }
 
 /// A saga as an initiator submits it.
@@ -64,6 +66,7 @@ fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
                 && s.payload == b.payload
                 && s.depends_on == b.depends_on
                 && s.compensate_rejected == b.compensate_rejected
+                && s.policy == b.policy
         })
 }
 
@@ -127,6 +130,7 @@ impl Engine {
                 depends_on,
                 compensate_rejected: s.compensate_rejected,
                 call_timeout: s.call_timeout,
+                policy: s.policy,
             })
             .collect();
         let gid = req.gid.unwrap_or_else(Gid::generate);
@@ -192,6 +196,7 @@ impl Engine {
                         compensation: Some(s.compensation),
                         depends_on: s.depends_on,
                         compensate_rejected: s.compensate_rejected,
+                        policy: s.policy,
                         call_busy_until: None,
                     })
                     .collect();
@@ -354,8 +359,15 @@ impl Engine {
                 let now = self.clock.now();
                 let (next, attempt, newly) =
                     saga::round_failed(&state, now, self.settings.escalation);
-                let delay = chrono::Duration::from_std(self.retry.delay(attempt))
-                    .unwrap_or(chrono::Duration::seconds(60));
+                let owed = next.steps.iter().filter(|s| match next.status {
+                    Status::Compensating => {
+                        s.needs_compensation() && s.compensation != CallStatus::Succeeded
+                    }
+                    _ => s.action == CallStatus::Unknown,
+                });
+                let delay = self.retry.delay_for(attempt, owed.map(|s| &s.policy));
+                let delay =
+                    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
                 let mut at = now + delay;
                 if let Some(deadline) = state.deadline.filter(|_| state.status == Status::Running) {
                     at = at.min(deadline);
@@ -433,6 +445,7 @@ impl Engine {
             state: state.clone(),
             steps,
             calls,
+            query: None,
             status_changed,
             newly_flagged,
             release,

@@ -15,6 +15,7 @@ use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
 use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName};
 use crate::error::{Error, Result};
+use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::{self, Command, Refusal, Verdict};
 use crate::machine::{CallStatus, Mode, Outcome, Phase, Status};
 use crate::store::{Begun, BranchAdded, BranchRecord, CallRecord, NewBranch, NewTransaction};
@@ -40,6 +41,8 @@ pub struct TryBranch {
     pub payload: Vec<u8>,
     pub branch_id: Option<BranchId>,
     pub call_timeout: Option<Duration>,
+    /// Retry policy of its Confirm or Cancel.
+    pub policy: CallPolicy,
 }
 
 /// The branches that `calls` name.
@@ -143,7 +146,9 @@ impl Engine {
                 until: started + cover,
             })
             .await;
-        let failure = match &reply.outcome {
+        // An answer the action declared non-retryable is a rejection.
+        let outcome = branch.policy.classify(reply.outcome);
+        let failure = match &outcome {
             Outcome::Succeeded => None,
             Outcome::Rejected { message } => Some(Error::Rejected(format!(
                 "participant {} rejected {}: {message}",
@@ -158,7 +163,7 @@ impl Engine {
             branch_id: branch.branch_id.clone(),
             phase: Phase::Try,
             attempt,
-            outcome: reply.outcome,
+            outcome,
         };
         let (now, actor) = (self.clock.now(), self.settings.instance_id.clone());
         let Some(failure) = failure else {
@@ -218,6 +223,7 @@ impl Engine {
                     action: req.action.clone(),
                     payload: req.payload.clone(),
                     call_timeout: req.call_timeout,
+                    policy: req.policy,
                     call_cover: cover,
                     now: self.clock.now(),
                     actor: self.settings.instance_id.clone(),

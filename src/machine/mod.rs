@@ -4,13 +4,16 @@
 //! do next. The engine performs those effects and the store persists the
 //! state with a compare-and-set, so this module alone says what is legal.
 //!
-//! [`tcc`] is the TCC transaction, [`saga`] the saga, [`operator`] what an
-//! operator's command means for either. This file holds the vocabulary they
-//! share.
+//! [`tcc`] is the TCC transaction, [`saga`] the saga, [`msg`] the 2-phase
+//! message, [`operator`] what an operator's command means for each,
+//! [`policy`] when a branch's retries are exhausted. This file holds the
+//! vocabulary they share.
 
 use chrono::Duration;
 
+pub mod msg;
 pub mod operator;
+pub mod policy;
 pub mod saga;
 pub mod tcc;
 
@@ -19,6 +22,9 @@ pub mod tcc;
 pub enum Mode {
     Tcc,
     Saga,
+    /// 2-phase message: prepared, then submitted (or aborted) by the
+    /// initiator after its local transaction; see [`msg`].
+    Msg,
 }
 
 impl Mode {
@@ -26,6 +32,7 @@ impl Mode {
         match self {
             Mode::Tcc => "tcc",
             Mode::Saga => "saga",
+            Mode::Msg => "msg",
         }
     }
 
@@ -33,6 +40,7 @@ impl Mode {
         match s {
             "tcc" => Some(Mode::Tcc),
             "saga" => Some(Mode::Saga),
+            "msg" => Some(Mode::Msg),
             _ => None,
         }
     }
@@ -48,16 +56,24 @@ pub enum Status {
     Cancelled,
     /// Saga: actions running.
     Running,
-    /// Saga: every action succeeded.
+    /// Saga: every action succeeded. Message: every step succeeded.
     Succeeded,
     /// Saga: a step was rejected (or the deadline passed); compensating.
     Compensating,
     /// Saga: every step that ran or may have run is compensated.
     Compensated,
+    /// Message: prepared, waiting for the initiator's submit or abort (or,
+    /// past its timeout, for the initiator's answer to the query-back).
+    Prepared,
+    /// Message: submitted; its steps are executed until each succeeds.
+    Submitted,
+    /// Message: aborted by the initiator, or its local transaction rolled
+    /// back (query-back); no step was executed.
+    Aborted,
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 12] = [
         Status::Trying,
         Status::Confirming,
         Status::Confirmed,
@@ -67,6 +83,9 @@ impl Status {
         Status::Succeeded,
         Status::Compensating,
         Status::Compensated,
+        Status::Prepared,
+        Status::Submitted,
+        Status::Aborted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +99,9 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Compensating => "compensating",
             Status::Compensated => "compensated",
+            Status::Prepared => "prepared",
+            Status::Submitted => "submitted",
+            Status::Aborted => "aborted",
         }
     }
 
@@ -91,7 +113,11 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Confirmed | Status::Cancelled | Status::Succeeded | Status::Compensated
+            Status::Confirmed
+                | Status::Cancelled
+                | Status::Succeeded
+                | Status::Compensated
+                | Status::Aborted
         )
     }
 
@@ -121,6 +147,9 @@ pub enum Phase {
     Cancel,
     Execute,
     Compensate,
+    /// Message: the coordinator asks the initiator whether the local
+    /// transaction of a prepared message committed.
+    QueryPrepared,
 }
 
 impl Phase {
@@ -131,6 +160,7 @@ impl Phase {
             Phase::Cancel => "cancel",
             Phase::Execute => "execute",
             Phase::Compensate => "compensate",
+            Phase::QueryPrepared => "query_prepared",
         }
     }
 }

@@ -173,6 +173,7 @@ mod tests {
                 attempts: 0,
                 last_code: None,
                 last_error: None,
+                policy: Default::default(),
             }],
         }
     }

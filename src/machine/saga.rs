@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
+use super::policy::CallPolicy;
 use super::{CallStatus, Escalation, Outcome, Status};
 use crate::domain::BranchId;
 
@@ -34,12 +35,16 @@ pub struct StepState {
     pub attempts: u32,
     pub last_code: Option<String>,
     pub last_error: Option<String>,
+    /// Its own retry policy, for its action and its compensation.
+    pub policy: CallPolicy,
 }
 
 /// A saga as the state machine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaState {
     pub status: Status,
+    /// When it was submitted: a forward action's `max_age` counts from it.
+    pub submitted_at: DateTime<Utc>,
     /// Past it, a running saga compensates. `None`: no deadline.
     pub deadline: Option<DateTime<Utc>>,
     /// When compensation was decided.
@@ -189,6 +194,17 @@ pub fn on_reply(
         return (next, SagaChange::Step);
     };
     s.attempts += 1;
+    // An answer the action declared non-retryable is a rejection of the
+    // action; a compensation must not be refused, so there it stays
+    // unknown (retried, and flagged by `round_failed`).
+    let classified;
+    let outcome = match phase {
+        SagaPhase::Execute => {
+            classified = s.policy.classify(outcome.clone());
+            &classified
+        }
+        SagaPhase::Compensate => outcome,
+    };
     let status = match outcome {
         Outcome::Succeeded => {
             s.last_code = None;
@@ -216,6 +232,30 @@ pub fn on_reply(
     match phase {
         SagaPhase::Execute => s.action = status,
         SagaPhase::Compensate => s.compensation = status,
+    }
+    // A forward action that exhausted its policy is given up like a
+    // rejected one: the saga compensates, saying why. (It may have run, so
+    // it is compensated too.)
+    let gave_up = phase == SagaPhase::Execute
+        && status == CallStatus::Unknown
+        && next.status == Status::Running
+        && s.policy.exhausted(s.attempts, now - next.submitted_at);
+    if gave_up {
+        let why = format!(
+            "step {label} gave up {}: {} {}",
+            s.policy.describe_limit(s.attempts, now - next.submitted_at),
+            outcome.code(),
+            outcome.message()
+        )
+        .trim_end()
+        .to_string();
+        next.status = Status::Compensating;
+        next.decided_at = Some(now);
+        for step in &mut next.steps {
+            step.attempts = 0;
+        }
+        next.reason = Some(why);
+        return finish_if_done(next, SagaChange::Compensating);
     }
     if phase == SagaPhase::Execute
         && status == CallStatus::Rejected
@@ -281,9 +321,25 @@ pub fn round_failed(
     // Nothing is retried silently forever: forward actions (bounded by the
     // deadline only when the saga has one) and compensations both raise the
     // flag past the thresholds, and keep being retried.
+    // A compensation that exhausted its own policy cannot be abandoned
+    // either: it raises the flag sooner, and is retried still.
+    let exhausted = next
+        .steps
+        .iter()
+        .filter(|s| {
+            next.status == Status::Compensating
+                && s.needs_compensation()
+                && s.compensation != CallStatus::Succeeded
+        })
+        .find_map(|s| {
+            let why = s
+                .policy
+                .stop_reason(s.attempts, age, s.last_code.as_deref())?;
+            Some(format!("step {} ({}) compensate {why}; ", s.id, s.label))
+        });
     let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
     let mut newly = false;
-    if over {
+    if over || exhausted.is_some() {
         newly = !next.needs_attention;
         next.needs_attention = true;
         let (phase, owed): (&str, fn(&StepState) -> bool) = if next.status == Status::Compensating {
@@ -311,7 +367,8 @@ pub fn round_failed(
             })
             .collect();
         next.attention_reason = Some(format!(
-            "{} rounds over {}s; {}",
+            "{}{} rounds over {}s; {}",
+            exhausted.unwrap_or_default(),
             next.attempts,
             age.num_seconds(),
             failing.join("; ")

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
+use crate::machine::policy::CallPolicy;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -15,6 +16,7 @@ fn saga(deps: &[Vec<usize>]) -> SagaState {
     let deps = effective_dependencies(deps);
     SagaState {
         status: Status::Running,
+        submitted_at: t0(),
         deadline: None,
         decided_at: None,
         reason: None,
@@ -34,6 +36,7 @@ fn saga(deps: &[Vec<usize>]) -> SagaState {
                 attempts: 0,
                 last_code: None,
                 last_error: None,
+                policy: CallPolicy::default(),
             })
             .collect(),
     }
@@ -277,4 +280,128 @@ fn deadline_turns_a_running_saga_to_compensating() {
         ..saga(&[vec![]])
     };
     assert_eq!(expire(&fresh, t0()).unwrap().status, Status::Compensated);
+}
+
+fn limited(max_attempts: u32) -> CallPolicy {
+    CallPolicy {
+        max_attempts: Some(max_attempts),
+        ..CallPolicy::default()
+    }
+}
+
+#[test]
+fn a_forward_action_that_exhausts_its_policy_compensates_the_saga_with_the_reason() {
+    let mut s = saga(&[vec![], vec![]]);
+    s.steps[1].policy = limited(2);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, change) = on_reply(&s, 1, SagaPhase::Execute, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step, "1 of 2 attempts: retried");
+    let (s, _, _) = round_failed(&s, t0(), ESC);
+    let (s, change) = on_reply(&s, 1, SagaPhase::Execute, &unknown(), t0());
+    assert_eq!(change, SagaChange::Compensating);
+    assert_eq!(s.status, Status::Compensating);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("step 2 (svc1.act) gave up after 2 of 2 attempts: UNAVAILABLE down")
+    );
+    // It may have run: it is compensated too, after the step after it (none)
+    // and before step 1.
+    assert!(s.steps[1].needs_compensation());
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(1, SagaPhase::Compensate)]
+    );
+}
+
+#[test]
+fn a_forward_max_age_counts_from_submission_and_a_success_is_never_given_up() {
+    let mut s = saga(&[vec![]]);
+    s.steps[0].policy = CallPolicy {
+        max_age: Some(std::time::Duration::from_secs(10)),
+        ..CallPolicy::default()
+    };
+    let late = t0() + Duration::seconds(10);
+    let (early, change) = on_reply(
+        &s,
+        0,
+        SagaPhase::Execute,
+        &unknown(),
+        late - Duration::seconds(1),
+    );
+    assert_eq!((early.status, change), (Status::Running, SagaChange::Step));
+    let (done, change) = on_reply(&s, 0, SagaPhase::Execute, &Outcome::Succeeded, late);
+    assert_eq!(change, SagaChange::Finished(Status::Succeeded), "{done:?}");
+    let (gave_up, change) = on_reply(&s, 0, SagaPhase::Execute, &unknown(), late);
+    assert_eq!(
+        change,
+        SagaChange::Compensating,
+        "it may have run: compensated"
+    );
+    assert!(
+        gave_up
+            .reason
+            .unwrap()
+            .contains("gave up after 10s (max_age 10s)")
+    );
+}
+
+#[test]
+fn a_compensation_that_exhausts_its_policy_is_flagged_and_never_abandoned() {
+    let mut s = saga(&[vec![]]);
+    s.steps[0].policy = limited(2);
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let mut c = s;
+    c.status = Status::Compensating;
+    c.decided_at = Some(t0());
+    c.steps[0].attempts = 0;
+    let (c, change) = on_reply(&c, 0, SagaPhase::Compensate, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step);
+    let (c, _, newly) = round_failed(&c, t0(), ESC);
+    assert!(!newly, "1 of 2 attempts");
+    let (c, change) = on_reply(&c, 0, SagaPhase::Compensate, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step, "a compensation is never given up");
+    let (c, attempt, newly) = round_failed(&c, t0(), ESC);
+    assert!(newly, "flagged before the coordinator's 3 rounds");
+    assert_eq!(attempt, 2);
+    assert_eq!(c.status, Status::Compensating);
+    assert!(
+        c.attention_reason.as_deref().unwrap().starts_with(
+            "step 1 (svc0.act) compensate exhausted its policy after 2 of 2 attempts; "
+        ),
+        "{:?}",
+        c.attention_reason
+    );
+    assert_eq!(
+        next_calls(&c, &none(), &untried(), 8),
+        vec![(0, SagaPhase::Compensate)]
+    );
+}
+
+#[test]
+fn a_non_retryable_answer_rejects_an_action_but_only_flags_a_compensation() {
+    let codes = crate::machine::policy::CodeSet::parse(["UNAVAILABLE"]).unwrap();
+    let mut s = saga(&[vec![], vec![]]);
+    s.steps[1].policy.non_retryable = codes;
+    let (s, _) = ok(&s, 0, SagaPhase::Execute);
+    let (s, change) = on_reply(&s, 1, SagaPhase::Execute, &unknown(), t0());
+    assert_eq!(change, SagaChange::Compensating);
+    assert_eq!(s.steps[1].action, CallStatus::Rejected);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("step 2 (svc1.act) rejected: UNAVAILABLE down")
+    );
+    // Its compensation answered the same: not accepted as done, flagged now.
+    let (s, change) = on_reply(&s, 1, SagaPhase::Compensate, &unknown(), t0());
+    assert_eq!(change, SagaChange::Step);
+    assert_eq!(s.steps[1].compensation, CallStatus::Unknown);
+    let (s, _, newly) = round_failed(&s, t0(), ESC);
+    assert!(newly);
+    assert!(
+        s.attention_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("step 2 (svc1.act) compensate answered UNAVAILABLE, which its policy declares non-retryable; "),
+        "{:?}",
+        s.attention_reason
+    );
 }

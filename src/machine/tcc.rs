@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::policy::CallPolicy;
 use super::{CallStatus, Escalation, Outcome, Phase, Status};
 use crate::domain::BranchId;
 
@@ -22,6 +23,8 @@ pub struct BranchState {
     pub attempts: u32,
     pub last_code: Option<String>,
     pub last_error: Option<String>,
+    /// Its own retry policy (phase 2 only: a Try is called once).
+    pub policy: CallPolicy,
 }
 
 /// What the state machine needs to know of a global transaction.
@@ -234,12 +237,34 @@ pub fn settle_round(
     }
     next.attempts += 1;
     let age = now - tx.decided_at.unwrap_or(now);
+    // A branch whose own policy is exhausted cannot be abandoned (the
+    // decision is final): it only raises the flag, sooner than the
+    // coordinator's thresholds would, and is retried still.
+    let exhausted = next
+        .branches
+        .iter()
+        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .find_map(|b| {
+            let why = b
+                .policy
+                .stop_reason(b.attempts, age, b.last_code.as_deref())?;
+            Some(format!(
+                "branch {} ({}) {} {why}; ",
+                b.id,
+                b.label,
+                phase.as_str()
+            ))
+        });
     let over = next.attempts >= escalation.max_attempts || age >= escalation.max_age;
     let mut newly_flagged = false;
-    if over {
+    if over || exhausted.is_some() {
+        let prefix = exhausted.unwrap_or_default();
         newly_flagged = !next.needs_attention;
         next.needs_attention = true;
-        next.attention_reason = Some(attention_reason(&next, phase, age, now));
+        next.attention_reason = Some(format!(
+            "{prefix}{}",
+            attention_reason(&next, phase, age, now)
+        ));
     }
     (
         next.clone(),

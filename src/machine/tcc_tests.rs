@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
 use crate::machine::Mode;
+use crate::machine::policy::CallPolicy;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -18,6 +19,7 @@ fn branch(id: &str, first: CallStatus) -> BranchState {
         attempts: 0,
         last_code: None,
         last_error: None,
+        policy: Default::default(),
     }
 }
 
@@ -366,6 +368,78 @@ fn escalates_after_max_attempts_once_and_keeps_retrying() {
 }
 
 #[test]
+fn a_branch_that_exhausts_its_policy_only_raises_the_flag_and_is_retried() {
+    for status in [Command::Commit, Command::Rollback { reason: "r".into() }] {
+        let Ok(Verdict::Decided { mut next, .. }) = decide(&two_tried(), &status, t0()) else {
+            panic!()
+        };
+        next.branches[1].policy = CallPolicy {
+            max_attempts: Some(2),
+            ..CallPolicy::default()
+        };
+        let phase = next.status.second_phase().unwrap();
+        let down = [(id("1"), Outcome::Succeeded), (id("2"), unknown("down"))];
+        let (once, settled) = settle_round(&next, &down, t0(), ESC);
+        assert!(!once.needs_attention, "1 of 2 attempts");
+        assert!(matches!(
+            settled,
+            Settled::Retry {
+                newly_flagged: false,
+                ..
+            }
+        ));
+        let (twice, settled) = settle_round(&once, &down[1..], t0(), ESC);
+        assert_eq!(
+            settled,
+            Settled::Retry {
+                attempt: 2,
+                newly_flagged: true
+            },
+            "flagged before the coordinator's 3 rounds, and still retried"
+        );
+        assert_eq!(twice.status, next.status, "never abandoned");
+        let reason = twice.attention_reason.clone().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "branch 2 (svc2.act) {} exhausted its policy after 2 of 2 attempts; ",
+                phase.as_str()
+            )),
+            "{reason}"
+        );
+        let (done, settled) = settle_round(&twice, &[(id("2"), Outcome::Succeeded)], t0(), ESC);
+        assert!(matches!(settled, Settled::Finished(_)), "{done:?}");
+    }
+}
+
+#[test]
+fn a_branch_max_age_counts_from_the_decision() {
+    let mut tx = confirming();
+    tx.branches[0].policy = CallPolicy {
+        max_age: Some(std::time::Duration::from_secs(30)),
+        ..CallPolicy::default()
+    };
+    let (early, _) = settle_round(
+        &tx,
+        &[(id("1"), unknown("x"))],
+        t0() + Duration::seconds(29),
+        ESC,
+    );
+    assert!(!early.needs_attention);
+    let (late, _) = settle_round(
+        &tx,
+        &[(id("1"), unknown("x"))],
+        t0() + Duration::seconds(30),
+        ESC,
+    );
+    assert!(late.needs_attention);
+    assert!(
+        late.attention_reason
+            .unwrap()
+            .contains("after 30s (max_age 30s)"),
+    );
+}
+
+#[test]
 fn escalates_after_max_age() {
     let (next, settled) = settle_round(
         &confirming(),
@@ -417,4 +491,38 @@ fn names_round_trip() {
     assert_eq!(Mode::parse("tcc"), Some(Mode::Tcc));
     assert_eq!(CallStatus::parse("unknown"), Some(CallStatus::Unknown));
     assert_eq!(Status::parse("bogus"), None);
+}
+
+#[test]
+fn a_non_retryable_answer_in_phase_two_flags_at_once_and_is_retried() {
+    let mut tx = confirming();
+    tx.branches[0].policy.non_retryable =
+        crate::machine::policy::CodeSet::parse(["FAILED_PRECONDITION"]).unwrap();
+    let refused = Outcome::Unknown {
+        code: "FAILED_PRECONDITION".into(),
+        message: "account closed".into(),
+    };
+    let (next, settled) = settle_round(
+        &tx,
+        &[(id("1"), refused), (id("2"), Outcome::Succeeded)],
+        t0(),
+        ESC,
+    );
+    assert_eq!(
+        settled,
+        Settled::Retry {
+            attempt: 1,
+            newly_flagged: true
+        }
+    );
+    assert!(
+        next.attention_reason.as_deref().unwrap().starts_with(
+            "branch 1 (svc1.act) confirm answered FAILED_PRECONDITION, which its policy declares non-retryable; "
+        ),
+        "{:?}",
+        next.attention_reason
+    );
+    // Another answer is retried as usual.
+    let (other, _) = settle_round(&tx, &[(id("1"), unknown("down"))], t0(), ESC);
+    assert!(!other.needs_attention);
 }

@@ -2,6 +2,11 @@
 //! refused for a cooldown (doubling while its probes fail), so that an outage
 //! costs one probe per cooldown rather than a retry storm. Pure: the caller
 //! passes the time.
+//!
+//! A probe that is let through must be answered by `on_success`,
+//! `on_failure` or, when its call was dropped before any answer (the
+//! caller's request was cancelled), `on_abandoned`: a probe nobody reports
+//! would keep the breaker half-open and refusing every call for good.
 
 use std::time::{Duration, Instant};
 
@@ -70,12 +75,29 @@ impl Breaker {
         }
     }
 
-    /// The endpoint answered (whatever the business outcome).
-    pub fn on_success(&mut self) {
+    /// The endpoint answered (whatever the business outcome). Returns
+    /// whether this closed a breaker that was open or half-open, that is
+    /// whether the endpoint is back.
+    pub fn on_success(&mut self) -> bool {
+        let was_open = self.open_until.is_some();
         self.failures = 0;
         self.cooldown = self.base_cooldown;
         self.open_until = None;
         self.probing = false;
+        was_open
+    }
+
+    /// A call let through by `try_acquire` ended without telling anything
+    /// about the endpoint (it was cancelled): if it was the probe, the next
+    /// call may probe instead.
+    pub fn on_abandoned(&mut self) {
+        self.probing = false;
+    }
+
+    /// Outside evidence that the endpoint is up (it registered again):
+    /// closed at once, as after a successful probe.
+    pub fn reset(&mut self) -> bool {
+        self.on_success()
     }
 
     /// The endpoint did not answer (unreachable, timed out).
@@ -114,9 +136,38 @@ mod tests {
         assert_eq!(b.state(later), BreakerState::HalfOpen);
         assert!(b.try_acquire(later), "one probe");
         assert!(!b.try_acquire(later), "only one probe at a time");
-        b.on_success();
+        assert!(b.on_success(), "the probe's success closes an open breaker");
         assert_eq!(b.state(later), BreakerState::Closed);
         assert!(b.try_acquire(later));
+        assert!(!b.on_success(), "already closed: nothing came back");
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        // The bug behind "circuit open for every endpoint" that never
+        // cleared: a probe whose call was cancelled was never reported, and
+        // the breaker stayed half-open with its one probe taken.
+        let t = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(2));
+        b.on_failure(t);
+        let later = t + Duration::from_secs(2);
+        assert!(b.try_acquire(later));
+        assert!(!b.try_acquire(later));
+        b.on_abandoned();
+        assert_eq!(b.state(later), BreakerState::HalfOpen);
+        assert!(b.try_acquire(later), "a new probe after the abandoned one");
+        assert!(b.on_success());
+        assert_eq!(b.state(later), BreakerState::Closed);
+    }
+
+    #[test]
+    fn reset_closes_an_open_breaker_at_once() {
+        let t = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(60));
+        b.on_failure(t);
+        assert_eq!(b.state(t), BreakerState::Open);
+        assert!(b.reset());
+        assert!(b.try_acquire(t));
     }
 
     #[test]

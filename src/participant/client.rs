@@ -1,21 +1,29 @@
 //! Calls to participants: endpoint choice (round-robin over endpoints whose
 //! circuit breaker lets calls through), a deadline on every call, and the
 //! classification of replies by the outcome contract (OK, ABORTED = rejected,
-//! anything else = unknown).
+//! anything else = unknown). Each endpoint is called over its registered
+//! protocol: gRPC here, HTTP/JSON through [`super::http`]; breaker, metrics
+//! and endpoint statistics are the same for both. It also sees first when a
+//! participant is back (an answer after failed calls) and says so through
+//! [`Recovered`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use concord_proto::participant::v1::message_initiator_client::MessageInitiatorClient;
 use concord_proto::participant::v1::participant_client::ParticipantClient;
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use tonic::Code;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint as GrpcEndpoint};
 use tracing::Instrument;
 
-use crate::domain::{EndpointUrl, ParticipantName};
+use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
+use crate::participant::bulkhead::Bulkheads;
+use crate::participant::http::{Answer, HttpTransport};
+use crate::participant::recovered::Recovered;
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
 pub fn code_name(code: Code) -> &'static str {
@@ -161,6 +169,44 @@ pub struct ParticipantClients {
     max_message_bytes: usize,
     /// TLS of `https://` endpoints; `None` uses tonic's defaults.
     tls: Option<ClientTlsConfig>,
+    /// TLS of `https://` HTTP/JSON endpoints; `None`: the system's roots.
+    http_tls: Option<rustls::ClientConfig>,
+    /// Built at the first HTTP call, so that gRPC-only deployments never
+    /// read the system's certificates for it.
+    http: OnceLock<Result<HttpTransport, String>>,
+    /// Participants whose last call failed without an answer: their next
+    /// answer means they are back.
+    failing: Mutex<HashSet<ParticipantName>>,
+    recovered: Arc<Recovered>,
+    bulkheads: Bulkheads,
+}
+
+/// Calls in flight to one participant when nothing else is configured
+/// (the `participant_concurrency` setting's default).
+pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
+
+/// A call let through by an endpoint's breaker and not yet reported: if it
+/// is dropped unreported (its request was cancelled), the breaker hears of
+/// it, so that a lost probe cannot keep the breaker half-open for good.
+struct Outstanding<'a> {
+    clients: &'a ParticipantClients,
+    url: EndpointUrl,
+    reported: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let mut breakers = self
+                .clients
+                .breakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = breakers.get_mut(&self.url) {
+                b.on_abandoned();
+            }
+        }
+    }
 }
 
 impl ParticipantClients {
@@ -177,7 +223,81 @@ impl ParticipantClients {
             breaker_cooldown,
             max_message_bytes,
             tls: None,
+            http_tls: None,
+            http: OnceLock::new(),
+            failing: Mutex::new(HashSet::new()),
+            recovered: Arc::new(Recovered::default()),
+            bulkheads: Bulkheads::new(DEFAULT_PARTICIPANT_CONCURRENCY),
         }
+    }
+
+    /// Allows at most `limit` calls in flight to one participant.
+    pub fn with_participant_concurrency(mut self, limit: u32) -> Self {
+        self.bulkheads = Bulkheads::new(limit);
+        self
+    }
+
+    /// The signal raised when a participant is back.
+    pub fn recovered(&self) -> &Arc<Recovered> {
+        &self.recovered
+    }
+
+    /// `participant` registered `endpoint` again: proof that it is up, so
+    /// the endpoint's breaker closes at once (rather than after a cooldown
+    /// of up to a minute) and its waiting work is re-driven.
+    pub fn registered(&self, participant: &ParticipantName, endpoint: &EndpointUrl) {
+        if let Some(b) = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(endpoint)
+        {
+            b.reset();
+        }
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(participant);
+        self.recovered.note(participant);
+    }
+
+    /// Remembers whether `participant` answered; an answer after failures
+    /// (or a probe that closed a breaker) means it is back.
+    fn track_health(&self, participant: &ParticipantName, outcome: &Outcome, breaker_closed: bool) {
+        let answered = !matches!(outcome, Outcome::Unknown { .. });
+        let was_failing = {
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if answered {
+                failing.remove(participant)
+            } else {
+                failing.insert(participant.clone());
+                false
+            }
+        };
+        if answered && (was_failing || breaker_closed) {
+            tracing::info!(%participant, "participant is back");
+            self.recovered.note(participant);
+        }
+    }
+
+    /// Uses `tls` for `https://` HTTP/JSON endpoints; `None` trusts the
+    /// system's roots.
+    pub fn with_http_tls(mut self, tls: Option<rustls::ClientConfig>) -> Self {
+        self.http_tls = tls;
+        self
+    }
+
+    fn http(&self) -> Result<&HttpTransport, &str> {
+        self.http
+            .get_or_init(|| {
+                let tls = match &self.http_tls {
+                    Some(tls) => tls.clone(),
+                    None => crate::tls::http_tls(None, None)?,
+                };
+                HttpTransport::new(tls, self.max_message_bytes)
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Uses `tls` (custom CA, client certificate) for `https://` endpoints.
@@ -191,7 +311,7 @@ impl ParticipantClients {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let mut endpoint = Endpoint::from_shared(url.as_str().to_string())
+        let mut endpoint = GrpcEndpoint::from_shared(url.as_str().to_string())
             .map_err(|e| format!("bad endpoint {url}: {e}"))?;
         if let Some(tls) = self
             .tls
@@ -213,7 +333,7 @@ impl ParticipantClients {
     }
 
     /// Picks the next endpoint whose breaker lets a call through.
-    fn pick(&self, endpoints: &[EndpointUrl]) -> Option<EndpointUrl> {
+    fn pick(&self, endpoints: &[Endpoint]) -> Option<Endpoint> {
         if endpoints.is_empty() {
             return None;
         }
@@ -223,18 +343,19 @@ impl ParticipantClients {
         let now = Instant::now();
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         for i in 0..endpoints.len() {
-            let url = &endpoints[(start + i) % endpoints.len()];
+            let endpoint = &endpoints[(start + i) % endpoints.len()];
             let breaker = breakers
-                .entry(url.clone())
+                .entry(endpoint.url.clone())
                 .or_insert_with(|| Breaker::new(self.breaker_failures, self.breaker_cooldown));
             if breaker.try_acquire(now) {
-                return Some(url.clone());
+                return Some(endpoint.clone());
             }
         }
         None
     }
 
-    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) {
+    /// Records a call's outcome; returns whether it closed an open breaker.
+    fn report(&self, url: &EndpointUrl, outcome: &Outcome, endpoint_down: bool) -> bool {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -242,12 +363,13 @@ impl ParticipantClients {
             .or_default()
             .record(outcome, chrono::Utc::now());
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = breakers.get_mut(url) {
-            if endpoint_down {
+        match breakers.get_mut(url) {
+            Some(b) if endpoint_down => {
                 b.on_failure(Instant::now());
-            } else {
-                b.on_success();
+                false
             }
+            Some(b) => b.on_success(),
+            None => false,
         }
     }
 
@@ -292,16 +414,32 @@ impl ParticipantClients {
         all
     }
 
-    /// Calls `phase` on one of the participant's endpoints with a deadline.
+    /// Calls `phase` on one of the participant's endpoints with a deadline,
+    /// over the endpoint's protocol.
     pub async fn call(
         &self,
         participant: &ParticipantName,
-        endpoints: &[EndpointUrl],
+        endpoints: &[Endpoint],
         phase: Phase,
         request: BranchRequest,
         timeout: Duration,
     ) -> CallReply {
-        let Some(url) = self.pick(endpoints) else {
+        // Wait for a slot before taking a probe: a probe must not queue.
+        let started = Instant::now();
+        let Some(_slot) = self.bulkheads.enter(participant, timeout).await else {
+            return CallReply::unknown(
+                "RESOURCE_EXHAUSTED",
+                format!(
+                    "{} calls in flight to participant {participant} (participant_concurrency); none ended within {}ms",
+                    self.bulkheads.limit(),
+                    timeout.as_millis()
+                ),
+            );
+        };
+        let timeout = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let Some(endpoint) = self.pick(endpoints) else {
             let message = if endpoints.is_empty() {
                 format!("participant {participant} has no registered endpoint")
             } else {
@@ -309,20 +447,78 @@ impl ParticipantClients {
             };
             return CallReply::unknown("UNAVAILABLE", message);
         };
-        let channel = match self.channel(&url) {
+        let url = endpoint.url;
+        let mut outstanding = Outstanding {
+            clients: self,
+            url: url.clone(),
+            reported: false,
+        };
+        let span = crate::telemetry::trace::call_span(participant, phase, &request);
+        let action = request.action.clone();
+        let started = Instant::now();
+        let answer = match endpoint.protocol {
+            Protocol::Grpc => {
+                self.call_grpc(&url, phase, request, timeout)
+                    .instrument(span)
+                    .await
+            }
+            Protocol::Http => match self.http() {
+                Ok(http) => {
+                    http.call(&url, phase.as_str(), &request, timeout)
+                        .instrument(span)
+                        .await
+                }
+                Err(message) => Answer {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message: message.to_string(),
+                    },
+                    payload: Vec::new(),
+                    endpoint_down: false,
+                },
+            },
+        };
+        crate::telemetry::metrics::participant_call(
+            participant.as_str(),
+            &action,
+            phase,
+            &answer.outcome,
+            started.elapsed(),
+        );
+        outstanding.reported = true;
+        let breaker_closed = self.report(&url, &answer.outcome, answer.endpoint_down);
+        self.track_health(participant, &answer.outcome, breaker_closed);
+        CallReply {
+            outcome: answer.outcome,
+            payload: answer.payload,
+            endpoint: Some(url),
+        }
+    }
+
+    /// One gRPC call of `phase`, classified.
+    async fn call_grpc(
+        &self,
+        url: &EndpointUrl,
+        phase: Phase,
+        request: BranchRequest,
+        timeout: Duration,
+    ) -> Answer {
+        let channel = match self.channel(url) {
             Ok(c) => c,
             Err(message) => {
-                return CallReply {
-                    endpoint: Some(url),
-                    ..CallReply::unknown("INTERNAL", message)
+                return Answer {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message,
+                    },
+                    payload: Vec::new(),
+                    endpoint_down: false,
                 };
             }
         };
-        let mut client = ParticipantClient::new(channel)
+        let mut client = ParticipantClient::new(channel.clone())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        let span = crate::telemetry::trace::call_span(participant, phase, &request);
-        let action = request.action.clone();
         let mut req = tonic::Request::new(request);
         crate::telemetry::trace::forward(&mut req);
         // The header tells the participant when to give up; our own timer
@@ -338,10 +534,16 @@ impl ParticipantClients {
                 Phase::Cancel => client.cancel(req).await,
                 Phase::Execute => client.execute(req).await,
                 Phase::Compensate => client.compensate(req).await,
+                Phase::QueryPrepared => {
+                    MessageInitiatorClient::new(channel)
+                        .max_decoding_message_size(self.max_message_bytes)
+                        .query_prepared(req)
+                        .await
+                }
             }
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, call).instrument(span).await {
+        let result = match tokio::time::timeout(timeout, call).await {
             // tonic's channel enforces the grpc-timeout header itself and
             // reports CANCELLED; it is a deadline all the same.
             Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout => {
@@ -358,132 +560,14 @@ impl ParticipantClients {
         };
         let endpoint_down = endpoint_failed(&result);
         let (outcome, payload) = classify(result);
-        crate::telemetry::metrics::participant_call(
-            participant.as_str(),
-            &action,
-            phase,
-            &outcome,
-            started.elapsed(),
-        );
-        self.report(&url, &outcome, endpoint_down);
-        CallReply {
+        Answer {
             outcome,
             payload,
-            endpoint: Some(url),
+            endpoint_down,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classification_follows_the_outcome_contract() {
-        let ok = classify(Ok(BranchResponse {
-            payload: b"x".to_vec(),
-        }));
-        assert_eq!(ok, (Outcome::Succeeded, b"x".to_vec()));
-        let (rejected, _) = classify(Err(tonic::Status::aborted("no funds")));
-        assert_eq!(
-            rejected,
-            Outcome::Rejected {
-                message: "no funds".into()
-            }
-        );
-        for status in [
-            tonic::Status::unavailable("down"),
-            tonic::Status::deadline_exceeded("slow"),
-            tonic::Status::internal("bug"),
-            tonic::Status::not_found("no such action"),
-        ] {
-            let code = code_name(status.code());
-            let (outcome, _) = classify(Err(status));
-            assert!(matches!(outcome, Outcome::Unknown { code: c, .. } if c == code));
-        }
-    }
-
-    #[test]
-    fn only_transport_failures_trip_the_breaker() {
-        let mut transport = tonic::Status::unavailable("tcp connect error");
-        transport.set_source(std::sync::Arc::new(std::io::Error::from(
-            std::io::ErrorKind::ConnectionRefused,
-        )));
-        assert!(endpoint_failed(&Err(transport)));
-        assert!(endpoint_failed(&Err(tonic::Status::deadline_exceeded(
-            "slow"
-        ))));
-        // Answers the participant sent itself prove it is up.
-        assert!(!endpoint_failed(&Err(tonic::Status::unavailable(
-            "db down"
-        ))));
-        assert!(!endpoint_failed(&Err(tonic::Status::internal("bug"))));
-        assert!(!endpoint_failed(&Err(tonic::Status::aborted("no"))));
-        assert!(!endpoint_failed(&Ok(BranchResponse::default())));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_endpoint_opens_its_breaker() {
-        let clients = ParticipantClients::new(2, Duration::from_secs(60), 1 << 20);
-        // Port 9 on loopback: nothing listens, the connection is refused.
-        let url = EndpointUrl::parse("http://127.0.0.1:9").unwrap();
-        let name = ParticipantName::parse("p").unwrap();
-        let call = || {
-            clients.call(
-                &name,
-                std::slice::from_ref(&url),
-                Phase::Confirm,
-                BranchRequest::default(),
-                Duration::from_secs(2),
-            )
-        };
-        for _ in 0..2 {
-            let reply = call().await;
-            assert!(
-                matches!(reply.outcome, Outcome::Unknown { ref code, .. } if code == "UNAVAILABLE"),
-                "{:?}",
-                reply.outcome
-            );
-        }
-        assert_eq!(clients.health()[0].breaker, BreakerState::Open);
-        let reply = call().await;
-        assert!(
-            reply.outcome.message().contains("circuit open"),
-            "{:?}",
-            reply.outcome
-        );
-    }
-
-    #[test]
-    fn load_is_spread_and_open_breakers_are_skipped() {
-        let clients = ParticipantClients::new(1, Duration::from_secs(60), 1 << 20);
-        let a = EndpointUrl::parse("http://127.0.0.1:1").unwrap();
-        let b = EndpointUrl::parse("http://127.0.0.1:2").unwrap();
-        let both = [a.clone(), b.clone()];
-        // The start is random: over 200 picks each endpoint gets a share
-        // (failing this by chance has a probability below 1e-20).
-        let picks: Vec<_> = (0..200).map(|_| clients.pick(&both).unwrap()).collect();
-        let to_a = picks.iter().filter(|p| **p == a).count();
-        assert!((40..=160).contains(&to_a), "{to_a} of 200 picks went to a");
-        clients.report(
-            &a,
-            &Outcome::Unknown {
-                code: "UNAVAILABLE".into(),
-                message: String::new(),
-            },
-            true,
-        );
-        for _ in 0..4 {
-            assert_eq!(clients.pick(&both).unwrap(), b);
-        }
-        clients.report(
-            &b,
-            &Outcome::Unknown {
-                code: "UNAVAILABLE".into(),
-                message: String::new(),
-            },
-            true,
-        );
-        assert_eq!(clients.pick(&both), None);
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -9,14 +9,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
-use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::domain::{ActionName, Endpoint, ParticipantName};
 use crate::store::{ParticipantRecord, Store, StoreResult};
 
 /// What the engine needs to call a participant.
 #[derive(Debug, Clone, Default)]
 pub struct Entry {
     pub actions: HashSet<ActionName>,
-    pub endpoints: Vec<EndpointUrl>,
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// How stale a cache miss may be before the database is asked again.
@@ -47,7 +47,7 @@ impl Registry {
     pub async fn register(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
     ) -> StoreResult<()> {
         self.store
@@ -56,10 +56,10 @@ impl Registry {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let entry = cache.entries.entry(name.clone()).or_default();
         entry.actions.extend(actions.iter().cloned());
-        if !entry.endpoints.contains(endpoint) {
-            entry.endpoints.push(endpoint.clone());
-            entry.endpoints.sort();
-        }
+        // Re-registering a URL may change its protocol: one entry per URL.
+        entry.endpoints.retain(|e| e.url != endpoint.url);
+        entry.endpoints.push(endpoint.clone());
+        entry.endpoints.sort();
         Ok(())
     }
 
@@ -92,7 +92,14 @@ impl Registry {
                     p.name.clone(),
                     Entry {
                         actions: p.actions.iter().cloned().collect(),
-                        endpoints: p.endpoints.iter().map(|e| e.url.clone()).collect(),
+                        endpoints: p
+                            .endpoints
+                            .iter()
+                            .map(|e| Endpoint {
+                                url: e.url.clone(),
+                                protocol: e.protocol,
+                            })
+                            .collect(),
                     },
                 )
             })

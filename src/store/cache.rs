@@ -16,11 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Begun, BranchAdded, BranchRecord, CallRecord, Claimed, Decision, EventRecord, Lease, NewBranch,
-    NewSaga, NewTransaction, ParticipantRecord, RoundWrite, SagaSubmitted, SagaWrite, Store,
-    StoreResult, TxRecord,
+    Begun, BranchAdded, BranchRecord, CallRecord, Claimed, Decision, EventRecord, Lease,
+    MsgDecision, MsgPrepared, NewBranch, NewMsg, NewSaga, NewTransaction, ParticipantRecord,
+    RoundWrite, SagaSubmitted, SagaWrite, Store, StoreResult, TxRecord,
 };
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::{CallStatus, Mode};
 
 /// Bound on entries; transactions that never decide are dropped with the
@@ -183,10 +183,14 @@ impl Store for Remembering {
         self.inner.release(owner, leases).await
     }
 
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        self.inner.redrive(participant, actor).await
+    }
+
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -197,6 +201,18 @@ impl Store for Remembering {
 
     async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
         self.inner.list_participants().await
+    }
+
+    async fn prepare_msg(&self, msg: NewMsg) -> StoreResult<MsgPrepared> {
+        self.inner.prepare_msg(msg).await
+    }
+
+    async fn decide_msg(&self, decision: MsgDecision) -> StoreResult<Option<Lease>> {
+        self.inner.decide_msg(decision).await
+    }
+
+    async fn msg_query(&self, gid: &Gid) -> StoreResult<Option<Endpoint>> {
+        self.inner.msg_query(gid).await
     }
 
     async fn ready(&self) -> StoreResult<()> {

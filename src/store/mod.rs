@@ -18,6 +18,7 @@ mod batch;
 pub mod cache;
 pub mod health;
 pub mod location;
+mod policy;
 pub mod postgres;
 mod progress;
 mod records;
@@ -30,7 +31,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
+use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
 
@@ -83,6 +85,8 @@ pub struct NewBranch {
     pub action: ActionName,
     pub payload: Vec<u8>,
     pub call_timeout: Option<Duration>,
+    /// Its phase-2 retry policy.
+    pub policy: CallPolicy,
     /// How long the Try about to be sent may run, margin included: the
     /// branch records that a call is out until then (`call_until`).
     pub call_cover: Duration,
@@ -174,6 +178,7 @@ pub struct NewStep {
     pub depends_on: Vec<usize>,
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
 }
 
 /// A saga to submit; it is leased to the submitting instance at once.
@@ -199,8 +204,62 @@ pub enum SagaSubmitted {
     Existing(Box<(TxRecord, Vec<BranchRecord>)>),
 }
 
+/// One step of a message to prepare (steps run in the order given).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMsgStep {
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    pub payload: Vec<u8>,
+    pub call_timeout: Option<Duration>,
+}
+
+/// A message to prepare: durable with its steps and its query-back
+/// endpoint, unleased, due (for the query-back) at `deadline`.
+#[derive(Debug, Clone)]
+pub struct NewMsg {
+    pub gid: Gid,
+    pub steps: Vec<NewMsgStep>,
+    pub query: Endpoint,
+    pub metadata: Metadata,
+    pub timeout: Duration,
+    pub deadline: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// Result of [`Store::prepare_msg`].
+#[derive(Debug, Clone)]
+pub enum MsgPrepared {
+    Created,
+    /// A transaction with that gid exists already, with its query-back
+    /// endpoint when it is a message.
+    Existing(Box<(TxRecord, Vec<BranchRecord>, Option<Endpoint>)>),
+}
+
+/// The initiator's submit or abort of a prepared message, as the state
+/// machine computed it; compare-and-set on the prepared status. It bumps
+/// the fence, so that an instance busy asking the initiator back writes
+/// nothing afterwards.
+#[derive(Debug, Clone)]
+pub struct MsgDecision {
+    pub gid: Gid,
+    pub next: crate::machine::msg::MsgState,
+    /// Lease the (submitted) message to this owner to execute its steps.
+    pub owner: String,
+    pub lease: Duration,
+    pub now: DateTime<Utc>,
+    pub actor: String,
+}
+
+/// A query-back of a message and the initiator's answer, to record.
+#[derive(Debug, Clone)]
+pub struct QueryRecord {
+    pub attempt: u32,
+    pub outcome: Outcome,
+}
+
 /// A saga's progress after one reply (or a deadline), written under the
-/// lease.
+/// lease. Messages are written the same way (see `machine::msg`).
 #[derive(Debug, Clone)]
 pub struct SagaWrite {
     pub lease: Lease,
@@ -209,6 +268,8 @@ pub struct SagaWrite {
     /// Steps whose row changed.
     pub steps: Vec<usize>,
     pub calls: Vec<CallRecord>,
+    /// A message's query-back made in this write.
+    pub query: Option<QueryRecord>,
     /// Status changed (to compensating or final): record it as an event.
     pub status_changed: bool,
     pub newly_flagged: bool,
@@ -300,17 +361,37 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leases back so any instance may drive them at once.
     async fn release(&self, owner: &str, leases: &[Lease]) -> StoreResult<u64>;
 
-    /// Registers (or refreshes) one participant endpoint and its actions.
+    /// `participant` is back: makes every unfinished, unpaused transaction
+    /// with an unfinished call on it due now instead of at its backoff
+    /// time, and records why in its history (actor `actor`). Takes no
+    /// lease, so any instance's recovery loop may claim the work. Returns
+    /// how many transactions moved.
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64>;
+
+    /// Registers (or refreshes) one participant endpoint and its actions;
+    /// a repeated registration may change the endpoint's protocol.
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
     /// Every registered participant with its actions and endpoints.
     async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>>;
+
+    /// Inserts a prepared message, its steps and its query-back endpoint
+    /// in one statement, unless its gid exists.
+    async fn prepare_msg(&self, msg: NewMsg) -> StoreResult<MsgPrepared>;
+
+    /// Persists the initiator's submit or abort of a prepared message; the
+    /// new lease (a submitted message is leased to `owner`), `None` when the
+    /// message was not prepared any more or an operator resolved it.
+    async fn decide_msg(&self, decision: MsgDecision) -> StoreResult<Option<Lease>>;
+
+    /// Where to ask the initiator of a message back.
+    async fn msg_query(&self, gid: &Gid) -> StoreResult<Option<Endpoint>>;
 
     /// True when the database answers and the schema is migrated.
     async fn ready(&self) -> StoreResult<()>;

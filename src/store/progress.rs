@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::machine::Status;
-use crate::store::{CallRecord, RoundWrite, SagaWrite};
+use crate::machine::{Phase, Status};
+use crate::store::{CallRecord, QueryRecord, RoundWrite, SagaWrite};
 
 /// One branch row of a progress write.
 pub(in crate::store) struct BranchRow {
@@ -41,6 +41,20 @@ impl EventRow {
             phase: Some(c.phase.as_str()),
             attempt: Some(i32::try_from(c.attempt).unwrap_or(i32::MAX)),
             code: Some(c.outcome.code().to_string()),
+            message: (!m.is_empty()).then(|| m.to_string()),
+        }
+    }
+
+    /// A message's query-back: no branch, the initiator's answer as code.
+    fn query(q: &QueryRecord) -> Self {
+        let m = q.outcome.message();
+        Self {
+            kind: "query_back".into(),
+            status: None,
+            branch: None,
+            phase: Some(Phase::QueryPrepared.as_str()),
+            attempt: Some(i32::try_from(q.attempt).unwrap_or(i32::MAX)),
+            code: Some(q.outcome.code().to_string()),
             message: (!m.is_empty()).then(|| m.to_string()),
         }
     }
@@ -142,11 +156,15 @@ impl From<SagaWrite> for Progress {
     fn from(w: SagaWrite) -> Self {
         let status = w.state.status;
         let mut events: Vec<EventRow> = w.calls.iter().map(EventRow::call).collect();
+        if let Some(q) = &w.query {
+            events.push(EventRow::query(q));
+        }
         if w.status_changed {
-            let kind = if status.is_final() {
-                "finished"
-            } else {
-                "compensating"
+            let kind = match status {
+                s if s.is_final() => "finished",
+                // A message the query-back found committed.
+                Status::Submitted => "decided",
+                _ => "compensating",
             };
             events.push(EventRow::conclude(kind, status, w.state.reason.clone()));
         } else if w.release && w.next_attempt_at.is_some() {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName, Protocol};
+use crate::machine::policy::CallPolicy;
 use crate::machine::saga::{SagaState, StepState};
 use crate::machine::tcc::{BranchState, TxState};
 use crate::machine::{CallStatus, Mode, Status};
@@ -68,6 +69,8 @@ pub struct BranchRecord {
     pub depends_on: Vec<usize>,
     /// Sagas: compensate even when the action was rejected.
     pub compensate_rejected: bool,
+    /// Its own retry policy (request-given; unset parts follow the config).
+    pub policy: CallPolicy,
     /// A Try of this branch may still be running at its participant until
     /// this moment (local clock, read conservatively late): nothing else is
     /// sent to the branch before it.
@@ -89,6 +92,7 @@ impl BranchRecord {
             attempts: self.attempts,
             last_code: self.last_code.clone(),
             last_error: self.last_error.clone(),
+            policy: self.policy,
         }
     }
 }
@@ -108,6 +112,7 @@ impl TxRecord {
         let status = match mode {
             Mode::Tcc => Status::Trying,
             Mode::Saga => Status::Running,
+            Mode::Msg => Status::Prepared,
         };
         TxRecord {
             gid,
@@ -143,6 +148,7 @@ impl TxRecord {
     pub fn saga_state(&self, steps: &[BranchRecord]) -> SagaState {
         SagaState {
             status: self.status,
+            submitted_at: self.created_at,
             deadline: self.has_deadline().then_some(self.deadline),
             decided_at: self.decided_at,
             reason: self.rollback_reason.clone(),
@@ -161,6 +167,7 @@ impl TxRecord {
                     attempts: b.attempts,
                     last_code: b.last_code.clone(),
                     last_error: b.last_error.clone(),
+                    policy: b.policy,
                 })
                 .collect(),
         }
@@ -214,6 +221,7 @@ pub struct EventRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointRecord {
     pub url: EndpointUrl,
+    pub protocol: Protocol,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
 }

@@ -129,6 +129,7 @@ pub(super) struct BranchRow {
     compensation: Option<String>,
     depends_on: StepList,
     compensate_rejected: bool,
+    policy: Option<sqlx::types::Json<super::policy::StoredPolicy>>,
     /// `call_until` as milliseconds from the database's now (see
     /// `branch_columns!`): a duration survives clock skew with this
     /// instance, a timestamp would not.
@@ -163,6 +164,7 @@ impl From<BranchRow> for BranchRecord {
             compensation: r.compensation.map(ActionName::from_trusted),
             depends_on: r.depends_on.0,
             compensate_rejected: r.compensate_rejected,
+            policy: r.policy.map(|p| p.0.policy()).unwrap_or_default(),
             // Counted from when the row arrived, which is after the
             // database computed it: later, never earlier, than the truth.
             call_busy_until: r

@@ -39,6 +39,9 @@ pub const RETRIES: &str = "concord_retries_scheduled_total";
 /// Transactions claimed by the recovery loop (due retries, expired leases,
 /// expired deadlines).
 pub const RECOVERY_CLAIMS: &str = "concord_recovery_claims_total";
+/// Transactions made due at once because a participant they wait on is
+/// back, by participant.
+pub const REDRIVEN: &str = "concord_redriven_transactions_total";
 /// Claims that took over a lease another instance let expire.
 pub const LEASE_TAKEOVERS: &str = "concord_lease_takeovers_total";
 /// Leases this instance could not renew in time (its driver stopped).
@@ -113,6 +116,10 @@ fn describe() {
     describe_counter!(RETRIES, "retries scheduled after a failed round, by mode");
     describe_counter!(RECOVERY_CLAIMS, "transactions claimed by the recovery loop");
     describe_counter!(
+        REDRIVEN,
+        "transactions made due at once because a participant they wait on is back"
+    );
+    describe_counter!(
         LEASE_TAKEOVERS,
         "expired leases of other instances taken over"
     );
@@ -181,6 +188,10 @@ pub fn retry_scheduled(mode: Mode) {
 pub fn recovery_claimed(claimed: usize, takeovers: usize) {
     counter!(RECOVERY_CLAIMS).increment(claimed as u64);
     counter!(LEASE_TAKEOVERS).increment(takeovers as u64);
+}
+
+pub fn redriven(participant: &str, n: u64) {
+    counter!(REDRIVEN, "participant" => participant.to_string()).increment(n);
 }
 
 pub fn lease_extended() {

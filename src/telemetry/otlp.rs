@@ -24,6 +24,9 @@ impl Drop for Guard {
 /// example `http://otel-collector:4318`; spans go to `/v1/traces`).
 pub fn provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    // The exporter's reqwest client is built with rustls but no provider of
+    // its own (the HTTP participants' client brings ring): name it.
+    crate::tls::install_crypto_provider();
     let exporter = SpanExporter::builder()
         .with_http()
         .with_endpoint(url)

@@ -71,19 +71,28 @@ pub fn inherit(headers: &MetadataMap, metadata: &mut Metadata) {
 /// Sets the `traceparent` (and `tracestate`) headers of a participant call
 /// from the metadata forwarded in its body.
 pub fn forward(req: &mut tonic::Request<BranchRequest>) {
-    let body = &req.get_ref().metadata;
-    let Some(Ok(parent)) = body
-        .get(TRACEPARENT)
-        .filter(|v| trace_id(v).is_some())
-        .map(|v| v.parse())
-    else {
+    let Some((parent, state)) = call_context(&req.get_ref().metadata) else {
         return;
     };
-    let state = body.get(TRACESTATE).and_then(|v| v.parse().ok());
+    let Ok(parent) = parent.parse() else {
+        return;
+    };
+    let state = state.and_then(|v| v.parse().ok());
     req.metadata_mut().insert(TRACEPARENT, parent);
     if let Some(state) = state {
         req.metadata_mut().insert(TRACESTATE, state);
     }
+}
+
+/// The trace context a participant call carries, whatever its transport:
+/// a valid `traceparent` from the forwarded metadata and its `tracestate`.
+pub fn call_context(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Option<(&str, Option<&str>)> {
+    let parent = metadata
+        .get(TRACEPARENT)
+        .filter(|v| trace_id(v).is_some())?;
+    Some((parent, metadata.get(TRACESTATE).map(String::as_str)))
 }
 
 /// The span of one participant call, with the trace id when the

@@ -316,6 +316,7 @@ async fn serve(
 /// instances through the database).
 async fn register(coordinator_url: &str, name: &str, endpoint: &str) {
     let request = RegisterParticipantRequest {
+        protocol: Default::default(),
         name: name.to_string(),
         endpoint: endpoint.to_string(),
         actions: [

@@ -538,6 +538,7 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
             action: ActionName::parse("a").unwrap(),
             payload: b"x".to_vec(),
             call_timeout: None,
+            policy: Default::default(),
             call_cover: std::time::Duration::ZERO,
             now,
             actor: "test".into(),

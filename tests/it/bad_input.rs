@@ -127,6 +127,7 @@ async fn malformed_requests_are_refused_without_effect(db: TestDb) {
     );
 
     let reg = |name: &str, endpoint: &str, actions: &[&str]| pb::RegisterParticipantRequest {
+        protocol: Default::default(),
         name: name.into(),
         endpoint: endpoint.into(),
         actions: actions

@@ -266,6 +266,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
         .await
         .unwrap()
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: Default::default(),
             name: "bank-a".into(),
             endpoint: a.endpoint(),
             actions: vec![pb::Action {
@@ -386,6 +387,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         action: ActionName::parse("debit").unwrap(),
         payload: b"{}".to_vec(),
         call_timeout: None,
+        policy: Default::default(),
         // Its Try's deadline long passed (no call out).
         call_cover: std::time::Duration::ZERO,
         now: chrono::Utc::now(),

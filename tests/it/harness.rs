@@ -316,7 +316,7 @@ pub enum Ph {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     scripts: HashMap<Ph, (VecDeque<Behavior>, Option<Behavior>)>,
     calls: HashMap<(String, String, Ph), u32>,
     effects: HashSet<(String, String, Ph)>,
@@ -339,15 +339,17 @@ struct State {
 pub struct TestParticipant {
     pub name: String,
     pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    arrived: Arc<Notify>,
-    stop: CancellationToken,
+    /// How it registers: gRPC, or HTTP/JSON (see `harness_http`).
+    pub protocol: pb::Protocol,
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) arrived: Arc<Notify>,
+    pub(crate) stop: CancellationToken,
 }
 
-struct Service {
-    state: Arc<Mutex<State>>,
-    arrived: Arc<Notify>,
-    db: Option<TestDb>,
+pub(crate) struct Service {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) arrived: Arc<Notify>,
+    pub(crate) db: Option<TestDb>,
 }
 
 impl TestParticipant {
@@ -388,6 +390,7 @@ impl TestParticipant {
         Self {
             name: name.to_string(),
             addr,
+            protocol: pb::Protocol::Grpc,
             state,
             arrived,
             stop,
@@ -395,7 +398,11 @@ impl TestParticipant {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.protocol {
+            // Under a base path, as HTTP participants may register.
+            pb::Protocol::Http => format!("http://{}/concord", self.addr),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     pub fn stop(&self) {
@@ -408,6 +415,7 @@ impl TestParticipant {
             .registry()
             .await
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: self.protocol as i32,
                 name: self.name.clone(),
                 endpoint: self.endpoint(),
                 actions: actions
@@ -539,7 +547,8 @@ impl Service {
             Ph::Try => true,
             Ph::Confirm => status == "confirming" || status == "confirmed",
             Ph::Cancel => status == "cancelling" || status == "cancelled",
-            Ph::Execute => status == "running" || status == "compensating",
+            // A message's steps run once its submission is durable.
+            Ph::Execute => status == "running" || status == "compensating" || status == "submitted",
             Ph::Compensate => status == "compensating" || status == "compensated",
         };
         (!ok).then(|| {
@@ -550,7 +559,7 @@ impl Service {
         })
     }
 
-    async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: BranchRequest,
         phase: Ph,
@@ -778,6 +787,7 @@ pub fn try_req(gid: &str, participant: &str, action: &str) -> pb::TryRequest {
         payload: b"{\"amount\":10}".to_vec(),
         branch_id: String::new(),
         call_timeout: None,
+        policy: None,
     }
 }
 

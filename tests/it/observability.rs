@@ -129,6 +129,7 @@ impl Participant for Recorder {
 async fn register(registry: &mut RegistryClient<Channel>, name: &str, endpoint: String) {
     registry
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: Default::default(),
             name: name.to_string(),
             endpoint,
             actions: ["debit", "refund"]

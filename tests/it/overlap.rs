@@ -171,6 +171,7 @@ async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(pool: Pg
         depends_on: deps.to_vec(),
         compensate_rejected: None,
         call_timeout: None,
+        policy: None,
     };
     let mut c = coord.client().await;
     let gid = c

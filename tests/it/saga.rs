@@ -20,6 +20,7 @@ fn step(participant: &str, action: &str, compensation: &str, deps: &[u32]) -> pb
         depends_on: deps.to_vec(),
         compensate_rejected: None,
         call_timeout: None,
+        policy: None,
     }
 }
 

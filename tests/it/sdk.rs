@@ -57,6 +57,17 @@ async fn the_quickstart_program_runs_as_the_readme_says(pool: PgPool) {
         "{}",
         lines[4]
     );
+    // The rollback the tcc() helper made records the reason worded once.
+    let reason: String = sqlx::query_scalar(
+        "SELECT rollback_reason FROM global_transactions WHERE mode = 'tcc' AND status IN ('cancelling', 'cancelled')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        !reason.starts_with("rejected:") && reason.matches("rejected").count() == 1,
+        "{reason}"
+    );
     assert_eq!(lines[5], "charge alice 30: Succeeded");
     assert!(
         lines[6].starts_with("charge alice 500: Compensated, ")

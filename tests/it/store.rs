@@ -133,6 +133,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         action: ActionName::parse("a").unwrap(),
         payload: b"x".to_vec(),
         call_timeout: None,
+        policy: Default::default(),
         call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),
@@ -393,9 +394,12 @@ async fn trying_transactions_become_due_at_their_deadline(s: Subject) {
 }
 
 async fn registry_is_persisted_and_merged(s: Subject) {
+    use concord::domain::Protocol;
+
     let n = ParticipantName::parse("stock").unwrap();
-    let e1 = concord::domain::EndpointUrl::parse("http://127.0.0.1:1").unwrap();
-    let e2 = concord::domain::EndpointUrl::parse("http://127.0.0.1:2").unwrap();
+    let url = |u: &str| concord::domain::EndpointUrl::parse(u).unwrap();
+    let e1 = concord::domain::Endpoint::grpc(url("http://127.0.0.1:1"));
+    let e2 = concord::domain::Endpoint::grpc(url("http://127.0.0.1:2"));
     let a = |x: &str| ActionName::parse(x).unwrap();
     s.register_participant(&n, &e1, &[a("reserve")], Utc::now())
         .await
@@ -410,6 +414,19 @@ async fn registry_is_persisted_and_merged(s: Subject) {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].actions, vec![a("release"), a("reserve")]);
     assert_eq!(all[0].endpoints.len(), 2);
+    assert_eq!(all[0].endpoints[0].protocol, Protocol::Grpc);
+    // Registering the same URL as HTTP/JSON switches it, it adds nothing.
+    let e1_http = concord::domain::Endpoint {
+        protocol: Protocol::Http,
+        ..e1
+    };
+    s.register_participant(&n, &e1_http, &[a("reserve")], Utc::now())
+        .await
+        .unwrap();
+    let all = s.list_participants().await.unwrap();
+    assert_eq!(all[0].endpoints.len(), 2);
+    assert_eq!(all[0].endpoints[0].protocol, Protocol::Http);
+    assert_eq!(all[0].endpoints[1].protocol, Protocol::Grpc);
     s.ready().await.unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! The Concord benchmark: runs TCC transactions with two branches (or
-//! sagas with two steps) against zero-work participants over loopback
-//! gRPC, at a given concurrency, and reports throughput and latency.
+//! sagas or 2-phase messages with two steps) against zero-work
+//! participants over loopback gRPC or HTTP/JSON, at a given concurrency,
+//! and reports throughput and latency.
 //! Everything (coordinator, participants, initiators) shares this process
 //! and the machine with PostgreSQL (or, with `--store sqlite`, the
 //! coordinator keeps its state in a SQLite file), as on a small
@@ -34,6 +35,17 @@ pub enum BenchMode {
     Tcc,
     /// SubmitSaga with two sequential steps.
     Saga,
+    /// PrepareMessage with two steps, then SubmitMessage.
+    Msg,
+}
+
+/// How the participants are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ParticipantProtocol {
+    /// `concord.participant.v1.Participant` over gRPC.
+    Grpc,
+    /// HTTP/JSON (`POST {endpoint}/{action}/{phase}`).
+    Http,
 }
 
 /// Which store the coordinator keeps its state in.
@@ -57,6 +69,9 @@ pub struct BenchArgs {
     /// Transaction kind.
     #[arg(long, value_enum, default_value = "tcc")]
     pub mode: BenchMode,
+    /// How the coordinator calls the participants.
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub participants: ParticipantProtocol,
     /// Transactions to run (after the warm-up).
     #[arg(long, default_value_t = 10_000)]
     pub transactions: u64,
@@ -96,14 +111,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let server_task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
 
     let mut registry = RegistryClient::connect(endpoint.clone()).await?;
-    participants::start_and_register(&mut registry, &stop).await?;
+    participants::start_and_register(&mut registry, args.participants, &stop).await?;
     let load = load::Load::connect(&endpoint, args).await?;
 
     eprintln!("bench: warm-up, {} transactions", args.warmup);
     load.run(args.warmup, false).await;
     eprintln!(
-        "bench: measuring {} {:?} transactions (2 branches) at concurrency {} on {:?}",
-        args.transactions, args.mode, args.concurrency, args.store
+        "bench: measuring {} {:?} transactions (2 branches, {:?} participants) at concurrency {} on {:?}",
+        args.transactions, args.mode, args.participants, args.concurrency, args.store
     );
     let started = Instant::now();
     let measured = load.run(args.transactions, true).await;

@@ -28,6 +28,7 @@ impl Calls {
         let names: &[&'static str] = match mode {
             BenchMode::Tcc => &["Begin", "Try (1st)", "Try (2nd)", "Commit"],
             BenchMode::Saga => &["SubmitSaga"],
+            BenchMode::Msg => &["PrepareMessage", "SubmitMessage"],
         };
         Self(names.iter().map(|&n| (n, histogram())).collect())
     }
@@ -104,6 +105,7 @@ impl Load {
                     let result = match mode {
                         BenchMode::Tcc => one_tcc(&mut client, &mut calls, wait).await,
                         BenchMode::Saga => one_saga(&mut client, &mut calls, wait).await,
+                        BenchMode::Msg => one_msg(&mut client, &mut calls, wait).await,
                     };
                     match result {
                         Ok(()) if record => {
@@ -164,6 +166,36 @@ async fn one_saga(
         ..Default::default()
     });
     calls.time(0, submit).await?;
+    Ok(())
+}
+
+/// PrepareMessage with a step on each participant, then SubmitMessage
+/// (the initiator's local transaction in between is not simulated).
+async fn one_msg(
+    c: &mut CoordinatorClient<Channel>,
+    calls: &mut Calls,
+    wait: bool,
+) -> Result<(), Status> {
+    let steps = PARTICIPANTS
+        .iter()
+        .map(|(participant, action)| pb::MessageStep {
+            participant: participant.to_string(),
+            action: action.to_string(),
+            payload: PAYLOAD.to_vec(),
+            call_timeout: None,
+        })
+        .collect();
+    let prepare = c.prepare_message(pb::PrepareMessageRequest {
+        steps,
+        // Never asked: every message is submitted long before its timeout.
+        query_endpoint: "http://127.0.0.1:9".into(),
+        query_protocol: pb::Protocol::Http as i32,
+        ..Default::default()
+    });
+    let gid = calls.time(0, prepare).await?.into_inner().gid;
+    calls
+        .time(1, c.submit_message(pb::SubmitMessageRequest { gid, wait }))
+        .await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Two zero-work participants (`bench-a` with `debit`, `bench-b` with
-//! `credit`, each with an `-undo`), each on its own loopback port, so that
-//! what is measured is the coordinator and its database.
+//! `credit`, each with an `-undo`), each on its own loopback port, over
+//! gRPC or HTTP/JSON, so that what is measured is the coordinator and its
+//! database.
 
 use concord_proto::participant::v1::participant_server::{Participant, ParticipantServer};
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
@@ -11,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+
+use crate::ParticipantProtocol;
 
 /// The participants and the action each offers.
 pub const PARTICIPANTS: [(&str, &str); 2] = [("bench-a", "debit"), ("bench-b", "credit")];
@@ -61,15 +64,34 @@ async fn serve(stop: CancellationToken) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
+/// Serves one HTTP/JSON participant that answers every call with 200;
+/// returns its URL.
+async fn serve_http(stop: CancellationToken) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/{action}/{phase}", axum::routing::post(|| async {}));
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    Ok(format!("http://{addr}"))
+}
+
 /// Starts every participant and registers it with the coordinator.
 pub async fn start_and_register(
     registry: &mut RegistryClient<Channel>,
+    protocol: ParticipantProtocol,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     for (name, action) in PARTICIPANTS {
-        let url = serve(stop.clone()).await?;
+        let (url, protocol) = match protocol {
+            ParticipantProtocol::Grpc => (serve(stop.clone()).await?, pb::Protocol::Grpc),
+            ParticipantProtocol::Http => (serve_http(stop.clone()).await?, pb::Protocol::Http),
+        };
         registry
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: protocol as i32,
                 name: name.into(),
                 endpoint: url,
                 actions: vec![

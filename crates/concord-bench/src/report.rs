@@ -76,9 +76,14 @@ impl BenchReport {
         let what = match args.mode {
             BenchMode::Tcc => "tcc, 2 branches",
             BenchMode::Saga => "saga, 2 sequential steps",
+            BenchMode::Msg => "msg, prepare + submit, 2 steps",
+        };
+        let over = match args.participants {
+            crate::ParticipantProtocol::Grpc => "grpc",
+            crate::ParticipantProtocol::Http => "http",
         };
         println!(
-            "mode               {what}, zero-work participants, wait={}",
+            "mode               {what}, zero-work {over} participants, wait={}",
             args.wait
         );
         println!("concurrency        {}", args.concurrency);

@@ -133,6 +133,30 @@ impl Error {
         })
     }
 
+    /// The reason alone, without the kind this error's text starts with:
+    /// what a rollback after this error records, so that `tx show` words it
+    /// once ("participant bank-a rejected transfer_out: insufficient funds",
+    /// not "rejected: participant bank-a rejected ...").
+    ///
+    /// ```
+    /// use concord_sdk::initiator::Error;
+    ///
+    /// let e = Error::from(tonic::Status::aborted("participant p rejected a: no stock"));
+    /// assert_eq!(e.reason(), "participant p rejected a: no stock");
+    /// assert_eq!(Error::rejected("price changed").reason(), "price changed");
+    /// ```
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Rejected { message }
+            | Error::Unavailable { message }
+            | Error::DeadlineExceeded { message }
+            | Error::NotFound { message }
+            | Error::InvalidArgument { message }
+            | Error::FailedPrecondition { message } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether this is a final business rejection (`ABORTED`).
     ///
     /// ```

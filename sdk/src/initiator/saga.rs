@@ -131,6 +131,7 @@ impl SagaBuilder {
             depends_on: Vec::new(),
             compensate_rejected: None,
             call_timeout: None,
+            policy: None,
         });
         self
     }

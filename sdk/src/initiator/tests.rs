@@ -116,6 +116,29 @@ impl coordinator_server::Coordinator for FakeCoordinator {
 
     /// Records the whole request; a saga whose first payload is `no`
     /// compensates, one with no step is refused.
+    // Messages are tested end to end against the real coordinator
+    // (tests/it/msg.rs); this fake only refuses them.
+    async fn prepare_message(
+        &self,
+        _r: Request<concord_proto::v1::PrepareMessageRequest>,
+    ) -> Result<Response<concord_proto::v1::PrepareMessageResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn submit_message(
+        &self,
+        _r: Request<concord_proto::v1::SubmitMessageRequest>,
+    ) -> Result<Response<concord_proto::v1::SubmitMessageResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn abort_message(
+        &self,
+        _r: Request<concord_proto::v1::AbortMessageRequest>,
+    ) -> Result<Response<concord_proto::v1::AbortMessageResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn submit_saga(
         &self,
         r: Request<SubmitSagaRequest>,

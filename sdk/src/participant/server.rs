@@ -481,6 +481,7 @@ async fn register(
     r: &Registration,
 ) -> Result<(), Status> {
     let request = RegisterParticipantRequest {
+        protocol: Default::default(),
         name: service.name().to_owned(),
         endpoint: endpoint.to_owned(),
         actions: service

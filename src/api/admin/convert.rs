@@ -26,6 +26,7 @@ pub fn mode_from_wire(raw: i32) -> Result<Option<Mode>, String> {
         Ok(pb::TransactionMode::Unspecified) => Ok(None),
         Ok(pb::TransactionMode::Tcc) => Ok(Some(Mode::Tcc)),
         Ok(pb::TransactionMode::Saga) => Ok(Some(Mode::Saga)),
+        Ok(pb::TransactionMode::Msg) => Ok(Some(Mode::Msg)),
         Err(_) => Err(format!("unknown mode {raw}")),
     }
 }
@@ -75,7 +76,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
     // the second is Confirm/Cancel or Compensate.
     let first = match a.tx.mode {
         Mode::Tcc => "try",
-        Mode::Saga => "execute",
+        Mode::Saga | Mode::Msg => "execute",
     };
     let mut names: Vec<String> = Vec::new();
     if b.first_phase != CallStatus::NotRequired {
@@ -174,6 +175,11 @@ pub fn detail(
                     .filter(|_| will_retry(a) && owed && b.second_phase != CallStatus::Succeeded)
                     .map(timestamp),
                 lease_owner: a.tx.owner.clone().unwrap_or_default(),
+                call_timeout: b.call_timeout.map(|d| prost_types::Duration {
+                    seconds: d.as_secs() as i64,
+                    nanos: d.subsec_nanos() as i32,
+                }),
+                policy: crate::api::convert::call_policy_pb(&b.policy),
             })
             .collect(),
         events: events.iter().map(event).collect(),
@@ -227,6 +233,7 @@ pub fn participant(p: &ParticipantView) -> pb::ParticipantHealth {
                     recent_failures: s.map_or(0, |s| s.recent_failures),
                     last_failure_at: s.and_then(|s| s.last_failure_at).map(timestamp),
                     last_error: s.and_then(|s| s.last_error.clone()).unwrap_or_default(),
+                    protocol: e.endpoint.protocol.as_str().to_string(),
                 }
             })
             .collect(),

@@ -8,6 +8,7 @@
 //! Why a transaction is not finished ([`TxDetail::blocked_by`]) is decided
 //! here too (`why.rs`), so that the JSON says it as the text does.
 
+mod policy;
 mod why;
 
 pub use self::why::blocked_by;
@@ -162,6 +163,9 @@ pub struct BranchView {
     pub phases: Vec<PhaseView>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
+    /// Its own call timeout and retry policy in one line; `null` when it
+    /// follows the coordinator's settings.
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,6 +220,7 @@ impl TxDetail {
                     .collect(),
                 next_attempt_at: time(&b.next_attempt_at),
                 lease_owner: text(&b.lease_owner),
+                policy: policy::describe(b.call_timeout.as_ref(), b.policy.as_ref()),
             })
             .collect();
         let events = d
@@ -261,6 +266,8 @@ pub struct ActionResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointView {
     pub url: String,
+    /// "grpc" or "http" (HTTP/JSON).
+    pub protocol: String,
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     /// "closed", "open", "half_open", or "unknown" (not called yet by the
@@ -305,6 +312,12 @@ impl Participants {
                         .iter()
                         .map(|e| EndpointView {
                             url: e.url.clone(),
+                            // An older coordinator sends none: gRPC.
+                            protocol: if e.protocol.is_empty() {
+                                "grpc".into()
+                            } else {
+                                e.protocol.clone()
+                            },
                             registered_at: time(&e.registered_at),
                             last_seen_at: time(&e.last_seen_at),
                             breaker: e.breaker.clone(),

@@ -165,6 +165,7 @@ mod tests {
                     ],
                     next_attempt_at: None,
                     lease_owner: None,
+                    policy: None,
                 },
                 BranchView {
                     branch_id: "2".into(),
@@ -176,6 +177,7 @@ mod tests {
                     ],
                     next_attempt_at: None,
                     lease_owner: None,
+                    policy: None,
                 },
             ],
             events: vec![],

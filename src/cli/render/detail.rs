@@ -13,6 +13,7 @@ pub fn tx_detail(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
     out.push_str(&facts(d, now, paint));
     out.push('\n');
     out.push_str(&branches(d, now, paint));
+    out.push_str(&policies(d));
     out.push('\n');
     out.push_str(&paint.paint(Some(Style::Bold), "history"));
     out.push('\n');
@@ -93,6 +94,17 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
         ));
     }
     out
+}
+
+/// The branches with a policy of their own, one line each.
+fn policies(d: &TxDetail) -> String {
+    d.branches
+        .iter()
+        .filter_map(|b| {
+            let p = b.policy.as_ref()?;
+            Some(format!("  policy of branch {}: {p}\n", b.branch_id))
+        })
+        .collect()
 }
 
 /// One row per phase of each branch; the branch is named on its first.

@@ -136,7 +136,14 @@ pub fn participants(p: &Participants, now: DateTime<Utc>, paint: Paint) -> Strin
             let fail_style = e.filter(|e| e.recent_failures > 0).map(|_| Style::Red);
             rows.push(vec![
                 Cell::plain(if first { part.name.as_str() } else { "" }),
-                Cell::plain(e.map_or("(no endpoint)", |e| e.url.as_str())),
+                // gRPC, the default, goes unmarked.
+                Cell::plain(e.map_or_else(
+                    || "(no endpoint)".to_string(),
+                    |e| match e.protocol.as_str() {
+                        "grpc" => e.url.clone(),
+                        other => format!("{} ({other})", e.url),
+                    },
+                )),
                 Cell::styled(breaker, style),
                 Cell::styled(failures, fail_style),
                 Cell::plain(rel(e.and_then(|e| e.last_success_at), now)),

@@ -16,6 +16,7 @@ use super::PgStore;
 use crate::domain::BranchId;
 use crate::machine::CallStatus;
 use crate::store::batch::GroupWriter;
+use crate::store::policy::StoredPolicy;
 use crate::store::rows::{duration_of, ms};
 use crate::store::{
     BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewTransaction, StoreError,
@@ -107,6 +108,7 @@ impl PgStore {
                     compensation: None,
                     depends_on: Vec::new(),
                     compensate_rejected: true,
+                    policy: b.policy,
                     call_busy_until: Some(busy_until),
                 },
                 metadata,
@@ -187,6 +189,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let mut action = Vec::with_capacity(n);
     let mut payload = Vec::with_capacity(n);
     let mut timeout = Vec::with_capacity(n);
+    let mut policy = Vec::with_capacity(n);
     let mut cover = Vec::with_capacity(n);
     let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut actor = Vec::with_capacity(n);
@@ -197,6 +200,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
         action.push(b.action.as_str().to_string());
         payload.push(b.payload.as_slice());
         timeout.push(b.call_timeout.map(ms));
+        policy.push(StoredPolicy::of(&b.policy));
         cover.push(ms(b.call_cover));
         now.push(b.now);
         actor.push(b.actor.clone());
@@ -208,9 +212,9 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let rows: Vec<BranchInsert> = sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
-                                 $7::timestamptz[], $8::text[], $9::bigint[])
+                                 $7::timestamptz[], $8::text[], $9::bigint[], $10::text[])
                 WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor,
-                                     cover_ms, ord)
+                                     cover_ms, policy, ord)
         ), g AS (
             UPDATE global_transactions g
                SET branch_seq = g.branch_seq + 1, updated_at = r.now
@@ -219,10 +223,10 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
             RETURNING g.gid, g.branch_seq, g.metadata
         ), b AS (
             INSERT INTO branches
-                (gid, branch_id, participant, action, payload, call_timeout_ms, call_until,
+                (gid, branch_id, participant, action, payload, call_timeout_ms, call_until, policy,
                  created_at, updated_at)
             SELECT r.gid, COALESCE(r.branch_id, g.branch_seq::text), r.participant, r.action, r.payload,
-                   r.timeout, now() + r.cover_ms * interval '1 millisecond', r.now, r.now
+                   r.timeout, now() + r.cover_ms * interval '1 millisecond', r.policy::jsonb, r.now, r.now
               FROM r JOIN g ON g.gid = r.gid
             ON CONFLICT (gid, branch_id) DO NOTHING
             RETURNING gid, branch_id
@@ -243,6 +247,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     .bind(now)
     .bind(actor)
     .bind(cover)
+    .bind(policy)
     .fetch_all(&pool)
     .await?;
     let mut by_ord: HashMap<i64, BranchInsert> = rows.into_iter().map(|r| (r.ord, r)).collect();

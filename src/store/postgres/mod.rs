@@ -10,15 +10,17 @@
 //!
 //! The statements live by concern: `hot` (batched durable writes of the
 //! TCC hot path), `writes` (batched relaxed writes), `reads`, `leases`,
-//! `saga` (submission), `admin`, `gauges`, `retention`. This module only
+//! `saga` (submission), `msg` (messages: prepare, submit or abort), `redrive`, `admin`, `gauges`, `retention`. This module only
 //! connects and routes the traits' methods to them.
 
 mod admin;
 mod gauges;
 mod hot;
 mod leases;
+mod msg;
 mod participants;
 mod reads;
+mod redrive;
 mod retention;
 mod saga;
 mod writes;
@@ -248,10 +250,14 @@ impl Store for PgStore {
         self.release(owner, leases).await
     }
 
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        self.redrive(participant, actor).await
+    }
+
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -261,6 +267,18 @@ impl Store for PgStore {
 
     async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
         self.list_participants().await
+    }
+
+    async fn prepare_msg(&self, msg: NewMsg) -> StoreResult<MsgPrepared> {
+        self.prepare_msg(msg).await
+    }
+
+    async fn decide_msg(&self, decision: MsgDecision) -> StoreResult<Option<Lease>> {
+        self.decide_msg(decision).await
+    }
+
+    async fn msg_query(&self, gid: &Gid) -> StoreResult<Option<Endpoint>> {
+        self.msg_query(gid).await
     }
 
     async fn ready(&self) -> StoreResult<()> {

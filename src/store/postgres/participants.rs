@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::PgStore;
-use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::domain::{ActionName, Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::store::{EndpointRecord, ParticipantRecord, StoreResult};
 
 #[derive(sqlx::FromRow)]
@@ -12,6 +12,7 @@ struct ParticipantRow {
     name: String,
     actions: Vec<String>,
     urls: Vec<String>,
+    protocols: Vec<String>,
     registered: Vec<DateTime<Utc>>,
     seen: Vec<DateTime<Utc>>,
 }
@@ -20,7 +21,7 @@ impl PgStore {
     pub(super) async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -35,14 +36,15 @@ impl PgStore {
                 SELECT p.name, x.action, $4 FROM p, unnest($3::text[]) AS x(action)
                 ON CONFLICT DO NOTHING
             )
-            INSERT INTO participant_endpoints (participant, url, registered_at, last_seen_at)
-            SELECT name, $2, $4, $4 FROM p
-            ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = $4",
+            INSERT INTO participant_endpoints (participant, url, protocol, registered_at, last_seen_at)
+            SELECT name, $2, $5, $4, $4 FROM p
+            ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = $4, protocol = $5",
         )
         .bind(name.as_str())
-        .bind(endpoint.as_str())
+        .bind(endpoint.url.as_str())
         .bind(actions)
         .bind(now)
+        .bind(endpoint.protocol.as_str())
         .execute(&self.durable)
         .await?;
         Ok(())
@@ -55,6 +57,8 @@ impl PgStore {
                                WHERE a.participant = p.name), '{}') AS actions,
                     COALESCE((SELECT array_agg(e.url ORDER BY e.url) FROM participant_endpoints e
                                WHERE e.participant = p.name), '{}') AS urls,
+                    COALESCE((SELECT array_agg(e.protocol ORDER BY e.url) FROM participant_endpoints e
+                               WHERE e.participant = p.name), '{}') AS protocols,
                     COALESCE((SELECT array_agg(e.registered_at ORDER BY e.url) FROM participant_endpoints e
                                WHERE e.participant = p.name), '{}') AS registered,
                     COALESCE((SELECT array_agg(e.last_seen_at ORDER BY e.url) FROM participant_endpoints e
@@ -75,13 +79,17 @@ impl PgStore {
                 endpoints: r
                     .urls
                     .into_iter()
+                    .zip(r.protocols)
                     .zip(r.registered)
                     .zip(r.seen)
-                    .map(|((url, registered_at), last_seen_at)| EndpointRecord {
-                        url: EndpointUrl::from_trusted(url),
-                        registered_at,
-                        last_seen_at,
-                    })
+                    .map(
+                        |(((url, protocol), registered_at), last_seen_at)| EndpointRecord {
+                            url: EndpointUrl::from_trusted(url),
+                            protocol: Protocol::from_stored(&protocol),
+                            registered_at,
+                            last_seen_at,
+                        },
+                    )
                     .collect(),
             })
             .collect())

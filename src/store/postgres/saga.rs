@@ -4,6 +4,7 @@
 
 use super::super::rows::ms;
 use super::PgStore;
+use crate::store::policy::StoredPolicy;
 use crate::store::{Lease, NewSaga, SagaSubmitted, StoreError, StoreResult};
 
 impl PgStore {
@@ -19,6 +20,7 @@ impl PgStore {
         let mut timeouts = Vec::with_capacity(n);
         let mut deps = Vec::with_capacity(n);
         let mut compensate_rejected = Vec::with_capacity(n);
+        let mut policies = Vec::with_capacity(n);
         for (i, step) in saga.steps.iter().enumerate() {
             ids.push((i + 1).to_string());
             participants.push(step.participant.as_str());
@@ -34,6 +36,7 @@ impl PgStore {
                     .join(","),
             );
             compensate_rejected.push(step.compensate_rejected);
+            policies.push(StoredPolicy::of(&step.policy));
         }
         let created: i64 = sqlx::query_scalar(
             "WITH g AS (
@@ -47,12 +50,12 @@ impl PgStore {
             ), b AS (
                 INSERT INTO branches
                     (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
-                     depends_on, compensate_rejected, created_at, updated_at)
+                     depends_on, compensate_rejected, policy, created_at, updated_at)
                 SELECT g.gid, s.id, s.participant, s.action, s.compensation, s.payload, s.timeout,
-                       string_to_array(s.deps, ',')::integer[], s.compensate_rejected, $6, $6
+                       string_to_array(s.deps, ',')::integer[], s.compensate_rejected, s.policy::jsonb, $6, $6
                   FROM g, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[],
-                                 $14::bigint[], $15::text[], $16::boolean[])
-                       AS s(id, participant, action, compensation, payload, timeout, deps, compensate_rejected)
+                                 $14::bigint[], $15::text[], $16::boolean[], $18::text[])
+                       AS s(id, participant, action, compensation, payload, timeout, deps, compensate_rejected, policy)
             ), ev AS (
                 INSERT INTO transaction_events (gid, at, kind, status, message, actor)
                 SELECT gid, $6, 'submitted', 'running', $17, $7 FROM g
@@ -76,6 +79,7 @@ impl PgStore {
         .bind(deps)
         .bind(compensate_rejected)
         .bind(format!("{n} steps"))
+        .bind(policies)
         .fetch_one(&self.durable)
         .await?;
         if created == 1 {

@@ -13,6 +13,7 @@ use super::events::{Event, Events};
 use super::rows::{after, us};
 use crate::domain::Gid;
 use crate::machine::{CallStatus, Outcome, Status};
+use crate::store::policy::StoredPolicy;
 use crate::store::progress::{Progress, clamp};
 use crate::store::rows::ms;
 use crate::store::{
@@ -95,8 +96,8 @@ pub(super) async fn add_branch(
     let inserted = sqlx::query(
         "INSERT INTO branches
             (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at,
-             call_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+             call_until, policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
          ON CONFLICT (gid, branch_id) DO NOTHING",
     )
     .bind(gid)
@@ -108,6 +109,7 @@ pub(super) async fn add_branch(
     .bind(us(b.now))
     // The Try about to be sent is out until then (by this process's clock).
     .bind(us(after(clock, b.call_cover)))
+    .bind(StoredPolicy::of(&b.policy))
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -315,8 +317,8 @@ pub(super) async fn submit_saga(
         sqlx::query(
             "INSERT INTO branches
                 (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
-                 depends_on, compensate_rejected, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                 depends_on, compensate_rejected, created_at, updated_at, policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
         )
         .bind(saga.gid.as_str())
         .bind((i + 1).to_string())
@@ -328,6 +330,7 @@ pub(super) async fn submit_saga(
         .bind(json("depends_on", &step.depends_on)?)
         .bind(step.compensate_rejected)
         .bind(us(saga.now))
+        .bind(StoredPolicy::of(&step.policy))
         .execute(&mut *c)
         .await?;
     }

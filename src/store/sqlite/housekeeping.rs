@@ -10,14 +10,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::rows::{at, before, us};
-use crate::domain::{ActionName, EndpointUrl, ParticipantName};
+use crate::domain::{ActionName, Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::Status;
 use crate::store::{EndpointRecord, OpenCounts, ParticipantRecord, StoreResult};
 
 pub(super) async fn register_participant(
     c: &mut SqliteConnection,
     name: &ParticipantName,
-    endpoint: &EndpointUrl,
+    endpoint: &Endpoint,
     actions: &[ActionName],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
@@ -42,13 +42,14 @@ pub(super) async fn register_participant(
         .await?;
     }
     sqlx::query(
-        "INSERT INTO participant_endpoints (participant, url, registered_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?3)
-         ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = ?3",
+        "INSERT INTO participant_endpoints (participant, url, protocol, registered_at, last_seen_at)
+         VALUES (?1, ?2, ?4, ?3, ?3)
+         ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = ?3, protocol = ?4",
     )
     .bind(name.as_str())
-    .bind(endpoint.as_str())
+    .bind(endpoint.url.as_str())
     .bind(now)
+    .bind(endpoint.protocol.as_str())
     .execute(c)
     .await?;
     Ok(())
@@ -81,16 +82,17 @@ pub(super) async fn list_participants(pool: &SqlitePool) -> StoreResult<Vec<Part
             r.actions.push(ActionName::from_trusted(a));
         }
     }
-    let endpoints: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT participant, url, registered_at, last_seen_at FROM participant_endpoints
+    let endpoints: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT participant, url, protocol, registered_at, last_seen_at FROM participant_endpoints
           ORDER BY participant, url",
     )
     .fetch_all(&mut *conn)
     .await?;
-    for (p, url, registered, seen) in endpoints {
+    for (p, url, protocol, registered, seen) in endpoints {
         if let Some(r) = all.get_mut(&p) {
             r.endpoints.push(EndpointRecord {
                 url: EndpointUrl::from_trusted(url),
+                protocol: Protocol::from_stored(&protocol),
                 registered_at: at(registered),
                 last_seen_at: at(seen),
             });

@@ -23,6 +23,8 @@ mod events;
 mod housekeeping;
 mod leases;
 mod lock;
+mod msg;
+mod redrive;
 mod rows;
 mod writer;
 
@@ -186,6 +188,7 @@ impl SqliteStore {
                     compensation: None,
                     depends_on: Vec::new(),
                     compensate_rejected: true,
+                    policy: b.policy,
                     call_busy_until: Some(busy_until),
                 },
                 metadata,
@@ -402,7 +405,7 @@ impl Store for SqliteStore {
     async fn register_participant(
         &self,
         name: &ParticipantName,
-        endpoint: &EndpointUrl,
+        endpoint: &Endpoint,
         actions: &[ActionName],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -418,6 +421,44 @@ impl Store for SqliteStore {
 
     async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
         housekeeping::list_participants(&self.readers).await
+    }
+
+    async fn redrive(&self, participant: &ParticipantName, actor: &str) -> StoreResult<u64> {
+        let redrive = Write::Redrive {
+            participant: participant.clone(),
+            actor: actor.to_string(),
+        };
+        match self.write(redrive).await? {
+            Done::Count(n) => Ok(n),
+            _ => Err(unexpected("redrive")),
+        }
+    }
+
+    async fn prepare_msg(&self, m: NewMsg) -> StoreResult<MsgPrepared> {
+        let gid = m.gid.clone();
+        let Done::Applied(created) = self.write(Write::Msg(m)).await? else {
+            return Err(unexpected("prepare_msg"));
+        };
+        if created {
+            return Ok(MsgPrepared::Created);
+        }
+        let Some((tx, branches)) = Store::load(self, &gid).await? else {
+            return Err(StoreError::Conflict(format!("gid {gid} vanished")));
+        };
+        let query = self.msg_query(&gid).await?;
+        Ok(MsgPrepared::Existing(Box::new((tx, branches, query))))
+    }
+
+    async fn decide_msg(&self, d: MsgDecision) -> StoreResult<Option<Lease>> {
+        let gid = d.gid.clone();
+        let Done::Fence(fence) = self.write(Write::DecideMsg(d)).await? else {
+            return Err(unexpected("decide_msg"));
+        };
+        Ok(fence.map(|fence| Lease { gid, fence }))
+    }
+
+    async fn msg_query(&self, gid: &Gid) -> StoreResult<Option<Endpoint>> {
+        msg::query(&self.readers, gid).await
     }
 
     /// The file answers and every migration of this build is applied.

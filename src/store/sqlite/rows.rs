@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
 use crate::machine::{CallStatus, Mode, Status};
+use crate::store::policy::StoredPolicy;
 use crate::store::rows::duration_of;
 use crate::store::{BranchRecord, EventRecord, Metadata, TxRecord};
 
@@ -118,6 +119,8 @@ pub(super) struct BranchRow {
     depends_on: Vec<usize>,
     compensate_rejected: bool,
     call_until: Option<i64>,
+    /// JSON (`store::policy`); NULL for the default policy.
+    policy: Option<String>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -139,6 +142,13 @@ impl From<BranchRow> for BranchRecord {
             compensation: r.compensation.map(ActionName::from_trusted),
             depends_on: r.depends_on,
             compensate_rejected: r.compensate_rejected,
+            // Written by this store from a valid policy: one that does not
+            // parse is read as the default rather than failing the read.
+            policy: r
+                .policy
+                .and_then(|p| serde_json::from_str::<StoredPolicy>(&p).ok())
+                .map(|p| p.policy())
+                .unwrap_or_default(),
             // The row was written by this process's clock: what is left of
             // it, counted from now.
             call_busy_until: r

@@ -20,14 +20,15 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::events::Events;
-use super::{admin, drive, housekeeping, leases};
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName};
+use super::{admin, drive, housekeeping, leases, msg, redrive};
+use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::CallStatus;
 use crate::store::admin::AdminWrite;
 use crate::store::batch::GroupWriter;
 use crate::store::progress::Progress;
 use crate::store::{
-    CallRecord, Claimed, Decision, Lease, NewBranch, NewSaga, NewTransaction, StoreResult,
+    CallRecord, Claimed, Decision, Lease, MsgDecision, NewBranch, NewMsg, NewSaga, NewTransaction,
+    StoreResult,
 };
 
 /// A write of any kind.
@@ -44,6 +45,12 @@ pub(super) enum Write {
     },
     Progress(Progress),
     Saga(NewSaga),
+    Msg(NewMsg),
+    DecideMsg(MsgDecision),
+    Redrive {
+        participant: ParticipantName,
+        actor: String,
+    },
     Claim {
         owner: String,
         limit: i64,
@@ -70,7 +77,7 @@ pub(super) enum Write {
     },
     Register {
         name: ParticipantName,
-        endpoint: EndpointUrl,
+        endpoint: Endpoint,
         actions: Vec<ActionName>,
         now: DateTime<Utc>,
     },
@@ -195,6 +202,11 @@ async fn apply(
         }
         Write::Progress(p) => Done::Applied(drive::progress(c, p, ev).await?),
         Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, ev).await?),
+        Write::Msg(m) => Done::Applied(msg::prepare(c, m, ev).await?),
+        Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, ev).await?),
+        Write::Redrive { participant, actor } => {
+            Done::Count(redrive::redrive(c, participant, actor, now, ev).await?)
+        }
         Write::Claim {
             owner,
             limit,
