@@ -103,6 +103,30 @@ impl Subject {
             }
         }
     }
+
+    /// Every transaction's next attempt an hour from now (waiting on a
+    /// retry delay).
+    async fn postpone_all(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET next_attempt_at = now() + interval '1 hour'",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions
+                            SET next_attempt_at = (unixepoch('now') + 3600) * 1000000",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }
 
 impl Deref for Subject {
@@ -744,6 +768,196 @@ async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
     );
 }
 
+/// A 2-phase message: prepared once (a repeat finds it, with its
+/// query-back endpoint), submitted or aborted once (compare-and-set on
+/// `prepared`, fence bumped), an abort final with its steps not required.
+async fn messages_are_prepared_and_decided_once(s: Subject) {
+    use concord::domain::{Endpoint, Protocol};
+    use concord::machine::CallStatus;
+    use concord::machine::msg::{self, Verdict as MsgVerdict};
+
+    let step = |a: &str| NewMsgStep {
+        participant: ParticipantName::parse("p").unwrap(),
+        action: ActionName::parse(a).unwrap(),
+        payload: b"x".to_vec(),
+        call_timeout: None,
+    };
+    let query = Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap();
+    let new_msg = |gid: &str| {
+        let now = Utc::now();
+        NewMsg {
+            gid: Gid::parse(gid).unwrap(),
+            steps: vec![step("a"), step("b")],
+            query: query.clone(),
+            metadata: Metadata::new(),
+            timeout: Duration::from_secs(30),
+            deadline: now + chrono::Duration::seconds(30),
+            now,
+            actor: "test".into(),
+        }
+    };
+    let decide_msg = |gid: &str, cmd: msg::Command| {
+        let s = &s;
+        let g = Gid::parse(gid).unwrap();
+        async move {
+            let (tx, steps) = s.load(&g).await.unwrap().unwrap();
+            let MsgVerdict::Decided(next) =
+                msg::decide(&tx.saga_state(&steps), &cmd, Utc::now()).unwrap()
+            else {
+                panic!("no decision")
+            };
+            s.decide_msg(MsgDecision {
+                gid: g,
+                next,
+                owner: "me".into(),
+                lease: Duration::from_secs(30),
+                now: Utc::now(),
+                actor: "test".into(),
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    assert!(matches!(
+        s.prepare_msg(new_msg("m")).await.unwrap(),
+        MsgPrepared::Created
+    ));
+    let MsgPrepared::Existing(found) = s.prepare_msg(new_msg("m")).await.unwrap() else {
+        panic!("prepared twice")
+    };
+    let (tx, steps, q) = *found;
+    assert_eq!(tx.mode, Mode::Msg);
+    assert_eq!(tx.status, Status::Prepared);
+    assert!(tx.owner.is_none(), "unleased until submitted");
+    assert_eq!(q, Some(query.clone()));
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1].depends_on, vec![0], "in order");
+    let g = Gid::parse("m").unwrap();
+    assert_eq!(s.msg_query(&g).await.unwrap(), Some(query.clone()));
+    assert_eq!(
+        s.msg_query(&Gid::parse("none").unwrap()).await.unwrap(),
+        None
+    );
+
+    // Decided from a stale read: the first applies, the second is refused.
+    let (tx, steps) = s.load(&g).await.unwrap().unwrap();
+    let lease = decide_msg("m", msg::Command::Submit).await.unwrap();
+    assert!(lease.fence > tx.fence, "fence bumped");
+    let MsgVerdict::Decided(next) =
+        msg::decide(&tx.saga_state(&steps), &msg::Command::Submit, Utc::now()).unwrap()
+    else {
+        panic!("no decision")
+    };
+    let again = MsgDecision {
+        gid: g.clone(),
+        next,
+        owner: "other".into(),
+        lease: Duration::from_secs(30),
+        now: Utc::now(),
+        actor: "test".into(),
+    };
+    assert!(s.decide_msg(again).await.unwrap().is_none(), "once");
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Submitted);
+    assert_eq!(tx.owner.as_deref(), Some("me"));
+    assert!(tx.finished_at.is_none());
+
+    s.prepare_msg(new_msg("n")).await.unwrap();
+    let n = Gid::parse("n").unwrap();
+    let reason = msg::Command::Abort {
+        reason: "rolled back".into(),
+    };
+    assert!(decide_msg("n", reason).await.is_some());
+    let (tx, steps) = s.load(&n).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Aborted);
+    assert!(tx.owner.is_none() && tx.finished_at.is_some());
+    assert!(
+        steps
+            .iter()
+            .all(|b| b.first_phase == CallStatus::NotRequired)
+    );
+    let kinds: Vec<String> = s
+        .events(&n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["prepared", "decided", "finished"]);
+}
+
+/// A branch's and a saga step's own call policy is stored and read back;
+/// a re-drive makes due now exactly the transactions waiting on the
+/// participant that is back.
+async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
+    use concord::machine::policy::CallPolicy;
+
+    let policy = CallPolicy {
+        max_attempts: Some(3),
+        max_age: Some(Duration::from_secs(60)),
+        ..CallPolicy::default()
+    };
+    s.begin(new_tx("t", Duration::from_secs(30))).await.unwrap();
+    let mut b = new_branch("t", None);
+    b.policy = policy;
+    s.add_branch(b).await.unwrap();
+    let (_, branches) = s.load(&Gid::parse("t").unwrap()).await.unwrap().unwrap();
+    assert_eq!(branches[0].policy, policy);
+
+    let now = Utc::now();
+    let step = |p: &str, policy: CallPolicy| NewStep {
+        participant: ParticipantName::parse(p).unwrap(),
+        action: ActionName::parse("do").unwrap(),
+        compensation: ActionName::parse("undo").unwrap(),
+        payload: Vec::new(),
+        depends_on: Vec::new(),
+        compensate_rejected: true,
+        call_timeout: None,
+        policy,
+    };
+    let saga = |gid: &str, p: &str, policy: CallPolicy| NewSaga {
+        gid: Gid::parse(gid).unwrap(),
+        steps: vec![step(p, policy)],
+        metadata: Metadata::new(),
+        timeout: None,
+        deadline: now + chrono::Duration::seconds(60),
+        concurrency: 1,
+        owner: "me".into(),
+        lease: Duration::from_secs(30),
+        now,
+    };
+    s.submit_saga(saga("s1", "stock", policy)).await.unwrap();
+    s.submit_saga(saga("s2", "pay", CallPolicy::default()))
+        .await
+        .unwrap();
+    let (_, steps) = s.load(&Gid::parse("s1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(steps[0].policy, policy);
+    let (_, steps) = s.load(&Gid::parse("s2").unwrap()).await.unwrap().unwrap();
+    assert!(steps[0].policy.is_default());
+
+    s.postpone_all().await;
+    let stock = ParticipantName::parse("stock").unwrap();
+    assert_eq!(s.redrive(&stock, "test").await.unwrap(), 1, "s1 only");
+    assert_eq!(s.redrive(&stock, "test").await.unwrap(), 0, "due already");
+    let (s1, _) = s.load(&Gid::parse("s1").unwrap()).await.unwrap().unwrap();
+    assert!(s1.next_attempt_at.unwrap() <= Utc::now());
+    assert_eq!(s1.owner.as_deref(), Some("me"), "no lease taken");
+    let (s2, _) = s.load(&Gid::parse("s2").unwrap()).await.unwrap().unwrap();
+    assert!(
+        s2.next_attempt_at.unwrap() > Utc::now(),
+        "not waiting on stock"
+    );
+    let redriven = s
+        .events(&Gid::parse("s1").unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "redriven")
+        .count();
+    assert_eq!(redriven, 1);
+}
+
 /// One test per store for each conformance test.
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
@@ -776,6 +990,8 @@ conformance!(
     a_late_try_record_does_not_overwrite_phase_two,
     operator_queries_gauges_and_retention,
     try_calls_are_claimed_once_and_leases_never_shortened,
+    messages_are_prepared_and_decided_once,
+    policies_are_kept_and_a_redrive_moves_only_waiting_work,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

@@ -121,11 +121,13 @@ pub(super) async fn decide(
         return Ok(None);
     }
     let kinds: &[&str] = if aborted {
-        sqlx::query("UPDATE branches SET first_phase = 'not_required', updated_at = ?2 WHERE gid = ?1")
-            .bind(d.gid.as_str())
-            .bind(now)
-            .execute(&mut *c)
-            .await?;
+        sqlx::query(
+            "UPDATE branches SET first_phase = 'not_required', updated_at = ?2 WHERE gid = ?1",
+        )
+        .bind(d.gid.as_str())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
         &["decided", "finished"]
     } else {
         &["decided"]

@@ -21,19 +21,19 @@ pub(super) async fn redrive(
     ev: &mut Events,
 ) -> StoreResult<u64> {
     let moved: Vec<String> = sqlx::query_scalar(
-        "UPDATE global_transactions AS g
+        "UPDATE global_transactions
             SET next_attempt_at = ?2
-          WHERE g.next_attempt_at > ?2 AND NOT g.paused
-            AND g.finished_at IS NULL AND g.resolved_at IS NULL
-            AND g.status IN ('confirming', 'cancelling', 'running', 'compensating')
+          WHERE next_attempt_at > ?2 AND NOT paused
+            AND finished_at IS NULL AND resolved_at IS NULL
+            AND status IN ('confirming', 'cancelling', 'running', 'compensating')
             AND EXISTS (
                 SELECT 1 FROM branches b
-                 WHERE b.gid = g.gid AND b.participant = ?1
+                 WHERE b.gid = global_transactions.gid AND b.participant = ?1
                    -- An unfinished call of this participant: phase 2 or a
                    -- compensation, or a saga's forward action.
                    AND (b.second_phase IN ('pending', 'unknown')
-                        OR (g.mode = 'saga' AND b.first_phase IN ('pending', 'unknown'))))
-         RETURNING g.gid",
+                        OR (global_transactions.mode = 'saga' AND b.first_phase IN ('pending', 'unknown'))))
+         RETURNING gid",
     )
     .bind(participant.as_str())
     .bind(us(now))
