@@ -286,7 +286,7 @@ async fn tcc_rolls_back_when_the_body_fails_and_returns_its_error() {
         [
             "begin generated timeout=None traceparent=None header=None",
             r#"try generated bank/transfer_out id="" header=false"#,
-            "rollback generated wait=false reason=rejected: insufficient funds",
+            "rollback generated wait=false reason=insufficient funds",
         ]
     );
 }
@@ -357,7 +357,7 @@ async fn a_rejection_decided_by_the_body_rolls_back_as_one() {
     assert!(err.is_rejected());
     assert_eq!(
         h.log().last().unwrap(),
-        "rollback g4 wait=false reason=rejected: price changed"
+        "rollback g4 wait=false reason=price changed"
     );
 }
 
