@@ -38,13 +38,19 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home concord
+ && useradd --system --uid 10001 --no-create-home concord \
+ && mkdir -p /var/lib/concord && chown 10001 /var/lib/concord
 COPY --from=build /usr/local/bin/concord /usr/local/bin/concord
 COPY config/concord.toml /etc/concord/concord.toml
 USER 10001
+# Without DATABASE_URL the state is the SQLite file /var/lib/concord/concord.db
+# (mount a volume there to keep it); with DATABASE_URL=postgres://... it is
+# in PostgreSQL.
 ENV CONCORD_LISTEN=0.0.0.0:50051 \
     CONCORD_METRICS_LISTEN=0.0.0.0:9464 \
-    CONCORD_LOG_FORMAT=json
+    CONCORD_LOG_FORMAT=json \
+    CONCORD_DATA_DIR=/var/lib/concord
+VOLUME /var/lib/concord
 # 50051: gRPC (Coordinator, Registry, Admin, grpc.health.v1).
 # 9464: /metrics, /healthz, /readyz.
 EXPOSE 50051 9464

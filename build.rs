@@ -1,7 +1,8 @@
 //! Rebuilds the server when a migration is added or changed: `sqlx::migrate!`
-//! embeds the `migrations/` directory at compile time, and cargo does not
-//! otherwise notice a new file there.
+//! embeds `migrations/postgres/` and `migrations/sqlite/` at compile time,
+//! and cargo does not otherwise notice a new file there.
 
 fn main() {
-    println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=migrations/postgres");
+    println!("cargo:rerun-if-changed=migrations/sqlite");
 }

@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use concord::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_METRICS_LISTEN, ServeArgs};
-use concord::server::Server;
-use concord::store::postgres::PgStore;
+use concord::config::{Config, DEFAULT_METRICS_LISTEN, ServeArgs};
+use concord::server::{Server, open_store};
+use concord::store::location::StoreLocation;
 use concord::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "concord",
     version,
-    about = "Distributed-transaction coordinator (TCC over gRPC, state in PostgreSQL)"
+    about = "Distributed-transaction coordinator (TCC and Saga over gRPC, state in SQLite or PostgreSQL)"
 )]
 struct Cli {
     /// Log format on stderr.
@@ -45,11 +44,15 @@ struct Cli {
 enum Command {
     /// Run the coordinator.
     Serve(ServeArgs),
-    /// Apply database migrations and exit.
+    /// Apply database migrations and exit (PostgreSQL or the SQLite file,
+    /// chosen as `serve` chooses).
     Migrate {
-        /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-        database_url: String,
+        /// postgres://... or sqlite://PATH; none: SQLite in --data-dir.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Directory of the SQLite file when no database URL is given.
+        #[arg(long, env = "CONCORD_DATA_DIR", default_value = ".")]
+        data_dir: std::path::PathBuf,
     },
     /// Exit 0 if a local coordinator's /healthz (or /readyz) answers 200:
     /// the container HEALTHCHECK (the image has no curl).
@@ -113,15 +116,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
         }
         Command::Admin(_) => unreachable!("handled in main"),
-        Command::Migrate { database_url } => {
-            PgStore::ensure_database(&database_url)
-                .await
-                .context("cannot create the database")?;
-            let store = PgStore::connect(&database_url, 1, std::time::Duration::from_secs(5))
-                .await
-                .context("cannot connect to the database")?;
-            store.migrate().await?;
-            eprintln!("migrations applied");
+        Command::Migrate {
+            database_url,
+            data_dir,
+        } => {
+            let location = StoreLocation::resolve(database_url.as_deref(), &data_dir)
+                .map_err(|m| anyhow::anyhow!("invalid database_url: {m}"))?;
+            let store = open_store(&location, 1, true).await?;
+            store.close().await;
+            eprintln!("migrations applied ({location})");
             Ok(())
         }
     }

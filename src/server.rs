@@ -1,5 +1,5 @@
-//! Assembles one coordinator instance: `Server::build(config)` connects to
-//! PostgreSQL, migrates and binds; `local_addr()` tells where it listens;
+//! Assembles one coordinator instance: `Server::build(config)` opens the
+//! store (PostgreSQL or the SQLite file), migrates and binds; `local_addr()` tells where it listens;
 //! `run(shutdown)` serves until the shutdown future completes, then finishes
 //! or releases in-flight work.
 
@@ -30,13 +30,17 @@ use crate::participant::registry::Registry;
 use crate::store::admin::AdminStore;
 use crate::store::cache::Remembering;
 use crate::store::health::DbHealth;
+use crate::store::location::StoreLocation;
 use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot connect to the database: {0}")]
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
+    #[error("cannot open the store: {0}")]
     Database(StoreError),
     #[error("cannot apply migrations: {0}")]
     Migrate(StoreError),
@@ -69,22 +73,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Connects, migrates (unless disabled) and binds the listen address.
+    /// Opens the store, migrates (unless disabled) and binds the listen
+    /// address.
     pub async fn build(config: Config) -> Result<Self, ServerError> {
-        if config.migrate {
-            PgStore::ensure_database(&config.database_url)
-                .await
-                .map_err(ServerError::Database)?;
-        }
-        let store = PgStore::connect(
-            &config.database_url,
-            config.pool_size,
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(ServerError::Database)?;
-        if config.migrate {
-            store.migrate().await.map_err(ServerError::Migrate)?;
+        let location = config.store_location().map_err(ServerError::Config)?;
+        let store = open_store(&location, config.pool_size, config.migrate).await?;
+        match &location {
+            StoreLocation::Postgres(_) => tracing::info!("state kept in postgresql"),
+            StoreLocation::Sqlite(path) => tracing::info!(
+                path = %path.display(),
+                "state kept in sqlite: single instance (several instances need postgresql)"
+            ),
         }
         let listener =
             TcpListener::bind(config.listen)
@@ -101,7 +100,7 @@ impl Server {
             ),
             None => None,
         };
-        let mut server = Self::assemble(config, Arc::new(store), Arc::new(SystemClock), listener)?;
+        let mut server = Self::assemble(config, store, Arc::new(SystemClock), listener)?;
         server.metrics_listener = metrics_listener;
         Ok(server)
     }
@@ -346,6 +345,42 @@ impl Server {
         ));
         background.close();
         background
+    }
+}
+
+/// Opens the store `location` names (creating a PostgreSQL database or a
+/// SQLite file that does not exist yet) and, with `migrate`, applies its
+/// migrations.
+pub async fn open_store(
+    location: &StoreLocation,
+    pool_size: u32,
+    migrate: bool,
+) -> Result<Arc<dyn AdminStore>, ServerError> {
+    const ACQUIRE: Duration = Duration::from_secs(5);
+    match location {
+        StoreLocation::Postgres(url) => {
+            if migrate {
+                PgStore::ensure_database(url)
+                    .await
+                    .map_err(ServerError::Database)?;
+            }
+            let store = PgStore::connect(url, pool_size, ACQUIRE)
+                .await
+                .map_err(ServerError::Database)?;
+            if migrate {
+                store.migrate().await.map_err(ServerError::Migrate)?;
+            }
+            Ok(Arc::new(store))
+        }
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(path, pool_size, ACQUIRE)
+                .await
+                .map_err(ServerError::Database)?;
+            if migrate {
+                store.migrate().await.map_err(ServerError::Migrate)?;
+            }
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use clap::ArgAction;
 use serde::Deserialize;
 
 use crate::api::admin::auth::AdminTokens;
+use crate::store::location::StoreLocation;
 
 pub use self::resolve::{ConfigError, ServeArgs};
 pub use self::values::{OrOff, parse_duration};
@@ -29,7 +30,9 @@ use self::values::{
     de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off, parse_on_off,
 };
 
-/// Default database when nothing is configured.
+/// The local PostgreSQL that tools default to (the benchmark's
+/// `--store postgres`). `concord serve` without a database keeps its state
+/// in SQLite instead (see [`Config::store_location`]).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/concord";
 
 /// Default HTTP listener of `concord serve` (embedded servers and tests
@@ -57,9 +60,13 @@ pub struct Config {
     /// Address of the gRPC server.
     #[arg(long, env = "CONCORD_LISTEN", help_heading = SERVER)]
     pub listen: SocketAddr,
-    /// PostgreSQL connection URL.
+    /// Database: postgres://... (PostgreSQL, one or several instances) or
+    /// sqlite://PATH. None: SQLite at data_dir/concord.db (one instance).
     #[arg(long, env = "DATABASE_URL", help_heading = SERVER)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// Directory of the SQLite database when database_url is not set.
+    #[arg(long, env = "CONCORD_DATA_DIR", help_heading = SERVER)]
+    pub data_dir: PathBuf,
     /// Largest number of database connections.
     #[arg(long, env = "CONCORD_POOL_SIZE", help_heading = SERVER)]
     pub pool_size: u32,
@@ -244,7 +251,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            database_url: DEFAULT_DATABASE_URL.to_string(),
+            database_url: None,
+            data_dir: PathBuf::from("."),
             pool_size: 16,
             instance_id: default_instance_id(),
             migrate: true,
@@ -281,11 +289,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the state lives: `database_url`, or SQLite in `data_dir`;
+    /// refuses a URL that names no store.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        StoreLocation::resolve(self.database_url.as_deref(), &self.data_dir).map_err(|message| {
+            ConfigError::Invalid {
+                key: "database_url",
+                message,
+            }
+        })
+    }
+
     /// Defaults for everything, on the given database and without the
     /// HTTP listener: what tests and embedded servers start from.
     pub fn with_database(database_url: impl Into<String>) -> Self {
         Self {
-            database_url: database_url.into(),
+            database_url: Some(database_url.into()),
             metrics_listen: None,
             ..Self::default()
         }

@@ -139,6 +139,7 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        self.store_location()?;
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }

@@ -28,7 +28,27 @@ fn shipped_file() -> std::path::PathBuf {
 #[test]
 fn defaults_are_valid() {
     let c = Config::resolve(&ServeArgs::default()).unwrap();
-    assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    assert_eq!(c.database_url, None);
+    assert_eq!(
+        c.store_location().unwrap(),
+        StoreLocation::Sqlite(Path::new(".").join("concord.db"))
+    );
+    let c = Config::resolve(&flags(&["--data-dir", "/var/lib/concord"])).unwrap();
+    assert_eq!(
+        c.store_location().unwrap(),
+        StoreLocation::Sqlite("/var/lib/concord/concord.db".into())
+    );
+    let c = Config::resolve(&flags(&["--database-url", DEFAULT_DATABASE_URL])).unwrap();
+    assert_eq!(
+        c.store_location().unwrap(),
+        StoreLocation::Postgres(DEFAULT_DATABASE_URL.into())
+    );
+    let err = Config::resolve(&flags(&["--database-url", "mysql://h/db"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid database_url: must start with postgres://"),
+        "{err}"
+    );
     assert_eq!(c.retry.initial, Duration::from_secs(1));
     assert_eq!(c.attention_attempts, 10);
     assert!(c.migrate);

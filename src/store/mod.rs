@@ -1,8 +1,11 @@
 //! Durable state behind a narrow trait: global transactions, branches,
 //! events, leases and the participant registry. [`Store`] is what the
 //! engine needs; [`admin::AdminStore`] adds the operator's queries and the
-//! server's housekeeping (gauges, retention). PostgreSQL
-//! ([`postgres::PgStore`]) is the real implementation.
+//! server's housekeeping (gauges, retention). Two implementations:
+//! PostgreSQL ([`postgres::PgStore`], for one or several instances) and an
+//! embedded SQLite file ([`sqlite::SqliteStore`], for one instance, the
+//! default when no database is configured); [`location`] says which one a
+//! configuration names.
 //!
 //! Every method is one statement (or one short transaction), and every write
 //! made while driving a transaction carries the lease's fencing token, so an
@@ -14,10 +17,13 @@ pub mod admin;
 mod batch;
 pub mod cache;
 pub mod health;
+pub mod location;
 mod policy;
 pub mod postgres;
+mod progress;
 mod records;
 mod rows;
+pub mod sqlite;
 pub mod sqlstate;
 mod text;
 

@@ -1,6 +1,8 @@
-//! The database error codes the store reacts to, named, and the one
+//! The database error codes the stores react to, named, and the one
 //! conversion from [`sqlx::Error`] to [`StoreError`]: the only place that
-//! looks at an error code. Every statement of the store returns its error
+//! looks at an error code. PostgreSQL's SQLSTATEs have five characters and
+//! SQLite's extended result codes at most four digits, so one table serves
+//! both. Every statement of the store returns its error
 //! through `?` and this conversion.
 
 use super::StoreError;
@@ -16,6 +18,22 @@ pub mod postgres {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
 }
 
+/// SQLite extended result codes (sqlite.org/rescode.html), as sqlx gives
+/// them: the number in decimal.
+pub mod sqlite {
+    pub const CONSTRAINT_CHECK: &str = "275";
+    pub const CONSTRAINT_FOREIGNKEY: &str = "787";
+    pub const CONSTRAINT_PRIMARYKEY: &str = "1555";
+    pub const CONSTRAINT_UNIQUE: &str = "2067";
+    /// Another connection holds the write lock past the busy timeout.
+    pub const BUSY: &str = "5";
+    pub const BUSY_SNAPSHOT: &str = "517";
+    pub const LOCKED: &str = "6";
+    /// The disk is full, or the file cannot be read or written.
+    pub const FULL: &str = "13";
+    pub const IOERR: &str = "10";
+}
+
 /// What an error code says about the write: a constraint refused it (the
 /// caller asked for something that conflicts), or the database could not
 /// take it now (worth retrying).
@@ -24,6 +42,13 @@ fn classify(code: &str) -> Option<fn(String) -> StoreError> {
     match code {
         UNIQUE_VIOLATION | CHECK_VIOLATION | FOREIGN_KEY_VIOLATION => Some(StoreError::Conflict),
         SERIALIZATION_FAILURE | DEADLOCK_DETECTED | ADMIN_SHUTDOWN | TOO_MANY_CONNECTIONS => {
+            Some(StoreError::Unavailable)
+        }
+        sqlite::CONSTRAINT_CHECK
+        | sqlite::CONSTRAINT_FOREIGNKEY
+        | sqlite::CONSTRAINT_PRIMARYKEY
+        | sqlite::CONSTRAINT_UNIQUE => Some(StoreError::Conflict),
+        sqlite::BUSY | sqlite::BUSY_SNAPSHOT | sqlite::LOCKED | sqlite::FULL | sqlite::IOERR => {
             Some(StoreError::Unavailable)
         }
         _ => None,
@@ -66,6 +91,14 @@ mod tests {
         ));
         assert!(matches!(
             classify(postgres::DEADLOCK_DETECTED).map(|k| k("x".into())),
+            Some(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            classify(sqlite::CONSTRAINT_PRIMARYKEY).map(|k| k("x".into())),
+            Some(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            classify(sqlite::BUSY).map(|k| k("x".into())),
             Some(StoreError::Unavailable(_))
         ));
         assert!(classify("42P01").is_none());

@@ -32,8 +32,8 @@ const TOKEN: &str = "s3cret";
 /// A coordinator that flags a transaction after its first failed round and
 /// then waits `backoff` before the next, so that only an operator's retry
 /// makes it call again soon.
-async fn coordinator(pool: &PgPool, backoff: Duration) -> TestCoordinator {
-    TestCoordinator::start_with(pool, |c| {
+async fn coordinator(db: impl Into<TestDb>, backoff: Duration) -> TestCoordinator {
+    TestCoordinator::start_with(db, |c| {
         c.admin_tokens = AdminTokens::parse_list("alice:s3cret,ops-bot:t0ken").unwrap();
         c.attention_attempts = 1;
         c.retry.initial = backoff;
@@ -361,10 +361,9 @@ async fn calls_without_a_valid_token_are_refused(pool: PgPool) {
     assert!(err.message().contains("disabled"), "{}", err.message());
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn illegal_operator_commands_are_refused_and_change_nothing(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let p = TestParticipant::start("bank-a", Some(pool.clone())).await;
+async fn illegal_operator_commands_are_refused_and_change_nothing(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let p = TestParticipant::start_on("bank-a", &db).await;
     p.register(&coord, &["debit"]).await;
     let hold = Arc::new(Notify::new());
     p.script(
@@ -636,9 +635,8 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn list_filters_and_paginates(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(1)).await;
+async fn list_filters_and_paginates(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(1)).await;
     let mut c = coord.client().await;
     for i in 0..5 {
         c.begin(begin_req(&format!("batch-{i}"), None))
@@ -768,3 +766,8 @@ async fn tx_show_of_a_saga_without_deadline(pool: PgPool) {
     assert!(done.stdout.contains("succeeded"), "{}", done.stdout);
     assert_eq!(deadline_line(&done.stdout), None, "{}", done.stdout);
 }
+
+on_both_stores!(
+    illegal_operator_commands_are_refused_and_change_nothing,
+    list_filters_and_paginates,
+);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use concord_proto::v1 as pb;
-use sqlx::PgPool;
 use tonic::Code;
 
 use crate::harness::*;
@@ -18,19 +17,17 @@ fn refused<T: std::fmt::Debug>(res: Result<T, tonic::Status>, code: Code, needle
     );
 }
 
-async fn counts(pool: &PgPool) -> (i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM global_transactions), (SELECT count(*) FROM branches),
-                (SELECT count(*) FROM participant_endpoints)",
+async fn counts(db: &TestDb) -> (i64, i64, i64) {
+    (
+        db.number("SELECT count(*) FROM global_transactions").await,
+        db.number("SELECT count(*) FROM branches").await,
+        db.number("SELECT count(*) FROM participant_endpoints")
+            .await,
     )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn malformed_requests_are_refused_without_effect(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.max_payload_bytes = 1024;
         c.max_request_bytes = 64 * 1024;
     })
@@ -45,7 +42,7 @@ async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
         .unwrap()
         .into_inner()
         .gid;
-    let before = counts(&pool).await;
+    let before = counts(&db).await;
 
     refused(
         c.begin(begin_req(&"x".repeat(129), None)).await,
@@ -173,12 +170,11 @@ async fn malformed_requests_are_refused_without_effect(pool: PgPool) {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    assert_eq!(counts(&pool).await, before, "nothing changed");
+    assert_eq!(counts(&db).await, before, "nothing changed");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn illegal_state_changes_are_refused(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
+async fn illegal_state_changes_are_refused(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
     let p = TestParticipant::start("bank", None).await;
     p.register(&coord, &["debit"]).await;
     let mut c = coord.client().await;
@@ -224,3 +220,8 @@ async fn illegal_state_changes_are_refused(pool: PgPool) {
         "only the first transaction confirmed"
     );
 }
+
+on_both_stores!(
+    malformed_requests_are_refused_without_effect,
+    illegal_state_changes_are_refused,
+);

@@ -11,18 +11,21 @@ use tokio::sync::Notify;
 
 use crate::harness::*;
 
-async fn setup(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
-    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
+async fn setup(
+    db: impl Into<TestDb>,
+    coord: &TestCoordinator,
+) -> (TestParticipant, TestParticipant) {
+    let db = db.into();
+    let a = TestParticipant::start_on("bank-a", &db).await;
+    let b = TestParticipant::start_on("bank-b", &db).await;
     a.register(coord, &["debit"]).await;
     b.register(coord, &["credit"]).await;
     (a, b)
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = setup(&pool, &coord).await;
+async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = setup(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(Ph::Try, vec![Behavior::Block(hold.clone())], Behavior::Ok);
     let mut c = coord.client().await;
@@ -46,7 +49,7 @@ async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(pool: PgPool) 
     );
     hold.notify_waiters();
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     let tx = wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(10)).await;
     assert!(tx.rollback_reason.starts_with("deadline passed"));
@@ -59,10 +62,9 @@ async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(pool: PgPool) 
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_after_decision_is_finished_by_a_fresh_instance(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = setup(&pool, &coord).await;
+async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = setup(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(
         Ph::Confirm,
@@ -87,7 +89,7 @@ async fn crash_after_decision_is_finished_by_a_fresh_instance(pool: PgPool) {
     );
     coord.crash();
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
     for (p, branch) in [(&a, "1"), (&b, "2")] {
@@ -444,3 +446,8 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
     assert_eq!(reply.status, S::Confirmed as i32);
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 1);
 }
+
+on_both_stores!(
+    crash_after_decision_is_finished_by_a_fresh_instance,
+    crash_after_branch_insert_rolls_back_on_a_fresh_instance,
+);

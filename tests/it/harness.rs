@@ -1,4 +1,5 @@
-//! Test harness: a `TestCoordinator` running in its own runtime (so that a
+//! Test harness: a `TestDb` (PostgreSQL or a SQLite file) with
+//! `on_both_stores!` to run a test on each, a `TestCoordinator` running in its own runtime (so that a
 //! crash drops every task it had, as a killed process would), and a
 //! scriptable `TestParticipant` gRPC server on a loopback port that counts
 //! calls, checks durability preconditions in the database and applies each
@@ -17,6 +18,7 @@ use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::registry_client::RegistryClient;
 use concord_proto::v1::{self as pb};
 use sqlx::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,14 +56,132 @@ pub struct TestCoordinator {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl TestCoordinator {
-    pub async fn start(pool: &PgPool) -> Self {
-        Self::start_with(pool, |_| {}).await
+/// The coordinator's database in a test: a fresh PostgreSQL database from
+/// `#[sqlx::test]`, or a fresh SQLite file (migrated) in a directory that
+/// lives as long as the value.
+#[derive(Clone)]
+pub enum TestDb {
+    Postgres(PgPool),
+    Sqlite(Arc<SqliteFile>),
+}
+
+pub struct SqliteFile {
+    path: std::path::PathBuf,
+    /// Read-only connections beside the coordinator's, for checks.
+    pool: SqlitePool,
+    _dir: tempfile::TempDir,
+}
+
+impl From<&PgPool> for TestDb {
+    fn from(pool: &PgPool) -> Self {
+        Self::Postgres(pool.clone())
+    }
+}
+
+impl From<PgPool> for TestDb {
+    fn from(pool: PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+impl From<&TestDb> for TestDb {
+    fn from(db: &TestDb) -> Self {
+        db.clone()
+    }
+}
+
+impl TestDb {
+    /// A migrated SQLite file of its own.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        concord::store::sqlite::MIGRATOR.run(&pool).await.unwrap();
+        Self::Sqlite(Arc::new(SqliteFile {
+            path,
+            pool,
+            _dir: dir,
+        }))
     }
 
-    pub async fn start_with(pool: &PgPool, tweak: impl FnOnce(&mut Config)) -> Self {
-        let url = concord::store::postgres::PgStore::url_of(pool);
-        let mut config = fast_config(&url);
+    /// The `database_url` of a coordinator on this database.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Postgres(pool) => concord::store::postgres::PgStore::url_of(pool),
+            Self::Sqlite(f) => format!("sqlite://{}", f.path.display()),
+        }
+    }
+
+    /// One number from the coordinator's database (a count), read beside it.
+    pub async fn number(&self, sql: &'static str) -> i64 {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).fetch_one(&f.pool).await,
+        }
+        .unwrap()
+    }
+
+    /// A transaction's status and whether one of its branches exists.
+    async fn status_and_branch(
+        &self,
+        gid: &str,
+        branch: &str,
+    ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        const SQL: &str = "SELECT g.status, b.branch_id FROM global_transactions g
+               LEFT JOIN branches b ON b.gid = g.gid AND b.branch_id = $2
+              WHERE g.gid = $1";
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(SQL)
+                    .bind(gid)
+                    .bind(branch)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Self::Sqlite(f) => {
+                sqlx::query_as(SQL)
+                    .bind(gid)
+                    .bind(branch)
+                    .fetch_optional(&f.pool)
+                    .await
+            }
+        }
+    }
+}
+
+/// An end-to-end test run once on each store: `$name` is an `async fn`
+/// taking a [`TestDb`]; the tests are `$name::postgres` and `$name::sqlite`.
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+                async fn postgres(pool: sqlx::PgPool) {
+                    super::$name(pool.into()).await
+                }
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::harness::TestDb::sqlite().await).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_stores;
+
+impl TestCoordinator {
+    pub async fn start(db: impl Into<TestDb>) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: impl Into<TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = db.into();
+        let mut config = fast_config(&db.url());
         tweak(&mut config);
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
@@ -72,7 +192,7 @@ impl TestCoordinator {
                 .build()
                 .unwrap();
             let graceful = rt.block_on(async move {
-                let server = Server::build(config).await.expect("coordinator starts");
+                let server = build(config).await;
                 addr_tx
                     .send((server.local_addr(), server.metrics_addr()))
                     .unwrap();
@@ -147,6 +267,22 @@ impl Drop for TestCoordinator {
     }
 }
 
+/// Builds a server; on SQLite, waits (a little) for the lock of an
+/// instance that was just crashed: its runtime drops the store on its own
+/// threads, as the OS would reap a killed process.
+async fn build(config: Config) -> Server {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Server::build(config.clone()).await {
+            Ok(server) => return server,
+            Err(e) if e.to_string().contains("in use") && tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("coordinator starts: {e}"),
+        }
+    }
+}
+
 /// What the participant does for one call.
 #[derive(Clone)]
 pub enum Behavior {
@@ -213,7 +349,7 @@ pub struct TestParticipant {
 pub(crate) struct Service {
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) arrived: Arc<Notify>,
-    pub(crate) db: Option<PgPool>,
+    pub(crate) db: Option<TestDb>,
 }
 
 impl TestParticipant {
@@ -221,10 +357,16 @@ impl TestParticipant {
     /// coordinator's database that what must be durable before it is.
     pub async fn start(name: &str, db: Option<PgPool>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve_on(name, listener, db).await
+        Self::serve_on(name, listener, db.map(TestDb::Postgres)).await
     }
 
-    pub async fn serve_on(name: &str, listener: TcpListener, db: Option<PgPool>) -> Self {
+    /// Serves on a loopback port, checking durability in `db`.
+    pub async fn start_on(name: &str, db: &TestDb) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(name, listener, Some(db.clone())).await
+    }
+
+    pub async fn serve_on(name: &str, listener: TcpListener, db: Option<TestDb>) -> Self {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let arrived = Arc::new(Notify::new());
@@ -388,16 +530,7 @@ impl Drop for Service {
 impl Service {
     async fn check_durable(&self, req: &BranchRequest, phase: Ph) -> Option<String> {
         let db = self.db.as_ref()?;
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT g.status, b.branch_id FROM global_transactions g
-               LEFT JOIN branches b ON b.gid = g.gid AND b.branch_id = $2
-              WHERE g.gid = $1",
-        )
-        .bind(&req.gid)
-        .bind(&req.branch_id)
-        .fetch_optional(db)
-        .await
-        .ok()?;
+        let row = db.status_and_branch(&req.gid, &req.branch_id).await.ok()?;
         let Some((status, branch)) = row else {
             return Some(format!(
                 "{phase:?} {}: transaction not in the database",

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Ph, Service, TestParticipant};
+use crate::harness::{Ph, Service, TestDb, TestParticipant};
 
 /// The headers and body of one HTTP call, as received.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl TestParticipant {
         let service = Arc::new(Service {
             state: Default::default(),
             arrived: Arc::new(Notify::new()),
-            db,
+            db: db.map(TestDb::Postgres),
         });
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();

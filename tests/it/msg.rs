@@ -70,8 +70,13 @@ const NOWHERE: &str = "http://127.0.0.1:9";
 
 /// Two participants; the message goes to both.
 async fn two(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
-    let a = TestParticipant::start("stock", Some(pool.clone())).await;
-    let b = TestParticipant::start("mail", Some(pool.clone())).await;
+    two_on(&TestDb::Postgres(pool.clone()), coord).await
+}
+
+/// The same, checking durability in either store.
+async fn two_on(db: &TestDb, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
+    let a = TestParticipant::start_on("stock", db).await;
+    let b = TestParticipant::start_on("mail", db).await;
     a.register(coord, &["reserve"]).await;
     b.register(coord, &["send"]).await;
     (a, b)
@@ -162,10 +167,9 @@ async fn grpc_initiator(code: Code) -> (String, Arc<AtomicU32>) {
     (url, queries)
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_submitted_message_executes_every_step_once_in_order(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+async fn a_submitted_message_executes_every_step_once_in_order(db: TestDb) {
+    let coord = TestCoordinator::start(db.clone()).await;
+    let (a, b) = two_on(&db, &coord).await;
     let mut c = coord.client().await;
     let timeout = Duration::from_secs(30);
     let gid = c
@@ -217,10 +221,9 @@ async fn a_submitted_message_executes_every_step_once_in_order(pool: PgPool) {
     assert_eq!(a.calls(&gid, "1", Ph::Execute), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_aborted_message_executes_nothing(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+async fn an_aborted_message_executes_nothing(db: TestDb) {
+    let coord = TestCoordinator::start(db.clone()).await;
+    let (a, b) = two_on(&db, &coord).await;
     let mut c = coord.client().await;
     let req = prepare(
         "m-abort",
@@ -291,10 +294,9 @@ async fn a_rejected_step_is_retried_until_it_succeeds(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_initiator_gone_after_committing_is_asked_back_and_the_message_executed(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+async fn an_initiator_gone_after_committing_is_asked_back_and_the_message_executed(db: TestDb) {
+    let coord = TestCoordinator::start(db.clone()).await;
+    let (a, b) = two_on(&db, &coord).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let query = format!("http://{}/orders", listener.local_addr().unwrap());
     let initiator = HttpInitiator::serve(listener, StatusCode::OK).await;
@@ -596,3 +598,10 @@ async fn sdk_query_back_answers_exactly_after_a_crash(pool: PgPool) {
     .unwrap();
     assert_eq!(late.rows_affected(), 0);
 }
+
+// Messages on the SQLite store too: prepare, submit, abort, query-back.
+on_both_stores!(
+    a_submitted_message_executes_every_step_once_in_order,
+    an_aborted_message_executes_nothing,
+    an_initiator_gone_after_committing_is_asked_back_and_the_message_executed,
+);

@@ -219,7 +219,7 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
     let proxied = format!("postgres://{}@{}/{database}", o.get_username(), proxy.addr);
     assert_ne!(proxied, direct);
 
-    let cut_off = TestCoordinator::start_with(&pool, |c| c.database_url = proxied).await;
+    let cut_off = TestCoordinator::start_with(&pool, |c| c.database_url = Some(proxied)).await;
     let (a, b) = bank(&pool, &cut_off).await;
     a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let gid = transfer(&cut_off).await;

@@ -37,12 +37,13 @@ fn saga(gid: &str, steps: Vec<pb::SagaStep>, wait: bool) -> pb::SubmitSagaReques
 
 /// order -> stock -> payment, each on its own participant.
 async fn shop(
-    pool: &PgPool,
+    db: impl Into<TestDb>,
     coord: &TestCoordinator,
 ) -> (TestParticipant, TestParticipant, TestParticipant) {
-    let order = TestParticipant::start("order", Some(pool.clone())).await;
-    let stock = TestParticipant::start("stock", Some(pool.clone())).await;
-    let pay = TestParticipant::start("payment", Some(pool.clone())).await;
+    let db = db.into();
+    let order = TestParticipant::start_on("order", &db).await;
+    let stock = TestParticipant::start_on("stock", &db).await;
+    let pay = TestParticipant::start_on("payment", &db).await;
     order.register(coord, &["create", "cancel"]).await;
     stock.register(coord, &["reserve", "release"]).await;
     pay.register(coord, &["charge", "refund"]).await;
@@ -69,10 +70,9 @@ fn no_violations(ps: &[&TestParticipant]) {
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn sequential_saga_succeeds_with_each_action_once(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, pay) = shop(&pool, &coord).await;
+async fn sequential_saga_succeeds_with_each_action_once(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, pay) = shop(&db, &coord).await;
     let mut c = coord.client().await;
     let reply = c
         .submit_saga(saga("", three_steps(), true))
@@ -99,10 +99,9 @@ async fn sequential_saga_succeeds_with_each_action_once(pool: PgPool) {
     assert_eq!(tx.events.last().unwrap().kind, "finished");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn rejection_compensates_every_step_in_reverse_order(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, pay) = shop(&pool, &coord).await;
+async fn rejection_compensates_every_step_in_reverse_order(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, pay) = shop(&db, &coord).await;
     pay.script(Ph::Execute, vec![], Behavior::Abort("card declined"));
     let mut c = coord.client().await;
     let reply = c
@@ -384,10 +383,9 @@ async fn crash_between_steps_resumes_without_re_executing(pool: PgPool) {
     no_violations(&[&order, &stock, &pay]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_during_compensation_finishes_compensating(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, pay) = shop(&pool, &coord).await;
+async fn crash_during_compensation_finishes_compensating(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, pay) = shop(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     pay.script(Ph::Execute, vec![], Behavior::Abort("declined"));
     stock.script(
@@ -409,7 +407,7 @@ async fn crash_during_compensation_finishes_compensating(pool: PgPool) {
             .await
     );
     coord.crash();
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     let tx = wait_status(&mut c, "crash-2", S::Compensated, Duration::from_secs(10)).await;
     assert!(tx.rollback_reason.contains("declined"));
@@ -467,3 +465,9 @@ async fn two_instances_racing_run_each_step_at_most_once(pool: PgPool) {
     .unwrap();
     assert_eq!(actors.len(), 2, "both instances drove steps: {actors:?}");
 }
+
+on_both_stores!(
+    sequential_saga_succeeds_with_each_action_once,
+    rejection_compensates_every_step_in_reverse_order,
+    crash_during_compensation_finishes_compensating,
+);

@@ -1,19 +1,140 @@
-//! The PostgreSQL store against a real database: compare-and-set decisions,
-//! fencing, claims with SKIP LOCKED, lease renewal and release.
+//! The store conformance suite: every test runs against PostgreSQL and
+//! against the SQLite file (`conformance!` at the end makes one test per
+//! store): compare-and-set decisions, fencing, claims that never overlap,
+//! lease renewal and release, the registry, the operator's queries and
+//! writes, gauges and retention. Both stores must pass the same tests.
 
 use std::collections::HashSet;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
-use concord::machine::Status;
 use concord::machine::tcc::{self as machine, Command, Verdict};
+use concord::machine::{Mode, Status};
+use concord::store::admin::{AdminChange, AdminStore, AdminWrite, TxFilter};
 use concord::store::postgres::PgStore;
+use concord::store::sqlite::SqliteStore;
 use concord::store::*;
 use sqlx::PgPool;
 
-async fn store(pool: PgPool) -> PgStore {
-    PgStore::from_pool(pool).await.unwrap()
+/// A store under test, and a way behind its back to make time pass for
+/// leases.
+pub struct Subject {
+    store: Arc<dyn AdminStore>,
+    backdoor: Backdoor,
+}
+
+enum Backdoor {
+    Postgres(PgPool),
+    Sqlite {
+        store: SqliteStore,
+        // Removed when the test ends.
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Subject {
+    pub async fn postgres(pool: PgPool) -> Self {
+        let store = PgStore::from_pool(pool.clone()).await.unwrap();
+        Self {
+            store: Arc::new(store),
+            backdoor: Backdoor::Postgres(pool),
+        }
+    }
+
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("concord.db"), 4, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store: Arc::new(store.clone()),
+            backdoor: Backdoor::Sqlite { store, _dir: dir },
+        }
+    }
+
+    /// Every lease held now has expired.
+    async fn expire_leases(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET lease_until = now() - interval '1 second'
+                      WHERE lease_until IS NOT NULL",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions SET lease_until = 0
+                          WHERE lease_until IS NOT NULL",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Every transaction finished (or resolved) an hour ago.
+    async fn age_finished(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET finished_at = finished_at - interval '1 hour',
+                            resolved_at = resolved_at - interval '1 hour'",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions SET finished_at = finished_at - 3600000000,
+                                resolved_at = resolved_at - 3600000000",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Every transaction's next attempt an hour from now (waiting on a
+    /// retry delay).
+    async fn postpone_all(&self) {
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE global_transactions SET next_attempt_at = now() + interval '1 hour'",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store
+                    .execute_raw(
+                        "UPDATE global_transactions
+                            SET next_attempt_at = (unixepoch('now') + 3600) * 1000000",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Deref for Subject {
+    type Target = dyn AdminStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
 }
 
 fn new_tx(gid: &str, timeout: Duration) -> NewTransaction {
@@ -43,7 +164,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
     }
 }
 
-async fn decide(s: &PgStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
+async fn decide(s: &dyn AdminStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
     let g = Gid::parse(gid).unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
     decide_from(s, &tx, &branches, cmd, owner)
@@ -55,7 +176,7 @@ async fn decide(s: &PgStore, gid: &str, cmd: Command, owner: &str) -> Option<Lea
 /// which may be ahead of the database; returns the lease and the decided
 /// state.
 async fn decide_from(
-    s: &PgStore,
+    s: &dyn AdminStore,
     tx: &TxRecord,
     branches: &[BranchRecord],
     cmd: Command,
@@ -82,9 +203,7 @@ async fn decide_from(
     Some((lease, next))
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn begin_and_branches(pool: PgPool) {
-    let s = store(pool).await;
+async fn begin_and_branches(s: Subject) {
     assert!(matches!(
         s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap(),
         Begun::Created
@@ -124,9 +243,7 @@ async fn begin_and_branches(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
-    let s = store(pool).await;
+async fn a_decision_fails_if_a_branch_arrived_after_the_read(s: Subject) {
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     let g = Gid::parse("g").unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
@@ -155,7 +272,7 @@ async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
         "stale read must not decide"
     );
     assert!(
-        decide(&s, "g", Command::Rollback { reason: "r".into() }, "me")
+        decide(&*s, "g", Command::Rollback { reason: "r".into() }, "me")
             .await
             .is_some()
     );
@@ -166,19 +283,14 @@ async fn a_decision_fails_if_a_branch_arrived_after_the_read(pool: PgPool) {
     ));
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn fencing_rejects_a_stale_owner(pool: PgPool) {
-    let s = store(pool.clone()).await;
+async fn fencing_rejects_a_stale_owner(s: Subject) {
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     s.add_branch(new_branch("g", None)).await.unwrap();
-    let lease_a = decide(&s, "g", Command::Rollback { reason: "r".into() }, "a")
+    let lease_a = decide(&*s, "g", Command::Rollback { reason: "r".into() }, "a")
         .await
         .unwrap();
     // a's lease expires; b claims.
-    sqlx::query("UPDATE global_transactions SET lease_until = now() - interval '1 second'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.expire_leases().await;
     let claimed = s.claim_due("b", 10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].previous_owner.as_deref(), Some("a"));
@@ -223,25 +335,20 @@ async fn fencing_rejects_a_stale_owner(pool: PgPool) {
     assert!(tx.next_attempt_at.is_none() && tx.finished_at.is_some());
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn concurrent_claims_never_overlap(pool: PgPool) {
-    let s = store(pool.clone()).await;
+async fn concurrent_claims_never_overlap(s: Subject) {
     for i in 0..60 {
         let gid = format!("g{i}");
         s.begin(new_tx(&gid, Duration::from_secs(30)))
             .await
             .unwrap();
-        decide(&s, &gid, Command::Rollback { reason: "r".into() }, "dead")
+        decide(&*s, &gid, Command::Rollback { reason: "r".into() }, "dead")
             .await
             .unwrap();
     }
-    sqlx::query("UPDATE global_transactions SET lease_until = now() - interval '1 second'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.expire_leases().await;
     let mut tasks = Vec::new();
     for w in 0..6 {
-        let s = s.clone();
+        let s = Arc::clone(&s.store);
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for _ in 0..5 {
@@ -291,9 +398,7 @@ async fn concurrent_claims_never_overlap(pool: PgPool) {
     assert_eq!(again[0].previous_owner, None);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn trying_transactions_become_due_at_their_deadline(pool: PgPool) {
-    let s = store(pool).await;
+async fn trying_transactions_become_due_at_their_deadline(s: Subject) {
     s.begin(new_tx("soon", Duration::from_millis(200)))
         .await
         .unwrap();
@@ -312,11 +417,9 @@ async fn trying_transactions_become_due_at_their_deadline(pool: PgPool) {
     assert_eq!(claimed[0].lease.gid.as_str(), "soon");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn registry_is_persisted_and_merged(pool: PgPool) {
+async fn registry_is_persisted_and_merged(s: Subject) {
     use concord::domain::Protocol;
 
-    let s = store(pool).await;
     let n = ParticipantName::parse("stock").unwrap();
     let url = |u: &str| concord::domain::EndpointUrl::parse(u).unwrap();
     let e1 = concord::domain::Endpoint::grpc(url("http://127.0.0.1:1"));
@@ -351,15 +454,13 @@ async fn registry_is_persisted_and_merged(pool: PgPool) {
     s.ready().await.unwrap();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
+async fn a_late_try_record_does_not_overwrite_phase_two(s: Subject) {
     use concord::machine::{CallStatus, Outcome, Phase};
 
     // The record of a successful Try is written after the Try's reply, so
     // it can land after the commit round: the round's outcome stays, the
     // Try reads as succeeded (the commit round says so), and the call is
     // still in the history.
-    let s = store(pool.clone()).await;
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     s.add_branch(new_branch("g", None)).await.unwrap();
     let g = Gid::parse("g").unwrap();
@@ -367,7 +468,7 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
     assert_eq!(branches[0].first_phase, CallStatus::Pending);
     // The deciding instance served the Try and knows it succeeded.
     branches[0].first_phase = CallStatus::Succeeded;
-    let (lease, mut next) = decide_from(&s, &tx, &branches, Command::Commit, "a")
+    let (lease, mut next) = decide_from(&*s, &tx, &branches, Command::Commit, "a")
         .await
         .unwrap();
     next.status = Status::Confirmed;
@@ -416,5 +517,535 @@ async fn a_late_try_record_does_not_overwrite_phase_two(pool: PgPool) {
             .iter()
             .any(|e| e.kind == "call" && e.phase.as_deref() == Some("try") && e.attempt == Some(1)),
         "{events:?}"
+    );
+}
+
+/// The operator's side on a few transactions: the list and its filters and
+/// pages, the detail, an operator write's compare-and-set, the counts, the
+/// gauges' sample and retention.
+async fn operator_queries_gauges_and_retention(s: Subject) {
+    for gid in ["a-1", "a-2", "b-1"] {
+        s.begin(new_tx(gid, Duration::from_secs(30))).await.unwrap();
+        s.add_branch(new_branch(gid, None)).await.unwrap();
+    }
+    let mut other = new_branch("b-1", None);
+    other.participant = ParticipantName::parse("q").unwrap();
+    s.add_branch(other).await.unwrap();
+    // a-1 rolls back and finishes.
+    let lease = decide(&*s, "a-1", Command::Rollback { reason: "r".into() }, "me")
+        .await
+        .unwrap();
+    let g = Gid::parse("a-1").unwrap();
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    let mut next = tx.state(&branches);
+    next.status = Status::Cancelled;
+    let done = RoundWrite {
+        lease,
+        owner: "me".into(),
+        next,
+        calls: vec![],
+        next_attempt_at: None,
+        newly_flagged: false,
+        now: Utc::now(),
+    };
+    assert!(s.write_round(done).await.unwrap());
+
+    let list = |f: TxFilter| {
+        let s = &s;
+        async move {
+            let (page, next) = s.admin_list(&f).await.unwrap();
+            let gids: Vec<String> = page.iter().map(|t| t.tx.gid.to_string()).collect();
+            (gids, next)
+        }
+    };
+    let all = TxFilter {
+        limit: 10,
+        ..TxFilter::default()
+    };
+    assert_eq!(list(all.clone()).await.0, ["b-1", "a-2", "a-1"]);
+    let (first, cursor) = list(TxFilter {
+        limit: 2,
+        oldest_first: true,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(first, ["a-1", "a-2"]);
+    let rest = list(TxFilter {
+        limit: 2,
+        oldest_first: true,
+        after: cursor,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(rest, (vec!["b-1".to_string()], None));
+    let filtered = [
+        (
+            TxFilter {
+                statuses: vec![Status::Trying],
+                ..all.clone()
+            },
+            vec!["b-1", "a-2"],
+        ),
+        (
+            TxFilter {
+                participant: Some("q".into()),
+                ..all.clone()
+            },
+            vec!["b-1"],
+        ),
+        (
+            TxFilter {
+                gid_prefix: Some("a-".into()),
+                ..all.clone()
+            },
+            vec!["a-2", "a-1"],
+        ),
+        (
+            TxFilter {
+                mode: Some(Mode::Saga),
+                ..all.clone()
+            },
+            vec![],
+        ),
+        (
+            TxFilter {
+                stuck_since: Some(Utc::now() + chrono::Duration::seconds(1)),
+                ..all.clone()
+            },
+            vec!["b-1", "a-2"],
+        ),
+    ];
+    for (f, want) in filtered {
+        assert_eq!(list(f.clone()).await.0, want, "{f:?}");
+    }
+
+    let (detail, branches) = s
+        .admin_get(&Gid::parse("b-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((detail.branch_count, branches.len()), (2, 2));
+    assert_eq!(detail.participants, ["p", "q"]);
+    assert!(
+        s.admin_get(&Gid::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An operator write applies only to the row as the rules saw it.
+    let pause = |expected_paused| AdminWrite {
+        gid: Gid::parse("a-2").unwrap(),
+        expected_status: Status::Trying,
+        expected_paused,
+        expected_needs_attention: false,
+        change: AdminChange::SetPaused(true),
+        event: "operator_pause",
+        actor: "alice".into(),
+        note: Some("looking".into()),
+        now: Utc::now(),
+    };
+    assert!(s.admin_apply(pause(false)).await.unwrap());
+    assert!(!s.admin_apply(pause(false)).await.unwrap(), "moved on");
+    let events = s.events(&Gid::parse("a-2").unwrap()).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.kind.as_str(),
+            last.actor.as_deref(),
+            last.message.as_deref()
+        ),
+        ("operator_pause", Some("alice"), Some("looking"))
+    );
+    s.admin_event(
+        &Gid::parse("a-2").unwrap(),
+        "operator_note",
+        None,
+        "bob",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.events(&Gid::parse("a-2").unwrap()).await.unwrap().len(),
+        events.len() + 1
+    );
+
+    let stats = s.admin_stats().await.unwrap();
+    assert_eq!((stats.total, stats.unfinished, stats.paused), (3, 2, 1));
+    assert_eq!(stats.oldest_unfinished.unwrap().tx.gid.as_str(), "a-2");
+    let open = s.open_counts().await.unwrap();
+    assert_eq!(open.by_status, vec![(Status::Trying, 2)]);
+    assert!(open.oldest_age < Duration::from_secs(60));
+    assert!(!s.pool_stats().is_empty());
+
+    let per_minute = s
+        .admin_finished_per_minute(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let counted: Vec<(u64, u64)> = per_minute.iter().map(|m| (m.finished, m.failed)).collect();
+    assert_eq!(counted, [(1, 1)], "a-1 finished, rolled back");
+    assert_eq!(per_minute[0].minute.timestamp() % 60, 0);
+
+    // Retention takes finished transactions only, once old enough.
+    assert_eq!(
+        s.delete_finished(Duration::from_secs(60), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    s.age_finished().await;
+    assert_eq!(
+        s.delete_finished(Duration::from_secs(60), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.load(&g).await.unwrap().is_none());
+    assert!(s.events(&g).await.unwrap().is_empty());
+    assert_eq!(s.admin_stats().await.unwrap().total, 2);
+}
+
+/// Issue 11's guards: a branch records that its Try is out (a repeated Try
+/// is refused until the outcome is recorded), and a lease is extended
+/// before a long call, never shortened by a renewal.
+async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
+    use concord::machine::{Outcome, Phase};
+
+    let g = Gid::parse("g").unwrap();
+    let one = BranchId::parse("1").unwrap();
+    s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
+    let mut b = new_branch("g", None);
+    b.call_cover = Duration::from_secs(60);
+    let BranchAdded::Added { branch, .. } = s.add_branch(b).await.unwrap() else {
+        panic!("not added")
+    };
+    assert!(branch.call_busy_until.is_some());
+    let (_, branches) = s.load(&g).await.unwrap().unwrap();
+    assert!(branches[0].call_busy_until.is_some(), "stored");
+    let cover = Duration::from_secs(5);
+    assert!(
+        !s.claim_try_call(&g, &one, cover).await.unwrap(),
+        "the first Try is out"
+    );
+    let reply = CallRecord {
+        branch_id: one.clone(),
+        phase: Phase::Try,
+        attempt: 1,
+        outcome: Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: "down".into(),
+        },
+    };
+    s.record_try(&g, &reply, machine::try_record_applies(), Utc::now(), "t")
+        .await
+        .unwrap();
+    let (_, branches) = s.load(&g).await.unwrap().unwrap();
+    assert!(branches[0].call_busy_until.is_none(), "its outcome is in");
+    assert!(s.claim_try_call(&g, &one, cover).await.unwrap());
+    assert!(!s.claim_try_call(&g, &one, cover).await.unwrap(), "once");
+
+    let lease = decide(&*s, "g", Command::Rollback { reason: "r".into() }, "me")
+        .await
+        .unwrap();
+    assert!(
+        !s.claim_try_call(&g, &one, Duration::ZERO).await.unwrap(),
+        "decided"
+    );
+    let long = Duration::from_secs(120);
+    assert!(s.extend_lease("me", &lease, long).await.unwrap());
+    assert!(!s.extend_lease("other", &lease, long).await.unwrap());
+    let renewed = s
+        .renew("me", std::slice::from_ref(&lease), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![g.clone()]);
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    let left = tx.lease_until.unwrap() - Utc::now();
+    assert!(
+        left > chrono::Duration::seconds(100),
+        "not shortened: {left}"
+    );
+}
+
+/// A 2-phase message: prepared once (a repeat finds it, with its
+/// query-back endpoint), submitted or aborted once (compare-and-set on
+/// `prepared`, fence bumped), an abort final with its steps not required.
+async fn messages_are_prepared_and_decided_once(s: Subject) {
+    use concord::domain::{Endpoint, Protocol};
+    use concord::machine::CallStatus;
+    use concord::machine::msg::{self, Verdict as MsgVerdict};
+
+    let step = |a: &str| NewMsgStep {
+        participant: ParticipantName::parse("p").unwrap(),
+        action: ActionName::parse(a).unwrap(),
+        payload: b"x".to_vec(),
+        call_timeout: None,
+    };
+    let query = Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap();
+    let new_msg = |gid: &str| {
+        let now = Utc::now();
+        NewMsg {
+            gid: Gid::parse(gid).unwrap(),
+            steps: vec![step("a"), step("b")],
+            query: query.clone(),
+            metadata: Metadata::new(),
+            timeout: Duration::from_secs(30),
+            deadline: now + chrono::Duration::seconds(30),
+            now,
+            actor: "test".into(),
+        }
+    };
+    let decide_msg = |gid: &str, cmd: msg::Command| {
+        let s = &s;
+        let g = Gid::parse(gid).unwrap();
+        async move {
+            let (tx, steps) = s.load(&g).await.unwrap().unwrap();
+            let MsgVerdict::Decided(next) =
+                msg::decide(&tx.saga_state(&steps), &cmd, Utc::now()).unwrap()
+            else {
+                panic!("no decision")
+            };
+            s.decide_msg(MsgDecision {
+                gid: g,
+                next,
+                owner: "me".into(),
+                lease: Duration::from_secs(30),
+                now: Utc::now(),
+                actor: "test".into(),
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    assert!(matches!(
+        s.prepare_msg(new_msg("m")).await.unwrap(),
+        MsgPrepared::Created
+    ));
+    let MsgPrepared::Existing(found) = s.prepare_msg(new_msg("m")).await.unwrap() else {
+        panic!("prepared twice")
+    };
+    let (tx, steps, q) = *found;
+    assert_eq!(tx.mode, Mode::Msg);
+    assert_eq!(tx.status, Status::Prepared);
+    assert!(tx.owner.is_none(), "unleased until submitted");
+    assert_eq!(q, Some(query.clone()));
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1].depends_on, vec![0], "in order");
+    let g = Gid::parse("m").unwrap();
+    assert_eq!(s.msg_query(&g).await.unwrap(), Some(query.clone()));
+    assert_eq!(
+        s.msg_query(&Gid::parse("none").unwrap()).await.unwrap(),
+        None
+    );
+
+    // Decided from a stale read: the first applies, the second is refused.
+    let (tx, steps) = s.load(&g).await.unwrap().unwrap();
+    let lease = decide_msg("m", msg::Command::Submit).await.unwrap();
+    assert!(lease.fence > tx.fence, "fence bumped");
+    let MsgVerdict::Decided(next) =
+        msg::decide(&tx.saga_state(&steps), &msg::Command::Submit, Utc::now()).unwrap()
+    else {
+        panic!("no decision")
+    };
+    let again = MsgDecision {
+        gid: g.clone(),
+        next,
+        owner: "other".into(),
+        lease: Duration::from_secs(30),
+        now: Utc::now(),
+        actor: "test".into(),
+    };
+    assert!(s.decide_msg(again).await.unwrap().is_none(), "once");
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Submitted);
+    assert_eq!(tx.owner.as_deref(), Some("me"));
+    assert!(tx.finished_at.is_none());
+
+    s.prepare_msg(new_msg("n")).await.unwrap();
+    let n = Gid::parse("n").unwrap();
+    let reason = msg::Command::Abort {
+        reason: "rolled back".into(),
+    };
+    assert!(decide_msg("n", reason).await.is_some());
+    let (tx, steps) = s.load(&n).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Aborted);
+    assert!(tx.owner.is_none() && tx.finished_at.is_some());
+    assert!(
+        steps
+            .iter()
+            .all(|b| b.first_phase == CallStatus::NotRequired)
+    );
+    let kinds: Vec<String> = s
+        .events(&n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["prepared", "decided", "finished"]);
+}
+
+/// A branch's and a saga step's own call policy is stored and read back;
+/// a re-drive makes due now exactly the transactions waiting on the
+/// participant that is back.
+async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
+    use concord::machine::policy::CallPolicy;
+
+    let policy = CallPolicy {
+        max_attempts: Some(3),
+        max_age: Some(Duration::from_secs(60)),
+        ..CallPolicy::default()
+    };
+    s.begin(new_tx("t", Duration::from_secs(30))).await.unwrap();
+    let mut b = new_branch("t", None);
+    b.policy = policy;
+    s.add_branch(b).await.unwrap();
+    let (_, branches) = s.load(&Gid::parse("t").unwrap()).await.unwrap().unwrap();
+    assert_eq!(branches[0].policy, policy);
+
+    let now = Utc::now();
+    let step = |p: &str, policy: CallPolicy| NewStep {
+        participant: ParticipantName::parse(p).unwrap(),
+        action: ActionName::parse("do").unwrap(),
+        compensation: ActionName::parse("undo").unwrap(),
+        payload: Vec::new(),
+        depends_on: Vec::new(),
+        compensate_rejected: true,
+        call_timeout: None,
+        policy,
+    };
+    let saga = |gid: &str, p: &str, policy: CallPolicy| NewSaga {
+        gid: Gid::parse(gid).unwrap(),
+        steps: vec![step(p, policy)],
+        metadata: Metadata::new(),
+        timeout: None,
+        deadline: now + chrono::Duration::seconds(60),
+        concurrency: 1,
+        owner: "me".into(),
+        lease: Duration::from_secs(30),
+        now,
+    };
+    s.submit_saga(saga("s1", "stock", policy)).await.unwrap();
+    s.submit_saga(saga("s2", "pay", CallPolicy::default()))
+        .await
+        .unwrap();
+    let (_, steps) = s.load(&Gid::parse("s1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(steps[0].policy, policy);
+    let (_, steps) = s.load(&Gid::parse("s2").unwrap()).await.unwrap().unwrap();
+    assert!(steps[0].policy.is_default());
+
+    s.postpone_all().await;
+    let stock = ParticipantName::parse("stock").unwrap();
+    assert_eq!(s.redrive(&stock, "test").await.unwrap(), 1, "s1 only");
+    assert_eq!(s.redrive(&stock, "test").await.unwrap(), 0, "due already");
+    let (s1, _) = s.load(&Gid::parse("s1").unwrap()).await.unwrap().unwrap();
+    assert!(s1.next_attempt_at.unwrap() <= Utc::now());
+    assert_eq!(s1.owner.as_deref(), Some("me"), "no lease taken");
+    let (s2, _) = s.load(&Gid::parse("s2").unwrap()).await.unwrap().unwrap();
+    assert!(
+        s2.next_attempt_at.unwrap() > Utc::now(),
+        "not waiting on stock"
+    );
+    let redriven = s
+        .events(&Gid::parse("s1").unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "redriven")
+        .count();
+    assert_eq!(redriven, 1);
+}
+
+/// One test per store for each conformance test.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+                async fn $name(pool: sqlx::PgPool) {
+                    super::$name(super::Subject::postgres(pool).await).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Subject::sqlite().await).await
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    begin_and_branches,
+    a_decision_fails_if_a_branch_arrived_after_the_read,
+    fencing_rejects_a_stale_owner,
+    concurrent_claims_never_overlap,
+    trying_transactions_become_due_at_their_deadline,
+    registry_is_persisted_and_merged,
+    a_late_try_record_does_not_overwrite_phase_two,
+    operator_queries_gauges_and_retention,
+    try_calls_are_claimed_once_and_leases_never_shortened,
+    messages_are_prepared_and_decided_once,
+    policies_are_kept_and_a_redrive_moves_only_waiting_work,
+);
+
+/// SQLite only: one instance per file, and a restart after a crash takes
+/// over what the crashed instance held once its lease expires.
+#[tokio::test]
+async fn sqlite_file_has_one_instance_and_a_restart_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concord.db");
+    let open = || SqliteStore::open(&path, 2, Duration::from_secs(5));
+    let first = open().await.unwrap();
+    first.migrate().await.unwrap();
+    let err = open().await.err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("in use by another concord instance")),
+        "{err}"
+    );
+    first
+        .begin(new_tx("g", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let lease = decide(
+        &first,
+        "g",
+        Command::Rollback { reason: "r".into() },
+        "dead",
+    )
+    .await
+    .unwrap();
+    // The instance dies without releasing anything.
+    drop(first);
+    let second = open().await.unwrap();
+    second.migrate().await.unwrap();
+    let s: &dyn AdminStore = &second;
+    assert!(
+        s.claim_due("new", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the dead owner's lease still runs"
+    );
+    second
+        .execute_raw("UPDATE global_transactions SET lease_until = 0")
+        .await
+        .unwrap();
+    let claimed = s
+        .claim_due("new", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].previous_owner.as_deref(), Some("dead"));
+    assert!(claimed[0].lease.fence > lease.fence);
+    let (tx, _) = s.load(&Gid::parse("g").unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (tx.status, tx.owner.as_deref()),
+        (Status::Cancelling, Some("new"))
     );
 }

@@ -12,20 +12,20 @@ const MIGRATOR: &str = "concord::store::postgres::MIGRATOR";
 const _: &str = MIGRATOR;
 
 async fn two_participants(
-    pool: &PgPool,
+    db: impl Into<TestDb>,
     coord: &TestCoordinator,
 ) -> (TestParticipant, TestParticipant) {
-    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
+    let db = db.into();
+    let a = TestParticipant::start_on("bank-a", &db).await;
+    let b = TestParticipant::start_on("bank-b", &db).await;
     a.register(coord, &["debit"]).await;
     b.register(coord, &["credit"]).await;
     (a, b)
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn commit_confirms_every_branch_exactly_once(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two_participants(&pool, &coord).await;
+async fn commit_confirms_every_branch_exactly_once(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two_participants(&db, &coord).await;
     let mut c = coord.client().await;
     let mut begin = begin_req("", None);
     begin
@@ -157,10 +157,9 @@ async fn commit_without_wait_replies_after_the_durable_decision(pool: PgPool) {
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn rejected_try_then_rollback_cancels_every_branch(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two_participants(&pool, &coord).await;
+async fn rejected_try_then_rollback_cancels_every_branch(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two_participants(&db, &coord).await;
     b.script(Ph::Try, vec![], Behavior::Abort("insufficient funds"));
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
@@ -444,3 +443,8 @@ async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(p
     }
     assert!(ok >= 6, "most tries reach the healthy endpoint: {ok}/12");
 }
+
+on_both_stores!(
+    commit_confirms_every_branch_exactly_once,
+    rejected_try_then_rollback_cancels_every_branch,
+);

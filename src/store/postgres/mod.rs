@@ -39,8 +39,8 @@ use super::admin::{
 };
 use super::*;
 
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `migrations/postgres/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// PostgreSQL-backed store.
 #[derive(Clone)]

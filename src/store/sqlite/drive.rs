@@ -1,0 +1,343 @@
+//! The statements that drive a transaction on SQLite: Begin, a branch
+//! before its Try, a Try's outcome, a decision, a saga's submission and the
+//! progress of a round. Each runs inside the writer's batch transaction
+//! (see `writer`), with the same conditions as on PostgreSQL: a branch only
+//! while the transaction is trying and before its deadline, a decision
+//! only if status, branch count and fence are as read, progress only under
+//! the current fence and owner.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::events::{Event, Events};
+use super::rows::{after, us};
+use crate::domain::Gid;
+use crate::machine::{CallStatus, Outcome, Status};
+use crate::store::policy::StoredPolicy;
+use crate::store::progress::{Progress, clamp};
+use crate::store::rows::ms;
+use crate::store::{
+    CallRecord, Decision, NewBranch, NewSaga, NewTransaction, StoreError, StoreResult,
+};
+
+/// What a branch insert found.
+pub(super) struct BranchInsert {
+    /// The transaction's branch counter after the insert; `None` when the
+    /// transaction was not trying (or not there).
+    pub seq: Option<i32>,
+    pub metadata: Option<String>,
+    /// The inserted branch id; `None` on conflict with an existing one.
+    pub inserted: Option<String>,
+}
+
+fn json<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("{what}: {e}")))
+}
+
+/// True when the transaction was created.
+pub(super) async fn begin(
+    c: &mut SqliteConnection,
+    t: &NewTransaction,
+    ev: &mut Events,
+) -> StoreResult<bool> {
+    let created = sqlx::query(
+        "INSERT INTO global_transactions
+            (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
+         VALUES (?1, 'tcc', 'trying', ?2, ?3, ?4, ?4, ?5, ?5)
+         ON CONFLICT (gid) DO NOTHING",
+    )
+    .bind(t.gid.as_str())
+    .bind(json("metadata", &t.metadata)?)
+    .bind(ms(t.timeout))
+    .bind(us(t.deadline))
+    .bind(us(t.now))
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if created {
+        ev.push(Event {
+            status: Some("trying".into()),
+            ..Event::new(t.gid.as_str(), t.now, "begun", &t.actor)
+        });
+    }
+    Ok(created)
+}
+
+pub(super) async fn add_branch(
+    c: &mut SqliteConnection,
+    b: &NewBranch,
+    clock: DateTime<Utc>,
+    ev: &mut Events,
+) -> StoreResult<BranchInsert> {
+    let gid = b.gid.as_str();
+    // The counter moves even when the branch id exists already, as on
+    // PostgreSQL: a decision read before this call must not apply.
+    let row: Option<(i32, String)> = sqlx::query_as(
+        "UPDATE global_transactions SET branch_seq = branch_seq + 1, updated_at = ?2
+          WHERE gid = ?1 AND status = 'trying' AND deadline > ?2
+         RETURNING branch_seq, metadata",
+    )
+    .bind(gid)
+    .bind(us(b.now))
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some((seq, metadata)) = row else {
+        return Ok(BranchInsert {
+            seq: None,
+            metadata: None,
+            inserted: None,
+        });
+    };
+    let id = b
+        .branch_id
+        .as_ref()
+        .map_or_else(|| seq.to_string(), |id| id.as_str().to_string());
+    let inserted = sqlx::query(
+        "INSERT INTO branches
+            (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at,
+             call_until, policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+         ON CONFLICT (gid, branch_id) DO NOTHING",
+    )
+    .bind(gid)
+    .bind(&id)
+    .bind(b.participant.as_str())
+    .bind(b.action.as_str())
+    .bind(b.payload.as_slice())
+    .bind(b.call_timeout.map(ms))
+    .bind(us(b.now))
+    // The Try about to be sent is out until then (by this process's clock).
+    .bind(us(after(clock, b.call_cover)))
+    .bind(StoredPolicy::of(&b.policy))
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        ev.push(Event {
+            branch: Some(id.clone()),
+            message: Some(format!("{}.{}", b.participant, b.action)),
+            ..Event::new(gid, b.now, "branch_registered", &b.actor)
+        });
+    }
+    Ok(BranchInsert {
+        seq: Some(seq),
+        metadata: Some(metadata),
+        inserted: inserted.then_some(id),
+    })
+}
+
+/// The new fence when the compare-and-set matched.
+pub(super) async fn decide(
+    c: &mut SqliteConnection,
+    d: &Decision,
+    clock: DateTime<Utc>,
+    ev: &mut Events,
+) -> StoreResult<Option<i64>> {
+    let lease_until = after(clock, d.lease);
+    let fence: Option<i64> = sqlx::query_scalar(
+        "UPDATE global_transactions
+            SET status = ?5, decided_at = ?6, rollback_reason = ?7, attempts = 0,
+                owner = ?8, lease_until = ?9, fence = fence + 1, next_attempt_at = ?6, updated_at = ?6
+          WHERE gid = ?1 AND status = ?2 AND branch_seq = ?3 AND fence = ?4
+         RETURNING fence",
+    )
+    .bind(d.gid.as_str())
+    .bind(d.expected_status.as_str())
+    .bind(d.expected_branch_seq)
+    .bind(d.expected_fence)
+    .bind(d.next.status.as_str())
+    .bind(us(d.now))
+    .bind(d.next.rollback_reason.as_deref())
+    .bind(&d.owner)
+    .bind(us(lease_until))
+    .fetch_optional(&mut *c)
+    .await?;
+    if fence.is_some() {
+        ev.push(Event {
+            status: Some(d.next.status.as_str().into()),
+            message: d.next.rollback_reason.clone(),
+            ..Event::new(d.gid.as_str(), d.now, "decided", &d.actor)
+        });
+    }
+    Ok(fence)
+}
+
+pub(super) async fn record_try(
+    c: &mut SqliteConnection,
+    gid: &Gid,
+    call: &CallRecord,
+    expected_second_phase: CallStatus,
+    now: DateTime<Utc>,
+    actor: &str,
+    ev: &mut Events,
+) -> StoreResult<()> {
+    let (code, message) = match &call.outcome {
+        Outcome::Succeeded => (None, None),
+        other => (
+            Some(other.code().to_string()),
+            Some(other.message().to_string()),
+        ),
+    };
+    // Compare-and-set on phase 2, as the caller asked.
+    sqlx::query(
+        "UPDATE branches
+            SET first_phase = ?3, last_code = ?4, last_error = ?5, last_attempt_at = ?6, updated_at = ?6,
+                call_until = NULL
+          WHERE gid = ?1 AND branch_id = ?2 AND second_phase = ?7",
+    )
+    .bind(gid.as_str())
+    .bind(call.branch_id.as_str())
+    .bind(call.outcome.call_status().as_str())
+    .bind(code.as_deref())
+    .bind(message.as_deref())
+    .bind(us(now))
+    .bind(expected_second_phase.as_str())
+    .execute(&mut *c)
+    .await?;
+    // The call is history even when it arrived late.
+    ev.push(Event {
+        branch: Some(call.branch_id.as_str().to_string()),
+        phase: Some("try"),
+        attempt: Some(clamp(call.attempt)),
+        code: Some(code.unwrap_or_else(|| "OK".into())),
+        message,
+        ..Event::new(gid.as_str(), now, "call", actor)
+    });
+    Ok(())
+}
+
+/// A round's or a saga's progress; `false` when fenced out.
+pub(super) async fn progress(
+    c: &mut SqliteConnection,
+    p: &Progress,
+    ev: &mut Events,
+) -> StoreResult<bool> {
+    let now = us(p.now);
+    let written = sqlx::query(
+        "UPDATE global_transactions
+            SET status = ?4, decided_at = ?5, rollback_reason = ?6, attempts = ?7,
+                needs_attention = ?8, attention_reason = ?9, next_attempt_at = ?10,
+                owner = CASE WHEN ?11 THEN NULL ELSE owner END,
+                lease_until = CASE WHEN ?11 THEN NULL ELSE lease_until END,
+                finished_at = CASE WHEN ?10 IS NULL THEN ?12 END,
+                updated_at = ?12
+          WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+    )
+    .bind(&p.gid)
+    .bind(p.fence)
+    .bind(&p.owner)
+    .bind(p.status.as_str())
+    .bind(p.decided_at.map(us))
+    .bind(p.reason.as_deref())
+    .bind(p.attempts)
+    .bind(p.needs_attention)
+    .bind(p.attention_reason.as_deref())
+    .bind(p.next_attempt_at.map(us))
+    .bind(p.release)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if !written {
+        return Ok(false);
+    }
+    if !p.branches.is_empty() {
+        // One statement for every branch row of the write.
+        let rows: Vec<serde_json::Value> = p
+            .branches
+            .iter()
+            .map(|b| serde_json::json!([b.id, b.first, b.second, b.attempts, b.code, b.error]))
+            .collect();
+        sqlx::query(
+            "UPDATE branches
+                SET first_phase = COALESCE(u.value ->> 1, first_phase), second_phase = u.value ->> 2,
+                    attempts = u.value ->> 3, last_code = u.value ->> 4, last_error = u.value ->> 5,
+                    last_attempt_at = ?3, updated_at = ?3
+               FROM json_each(?2) AS u
+              WHERE branches.gid = ?1 AND branches.branch_id = u.value ->> 0",
+        )
+        .bind(&p.gid)
+        .bind(json("branches", &rows)?)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    for e in &p.events {
+        ev.push(Event {
+            gid: p.gid.clone(),
+            at: now,
+            kind: e.kind.clone(),
+            status: e.status.map(str::to_string),
+            branch: e.branch.clone(),
+            phase: e.phase,
+            attempt: e.attempt,
+            code: e.code.clone(),
+            message: e.message.clone(),
+            actor: Some(p.owner.clone()),
+        });
+    }
+    Ok(true)
+}
+
+/// The saga and its steps, leased to the submitter; `false` when the gid
+/// exists.
+pub(super) async fn submit_saga(
+    c: &mut SqliteConnection,
+    saga: &NewSaga,
+    clock: DateTime<Utc>,
+    ev: &mut Events,
+) -> StoreResult<bool> {
+    let lease_until = after(clock, saga.lease);
+    let created = sqlx::query(
+        "INSERT INTO global_transactions
+            (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
+             owner, lease_until, fence, created_at, updated_at)
+         VALUES (?1, 'saga', 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?6, ?6)
+         ON CONFLICT (gid) DO NOTHING",
+    )
+    .bind(saga.gid.as_str())
+    .bind(json("metadata", &saga.metadata)?)
+    .bind(saga.timeout.map_or(0, ms))
+    .bind(us(saga.deadline))
+    .bind(i32::try_from(saga.concurrency).unwrap_or(i32::MAX))
+    .bind(us(saga.now))
+    .bind(&saga.owner)
+    .bind(us(lease_until))
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if !created {
+        return Ok(false);
+    }
+    for (i, step) in saga.steps.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO branches
+                (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
+                 depends_on, compensate_rejected, created_at, updated_at, policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        )
+        .bind(saga.gid.as_str())
+        .bind((i + 1).to_string())
+        .bind(step.participant.as_str())
+        .bind(step.action.as_str())
+        .bind(step.compensation.as_str())
+        .bind(step.payload.as_slice())
+        .bind(step.call_timeout.map(ms))
+        .bind(json("depends_on", &step.depends_on)?)
+        .bind(step.compensate_rejected)
+        .bind(us(saga.now))
+        .bind(StoredPolicy::of(&step.policy))
+        .execute(&mut *c)
+        .await?;
+    }
+    ev.push(Event {
+        status: Some(Status::Running.as_str().into()),
+        message: Some(format!("{} steps", saga.steps.len())),
+        ..Event::new(saga.gid.as_str(), saga.now, "submitted", &saga.owner)
+    });
+    Ok(true)
+}

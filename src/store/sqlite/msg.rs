@@ -1,0 +1,156 @@
+//! 2-phase messages on SQLite, as `postgres/msg.rs`: preparation (the
+//! message, its steps, its query-back endpoint and the first event in the
+//! writer's batch, unleased and due for the query-back at its deadline) and
+//! the initiator's submit or abort, a compare-and-set on the prepared
+//! status that bumps the fence. Progress after that is the saga's fenced
+//! write (`drive::progress`).
+
+use chrono::{DateTime, Utc};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::events::{Event, Events};
+use super::rows::{after, us};
+use crate::domain::{Endpoint, EndpointUrl, Gid, Protocol};
+use crate::machine::Status;
+use crate::store::rows::ms;
+use crate::store::{MsgDecision, NewMsg, StoreError, StoreResult};
+
+/// True when the message was created (`false`: the gid exists).
+pub(super) async fn prepare(
+    c: &mut SqliteConnection,
+    msg: &NewMsg,
+    ev: &mut Events,
+) -> StoreResult<bool> {
+    let metadata = serde_json::to_string(&msg.metadata)
+        .map_err(|e| StoreError::Database(format!("metadata: {e}")))?;
+    let now = us(msg.now);
+    let created = sqlx::query(
+        "INSERT INTO global_transactions
+            (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
+             created_at, updated_at)
+         VALUES (?1, 'msg', 'prepared', ?2, ?3, ?4, 1, ?4, ?5, ?5)
+         ON CONFLICT (gid) DO NOTHING",
+    )
+    .bind(msg.gid.as_str())
+    .bind(metadata)
+    .bind(ms(msg.timeout))
+    .bind(us(msg.deadline))
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+        == 1;
+    if !created {
+        return Ok(false);
+    }
+    for (i, step) in msg.steps.iter().enumerate() {
+        // In order: each step after the one before (as `tx show` says).
+        let deps: Vec<usize> = if i == 0 { Vec::new() } else { vec![i - 1] };
+        let deps = serde_json::to_string(&deps)
+            .map_err(|e| StoreError::Database(format!("depends_on: {e}")))?;
+        sqlx::query(
+            "INSERT INTO branches
+                (gid, branch_id, participant, action, payload, call_timeout_ms,
+                 depends_on, compensate_rejected, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
+        )
+        .bind(msg.gid.as_str())
+        .bind((i + 1).to_string())
+        .bind(step.participant.as_str())
+        .bind(step.action.as_str())
+        .bind(step.payload.as_slice())
+        .bind(step.call_timeout.map(ms))
+        .bind(deps)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    sqlx::query("INSERT INTO message_queries (gid, url, protocol) VALUES (?1, ?2, ?3)")
+        .bind(msg.gid.as_str())
+        .bind(msg.query.url.as_str())
+        .bind(msg.query.protocol.as_str())
+        .execute(&mut *c)
+        .await?;
+    ev.push(Event {
+        status: Some(Status::Prepared.as_str().into()),
+        message: Some(format!(
+            "{} steps; query-back {} ({})",
+            msg.steps.len(),
+            msg.query.url,
+            msg.query.protocol
+        )),
+        ..Event::new(msg.gid.as_str(), msg.now, "prepared", &msg.actor)
+    });
+    Ok(true)
+}
+
+/// The new fence when the compare-and-set on `prepared` matched.
+pub(super) async fn decide(
+    c: &mut SqliteConnection,
+    d: &MsgDecision,
+    clock: DateTime<Utc>,
+    ev: &mut Events,
+) -> StoreResult<Option<i64>> {
+    let next = &d.next;
+    let aborted = next.status == Status::Aborted;
+    let now = us(d.now);
+    let fence: Option<i64> = sqlx::query_scalar(
+        "UPDATE global_transactions
+            SET status = ?2, decided_at = ?3, rollback_reason = ?4,
+                attempts = 0, needs_attention = 0, attention_reason = NULL,
+                fence = fence + 1,
+                owner = CASE WHEN ?5 THEN NULL ELSE ?6 END,
+                lease_until = CASE WHEN ?5 THEN NULL ELSE ?7 END,
+                next_attempt_at = CASE WHEN ?5 THEN NULL ELSE ?3 END,
+                finished_at = CASE WHEN ?5 THEN ?3 END,
+                updated_at = ?3
+          -- An operator's resolution closes the message for good.
+          WHERE gid = ?1 AND mode = 'msg' AND status = 'prepared' AND resolved_at IS NULL
+         RETURNING fence",
+    )
+    .bind(d.gid.as_str())
+    .bind(next.status.as_str())
+    .bind(now)
+    .bind(next.reason.as_deref())
+    .bind(aborted)
+    .bind(&d.owner)
+    .bind(us(after(clock, d.lease)))
+    .fetch_optional(&mut *c)
+    .await?;
+    if fence.is_none() {
+        return Ok(None);
+    }
+    let kinds: &[&str] = if aborted {
+        sqlx::query(
+            "UPDATE branches SET first_phase = 'not_required', updated_at = ?2 WHERE gid = ?1",
+        )
+        .bind(d.gid.as_str())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        &["decided", "finished"]
+    } else {
+        &["decided"]
+    };
+    for kind in kinds {
+        ev.push(Event {
+            status: Some(next.status.as_str().into()),
+            message: next.reason.clone(),
+            ..Event::new(d.gid.as_str(), d.now, kind, &d.actor)
+        });
+    }
+    Ok(fence)
+}
+
+/// Where to ask the initiator of message `gid` back.
+pub(super) async fn query(pool: &SqlitePool, gid: &Gid) -> StoreResult<Option<Endpoint>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT url, protocol FROM message_queries WHERE gid = ?")
+            .bind(gid.as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(url, protocol)| Endpoint {
+        url: EndpointUrl::from_trusted(url),
+        protocol: Protocol::from_stored(&protocol),
+    }))
+}
