@@ -185,6 +185,9 @@ pub struct ParticipantClients {
 /// (the `participant_concurrency` setting's default).
 pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
 
+/// What a tonic server answers when the `grpc-timeout` it received passed.
+const TONIC_SERVER_TIMEOUT: &str = "Timeout expired";
+
 /// A call let through by an endpoint's breaker and not yet reported: if it
 /// is dropped unreported (its request was cancelled), the breaker hears of
 /// it, so that a lost probe cannot keep the breaker half-open for good.
@@ -545,8 +548,14 @@ impl ParticipantClients {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, call).await {
             // tonic's channel enforces the grpc-timeout header itself and
-            // reports CANCELLED; it is a deadline all the same.
-            Ok(Err(s)) if s.code() == Code::Cancelled && started.elapsed() >= timeout => {
+            // reports CANCELLED; so does a tonic participant server that
+            // dropped the call at the deadline it received ("Timeout
+            // expired"), which may answer a moment before our own timer.
+            // A deadline all the same.
+            Ok(Err(s))
+                if s.code() == Code::Cancelled
+                    && (started.elapsed() >= timeout || s.message() == TONIC_SERVER_TIMEOUT) =>
+            {
                 Err(tonic::Status::deadline_exceeded(format!(
                     "no reply within {}ms",
                     timeout.as_millis()
