@@ -271,7 +271,7 @@ impl Default for Config {
             recovery_concurrency: 64,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
-            participant_concurrency: crate::participant::client::DEFAULT_PARTICIPANT_CONCURRENCY,
+            participant_concurrency: crate::participant::bulkhead::DEFAULT_PARTICIPANT_CONCURRENCY,
             participant_ca: None,
             participant_cert: None,
             participant_key: None,

@@ -12,12 +12,22 @@ use concord_proto::participant::v1::BranchRequest;
 use super::Engine;
 use super::leases::CALL_MARGIN;
 use crate::domain::metadata::Metadata;
-use crate::domain::{ActionName, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
 use crate::error::{Error, Result};
 use crate::machine::Phase;
 use crate::participant::client::CallReply;
 use crate::participant::registry::Entry;
 use crate::store::BranchRecord;
+
+/// The branches that `calls` name.
+pub(crate) fn called<'a>(
+    branches: &'a [BranchRecord],
+    calls: &'a [(BranchId, Phase)],
+) -> impl Iterator<Item = &'a BranchRecord> {
+    calls
+        .iter()
+        .filter_map(|(id, _)| branches.iter().find(|b| &b.branch_id == id))
+}
 
 /// A call with less time than this left is not worth sending.
 const MIN_CALL: Duration = Duration::from_millis(10);

@@ -254,7 +254,7 @@ impl Engine {
 
     /// Makes sure the lease of `guard` covers a call of `timeout` sent now,
     /// extending it durably first when it does not; returns until when the
-    /// call may run (see [`BranchCall::until`](super::calls::BranchCall)).
+    /// call may run (what `BranchCall::until` carries).
     /// `None` when the lease could not be extended: the call must not be
     /// sent (a lost lease is also reported to the driver).
     pub(crate) async fn cover(&self, guard: &LeaseGuard, timeout: Duration) -> Option<Instant> {

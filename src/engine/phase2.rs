@@ -65,7 +65,7 @@ impl Engine {
         let guard = self.leases.hold(&grant);
         let lease = grant.lease;
         let gid = lease.gid.clone();
-        let called: Vec<&BranchRecord> = super::tcc::called(&branches, &calls).collect();
+        let called: Vec<&BranchRecord> = super::calls::called(&branches, &calls).collect();
         // A Try still out (the initiator rolled back without waiting for
         // it, or its coordinator crashed) may be running at the participant:
         // no Cancel is sent before its reply is recorded or its deadline

@@ -126,7 +126,7 @@ impl Engine {
                         .await;
                     return;
                 };
-                let granted = self.lease_for(super::tcc::called(&branches, &calls));
+                let granted = self.lease_for(super::calls::called(&branches, &calls));
                 let sent = std::time::Instant::now();
                 match self
                     .store

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::calls::BranchCall;
+use super::calls::{BranchCall, called};
 use super::leases::{CALL_MARGIN, Granted};
 use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
@@ -43,16 +43,6 @@ pub struct TryBranch {
     pub call_timeout: Option<Duration>,
     /// Retry policy of its Confirm or Cancel.
     pub policy: CallPolicy,
-}
-
-/// The branches that `calls` name.
-pub(crate) fn called<'a>(
-    branches: &'a [BranchRecord],
-    calls: &'a [(BranchId, Phase)],
-) -> impl Iterator<Item = &'a BranchRecord> {
-    calls
-        .iter()
-        .filter_map(|(id, _)| branches.iter().find(|b| &b.branch_id == id))
 }
 
 /// A call timeout the initiator asked for must be positive.

@@ -13,6 +13,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::ParticipantName;
 
+/// Calls in flight to one participant when nothing else is configured
+/// (the `participant_concurrency` setting's default).
+pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
+
 pub struct Bulkheads {
     limit: usize,
     slots: Mutex<HashMap<ParticipantName, Arc<Semaphore>>>,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
-use crate::participant::bulkhead::Bulkheads;
+use crate::participant::bulkhead::{Bulkheads, DEFAULT_PARTICIPANT_CONCURRENCY};
 use crate::participant::http::{Answer, HttpTransport};
 use crate::participant::recovered::Recovered;
 
@@ -180,10 +180,6 @@ pub struct ParticipantClients {
     recovered: Arc<Recovered>,
     bulkheads: Bulkheads,
 }
-
-/// Calls in flight to one participant when nothing else is configured
-/// (the `participant_concurrency` setting's default).
-pub const DEFAULT_PARTICIPANT_CONCURRENCY: u32 = 256;
 
 /// What a tonic server answers when the `grpc-timeout` it received passed.
 const TONIC_SERVER_TIMEOUT: &str = "Timeout expired";

@@ -2,7 +2,7 @@
 //! when a participant answers again after failed calls (a successful probe
 //! that closes a breaker is one such answer) and when a participant
 //! registers again; consumed by the engine's re-drive
-//! ([`crate::engine::redrive`]), which makes that participant's waiting
+//! (`engine::redrive`), which makes that participant's waiting
 //! transactions due at once instead of at their backoff time.
 //!
 //! Notes are coalesced: a participant noted many times before the consumer
