@@ -11,21 +11,9 @@ use tokio::sync::Notify;
 
 use crate::harness::*;
 
-async fn setup(
-    db: impl Into<TestDb>,
-    coord: &TestCoordinator,
-) -> (TestParticipant, TestParticipant) {
-    let db = db.into();
-    let a = TestParticipant::start_on("bank-a", &db).await;
-    let b = TestParticipant::start_on("bank-b", &db).await;
-    a.register(coord, &["debit"]).await;
-    b.register(coord, &["credit"]).await;
-    (a, b)
-}
-
 async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(db: TestDb) {
     let coord = TestCoordinator::start(&db).await;
-    let (a, _b) = setup(&db, &coord).await;
+    let (a, _b) = bank_participants(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(Ph::Try, vec![Behavior::Block(hold.clone())], Behavior::Ok);
     let mut c = coord.client().await;
@@ -64,7 +52,7 @@ async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(db: TestDb) {
 
 async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
     let coord = TestCoordinator::start(&db).await;
-    let (a, b) = setup(&db, &coord).await;
+    let (a, b) = bank_participants(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(
         Ph::Confirm,
@@ -103,7 +91,7 @@ async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = setup(&pool, &coord).await;
+    let (a, b) = bank_participants(&pool, &coord).await;
     let hold = Arc::new(Notify::new());
     b.script(
         Ph::Confirm,
@@ -147,7 +135,7 @@ async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) 
         c.shutdown_grace = Duration::from_millis(300);
     })
     .await;
-    let (a, _b) = setup(&pool, &coord).await;
+    let (a, _b) = bank_participants(&pool, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(
         Ph::Confirm,
@@ -181,7 +169,7 @@ async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) 
 async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
     let one = TestCoordinator::start(&pool).await;
     let two = TestCoordinator::start(&pool).await;
-    let (a, b) = setup(&pool, &one).await;
+    let (a, b) = bank_participants(&pool, &one).await;
     a.script(Ph::Confirm, vec![], Behavior::FailFirstPerBranch(2));
     b.script(Ph::Cancel, vec![], Behavior::FailFirstPerBranch(2));
     let mut c1 = one.client().await;
@@ -323,7 +311,7 @@ async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
     // by another instance must still be part of the decision.
     let one = TestCoordinator::start(&pool).await;
     let two = TestCoordinator::start(&pool).await;
-    let (a, b) = setup(&pool, &one).await;
+    let (a, b) = bank_participants(&pool, &one).await;
     let mut c1 = one.client().await;
     let mut c2 = two.client().await;
 
@@ -377,7 +365,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
     // coordinator died in between) is what these branches, inserted
     // straight into the store, look like to the instance that gets Commit.
     let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = setup(&pool, &coord).await;
+    let (a, _b) = bank_participants(&pool, &coord).await;
     let mut c = coord.client().await;
     let store = PgStore::from_pool(pool.clone()).await.unwrap();
     let branch = |gid: &str| NewBranch {

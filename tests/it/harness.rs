@@ -820,3 +820,17 @@ pub async fn rollback_tx(
     .await
     .map(tonic::Response::into_inner)
 }
+
+/// The two banks of the transfer tests: `bank-a` offers `debit`,
+/// `bank-b` `credit`, both registered with `coord`.
+pub async fn bank_participants(
+    db: impl Into<TestDb>,
+    coord: &TestCoordinator,
+) -> (TestParticipant, TestParticipant) {
+    let db = db.into();
+    let a = TestParticipant::start_on("bank-a", &db).await;
+    let b = TestParticipant::start_on("bank-b", &db).await;
+    a.register(coord, &["debit"]).await;
+    b.register(coord, &["credit"]).await;
+    (a, b)
+}

@@ -18,14 +18,6 @@ use crate::harness::*;
 /// How long the slow call works: longer than the lease, within the deadline.
 const SLOW: Duration = Duration::from_millis(1500);
 
-async fn bank(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
-    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
-    a.register(coord, &["debit"]).await;
-    b.register(coord, &["credit"]).await;
-    (a, b)
-}
-
 fn assert_no_overlap(participants: &[&TestParticipant]) {
     for p in participants {
         assert_eq!(
@@ -62,7 +54,7 @@ async fn transfer(coord: &TestCoordinator) -> String {
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = bank(&pool, &coord).await;
+    let (a, b) = bank_participants(&pool, &coord).await;
     a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let gid = transfer(&coord).await;
     assert!(
@@ -86,7 +78,7 @@ async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPo
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = bank(&pool, &coord).await;
+    let (a, _b) = bank_participants(&pool, &coord).await;
     a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let mut c = coord.client().await;
     // A deadline shorter than the Try: the next instance rolls it back as
@@ -119,7 +111,7 @@ async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(pool: PgPool
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn a_repeated_try_waits_for_the_one_still_out(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = bank(&pool, &coord).await;
+    let (a, _b) = bank_participants(&pool, &coord).await;
     a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
@@ -220,7 +212,7 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
     assert_ne!(proxied, direct);
 
     let cut_off = TestCoordinator::start_with(&pool, |c| c.database_url = Some(proxied)).await;
-    let (a, b) = bank(&pool, &cut_off).await;
+    let (a, b) = bank_participants(&pool, &cut_off).await;
     a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let gid = transfer(&cut_off).await;
     assert!(
