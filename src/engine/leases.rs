@@ -230,18 +230,19 @@ impl Leases {
 }
 
 impl Engine {
-    /// How long a lease must be granted for a round making `calls`: their
-    /// longest deadline plus twice the margin (once for the call, once for
-    /// the time between the grant and the call), and never less than the
-    /// configured lease. Granted with the decision itself, so that the hot
-    /// path needs no extra write to cover its calls.
-    pub(crate) fn lease_for<'a>(
+    /// How long a lease must be granted for calls with these call
+    /// timeouts (`None`: the configured one): their longest deadline plus
+    /// twice the margin (once for the call, once for the time between the
+    /// grant and the call), and never less than the configured lease.
+    /// Granted with the decision (or the saga's submission) itself, so that
+    /// the hot path needs no extra write to cover its calls.
+    pub(crate) fn lease_for(
         &self,
-        calls: impl IntoIterator<Item = &'a BranchRecord>,
+        call_timeouts: impl IntoIterator<Item = Option<Duration>>,
     ) -> Duration {
-        let longest = calls
+        let longest = call_timeouts
             .into_iter()
-            .map(|b| self.call_timeout_of(b))
+            .map(|t| t.unwrap_or(self.settings.call_timeout))
             .max()
             .unwrap_or_default();
         self.settings.lease.max(longest + 2 * CALL_MARGIN)

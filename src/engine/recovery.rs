@@ -126,7 +126,8 @@ impl Engine {
                         .await;
                     return;
                 };
-                let granted = self.lease_for(super::calls::called(&branches, &calls));
+                let granted =
+                    self.lease_for(super::calls::called(&branches, &calls).map(|b| b.call_timeout));
                 let sent = std::time::Instant::now();
                 match self
                     .store

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
-use super::leases::{CALL_MARGIN, Granted};
+use super::leases::Granted;
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -136,12 +136,7 @@ impl Engine {
         let gid = req.gid.unwrap_or_else(Gid::generate);
         // Granted long enough to cover the first steps' calls (see
         // `Engine::lease_for`); later steps extend it if they need to.
-        let longest = steps
-            .iter()
-            .map(|s| s.call_timeout.unwrap_or(self.settings.call_timeout))
-            .max()
-            .unwrap_or_default();
-        let granted = self.settings.lease.max(longest + 2 * CALL_MARGIN);
+        let granted = self.lease_for(steps.iter().map(|s| s.call_timeout));
         let sent = std::time::Instant::now();
         let submitted = self
             .store

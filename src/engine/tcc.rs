@@ -344,7 +344,7 @@ impl Engine {
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
-            let granted = self.lease_for(called(&branches, &calls));
+            let granted = self.lease_for(called(&branches, &calls).map(|b| b.call_timeout));
             let sent = std::time::Instant::now();
             if let Some(lease) = self
                 .store
