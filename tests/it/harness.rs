@@ -125,6 +125,16 @@ impl TestDb {
         .unwrap()
     }
 
+    /// One optional text (a column of one transaction) by its gid, read
+    /// beside the coordinator.
+    pub async fn text_of(&self, sql: &'static str, gid: &str) -> Option<String> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(gid).fetch_one(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).bind(gid).fetch_one(&f.pool).await,
+        }
+        .unwrap()
+    }
+
     /// A transaction's status and whether one of its branches exists.
     async fn status_and_branch(
         &self,
