@@ -255,7 +255,52 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
     cut_off.crash();
 }
 
+/// A re-drive right after a round whose call timed out here (the
+/// participant registers again at once) still waits the margin before the
+/// next call: the timed-out call runs on at the participant for as long as
+/// its request took to arrive. Here it arrives "200 ms late" (less than the
+/// 250 ms margin). Before the fix the re-drive made the retry due at once
+/// and the second Confirm arrived while the first still ran (the chaos run
+/// caught one 40 ms before the first's deadline).
+async fn a_redrive_right_after_a_timeout_waits_the_margin(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
+        // Only the re-drive can bring the retry back within the test.
+        c.retry.initial = Duration::from_secs(60);
+        c.retry.max = Duration::from_secs(60);
+        c.call_timeout = Duration::from_millis(500);
+        c.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (a, b) = bank_participants(&db, &coord).await;
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::PastDeadline(Duration::from_millis(200))],
+        Behavior::Ok,
+    );
+    let gid = transfer(&coord).await;
+    let mut c = coord.client().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tx = get_tx(&mut c, &gid).await;
+        if tx.events.iter().any(|e| e.kind == "retry_scheduled") {
+            break;
+        }
+        assert!(Instant::now() < until, "the Confirm never timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.register(&coord, &["debit"]).await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 2);
+    let tx = get_tx(&mut c, &gid).await;
+    assert!(
+        tx.events.iter().any(|e| e.kind == "redriven"),
+        "the retry came from the re-drive, not the 60 s backoff"
+    );
+    assert_no_overlap(&[&a, &b]);
+}
+
 on_both_stores!(
+    a_redrive_right_after_a_timeout_waits_the_margin,
     crash_during_a_slow_confirm_is_taken_over_after_its_deadline,
     crash_during_a_slow_try_cancels_only_after_the_try_is_over,
     a_repeated_try_waits_for_the_one_still_out,
