@@ -13,6 +13,13 @@
 //!
 //! A lease that fails to renew is reported lost: its driver stops, and
 //! fencing makes any write it still attempts a no-op.
+//!
+//! While a call sent under a lease is out ([`CallsOut`]), the keeper does not
+//! renew that lease: the cover granted for the call already lasts until the
+//! call's deadline plus the margin, and a renewal then would only push the
+//! lease (and so a takeover after a crash) past the call by up to a whole
+//! lease. Once the calls are back the driver writes its round at once, a
+//! fenced write that needs no unexpired lease, or the keeper renews as usual.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +39,8 @@ struct Held {
     fence: i64,
     lost: CancellationToken,
     covered_until: Instant,
+    /// Calls sent under this lease and not back yet.
+    calls_out: u32,
 }
 
 /// A lease as this instance was granted it: by a write sent at `sent`, for
@@ -88,6 +97,38 @@ impl LeaseGuard {
     }
 }
 
+/// Calls out under a lease, until dropped; `until` is what
+/// [`BranchCall::until`](super::calls::BranchCall) carries.
+pub struct CallsOut {
+    leases: Arc<Leases>,
+    gid: Gid,
+    fence: i64,
+    pub until: Instant,
+}
+
+impl LeaseGuard {
+    /// Marks calls as out under this lease until the returned value is
+    /// dropped.
+    fn calls_out(&self, until: Instant) -> CallsOut {
+        self.leases
+            .with(&self.gid, self.fence, |h| h.calls_out += 1);
+        CallsOut {
+            leases: Arc::clone(&self.leases),
+            gid: self.gid.clone(),
+            fence: self.fence,
+            until,
+        }
+    }
+}
+
+impl Drop for CallsOut {
+    fn drop(&mut self) {
+        self.leases.with(&self.gid, self.fence, |h| {
+            h.calls_out = h.calls_out.saturating_sub(1);
+        });
+    }
+}
+
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,6 +149,7 @@ impl Leases {
                 fence: lease.fence,
                 lost: token.clone(),
                 covered_until: sent + granted,
+                calls_out: 0,
             },
         );
         LeaseGuard {
@@ -123,14 +165,14 @@ impl Leases {
         held.get_mut(gid).filter(|h| h.fence == fence).map(f)
     }
 
-    /// Leases that surely last less than `left` more.
+    /// Leases that surely last less than `left` more and have no call out.
     fn expiring_within(&self, left: Duration) -> Vec<Lease> {
         let horizon = Instant::now() + left;
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, h)| h.covered_until < horizon)
+            .filter(|(_, h)| h.covered_until < horizon && h.calls_out == 0)
             .map(|(gid, h)| Lease {
                 gid: gid.clone(),
                 fence: h.fence,
@@ -250,14 +292,15 @@ impl Engine {
 
     /// Makes sure the lease of `guard` covers a call of `timeout` sent now,
     /// extending it durably first when it does not; returns until when the
-    /// call may run (what `BranchCall::until` carries).
+    /// call may run (what `BranchCall::until` carries), marked as out until
+    /// the returned value is dropped: hold it while the call runs.
     /// `None` when the lease could not be extended: the call must not be
     /// sent (a lost lease is also reported to the driver).
-    pub(crate) async fn cover(&self, guard: &LeaseGuard, timeout: Duration) -> Option<Instant> {
+    pub(crate) async fn cover(&self, guard: &LeaseGuard, timeout: Duration) -> Option<CallsOut> {
         let need = timeout + CALL_MARGIN;
         let covered = guard.covered_until();
         if covered >= Instant::now() + need {
-            return Some(covered);
+            return Some(guard.calls_out(covered));
         }
         let extend = self.settings.lease.max(need + CALL_MARGIN);
         let sent = Instant::now();
@@ -270,7 +313,7 @@ impl Engine {
             Ok(true) => {
                 guard.covered(sent, extend);
                 crate::telemetry::metrics::lease_extended();
-                Some(guard.covered_until())
+                Some(guard.calls_out(guard.covered_until()))
             }
             Ok(false) => {
                 tracing::warn!(gid = %lease.gid, "lease lost before a call; stopping its driver");
@@ -282,5 +325,40 @@ impl Engine {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(gid: &str, granted: Duration) -> Granted {
+        Granted {
+            lease: Lease {
+                gid: Gid::parse(gid).unwrap(),
+                fence: 1,
+            },
+            sent: Instant::now(),
+            granted,
+        }
+    }
+
+    #[test]
+    fn a_lease_with_a_call_out_is_not_renewed_until_the_call_is_back() {
+        let leases = Arc::new(Leases::default());
+        let guard = leases.hold(&grant("g-1", Duration::from_millis(100)));
+        assert_eq!(leases.expiring_within(Duration::from_secs(1)).len(), 1);
+        let out = guard.calls_out(guard.covered_until());
+        let second = guard.calls_out(guard.covered_until());
+        assert!(
+            leases.expiring_within(Duration::from_secs(1)).is_empty(),
+            "renewing now would hold the lease past the call"
+        );
+        drop(out);
+        assert!(leases.expiring_within(Duration::from_secs(1)).is_empty());
+        drop(second);
+        assert_eq!(leases.expiring_within(Duration::from_secs(1)).len(), 1);
+        drop(guard);
+        assert!(leases.is_empty());
     }
 }

@@ -268,13 +268,14 @@ impl Engine {
                     }
                     let attempt = state.attempts + 1;
                     // Sent only under a lease that outlives the call.
-                    let Some(until) = self.cover(&guard, self.settings.call_timeout).await else {
+                    let Some(out) = self.cover(&guard, self.settings.call_timeout).await else {
                         return;
                     };
                     let outcome = tokio::select! {
-                        o = self.query_initiator(&gid, attempt, &tx.metadata, until) => o,
+                        o = self.query_initiator(&gid, attempt, &tx.metadata, out.until) => o,
                         _ = guard.lost().cancelled() => return,
                     };
+                    drop(out);
                     let query = QueryRecord { attempt, outcome };
                     let answer = QueryAnswer::from(&query.outcome);
                     let now = self.clock.now();
@@ -313,9 +314,10 @@ impl Engine {
                     };
                     let attempt = state.steps[i].attempts + 1;
                     let branch = &branches[i];
-                    let Some(until) = self.cover(&guard, self.call_timeout_of(branch)).await else {
+                    let Some(out) = self.cover(&guard, self.call_timeout_of(branch)).await else {
                         return;
                     };
+                    let until = out.until;
                     let call = self.call_participant(BranchCall {
                         gid: &gid,
                         branch,
@@ -332,6 +334,7 @@ impl Engine {
                             return;
                         }
                     };
+                    drop(out);
                     let succeeded = outcome == Outcome::Succeeded;
                     let record = CallRecord {
                         branch_id: branch.branch_id.clone(),

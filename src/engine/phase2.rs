@@ -100,9 +100,10 @@ impl Engine {
             .map(|b| self.call_timeout_of(b))
             .max()
             .unwrap_or_default();
-        let Some(until) = self.cover(&guard, longest).await else {
+        let Some(out) = self.cover(&guard, longest).await else {
             return;
         };
+        let until = out.until;
         let round = join_all(calls.iter().map(|(id, phase)| {
             let branch = branches.iter().find(|b| &b.branch_id == id);
             let attempt = state
@@ -147,6 +148,7 @@ impl Engine {
                 return;
             }
         };
+        drop(out);
         let replies: Vec<(BranchId, Outcome)> = records
             .iter()
             .map(|c| (c.branch_id.clone(), c.outcome.clone()))

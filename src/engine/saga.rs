@@ -239,7 +239,8 @@ impl Engine {
         );
     }
 
-    /// Calls step `index` in `phase`; `until` as in [`BranchCall`].
+    /// Calls step `index` in `phase`; `out.until` as in [`BranchCall`],
+    /// `out` held until the call is back.
     async fn saga_call(
         self: Arc<Self>,
         gid: Gid,
@@ -247,7 +248,7 @@ impl Engine {
         (index, phase): (usize, SagaPhase),
         attempt: u32,
         metadata: Metadata,
-        until: std::time::Instant,
+        out: super::leases::CallsOut,
     ) -> (usize, SagaPhase, CallRecord) {
         let (action, rpc) = match phase {
             SagaPhase::Execute => (&branch.action, Phase::Execute),
@@ -264,10 +265,11 @@ impl Engine {
                 action,
                 attempt,
                 metadata: &metadata,
-                until,
+                until: out.until,
             })
             .await
             .outcome;
+        drop(out);
         (
             index,
             phase,
@@ -332,7 +334,7 @@ impl Engine {
                     // Sent only under a lease that outlives the call; the
                     // calls already out are covered, so stopping here is
                     // safe: the lease expires after them.
-                    let Some(until) = self.cover(&guard, self.call_timeout_of(&branches[i])).await
+                    let Some(out) = self.cover(&guard, self.call_timeout_of(&branches[i])).await
                     else {
                         return;
                     };
@@ -345,7 +347,7 @@ impl Engine {
                         (i, phase),
                         attempt,
                         tx.metadata.clone(),
-                        until,
+                        out,
                     ));
                 }
             }
