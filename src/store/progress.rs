@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::machine::{Phase, Status};
+use crate::machine::{CallStatus, Phase, Status};
 use crate::store::{CallRecord, QueryRecord, RoundWrite, SagaWrite};
 
 /// One branch row of a progress write.
@@ -18,6 +18,35 @@ pub(in crate::store) struct BranchRow {
     pub(in crate::store) attempts: i32,
     pub(in crate::store) code: Option<String>,
     pub(in crate::store) error: Option<String>,
+}
+
+/// One alert row: a change of the transaction's needs_attention, for the
+/// alert webhooks (see `engine::alerts`).
+pub(in crate::store) struct AlertRow {
+    /// `needs_attention` or `attention_cleared`.
+    pub(in crate::store) kind: &'static str,
+    pub(in crate::store) reason: Option<String>,
+}
+
+impl AlertRow {
+    /// The alerts of a write that leaves the transaction in `status`
+    /// flagged or not: raised when this write flagged it, cleared when
+    /// it finished while flagged (a finished transaction needs nobody).
+    fn of(status: Status, newly_flagged: bool, flagged: bool, reason: Option<&str>) -> Vec<Self> {
+        if newly_flagged {
+            return vec![AlertRow {
+                kind: "needs_attention",
+                reason: reason.map(str::to_string),
+            }];
+        }
+        if status.is_final() && flagged {
+            return vec![AlertRow {
+                kind: "attention_cleared",
+                reason: Some(format!("finished: {}", status.as_str())),
+            }];
+        }
+        Vec::new()
+    }
 }
 
 /// One event row.
@@ -89,6 +118,7 @@ pub(in crate::store) struct Progress {
     pub(in crate::store) now: DateTime<Utc>,
     pub(in crate::store) branches: Vec<BranchRow>,
     pub(in crate::store) events: Vec<EventRow>,
+    pub(in crate::store) alerts: Vec<AlertRow>,
 }
 
 pub(in crate::store) fn clamp(n: u32) -> i32 {
@@ -118,7 +148,14 @@ impl From<RoundWrite> for Progress {
                 r.next.attention_reason.clone(),
             ));
         }
+        let alerts = AlertRow::of(
+            status,
+            r.newly_flagged,
+            r.next.needs_attention,
+            r.next.attention_reason.as_deref(),
+        );
         Self {
+            alerts,
             gid: r.lease.gid.as_str().to_string(),
             fence: r.lease.fence,
             owner: r.owner,
@@ -135,6 +172,9 @@ impl From<RoundWrite> for Progress {
                 .next
                 .branches
                 .iter()
+                // A skipped branch's row keeps its last real outcome and
+                // its skip columns (an operator's write, not a round's).
+                .filter(|b| b.second_phase != CallStatus::Skipped)
                 .map(|b| BranchRow {
                     id: b.id.as_str().to_string(),
                     // As the state says: a commit decision carries every
@@ -191,6 +231,7 @@ impl From<SagaWrite> for Progress {
             .steps
             .iter()
             .filter_map(|&i| w.state.steps.get(i))
+            .filter(|s| s.compensation != CallStatus::Skipped)
             .map(|s| BranchRow {
                 id: s.id.as_str().to_string(),
                 first: Some(s.action.as_str()),
@@ -200,7 +241,14 @@ impl From<SagaWrite> for Progress {
                 error: s.last_error.clone(),
             })
             .collect();
+        let alerts = AlertRow::of(
+            status,
+            w.newly_flagged,
+            w.status_changed && w.state.needs_attention,
+            w.state.attention_reason.as_deref(),
+        );
         Self {
+            alerts,
             gid: w.lease.gid.as_str().to_string(),
             fence: w.lease.fence,
             owner: w.owner,

@@ -269,7 +269,10 @@ async fn registration_declares_the_protocol_and_bad_endpoints_are_refused(pool: 
     let register = |endpoint: &str, protocol: i32| pb::RegisterParticipantRequest {
         name: "x".into(),
         endpoint: endpoint.into(),
-        actions: vec![pb::Action { name: "a".into() }],
+        actions: vec![pb::Action {
+            name: "a".into(),
+            ..Default::default()
+        }],
         protocol,
     };
     for (endpoint, protocol, why) in [

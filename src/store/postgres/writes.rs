@@ -147,7 +147,13 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut e_phase, mut e_attempt, mut e_code, mut e_message) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a_gid, mut a_kind, mut a_reason) = (Vec::new(), Vec::new(), Vec::new());
     for p in items {
+        for a in p.alerts {
+            a_gid.push(p.gid.clone());
+            a_kind.push(a.kind);
+            a_reason.push(a.reason);
+        }
         for b in p.branches {
             b_gid.push(p.gid.clone());
             b_id.push(b.id);
@@ -215,6 +221,11 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                        WITH ORDINALITY AS e(gid, kind, status, branch_id, phase, attempt, code, message, ord)
               JOIN g ON g.gid = e.gid
              ORDER BY e.ord
+        ), al AS (
+            INSERT INTO alerts (gid, kind, reason, created_at, next_at)
+            SELECT a.gid, a.kind, a.reason, g.now, g.now
+              FROM unnest($28::text[], $29::text[], $30::text[]) AS a(gid, kind, reason)
+              JOIN g ON g.gid = a.gid
         )
         SELECT gid FROM g",
     )
@@ -245,6 +256,9 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
     .bind(e_attempt)
     .bind(e_code)
     .bind(e_message)
+    .bind(a_gid)
+    .bind(a_kind)
+    .bind(a_reason)
     .fetch_all(&pool)
     .await?;
     Ok(gids.iter().map(|g| written.contains(g)).collect())

@@ -265,6 +265,17 @@ pub(super) async fn progress(
         .execute(&mut *c)
         .await?;
     }
+    for a in &p.alerts {
+        sqlx::query(
+            "INSERT INTO alerts (gid, kind, reason, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        )
+        .bind(&p.gid)
+        .bind(a.kind)
+        .bind(a.reason.as_deref())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
     for e in &p.events {
         ev.push(Event {
             gid: p.gid.clone(),
