@@ -20,35 +20,6 @@ pub(in crate::store) struct BranchRow {
     pub(in crate::store) error: Option<String>,
 }
 
-/// One alert row: a change of the transaction's needs_attention, for the
-/// alert webhooks (see `engine::alerts`).
-pub(in crate::store) struct AlertRow {
-    /// `needs_attention` or `attention_cleared`.
-    pub(in crate::store) kind: &'static str,
-    pub(in crate::store) reason: Option<String>,
-}
-
-impl AlertRow {
-    /// The alerts of a write that leaves the transaction in `status`
-    /// flagged or not: raised when this write flagged it, cleared when
-    /// it finished while flagged (a finished transaction needs nobody).
-    fn of(status: Status, newly_flagged: bool, flagged: bool, reason: Option<&str>) -> Vec<Self> {
-        if newly_flagged {
-            return vec![AlertRow {
-                kind: "needs_attention",
-                reason: reason.map(str::to_string),
-            }];
-        }
-        if status.is_final() && flagged {
-            return vec![AlertRow {
-                kind: "attention_cleared",
-                reason: Some(format!("finished: {}", status.as_str())),
-            }];
-        }
-        Vec::new()
-    }
-}
-
 /// One event row.
 pub(in crate::store) struct EventRow {
     pub(in crate::store) kind: String,
@@ -118,7 +89,6 @@ pub(in crate::store) struct Progress {
     pub(in crate::store) now: DateTime<Utc>,
     pub(in crate::store) branches: Vec<BranchRow>,
     pub(in crate::store) events: Vec<EventRow>,
-    pub(in crate::store) alerts: Vec<AlertRow>,
 }
 
 pub(in crate::store) fn clamp(n: u32) -> i32 {
@@ -148,14 +118,7 @@ impl From<RoundWrite> for Progress {
                 r.next.attention_reason.clone(),
             ));
         }
-        let alerts = AlertRow::of(
-            status,
-            r.newly_flagged,
-            r.next.needs_attention,
-            r.next.attention_reason.as_deref(),
-        );
         Self {
-            alerts,
             gid: r.lease.gid.as_str().to_string(),
             fence: r.lease.fence,
             owner: r.owner,
@@ -241,14 +204,7 @@ impl From<SagaWrite> for Progress {
                 error: s.last_error.clone(),
             })
             .collect();
-        let alerts = AlertRow::of(
-            status,
-            w.newly_flagged,
-            w.status_changed && w.state.needs_attention,
-            w.state.attention_reason.as_deref(),
-        );
         Self {
-            alerts,
             gid: w.lease.gid.as_str().to_string(),
             fence: w.lease.fence,
             owner: w.owner,

@@ -590,6 +590,144 @@ async fn a_skip_is_compare_and_set_fences_the_driver_and_can_finish(s: Subject) 
     );
 }
 
+async fn an_alert_per_change_of_the_flag_claimed_by_one_instance(s: Subject) {
+    use concord::machine::{CallStatus, Outcome, Phase};
+    use concord::store::admin::AlertAttempt;
+
+    s.begin(new_tx("al", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    s.add_branch(new_branch("al", None)).await.unwrap();
+    let g = Gid::parse("al").unwrap();
+    let (tx, mut branches) = s.load(&g).await.unwrap().unwrap();
+    branches[0].first_phase = CallStatus::Succeeded;
+    let (mut lease, mut next) = decide_from(&*s, &tx, &branches, Command::Commit, "a")
+        .await
+        .unwrap();
+    let failed = |attempt| CallRecord {
+        branch_id: BranchId::parse("1").unwrap(),
+        phase: Phase::Confirm,
+        attempt,
+        outcome: Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: "down".into(),
+        },
+    };
+    // Three failed rounds, flagged by the first: one alert. Then the round
+    // that confirms it: one more.
+    for round in 1..=4u32 {
+        let last = round == 4;
+        next.attempts = round;
+        next.branches[0].attempts = round;
+        next.branches[0].second_phase = if last {
+            CallStatus::Succeeded
+        } else {
+            CallStatus::Unknown
+        };
+        next.needs_attention = true;
+        next.attention_reason = Some("p.a confirm failing".into());
+        if last {
+            next.status = Status::Confirmed;
+        }
+        let written = s
+            .write_round(RoundWrite {
+                lease: lease.clone(),
+                owner: "a".into(),
+                next: next.clone(),
+                calls: vec![failed(round)],
+                next_attempt_at: (!last).then(|| Utc::now() - chrono::Duration::seconds(1)),
+                newly_flagged: round == 1,
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert!(written, "round {round}");
+        if !last {
+            lease = s
+                .claim_due("a", 10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .pop()
+                .expect("due again")
+                .lease;
+        }
+    }
+    let claimed = s
+        .claim_alerts("x", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = claimed
+        .iter()
+        .map(|a| (a.kind.as_str(), a.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("needs_attention", Some("p.a confirm failing")),
+            ("attention_cleared", Some("finished: confirmed")),
+        ]
+    );
+    assert_eq!(claimed[0].mode, Mode::Tcc);
+    assert_eq!(
+        claimed[0].participant.as_deref(),
+        None,
+        "confirmed: no call failing"
+    );
+    assert_eq!(claimed[0].attempts, 1);
+    // Claimed: no other instance gets them while the lease runs.
+    assert!(
+        s.claim_alerts("y", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One URL of two took the first: it is due again for the other only.
+    let attempt = |id, owner: &str, delivered: &[&str], done| AlertAttempt {
+        id,
+        owner: owner.into(),
+        delivered_to: delivered.iter().map(|u| u.to_string()).collect(),
+        done,
+        next_at: Utc::now() - chrono::Duration::seconds(1),
+        error: (!done).then(|| "http://b: answered 503".into()),
+        now: Utc::now(),
+    };
+    assert!(
+        !s.record_alert_attempt(attempt(claimed[0].id, "y", &[], true))
+            .await
+            .unwrap(),
+        "not y's"
+    );
+    assert!(
+        s.record_alert_attempt(attempt(claimed[0].id, "x", &["http://a"], false))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_alert_attempt(attempt(claimed[1].id, "x", &["http://a", "http://b"], true))
+            .await
+            .unwrap()
+    );
+    let again = s
+        .claim_alerts("y", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (claimed[0].id, 2));
+    assert_eq!(again[0].delivered_to, ["http://a"]);
+    assert!(
+        s.record_alert_attempt(attempt(again[0].id, "y", &["http://a", "http://b"], true))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_alerts("z", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "all delivered"
+    );
+}
+
 async fn a_late_try_record_does_not_overwrite_phase_two(s: Subject) {
     use concord::machine::{CallStatus, Outcome, Phase};
 
@@ -1125,6 +1263,7 @@ conformance!(
     registry_is_persisted_and_merged,
     action_policies_are_kept_replaced_and_cleared,
     a_skip_is_compare_and_set_fences_the_driver_and_can_finish,
+    an_alert_per_change_of_the_flag_claimed_by_one_instance,
     a_late_try_record_does_not_overwrite_phase_two,
     operator_queries_gauges_and_retention,
     try_calls_are_claimed_once_and_leases_never_shortened,

@@ -147,13 +147,7 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut e_phase, mut e_attempt, mut e_code, mut e_message) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut a_gid, mut a_kind, mut a_reason) = (Vec::new(), Vec::new(), Vec::new());
     for p in items {
-        for a in p.alerts {
-            a_gid.push(p.gid.clone());
-            a_kind.push(a.kind);
-            a_reason.push(a.reason);
-        }
         for b in p.branches {
             b_gid.push(p.gid.clone());
             b_id.push(b.id);
@@ -192,6 +186,10 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                                  $6::text[], $7::int[], $8::boolean[], $9::text[], $10::timestamptz[],
                                  $11::boolean[], $12::timestamptz[])
                 AS t(gid, fence, owner, status, decided_at, reason, attempts, na, ar, next_at, release, now)
+        ), old AS (
+            -- The flag as it was: a write that changes it makes an alert
+            -- (below). Fenced writes are the only ones that move it here.
+            SELECT gid, needs_attention AS na FROM global_transactions WHERE gid = ANY($1)
         ), g AS (
             UPDATE global_transactions g
                SET status = t.status, decided_at = t.decided_at, rollback_reason = t.reason,
@@ -203,7 +201,8 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                    updated_at = t.now
               FROM t
              WHERE g.gid = ANY($1) AND g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
-            RETURNING g.gid, t.now, t.owner
+            RETURNING g.gid, t.now, t.owner, g.needs_attention AS na, g.attention_reason AS ar,
+                      g.status AS st, g.finished_at AS fin
         ), b AS (
             UPDATE branches br
                SET first_phase = COALESCE(u.first, br.first_phase), second_phase = u.second,
@@ -222,10 +221,18 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
               JOIN g ON g.gid = e.gid
              ORDER BY e.ord
         ), al AS (
+            -- One alert per change of needs_attention, in this same
+            -- statement: flagged, or no longer (finished while flagged, or
+            -- cleared, as a message's decision does).
             INSERT INTO alerts (gid, kind, reason, created_at, next_at)
-            SELECT a.gid, a.kind, a.reason, g.now, g.now
-              FROM unnest($28::text[], $29::text[], $30::text[]) AS a(gid, kind, reason)
-              JOIN g ON g.gid = a.gid
+            SELECT g.gid,
+                   CASE WHEN g.na AND g.fin IS NULL THEN 'needs_attention' ELSE 'attention_cleared' END,
+                   CASE WHEN g.na AND g.fin IS NULL THEN g.ar
+                        WHEN g.fin IS NOT NULL THEN 'finished: ' || g.st
+                        ELSE 'no longer needs attention: ' || g.st END,
+                   g.now, g.now
+              FROM g JOIN old o ON o.gid = g.gid
+             WHERE (g.na AND NOT o.na AND g.fin IS NULL) OR (o.na AND (NOT g.na OR g.fin IS NOT NULL))
         )
         SELECT gid FROM g",
     )
@@ -256,9 +263,6 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
     .bind(e_attempt)
     .bind(e_code)
     .bind(e_message)
-    .bind(a_gid)
-    .bind(a_kind)
-    .bind(a_reason)
     .fetch_all(&pool)
     .await?;
     Ok(gids.iter().map(|g| written.contains(g)).collect())

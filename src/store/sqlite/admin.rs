@@ -309,35 +309,10 @@ pub(super) async fn apply(
     .await?;
     // Resolving clears the flag: the alert webhooks say so, once.
     if let AdminChange::Resolve { note } = &w.change {
-        insert_alert(
-            c,
-            &w.gid,
-            "attention_cleared",
-            &format!("resolved by hand by {}: {note}", w.actor),
-            w.now,
-        )
-        .await?;
+        let reason = format!("resolved by hand by {}: {note}", w.actor);
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
     }
     Ok(true)
-}
-
-async fn insert_alert(
-    c: &mut SqliteConnection,
-    gid: &Gid,
-    kind: &str,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO alerts (gid, kind, reason, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-    )
-    .bind(gid.as_str())
-    .bind(kind)
-    .bind(reason)
-    .bind(us(now))
-    .execute(c)
-    .await?;
-    Ok(())
 }
 
 /// [`AdminChange::SkipBranch`]: the transaction (compare-and-set, fenced,
@@ -433,7 +408,7 @@ async fn skip_branch(
             finished.as_str(),
             w.actor
         );
-        insert_alert(c, &w.gid, "attention_cleared", &reason, w.now).await?;
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
     }
     Ok(true)
 }

@@ -1,7 +1,7 @@
 //! The alert outbox on SQLite: claiming due alerts for delivery under a
 //! lease and recording each attempt, both through the single writer.
-//! Alerts are inserted by the writes that change needs_attention
-//! (`drive.rs`, `admin.rs`), never here.
+//! Alerts are inserted ([`insert`]) by the writes that change
+//! needs_attention (`drive.rs`, `admin.rs`, `msg.rs`).
 
 use std::time::Duration;
 
@@ -25,6 +25,26 @@ struct AlertRow {
     delivered_to: String,
     mode: Option<String>,
     participant: Option<String>,
+}
+
+/// Inserts one alert, due now; called by the writes that change the flag.
+pub(super) async fn insert(
+    c: &mut SqliteConnection,
+    gid: &str,
+    kind: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO alerts (gid, kind, reason, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )
+    .bind(gid)
+    .bind(kind)
+    .bind(reason)
+    .bind(us(now))
+    .execute(c)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn claim(
