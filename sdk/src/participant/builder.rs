@@ -94,7 +94,7 @@ impl ParticipantServiceBuilder {
     ///     .policy("pay", CallPolicy::new().max_attempts(5).non_retryable(tonic::Code::NotFound))
     ///     .build()
     ///     .unwrap();
-    /// assert_eq!(service.policy_of("pay").unwrap().1.unwrap().max_attempts, 5);
+    /// assert_eq!(service.policy_of("pay").unwrap().1.unwrap().to_proto().max_attempts, 5);
     /// ```
     pub fn policy(mut self, action: impl Into<String>, policy: CallPolicy) -> Self {
         self.policies.entry(action.into()).or_default().policy = Some(policy);
