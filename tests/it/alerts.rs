@@ -203,7 +203,63 @@ async fn resolving_by_hand_clears_the_alert(db: TestDb) {
     );
 }
 
+async fn a_message_flagged_by_its_query_back_is_cleared_by_its_submit(db: TestDb) {
+    let (url, inbox) = receiver(0).await;
+    let coord = TestCoordinator::start_with(&db, |c| {
+        c.alert_webhooks = Urls(vec![url.clone()]);
+        c.attention_attempts = 1;
+        c.retry.initial = Duration::from_millis(200);
+        c.retry.max = Duration::from_millis(200);
+    })
+    .await;
+    let stock = TestParticipant::start("stock", None).await;
+    stock.register(&coord, &["reserve"]).await;
+    // Nobody answers the query-back: a port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut c = coord.client().await;
+    c.prepare_message(pb::PrepareMessageRequest {
+        gid: "m-alert".into(),
+        steps: vec![pb::MessageStep {
+            participant: "stock".into(),
+            action: "reserve".into(),
+            payload: b"{}".to_vec(),
+            ..Default::default()
+        }],
+        query_endpoint: format!("http://{port}/orders"),
+        query_protocol: pb::Protocol::Http as i32,
+        timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        }),
+        metadata: Default::default(),
+    })
+    .await
+    .unwrap();
+    let got = until_alerts(&inbox, 1).await;
+    assert_eq!(
+        (got[0]["event"].as_str(), got[0]["mode"].as_str()),
+        (Some("needs_attention"), Some("msg"))
+    );
+    // The initiator comes back and submits: no longer flagged, said once.
+    c.submit_message(pb::SubmitMessageRequest {
+        gid: "m-alert".into(),
+        wait: true,
+    })
+    .await
+    .unwrap();
+    let got = until_alerts(&inbox, 2).await;
+    assert_eq!(got[1]["event"], "attention_cleared");
+    assert_eq!(got[1]["reason"], "no longer needs attention: submitted");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(inbox.lock().unwrap().got.len(), 2);
+}
+
 on_both_stores!(
     an_alert_when_flagged_and_one_when_finished,
     resolving_by_hand_clears_the_alert,
+    a_message_flagged_by_its_query_back_is_cleared_by_its_submit,
 );
