@@ -288,6 +288,23 @@ impl Server {
                 stop.clone(),
             ));
         }
+        if !config.alert_webhooks.0.is_empty() {
+            let console = config.alert_console_url.clone().or_else(|| {
+                config
+                    .metrics_listen
+                    .filter(|_| config.console)
+                    .map(|addr| format!("http://{addr}"))
+            });
+            background.spawn(crate::engine::alerts::run(
+                self.store.clone(),
+                config.instance_id.clone(),
+                crate::engine::alerts::AlertSettings {
+                    urls: config.alert_webhooks.0.clone(),
+                    console,
+                },
+                stop.clone(),
+            ));
+        }
         if let Some(http) = self.metrics_listener.take() {
             let handle = crate::telemetry::metrics::install();
             if let Some(handle) = handle.clone() {

@@ -442,6 +442,7 @@ pub async fn transfer(
     let try_opts = |branch_id: &str| TryOptions {
         branch_id: Some(branch_id.to_owned()),
         call_timeout: opts.call_timeout,
+        ..Default::default()
     };
     let tried = tokio::try_join!(
         tx.try_branch_with(&t.from.bank, TRANSFER_OUT, out, try_opts("out")),

@@ -171,7 +171,13 @@ async fn register(
         protocol: Default::default(),
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
-        actions: actions.iter().map(|a| Action { name: a.clone() }).collect(),
+        actions: actions
+            .iter()
+            .map(|a| Action {
+                name: a.clone(),
+                ..Default::default()
+            })
+            .collect(),
     };
     for _ in 0..300 {
         match client.register_participant(request.clone()).await {

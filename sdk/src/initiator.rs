@@ -474,7 +474,7 @@ impl TccTransaction {
             payload: payload.into(),
             branch_id: opts.branch_id.unwrap_or_default(),
             call_timeout: opts.call_timeout.map(proto_duration),
-            policy: None,
+            policy: opts.policy.as_ref().map(crate::CallPolicy::to_proto),
         };
         let reply = self
             .client

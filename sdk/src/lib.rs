@@ -86,6 +86,7 @@
 pub mod barrier;
 pub mod initiator;
 pub mod participant;
+pub mod policy;
 
 #[cfg(feature = "postgres")]
 pub use barrier::PgBarrier;
@@ -99,6 +100,7 @@ pub use participant::{
     ParseOpError, ParticipantServer, ParticipantService, ParticipantServiceBuilder,
     RunningParticipant, SagaAction, ServeError, TccAction,
 };
+pub use policy::CallPolicy;
 
 /// The attribute `impl TccAction for ...` and `impl SagaAction for ...`
 /// blocks need, re-exported so participants need no dependency of their own.

@@ -5,7 +5,7 @@ use concord_proto::v1 as pb;
 
 use crate::domain::Protocol;
 use crate::error::Error;
-use crate::machine::policy::{CallPolicy, CodeSet, RetrySpec};
+use crate::machine::policy::{ActionPolicy, CallPolicy, CodeSet, HttpStatusSet, RetrySpec};
 use crate::machine::{CallStatus, Mode, Status};
 use crate::store::{BranchRecord, EventRecord, TxRecord};
 
@@ -60,6 +60,7 @@ pub fn call_status(s: CallStatus) -> pb::CallStatus {
         CallStatus::Rejected => pb::CallStatus::Rejected,
         CallStatus::Unknown => pb::CallStatus::Unknown,
         CallStatus::NotRequired => pb::CallStatus::NotRequired,
+        CallStatus::Skipped => pb::CallStatus::Skipped,
     }
 }
 
@@ -86,7 +87,7 @@ pub fn branch(b: &BranchRecord) -> pb::Branch {
         participant: b.participant.to_string(),
         action: b.action.to_string(),
         first_phase: call_status(b.first_phase) as i32,
-        second_phase: call_status(b.second_phase) as i32,
+        second_phase: call_status(b.owed_phase()) as i32,
         attempts: b.attempts,
         last_code: b.last_code.clone().unwrap_or_default(),
         last_error: b.last_error.clone().unwrap_or_default(),
@@ -204,12 +205,43 @@ pub fn call_policy(
         .filter(|a| !a.is_zero());
     let non_retryable = CodeSet::parse(p.non_retryable_codes.iter().map(String::as_str))
         .map_err(|e| bad(&format!("non_retryable_codes: {e}")))?;
+    let non_retryable_http = HttpStatusSet::parse(p.non_retryable_http_statuses.iter().copied())
+        .map_err(|e| bad(&format!("non_retryable_http_statuses: {e}")))?;
     Ok(CallPolicy {
         retry,
         max_attempts: (p.max_attempts > 0).then_some(p.max_attempts),
         max_age,
         non_retryable,
+        non_retryable_http,
     })
+}
+
+/// An action's call timeout and policy declared at registration, checked
+/// like a request's; `field` names the action in errors (`actions[2]`).
+pub fn action_policy(field: &str, a: &pb::Action) -> Result<ActionPolicy, crate::error::Error> {
+    let call_timeout =
+        optional_duration(&format!("{field}: call_timeout"), a.call_timeout.as_ref())?;
+    if call_timeout.is_some_and(|t| t.is_zero()) {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "{field}: call_timeout must be positive"
+        )));
+    }
+    Ok(ActionPolicy {
+        call_timeout,
+        policy: call_policy(&format!("{field}: policy"), a.policy.as_ref())?,
+    })
+}
+
+/// A registered action with the call timeout and policy it declared.
+pub fn action(name: &crate::domain::ActionName, p: &ActionPolicy) -> pb::Action {
+    pb::Action {
+        name: name.to_string(),
+        call_timeout: p.call_timeout.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        policy: call_policy_pb(&p.policy),
+    }
 }
 
 /// A stored policy as the API shows it; `None` for the default one.
@@ -233,6 +265,12 @@ pub fn call_policy_pb(p: &CallPolicy) -> Option<pb::CallPolicy> {
             .names()
             .into_iter()
             .map(String::from)
+            .collect(),
+        non_retryable_http_statuses: p
+            .non_retryable_http
+            .statuses()
+            .into_iter()
+            .map(u32::from)
             .collect(),
     })
 }

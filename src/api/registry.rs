@@ -51,9 +51,13 @@ impl RegistryService for RegistryApi {
             }
             let actions = req
                 .actions
-                .into_iter()
-                .map(|a| ActionName::parse(a.name))
-                .collect::<Result<Vec<_>, _>>()?;
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let policy = convert::action_policy(&format!("actions[{i}]"), a)?;
+                    Ok((ActionName::parse(a.name.clone())?, policy))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
             self.registry.register(&name, &endpoint, &actions).await?;
             self.clients.registered(&name, &endpoint.url);
             tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), "participant registered");
@@ -76,8 +80,11 @@ impl RegistryService for RegistryApi {
                         actions: p
                             .actions
                             .into_iter()
-                            .map(|a| pb::Action {
-                                name: a.to_string(),
+                            .map(|a| {
+                                convert::action(
+                                    &a,
+                                    &p.policies.get(&a).copied().unwrap_or_default(),
+                                )
                             })
                             .collect(),
                         endpoints: p

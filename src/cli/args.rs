@@ -114,6 +114,89 @@ pub enum TxCommand {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Act on one branch of a transaction: retry it now, or skip its stuck
+    /// Confirm, Cancel or compensation after doing its work by hand.
+    #[command(subcommand)]
+    Branch(BranchCommand),
+    /// Retry, pause, resume or resolve every transaction matching the
+    /// filters (at least one), oldest first. Lists what would change and
+    /// asks first on a terminal; `--dry-run` only lists.
+    Bulk(BulkArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BulkAction {
+    Retry,
+    Pause,
+    Resume,
+    Resolve,
+}
+
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// What to do to each transaction.
+    #[arg(value_enum)]
+    pub action: BulkAction,
+    /// Only these statuses; repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Only tcc, saga or msg transactions.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Only transactions with a branch on this participant.
+    #[arg(long)]
+    pub participant: Option<String>,
+    /// Only transactions flagged as needing attention.
+    #[arg(long)]
+    pub needs_attention: bool,
+    /// Only unfinished transactions older than this (for example 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub stuck: Option<Duration>,
+    /// Created before this time (RFC 3339, or a duration meaning "ago").
+    #[arg(long, value_parser = parse_time)]
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only gids starting with this.
+    #[arg(long)]
+    pub gid_prefix: Option<String>,
+    /// Recorded in each transaction's history; required for resolve.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Only list what each transaction would come to; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Most transactions to act on (default and at most 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BranchCommand {
+    /// Call the branch's owed call now instead of after the backoff.
+    Retry {
+        gid: String,
+        /// Branch id, as `tx show` lists them.
+        branch: String,
+        /// Recorded in the transaction's history.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Mark the branch's stuck Confirm, Cancel or compensation as done by
+    /// hand: it is not called again and shows as skipped; the transaction
+    /// finishes once every branch is done or skipped.
+    Skip {
+        gid: String,
+        /// Branch id, as `tx show` lists them.
+        branch: String,
+        /// What was done by hand instead of the call; required.
+        #[arg(long)]
+        note: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 next_attempt_at: None,
                 lease_owner: None,
                 policy: None,
+                skipped: None,
             },
             BranchView {
                 branch_id: "2".into(),
@@ -103,6 +104,7 @@ fn detail(gid: &str, status: &str) -> TxDetail {
                 next_attempt_at: Some(now() + Duration::seconds(40)),
                 lease_owner: None,
                 policy: Some("timeout 2s, at most 5 calls".into()),
+                skipped: None,
             },
         ],
         events: vec![

@@ -1,11 +1,11 @@
 //! `concord tx …`: list, show, and the operator actions (retry, rollback,
-//! resolve, pause, resume).
+//! resolve, pause, resume; retry or skip one branch).
 
 use chrono::Utc;
 use concord_proto::v1 as pb;
 
-use super::args::{ListArgs, Output, TxArgs, TxCommand};
-use super::model::{ActionResult, TxDetail, TxList, TxSummary};
+use super::args::{BranchCommand, BulkAction, BulkArgs, ListArgs, Output, TxArgs, TxCommand};
+use super::model::{ActionResult, BulkView, TxDetail, TxList, TxSummary};
 use super::{Client, EXIT_USAGE, Failure, confirm, connect, emit, render};
 use crate::api::convert::timestamp;
 
@@ -73,7 +73,109 @@ pub(super) async fn run(args: TxArgs) -> Result<(), Failure> {
                 .await?;
             acted(output, gid, "resume", reply.into_inner())
         }
+        TxCommand::Branch(BranchCommand::Retry { gid, branch, note }) => {
+            let reply = client
+                .retry_branch(pb::RetryBranchRequest {
+                    gid: gid.clone(),
+                    branch_id: branch,
+                    note: note.unwrap_or_default(),
+                })
+                .await?;
+            acted(output, gid, "retry_branch", reply.into_inner())
+        }
+        TxCommand::Branch(BranchCommand::Skip {
+            gid,
+            branch,
+            note,
+            yes,
+        }) => {
+            confirm(
+                &format!(
+                    "skip branch {branch} of transaction {gid}? its call will never be made; \
+                     make sure its work was done by hand."
+                ),
+                yes,
+            )?;
+            let reply = client
+                .skip_branch(pb::SkipBranchRequest {
+                    gid: gid.clone(),
+                    branch_id: branch,
+                    note,
+                })
+                .await?;
+            acted(output, gid, "skip_branch", reply.into_inner())
+        }
+        TxCommand::Bulk(b) => bulk(&mut client, b, output).await,
     }
+}
+
+/// `tx bulk`: a dry run names what would change; unless only that was
+/// asked, a confirmation, then the command on exactly those transactions.
+/// Exit code 1 when any was refused or failed.
+async fn bulk(client: &mut Client, b: BulkArgs, output: Output) -> Result<(), Failure> {
+    let (action, name) = match b.action {
+        BulkAction::Retry => (pb::BulkAction::Retry, "retry"),
+        BulkAction::Pause => (pb::BulkAction::Pause, "pause"),
+        BulkAction::Resume => (pb::BulkAction::Resume, "resume"),
+        BulkAction::Resolve => (pb::BulkAction::Resolve, "resolve"),
+    };
+    let filter = pb::ListTransactionsRequest {
+        statuses: status_filter(&b.status)?,
+        mode: mode_filter(&b.mode)?,
+        participant: b.participant.unwrap_or_default(),
+        created_before: b.created_before.map(timestamp),
+        needs_attention: b.needs_attention,
+        stuck_for: b.stuck.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        gid_prefix: b.gid_prefix.unwrap_or_default(),
+        ..Default::default()
+    };
+    let request = |dry_run: bool, gids: Vec<String>| pb::BulkActRequest {
+        action: action as i32,
+        filter: Some(filter.clone()),
+        note: b.note.clone().unwrap_or_default(),
+        dry_run,
+        gids,
+        limit: b.limit.unwrap_or(0),
+    };
+    let dry = client
+        .bulk_act(request(true, Vec::new()))
+        .await?
+        .into_inner();
+    let dry_view = BulkView::from_wire(name, true, &dry);
+    let would: Vec<String> = dry_view
+        .results
+        .iter()
+        .filter(|r| r.outcome == "would_change")
+        .map(|r| r.gid.clone())
+        .collect();
+    if b.dry_run || would.is_empty() {
+        emit(output, &dry_view, |p| render::bulk(&dry_view, p));
+        if output == Output::Text && dry_view.truncated {
+            eprintln!("more transactions match than the limit; run again for the rest");
+        }
+        return Ok(());
+    }
+    if output == Output::Text && !b.yes {
+        eprint!("{}", render::bulk(&dry_view, render::Paint(false)));
+    }
+    confirm(
+        &format!("{name} these {} transactions?", would.len()),
+        b.yes,
+    )?;
+    let done = client.bulk_act(request(false, would)).await?.into_inner();
+    let view = BulkView::from_wire(name, false, &done);
+    emit(output, &view, |p| render::bulk(&view, p));
+    if view.count("refused") + view.count("failed") > 0 {
+        return Err(Failure::error(format!(
+            "{} of {} transactions were refused or failed",
+            view.count("refused") + view.count("failed"),
+            view.results.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `tx list`: one page; the cursor of the next goes to stderr.

@@ -25,9 +25,10 @@ use crate::api::admin::auth::AdminTokens;
 use crate::store::location::StoreLocation;
 
 pub use self::resolve::{ConfigError, ServeArgs};
-pub use self::values::{OrOff, parse_duration};
+pub use self::values::{OrOff, Urls, parse_duration};
 use self::values::{
-    de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off, parse_on_off,
+    de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off, parse_on_off, parse_url,
+    parse_urls,
 };
 
 /// The local PostgreSQL that tools default to (the benchmark's
@@ -198,6 +199,17 @@ pub struct Config {
     /// Transactions deleted per retention batch.
     #[arg(long, env = "CONCORD_RETENTION_BATCH", help_heading = OPERATIONS)]
     pub retention_batch: u32,
+    /// URLs (http:// or https://, comma-separated) that get a JSON POST
+    /// when a transaction becomes needs_attention and when it stops
+    /// needing it. None: no alert is posted.
+    #[arg(long, env = "CONCORD_ALERT_WEBHOOKS", value_parser = parse_urls, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::urls")]
+    pub alert_webhooks: Urls,
+    /// Address of the console as operators reach it (`https://concord.example:9464`),
+    /// for the links in alerts. None: http://metrics_listen.
+    #[arg(long, env = "CONCORD_ALERT_CONSOLE_URL", value_parser = parse_url, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::url")]
+    pub alert_console_url: Option<String>,
 }
 
 /// Retry delays of phase-2 calls: exponential with jitter. Its keys carry
@@ -284,6 +296,8 @@ impl Default for Config {
             console_idle_timeout: Duration::from_secs(30 * 60),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_batch: 500,
+            alert_webhooks: Urls::default(),
+            alert_console_url: None,
         }
     }
 }

@@ -46,6 +46,32 @@ pub fn parse_admin_tokens(s: &str) -> Result<AdminTokens, String> {
     AdminTokens::parse_list(s)
 }
 
+/// http:// or https:// URLs (`alert_webhooks`); a type of its own so that
+/// clap reads the flag as one comma-separated value, not as a list of
+/// flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Urls(pub Vec<String>);
+
+/// Parses a comma-separated list of http:// or https:// URLs (the flag and
+/// environment form of `alert_webhooks`); empty: none.
+pub fn parse_urls(s: &str) -> Result<Urls, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(parse_url)
+        .collect::<Result<_, _>>()
+        .map(Urls)
+}
+
+/// One http:// or https:// URL.
+pub fn parse_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!("{s:?} is not an http:// or https:// URL"));
+    }
+    Ok(s.to_string())
+}
+
 /// Parses `on`/`off` (or `true`/`false`).
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -106,6 +132,22 @@ pub mod de {
             OnOff::Bool(b) => Ok(b),
             OnOff::Text(s) => parse_on_off(&s).map_err(D::Error::custom),
         }
+    }
+
+    /// In the file, a list: `alert_webhooks = ["https://..."]`.
+    pub fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Urls, D::Error> {
+        let entries = Vec::<String>::deserialize(d)?;
+        entries
+            .iter()
+            .map(|u| parse_url(u))
+            .collect::<Result<_, _>>()
+            .map(Urls)
+            .map_err(D::Error::custom)
+    }
+
+    pub fn url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_url(&s).map(Some).map_err(D::Error::custom)
     }
 
     /// `no_migrate = true` in the file, a boolean as TOML writes it.

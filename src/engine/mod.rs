@@ -2,7 +2,8 @@
 //! initiator commands (TCC in [`tcc`], sagas in [`saga`]), drives phase 2
 //! ([`phase2`]), runs operator actions, and finishes what a crash
 //! interrupted ([`recovery`], under the [`leases`] it holds), with delays
-//! from [`retry`], cut short by the [`redrive`] when a participant is back; [`retention`] deletes old history. This file holds the
+//! from [`retry`], cut short by the [`redrive`] when a participant is back; [`retention`] deletes old history; [`alerts`] posts
+//! needs_attention changes to webhooks. This file holds the
 //! engine itself and what every part shares.
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::participant::client::ParticipantClients;
 use crate::participant::registry::Registry;
 use crate::store::{BranchRecord, Decision, EventRecord, Store, TxRecord};
 
+pub mod alerts;
 mod calls;
 pub mod gauges;
 pub mod leases;

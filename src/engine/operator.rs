@@ -12,9 +12,12 @@ use chrono::{DateTime, Utc};
 
 use super::Engine;
 use super::recovery::Wake;
-use crate::domain::Gid;
+use crate::domain::{BranchId, Gid};
 use crate::error::{Error, Result};
-use crate::machine::operator::{self, OperatorEffect, OperatorFlags, OperatorOp};
+use crate::machine::Mode;
+use crate::machine::operator::{
+    self, BranchEffect, BranchOp, BranchesView, OperatorEffect, OperatorFlags, OperatorOp,
+};
 use crate::participant::client::EndpointCallStats;
 use crate::store::admin::{
     AdminChange, AdminStats, AdminStore, AdminTx, AdminWrite, FinishedInMinute, TxFilter,
@@ -245,6 +248,258 @@ impl Operator {
         Err(Error::Unavailable(format!(
             "transaction {gid} kept changing during the operator command; retry"
         )))
+    }
+}
+
+impl Operator {
+    /// Runs a command on one branch through the rules and persists it, as
+    /// [`Operator::act`] does for a transaction: a refusal is
+    /// `FAILED_PRECONDITION` with the reason and changes nothing.
+    pub async fn act_on_branch(
+        &self,
+        gid: &Gid,
+        branch: &BranchId,
+        op: BranchOp,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<Acted> {
+        let event = match op {
+            BranchOp::Retry => "operator_retry_branch",
+            BranchOp::Skip { .. } => "operator_skip",
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let (row, branches) = self.get(gid).await?;
+            let tx = &row.tx;
+            let flags = OperatorFlags {
+                paused: tx.paused,
+                resolved_by: row.resolution.as_ref().map(|r| r.by.clone()),
+            };
+            let view = match tx.mode {
+                Mode::Tcc => BranchesView::of_tcc(&tx.state(&branches)),
+                Mode::Saga | Mode::Msg => BranchesView::of_saga(&tx.saga_state(&branches)),
+            };
+            let now = self.engine.clock.now();
+            let effect = operator::operate_branch(&view, &flags, branch, &op, now)
+                .map_err(|r| Error::FailedPrecondition(r.to_string()))?;
+            let (change, message) = match effect {
+                BranchEffect::RetryAt(at) => (
+                    AdminChange::RetryBranchAt {
+                        at,
+                        branch_id: branch.clone(),
+                    },
+                    format!("branch {branch}: retry scheduled now; the recovery loop was woken"),
+                ),
+                BranchEffect::Skip {
+                    phase,
+                    expected,
+                    attempts,
+                    note,
+                    finishes,
+                } => (
+                    AdminChange::SkipBranch {
+                        branch_id: branch.clone(),
+                        phase,
+                        expected,
+                        attempts,
+                        note,
+                        finishes,
+                    },
+                    match finishes {
+                        Some(status) => format!(
+                            "branch {branch}: {} skipped; every branch is done or skipped, so the transaction is {}",
+                            phase.as_str(),
+                            status.as_str()
+                        ),
+                        None => format!(
+                            "branch {branch}: {} skipped; the other branches are still driven",
+                            phase.as_str()
+                        ),
+                    },
+                ),
+            };
+            let write = AdminWrite {
+                gid: gid.clone(),
+                expected_status: tx.status,
+                expected_paused: tx.paused,
+                expected_needs_attention: tx.needs_attention,
+                change,
+                event,
+                actor: actor.to_string(),
+                note: note.clone(),
+                now,
+            };
+            if self.store.admin_apply(write).await? {
+                tracing::info!(%gid, branch_id = %branch, actor, action = op.name(), "operator action");
+                self.wake.wake();
+                return Ok(Acted {
+                    changed: true,
+                    message,
+                    tx: self.get(gid).await?.0,
+                });
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "transaction {gid} kept changing during the operator command; retry"
+        )))
+    }
+}
+
+/// Most transactions one bulk command acts on.
+pub const MAX_BULK: u32 = 1000;
+
+/// What a bulk command did (or, dry, would do) to one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkOutcome {
+    Changed,
+    /// Already as asked; nothing written.
+    Unchanged,
+    /// The rules said no; the message says why.
+    Refused,
+    /// Dry run: the command would change it.
+    WouldChange,
+    /// An error other than a refusal (it kept changing, the database).
+    Failed,
+}
+
+impl BulkOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkOutcome::Changed => "changed",
+            BulkOutcome::Unchanged => "unchanged",
+            BulkOutcome::Refused => "refused",
+            BulkOutcome::WouldChange => "would_change",
+            BulkOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One transaction's result in a bulk command.
+#[derive(Debug, Clone)]
+pub struct BulkResult {
+    pub gid: Gid,
+    pub outcome: BulkOutcome,
+    pub message: String,
+    pub status: crate::machine::Status,
+}
+
+impl Operator {
+    /// Applies `op` to every transaction matching `filter` (oldest first,
+    /// at most `limit`; of those, only `only` when it is not empty), each
+    /// exactly as [`Operator::act`] would, one after the other; with
+    /// `dry_run`, asks the same rules what each would do and writes
+    /// nothing. Returns a result per transaction and whether more matched
+    /// than `limit`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn bulk(
+        &self,
+        mut filter: TxFilter,
+        stuck_for: Option<Duration>,
+        op: OperatorOp,
+        only: &[Gid],
+        actor: &str,
+        note: Option<String>,
+        dry_run: bool,
+        limit: u32,
+    ) -> Result<(Vec<BulkResult>, bool)> {
+        let limit = limit.clamp(1, MAX_BULK) as usize;
+        filter.oldest_first = true;
+        filter.after = None;
+        filter.limit = 500;
+        let mut matched: Vec<Gid> = Vec::new();
+        let truncated = loop {
+            let (page, next) = self.list(filter.clone(), stuck_for).await?;
+            matched.extend(
+                page.into_iter()
+                    .map(|t| t.tx.gid)
+                    .filter(|g| only.is_empty() || only.contains(g)),
+            );
+            if matched.len() > limit {
+                matched.truncate(limit);
+                break true;
+            }
+            match next {
+                Some(cursor) => filter.after = Some(cursor),
+                None => break false,
+            }
+        };
+        let mut results = Vec::with_capacity(matched.len());
+        for gid in matched {
+            let result = if dry_run {
+                self.dry(&gid, &op).await
+            } else {
+                match self.act(&gid, op.clone(), actor, note.clone()).await {
+                    Ok(acted) => Ok(BulkResult {
+                        outcome: if acted.changed {
+                            BulkOutcome::Changed
+                        } else {
+                            BulkOutcome::Unchanged
+                        },
+                        message: acted.message,
+                        status: acted.tx.tx.status,
+                        gid: gid.clone(),
+                    }),
+                    Err(e) => Err(e),
+                }
+            };
+            results.push(match result {
+                Ok(r) => r,
+                Err(e) => {
+                    let outcome = match e {
+                        Error::FailedPrecondition(_) => BulkOutcome::Refused,
+                        _ => BulkOutcome::Failed,
+                    };
+                    let status = match self.get(&gid).await {
+                        Ok((row, _)) => row.tx.status,
+                        Err(_) => crate::machine::Status::Trying,
+                    };
+                    BulkResult {
+                        gid,
+                        outcome,
+                        message: e.to_string(),
+                        status,
+                    }
+                }
+            });
+        }
+        if !dry_run {
+            tracing::info!(
+                actor,
+                action = op.name(),
+                transactions = results.len(),
+                "operator bulk action"
+            );
+        }
+        Ok((results, truncated))
+    }
+
+    /// What `op` would do to `gid` now, by the same rules; writes nothing.
+    async fn dry(&self, gid: &Gid, op: &OperatorOp) -> Result<BulkResult> {
+        let (row, branches) = self.get(gid).await?;
+        let tx = &row.tx;
+        let flags = OperatorFlags {
+            paused: tx.paused,
+            resolved_by: row.resolution.as_ref().map(|r| r.by.clone()),
+        };
+        let effect = operator::operate(&tx.state(&branches), &flags, op, self.engine.clock.now())
+            .map_err(|r| Error::FailedPrecondition(r.to_string()))?;
+        let (outcome, message) = match effect {
+            OperatorEffect::Unchanged(why) => {
+                (BulkOutcome::Unchanged, format!("nothing to do: {why}"))
+            }
+            OperatorEffect::RetryAt(_) => (BulkOutcome::WouldChange, "would retry now".into()),
+            OperatorEffect::SetPaused(true) => (BulkOutcome::WouldChange, "would pause".into()),
+            OperatorEffect::SetPaused(false) => (BulkOutcome::WouldChange, "would resume".into()),
+            OperatorEffect::Resolve { .. } => {
+                (BulkOutcome::WouldChange, "would resolve by hand".into())
+            }
+            OperatorEffect::Rollback { .. } => (BulkOutcome::WouldChange, "would roll back".into()),
+        };
+        Ok(BulkResult {
+            gid: gid.clone(),
+            outcome,
+            message,
+            status: tx.status,
+        })
     }
 }
 

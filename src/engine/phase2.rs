@@ -161,10 +161,7 @@ impl Engine {
                 attempt,
                 newly_flagged,
             } => {
-                let owed = next
-                    .branches
-                    .iter()
-                    .filter(|b| b.second_phase != crate::machine::CallStatus::Succeeded);
+                let owed = next.branches.iter().filter(|b| !b.second_phase.is_done());
                 let delay = self.retry.delay_for(attempt, owed.map(|b| &b.policy));
                 let delay =
                     chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));

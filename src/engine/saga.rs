@@ -71,14 +71,19 @@ fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
 }
 
 impl Engine {
-    /// The checks a Try gets, for one step; the error names the step.
-    async fn check_step(&self, i: usize, s: &StepRequest) -> Result<()> {
+    /// The checks a Try gets, for one step; the error names the step. Fixes
+    /// the step's call timeout and policy in force: the step's own, else
+    /// what its action declared at registration, else its compensation's.
+    async fn check_step(&self, i: usize, s: &mut StepRequest) -> Result<()> {
         let checked = async {
             self.check_payload(&s.payload)?;
             check_call_timeout(s.call_timeout)?;
-            self.check_actions(&s.participant, &[&s.action, &s.compensation])
-                .await
-                .map(drop)
+            let entry = self
+                .check_actions(&s.participant, &[&s.action, &s.compensation])
+                .await?;
+            let (timeout, policy) = entry.policy_of(&s.action).resolve(s.call_timeout, s.policy);
+            (s.call_timeout, s.policy) = entry.policy_of(&s.compensation).resolve(timeout, policy);
+            Ok::<(), Error>(())
         };
         checked.await.map_err(|e| e.context(&format!("steps[{i}]")))
     }
@@ -104,7 +109,8 @@ impl Engine {
         }
         let declared: Vec<Vec<usize>> = req.steps.iter().map(|s| s.depends_on.clone()).collect();
         saga::validate(&declared).map_err(Error::InvalidArgument)?;
-        for (i, s) in req.steps.iter().enumerate() {
+        let mut req = req;
+        for (i, s) in req.steps.iter_mut().enumerate() {
             self.check_step(i, s).await?;
         }
         let concurrency = match req.concurrency {
@@ -193,6 +199,7 @@ impl Engine {
                         compensate_rejected: s.compensate_rejected,
                         policy: s.policy,
                         call_busy_until: None,
+                        skipped: None,
                     })
                     .collect();
                 let grant = Granted {
@@ -357,9 +364,7 @@ impl Engine {
                 let (next, attempt, newly) =
                     saga::round_failed(&state, now, self.settings.escalation);
                 let owed = next.steps.iter().filter(|s| match next.status {
-                    Status::Compensating => {
-                        s.needs_compensation() && s.compensation != CallStatus::Succeeded
-                    }
+                    Status::Compensating => s.needs_compensation() && !s.compensation.is_done(),
                     _ => s.action == CallStatus::Unknown,
                 });
                 let delay = self.retry.delay_for(attempt, owed.map(|s| &s.policy));

@@ -115,10 +115,15 @@ impl Engine {
     }
 
     /// Registers a branch durably, then calls the participant's Try.
-    pub async fn try_branch(&self, req: TryBranch) -> Result<(BranchId, Vec<u8>)> {
+    pub async fn try_branch(&self, mut req: TryBranch) -> Result<(BranchId, Vec<u8>)> {
         self.check_payload(&req.payload)?;
         check_call_timeout(req.call_timeout)?;
-        self.check_actions(&req.participant, &[&req.action]).await?;
+        let entry = self.check_actions(&req.participant, &[&req.action]).await?;
+        // The policy in force is fixed now and stored with the branch: the
+        // request's, else what the action declared at registration.
+        (req.call_timeout, req.policy) = entry
+            .policy_of(&req.action)
+            .resolve(req.call_timeout, req.policy);
         // No lease covers a Try: the branch row itself says until when its
         // call may run (`call_until`), so that nothing else is sent to the
         // branch before then, even if this instance dies now.

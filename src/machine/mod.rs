@@ -177,6 +177,10 @@ pub enum CallStatus {
     Unknown,
     /// This phase will not be called.
     NotRequired,
+    /// An operator skipped this call after doing its work by hand (a
+    /// stuck Confirm, Cancel or compensation): done, but not by the
+    /// participant, and shown so (never as succeeded).
+    Skipped,
 }
 
 impl CallStatus {
@@ -187,7 +191,13 @@ impl CallStatus {
             CallStatus::Rejected => "rejected",
             CallStatus::Unknown => "unknown",
             CallStatus::NotRequired => "not_required",
+            CallStatus::Skipped => "skipped",
         }
+    }
+
+    /// Nothing more is owed: it succeeded, or an operator skipped it.
+    pub fn is_done(self) -> bool {
+        matches!(self, CallStatus::Succeeded | CallStatus::Skipped)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -197,6 +207,7 @@ impl CallStatus {
             CallStatus::Rejected,
             CallStatus::Unknown,
             CallStatus::NotRequired,
+            CallStatus::Skipped,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)

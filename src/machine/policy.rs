@@ -9,6 +9,11 @@
 //! policy makes the saga compensate (with the reason); a phase-2 call of TCC
 //! or a compensation can only be flagged needs_attention — the decision is
 //! final, so it is never abandoned and goes on being retried.
+//!
+//! A participant may also declare a policy per action when it registers
+//! ([`ActionPolicy`]); a branch then carries the one in force, resolved
+//! once when the branch is created ([`ActionPolicy::resolve`]): the
+//! request's, else the action's, else the coordinator's, part by part.
 
 use std::time::Duration;
 
@@ -81,6 +86,57 @@ impl CodeSet {
     }
 }
 
+/// HTTP statuses (400-599) an HTTP participant's action declares final:
+/// answered so, a call counts as rejected, like a gRPC code of [`CodeSet`].
+/// 409 cannot be declared (it already is the rejection). A bit set, so
+/// that a policy stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HttpStatusSet([u64; 4]);
+
+/// The lowest HTTP status a set may hold; the set covers 200 statuses.
+const HTTP_FIRST: u16 = 400;
+const HTTP_LAST: u16 = 599;
+
+impl HttpStatusSet {
+    /// The set of `statuses`; the error names the first that cannot be
+    /// declared.
+    pub fn parse(statuses: impl IntoIterator<Item = u32>) -> Result<Self, String> {
+        let mut set = [0u64; 4];
+        for status in statuses {
+            if status == 409 {
+                return Err(
+                    "409 cannot be declared non-retryable: it is a rejection already".into(),
+                );
+            }
+            if !(u32::from(HTTP_FIRST)..=u32::from(HTTP_LAST)).contains(&status) {
+                return Err(format!("{status} is not an HTTP error status (400-599)"));
+            }
+            let i = (status - u32::from(HTTP_FIRST)) as usize;
+            set[i / 64] |= 1 << (i % 64);
+        }
+        Ok(HttpStatusSet(set))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        if !(HTTP_FIRST..=HTTP_LAST).contains(&status) {
+            return false;
+        }
+        let i = usize::from(status - HTTP_FIRST);
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The statuses in the set, ascending.
+    pub fn statuses(&self) -> Vec<u16> {
+        (HTTP_FIRST..=HTTP_LAST)
+            .filter(|s| self.contains(*s))
+            .collect()
+    }
+}
+
 /// Retry delays of one branch: exponential from `initial` by `factor`, at
 /// most `max`, with or without jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,11 +163,70 @@ pub struct CallPolicy {
     pub max_age: Option<Duration>,
     /// Answers that count as a rejection rather than an unknown outcome.
     pub non_retryable: CodeSet,
+    /// The same for HTTP participants: statuses recorded as `HTTP_<n>`.
+    pub non_retryable_http: HttpStatusSet,
+}
+
+/// What a participant declares for one of its actions when it registers:
+/// its call timeout and its call policy, used by every branch or step that
+/// calls the action and gives none of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActionPolicy {
+    pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
+}
+
+impl ActionPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == ActionPolicy::default()
+    }
+
+    /// The call timeout and policy in force for a branch whose request
+    /// gave `call_timeout` and `policy`: part by part, the request's, else
+    /// this action's; what neither sets stays unset and follows the
+    /// coordinator's settings.
+    pub fn resolve(
+        &self,
+        call_timeout: Option<Duration>,
+        policy: CallPolicy,
+    ) -> (Option<Duration>, CallPolicy) {
+        (call_timeout.or(self.call_timeout), policy.or(&self.policy))
+    }
 }
 
 impl CallPolicy {
     pub fn is_default(&self) -> bool {
         *self == CallPolicy::default()
+    }
+
+    /// This policy, with each part it leaves unset taken from `fallback`.
+    pub fn or(&self, fallback: &CallPolicy) -> CallPolicy {
+        CallPolicy {
+            retry: self.retry.or(fallback.retry),
+            max_attempts: self.max_attempts.or(fallback.max_attempts),
+            max_age: self.max_age.or(fallback.max_age),
+            non_retryable: if self.non_retryable.is_empty() {
+                fallback.non_retryable
+            } else {
+                self.non_retryable
+            },
+            non_retryable_http: if self.non_retryable_http.is_empty() {
+                fallback.non_retryable_http
+            } else {
+                self.non_retryable_http
+            },
+        }
+    }
+
+    /// Whether an answer recorded with `code` (a gRPC code name, or
+    /// `HTTP_<status>` from an HTTP participant) is declared final.
+    pub fn is_non_retryable(&self, code: &str) -> bool {
+        if let Some(status) = code.strip_prefix("HTTP_") {
+            return status
+                .parse()
+                .is_ok_and(|s| self.non_retryable_http.contains(s));
+        }
+        self.non_retryable.contains(code)
     }
 
     /// Whether a phase that has made `attempts` calls and has been owed
@@ -130,7 +245,7 @@ impl CallPolicy {
     /// code), anything else is unchanged.
     pub fn classify(&self, outcome: Outcome) -> Outcome {
         match outcome {
-            Outcome::Unknown { code, message } if self.non_retryable.contains(&code) => {
+            Outcome::Unknown { code, message } if self.is_non_retryable(&code) => {
                 Outcome::Rejected {
                     message: format!("{code} {message}").trim_end().to_string(),
                 }
@@ -149,7 +264,7 @@ impl CallPolicy {
         age: chrono::Duration,
         last_code: Option<&str>,
     ) -> Option<String> {
-        if let Some(code) = last_code.filter(|c| self.non_retryable.contains(c)) {
+        if let Some(code) = last_code.filter(|c| self.is_non_retryable(c)) {
             return Some(format!(
                 "answered {code}, which its policy declares non-retryable"
             ));
@@ -215,6 +330,82 @@ mod tests {
             None
         );
         assert_eq!(p.stop_reason(9, chrono::Duration::days(9), None), None);
+    }
+
+    #[test]
+    fn non_retryable_http_statuses_turn_unknown_into_rejected() {
+        assert!(
+            HttpStatusSet::parse([409])
+                .unwrap_err()
+                .contains("rejection already")
+        );
+        assert_eq!(
+            HttpStatusSet::parse([200]).unwrap_err(),
+            "200 is not an HTTP error status (400-599)"
+        );
+        assert!(HttpStatusSet::parse([600]).is_err());
+        let set = HttpStatusSet::parse([599, 400, 422]).unwrap();
+        assert_eq!(set.statuses(), vec![400, 422, 599]);
+        let p = CallPolicy {
+            non_retryable_http: set,
+            ..CallPolicy::default()
+        };
+        let unknown = |code: &str| Outcome::Unknown {
+            code: code.into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            p.classify(unknown("HTTP_422")),
+            Outcome::Rejected {
+                message: "HTTP_422 m".into()
+            }
+        );
+        assert_eq!(p.classify(unknown("HTTP_503")), unknown("HTTP_503"));
+        assert_eq!(p.classify(unknown("HTTP_x")), unknown("HTTP_x"));
+        // A gRPC code set does not reach HTTP statuses, nor the reverse.
+        assert_eq!(
+            p.classify(unknown("INVALID_ARGUMENT")),
+            unknown("INVALID_ARGUMENT")
+        );
+        assert!(
+            p.stop_reason(1, chrono::Duration::zero(), Some("HTTP_400"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_request_wins_over_the_action_part_by_part() {
+        let action = ActionPolicy {
+            call_timeout: Some(Duration::from_secs(2)),
+            policy: CallPolicy {
+                max_attempts: Some(5),
+                max_age: Some(Duration::from_secs(60)),
+                non_retryable: CodeSet::parse(["NOT_FOUND"]).unwrap(),
+                non_retryable_http: HttpStatusSet::parse([422]).unwrap(),
+                ..CallPolicy::default()
+            },
+        };
+        // Nothing in the request: the action's policy as is.
+        assert_eq!(
+            action.resolve(None, CallPolicy::default()),
+            (action.call_timeout, action.policy)
+        );
+        let request = CallPolicy {
+            max_attempts: Some(2),
+            non_retryable: CodeSet::parse(["DATA_LOSS"]).unwrap(),
+            ..CallPolicy::default()
+        };
+        let (timeout, policy) = action.resolve(Some(Duration::from_millis(300)), request);
+        assert_eq!(timeout, Some(Duration::from_millis(300)));
+        assert_eq!(policy.max_attempts, Some(2));
+        assert_eq!(policy.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(policy.non_retryable.names(), vec!["DATA_LOSS"]);
+        assert_eq!(policy.non_retryable_http.statuses(), vec![422]);
+        // No action policy: the request's alone (the coordinator's otherwise).
+        assert_eq!(
+            ActionPolicy::default().resolve(None, request),
+            (None, request)
+        );
     }
 
     #[test]

@@ -105,12 +105,13 @@ impl StepState {
         match self.action {
             CallStatus::Succeeded | CallStatus::Unknown => true,
             CallStatus::Rejected => self.compensate_rejected,
-            CallStatus::Pending | CallStatus::NotRequired => false,
+            // An action is never skipped (only compensations are).
+            CallStatus::Pending | CallStatus::NotRequired | CallStatus::Skipped => false,
         }
     }
 
     fn compensated(&self) -> bool {
-        !self.needs_compensation() || self.compensation == CallStatus::Succeeded
+        !self.needs_compensation() || self.compensation.is_done()
     }
 }
 
@@ -329,7 +330,7 @@ pub fn round_failed(
         .filter(|s| {
             next.status == Status::Compensating
                 && s.needs_compensation()
-                && s.compensation != CallStatus::Succeeded
+                && !s.compensation.is_done()
         })
         .find_map(|s| {
             let why = s
@@ -344,7 +345,7 @@ pub fn round_failed(
         next.needs_attention = true;
         let (phase, owed): (&str, fn(&StepState) -> bool) = if next.status == Status::Compensating {
             ("compensate", |s| {
-                s.needs_compensation() && s.compensation != CallStatus::Succeeded
+                s.needs_compensation() && !s.compensation.is_done()
             })
         } else {
             ("execute", |s| s.action == CallStatus::Unknown)

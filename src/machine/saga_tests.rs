@@ -405,3 +405,22 @@ fn a_non_retryable_answer_rejects_an_action_but_only_flags_a_compensation() {
         s.attention_reason
     );
 }
+
+#[test]
+fn a_skipped_compensation_counts_as_compensated() {
+    let mut s = saga(&[vec![], vec![]]);
+    s.status = Status::Compensating;
+    s.decided_at = Some(t0());
+    s.steps[0].action = CallStatus::Succeeded;
+    s.steps[0].compensation = CallStatus::Skipped;
+    s.steps[1].action = CallStatus::Unknown;
+    s.steps[1].compensation = CallStatus::Unknown;
+    // Only step 2's compensation is called; step 1's was done by hand.
+    assert_eq!(
+        next_calls(&s, &none(), &untried(), 8),
+        vec![(1, SagaPhase::Compensate)]
+    );
+    let (next, change) = ok(&s, 1, SagaPhase::Compensate);
+    assert_eq!(change, SagaChange::Finished(Status::Compensated));
+    assert_eq!(next.steps[0].compensation, CallStatus::Skipped);
+}

@@ -167,7 +167,7 @@ pub fn pending_calls(tx: &TxState) -> Vec<(BranchId, Phase)> {
     };
     tx.branches
         .iter()
-        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .filter(|b| !b.second_phase.is_done())
         .map(|b| (b.id.clone(), phase))
         .collect()
 }
@@ -200,7 +200,9 @@ pub fn settle_round(
         let Some(b) = next.branches.iter_mut().find(|b| &b.id == id) else {
             continue;
         };
-        if b.second_phase == CallStatus::Succeeded {
+        // Done already, or skipped by an operator: a late reply changes
+        // nothing.
+        if b.second_phase.is_done() {
             continue;
         }
         b.attempts += 1;
@@ -227,11 +229,7 @@ pub fn settle_round(
             }
         }
     }
-    if next
-        .branches
-        .iter()
-        .all(|b| b.second_phase == CallStatus::Succeeded)
-    {
+    if next.branches.iter().all(|b| b.second_phase.is_done()) {
         next.status = tx.status.finished().unwrap_or(tx.status);
         return (next.clone(), Settled::Finished(next.status));
     }
@@ -243,7 +241,7 @@ pub fn settle_round(
     let exhausted = next
         .branches
         .iter()
-        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .filter(|b| !b.second_phase.is_done())
         .find_map(|b| {
             let why = b
                 .policy
@@ -279,7 +277,7 @@ fn attention_reason(tx: &TxState, phase: Phase, age: Duration, _now: DateTime<Ut
     let failing: Vec<String> = tx
         .branches
         .iter()
-        .filter(|b| b.second_phase != CallStatus::Succeeded)
+        .filter(|b| !b.second_phase.is_done())
         .map(|b| {
             format!(
                 "branch {} ({}) {} failing after {} attempts: {} {}",

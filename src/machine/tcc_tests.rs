@@ -526,3 +526,26 @@ fn a_non_retryable_answer_in_phase_two_flags_at_once_and_is_retried() {
     let (other, _) = settle_round(&tx, &[(id("1"), unknown("down"))], t0(), ESC);
     assert!(!other.needs_attention);
 }
+
+#[test]
+fn a_skipped_branch_is_not_called_and_counts_as_done() {
+    let mut tx = confirming();
+    tx.branches[1].second_phase = CallStatus::Skipped;
+    assert_eq!(pending_calls(&tx), vec![(id("1"), Phase::Confirm)]);
+    // A late reply for the skipped branch changes nothing; the other's
+    // success finishes the transaction.
+    let replies = vec![
+        (tx.branches[0].id.clone(), Outcome::Succeeded),
+        (
+            tx.branches[1].id.clone(),
+            Outcome::Unknown {
+                code: "UNAVAILABLE".into(),
+                message: "late".into(),
+            },
+        ),
+    ];
+    let (next, settled) = settle_round(&tx, &replies, t0(), ESC);
+    assert_eq!(settled, Settled::Finished(Status::Confirmed));
+    assert_eq!(next.branches[1].second_phase, CallStatus::Skipped);
+    assert_eq!(next.branches[1].attempts, tx.branches[1].attempts);
+}

@@ -99,6 +99,7 @@ mod tests {
             vec![ParticipantRecord {
                 name: ParticipantName::parse("p").unwrap(),
                 actions: Vec::new(),
+                policies: Default::default(),
                 endpoints: vec![EndpointRecord {
                     url: EndpointUrl::parse("http://127.0.0.1:1").unwrap(),
                     protocol: crate::domain::Protocol::Grpc,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::domain::{ActionName, Endpoint, ParticipantName};
+use crate::machine::policy::ActionPolicy;
 use crate::store::{ParticipantRecord, Store, StoreResult};
 
 /// What the engine needs to call a participant.
@@ -17,6 +18,15 @@ use crate::store::{ParticipantRecord, Store, StoreResult};
 pub struct Entry {
     pub actions: HashSet<ActionName>,
     pub endpoints: Vec<Endpoint>,
+    /// The call timeout and policy its actions declared (those that did).
+    pub policies: HashMap<ActionName, ActionPolicy>,
+}
+
+impl Entry {
+    /// What `action` declared at registration (the default if nothing).
+    pub fn policy_of(&self, action: &ActionName) -> ActionPolicy {
+        self.policies.get(action).copied().unwrap_or_default()
+    }
 }
 
 /// How stale a cache miss may be before the database is asked again.
@@ -43,19 +53,29 @@ impl Registry {
         }
     }
 
-    /// Registers an endpoint durably, then updates the cache.
+    /// Registers an endpoint and its actions' declared policies durably,
+    /// then updates the cache.
     pub async fn register(
         &self,
         name: &ParticipantName,
         endpoint: &Endpoint,
-        actions: &[ActionName],
+        actions: &[(ActionName, ActionPolicy)],
     ) -> StoreResult<()> {
+        let names: Vec<ActionName> = actions.iter().map(|(a, _)| a.clone()).collect();
         self.store
-            .register_participant(name, endpoint, actions, self.clock.now())
+            .register_participant(name, endpoint, &names, self.clock.now())
             .await?;
+        self.store.set_action_policies(name, actions).await?;
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let entry = cache.entries.entry(name.clone()).or_default();
-        entry.actions.extend(actions.iter().cloned());
+        entry.actions.extend(names);
+        for (action, policy) in actions {
+            if policy.is_default() {
+                entry.policies.remove(action);
+            } else {
+                entry.policies.insert(action.clone(), *policy);
+            }
+        }
         // Re-registering a URL may change its protocol: one entry per URL.
         entry.endpoints.retain(|e| e.url != endpoint.url);
         entry.endpoints.push(endpoint.clone());
@@ -92,6 +112,11 @@ impl Registry {
                     p.name.clone(),
                     Entry {
                         actions: p.actions.iter().cloned().collect(),
+                        policies: p
+                            .policies
+                            .iter()
+                            .map(|(a, policy)| (a.clone(), *policy))
+                            .collect(),
                         endpoints: p
                             .endpoints
                             .iter()

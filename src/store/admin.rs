@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{BranchRecord, OpenCounts, PoolStats, Store, StoreResult, TxRecord};
-use crate::domain::Gid;
-use crate::machine::Status;
+use crate::domain::{BranchId, Gid};
+use crate::machine::{CallStatus, Phase, Status};
 
 /// How an operator closed a transaction by hand.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +87,47 @@ pub enum AdminChange {
     Resolve {
         note: String,
     },
+    /// Retry now, asked for one branch: the same write as `RetryAt`, the
+    /// event names the branch.
+    RetryBranchAt {
+        at: DateTime<Utc>,
+        branch_id: BranchId,
+    },
+    /// Records that the call `branch_id` owes (its phase 2 or compensation,
+    /// `phase`) was done by hand: compare-and-set on the branch's stored
+    /// status and attempts as the rules saw them too. Bumps the fence, so
+    /// that a round in flight writes nothing over it, and keeps the lease
+    /// (a call it covers may still be out); then either finishes the
+    /// transaction as `finishes` or makes it due for its other branches.
+    SkipBranch {
+        branch_id: BranchId,
+        phase: Phase,
+        expected: CallStatus,
+        attempts: u32,
+        note: String,
+        finishes: Option<Status>,
+    },
+}
+
+impl AdminChange {
+    /// The branch the change is about, for its event.
+    pub fn branch(&self) -> Option<&BranchId> {
+        match self {
+            AdminChange::RetryBranchAt { branch_id, .. }
+            | AdminChange::SkipBranch { branch_id, .. } => Some(branch_id),
+            _ => None,
+        }
+    }
+}
+
+/// The stored `second_phase` values a status the rules saw may have: a
+/// decided transaction's branches that no round wrote yet still hold
+/// `not_required` and are read as pending.
+pub(crate) fn stored_as(status: CallStatus) -> Vec<&'static str> {
+    match status {
+        CallStatus::Pending => vec!["pending", "not_required"],
+        other => vec![other.as_str()],
+    }
 }
 
 /// An operator write, applied only if the row is still as the rules saw it.
@@ -128,6 +169,40 @@ pub struct FinishedInMinute {
     pub finished: u64,
     /// Of those, how many ended rolled back (cancelled or compensated).
     pub failed: u64,
+}
+
+/// A change of a transaction's needs_attention to post to the alert
+/// webhooks, as claimed for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub gid: Gid,
+    pub mode: crate::machine::Mode,
+    /// `needs_attention` or `attention_cleared`.
+    pub kind: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Claims so far, this one included.
+    pub attempts: u32,
+    /// URLs that took it already.
+    pub delivered_to: Vec<String>,
+    /// The participant of the first branch whose last call failed, if any.
+    pub participant: Option<String>,
+}
+
+/// The outcome of one delivery attempt of a claimed alert.
+#[derive(Debug, Clone)]
+pub struct AlertAttempt {
+    pub id: i64,
+    pub owner: String,
+    /// Every URL that took it so far.
+    pub delivered_to: Vec<String>,
+    /// Every URL took it: nothing more to send.
+    pub done: bool,
+    /// When to try the others again (ignored when done).
+    pub next_at: DateTime<Utc>,
+    pub error: Option<String>,
+    pub now: DateTime<Utc>,
 }
 
 /// The operator's queries and writes, and the server's housekeeping.
@@ -182,6 +257,21 @@ pub trait AdminStore: Store {
 
     /// Closes the connections; the store is unusable afterwards.
     async fn close(&self);
+
+    /// Claims up to `limit` undelivered alerts that are due and not
+    /// claimed by a live lease, for `owner`, for `lease`; each claim counts
+    /// as an attempt. Several instances may claim at once: `SKIP LOCKED`
+    /// (PostgreSQL) or the single writer (SQLite) gives each to one.
+    async fn claim_alerts(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<AlertRecord>>;
+
+    /// Records an attempt of an alert `owner` claimed (and gives its lease
+    /// back); `false` if the claim was lost to another instance.
+    async fn record_alert_attempt(&self, attempt: AlertAttempt) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

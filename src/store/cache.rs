@@ -218,4 +218,12 @@ impl Store for Remembering {
     async fn ready(&self) -> StoreResult<()> {
         self.inner.ready().await
     }
+
+    async fn set_action_policies(
+        &self,
+        name: &ParticipantName,
+        policies: &[(ActionName, crate::machine::policy::ActionPolicy)],
+    ) -> StoreResult<()> {
+        self.inner.set_action_policies(name, policies).await
+    }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
-use crate::machine::policy::CallPolicy;
+use crate::machine::policy::{ActionPolicy, CallPolicy};
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
 
@@ -395,4 +395,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// True when the database answers and the schema is migrated.
     async fn ready(&self) -> StoreResult<()>;
+
+    /// Replaces the call timeout and policy declared for each of
+    /// `policies`' actions of a registered participant (the default one
+    /// clears them); called right after [`Store::register_participant`]
+    /// with every action of the registration, so that a participant that
+    /// registers again without a policy drops the old one.
+    async fn set_action_policies(
+        &self,
+        name: &ParticipantName,
+        policies: &[(ActionName, ActionPolicy)],
+    ) -> StoreResult<()>;
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::policy::{CallPolicy, CodeSet, RetrySpec};
+use crate::machine::policy::{ActionPolicy, CallPolicy, CodeSet, HttpStatusSet, RetrySpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredPolicy {
@@ -18,6 +18,9 @@ pub(crate) struct StoredPolicy {
     /// gRPC code names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     non_retryable: Vec<String>,
+    /// HTTP statuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    non_retryable_http: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +29,27 @@ struct StoredRetry {
     factor: f32,
     max_ms: u64,
     jitter: bool,
+}
+
+/// An action's declared call timeout in milliseconds and policy as JSON,
+/// as `participant_actions` stores them (NULL, NULL when none).
+pub(crate) fn action_columns(a: &ActionPolicy) -> (Option<i64>, Option<String>) {
+    (
+        a.call_timeout.map(|t| ms(t).min(i64::MAX as u64) as i64),
+        StoredPolicy::of(&a.policy),
+    )
+}
+
+/// The other way; an unreadable policy is dropped (it was checked when it
+/// was registered, so only a newer version could have written it).
+pub(crate) fn action_policy(timeout_ms: Option<i64>, policy: Option<&str>) -> ActionPolicy {
+    ActionPolicy {
+        call_timeout: timeout_ms.map(|t| Duration::from_millis(t.max(0) as u64)),
+        policy: policy
+            .and_then(|p| serde_json::from_str::<StoredPolicy>(p).ok())
+            .map(|p| p.policy())
+            .unwrap_or_default(),
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -53,6 +77,7 @@ impl StoredPolicy {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            non_retryable_http: p.non_retryable_http.statuses(),
         };
         serde_json::to_string(&stored).ok()
     }
@@ -76,6 +101,13 @@ impl StoredPolicy {
                     .filter(|n| CodeSet::parse([*n]).is_ok()),
             )
             .unwrap_or_default(),
+            non_retryable_http: HttpStatusSet::parse(
+                self.non_retryable_http
+                    .iter()
+                    .map(|s| u32::from(*s))
+                    .filter(|s| HttpStatusSet::parse([*s]).is_ok()),
+            )
+            .unwrap_or_default(),
         }
     }
 }
@@ -97,6 +129,7 @@ mod tests {
             max_attempts: Some(4),
             max_age: Some(Duration::from_secs(600)),
             non_retryable: CodeSet::parse(["NOT_FOUND", "DATA_LOSS"]).unwrap(),
+            non_retryable_http: HttpStatusSet::parse([422, 501]).unwrap(),
         };
         let json = StoredPolicy::of(&p).unwrap();
         let back: StoredPolicy = serde_json::from_str(&json).unwrap();

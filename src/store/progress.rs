@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::machine::{Phase, Status};
+use crate::machine::{CallStatus, Phase, Status};
 use crate::store::{CallRecord, QueryRecord, RoundWrite, SagaWrite};
 
 /// One branch row of a progress write.
@@ -135,6 +135,9 @@ impl From<RoundWrite> for Progress {
                 .next
                 .branches
                 .iter()
+                // A skipped branch's row keeps its last real outcome and
+                // its skip columns (an operator's write, not a round's).
+                .filter(|b| b.second_phase != CallStatus::Skipped)
                 .map(|b| BranchRow {
                     id: b.id.as_str().to_string(),
                     // As the state says: a commit decision carries every
@@ -191,6 +194,7 @@ impl From<SagaWrite> for Progress {
             .steps
             .iter()
             .filter_map(|&i| w.state.steps.get(i))
+            .filter(|s| s.compensation != CallStatus::Skipped)
             .map(|s| BranchRow {
                 id: s.id.as_str().to_string(),
                 first: Some(s.action.as_str()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName, Protocol};
-use crate::machine::policy::CallPolicy;
+use crate::machine::policy::{ActionPolicy, CallPolicy};
 use crate::machine::saga::{SagaState, StepState};
 use crate::machine::tcc::{BranchState, TxState};
 use crate::machine::{CallStatus, Mode, Status};
@@ -75,6 +75,19 @@ pub struct BranchRecord {
     /// this moment (local clock, read conservatively late): nothing else is
     /// sent to the branch before it.
     pub call_busy_until: Option<std::time::Instant>,
+    /// Set once an operator skipped the call it owed (phase 2 or a
+    /// compensation) after doing its work by hand.
+    pub skipped: Option<Skip>,
+}
+
+/// How an operator skipped a branch's owed call. The branch's own phase
+/// columns keep the last real outcome; the state machine reads the owed
+/// phase as [`CallStatus::Skipped`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skip {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub note: String,
 }
 
 impl BranchRecord {
@@ -83,12 +96,22 @@ impl BranchRecord {
         format!("{}.{}", self.participant, self.action)
     }
 
+    /// Its phase 2 or compensation as the state machine sees it: skipped
+    /// by an operator, or as last recorded.
+    pub fn owed_phase(&self) -> CallStatus {
+        if self.skipped.is_some() {
+            CallStatus::Skipped
+        } else {
+            self.second_phase
+        }
+    }
+
     pub fn state(&self) -> BranchState {
         BranchState {
             id: self.branch_id.clone(),
             label: self.label(),
             first_phase: self.first_phase,
-            second_phase: self.second_phase,
+            second_phase: self.owed_phase(),
             attempts: self.attempts,
             last_code: self.last_code.clone(),
             last_error: self.last_error.clone(),
@@ -162,7 +185,7 @@ impl TxRecord {
                     label: b.label(),
                     depends_on: b.depends_on.clone(),
                     action: b.first_phase,
-                    compensation: b.second_phase,
+                    compensation: b.owed_phase(),
                     compensate_rejected: b.compensate_rejected,
                     attempts: b.attempts,
                     last_code: b.last_code.clone(),
@@ -232,6 +255,9 @@ pub struct ParticipantRecord {
     pub name: ParticipantName,
     pub actions: Vec<ActionName>,
     pub endpoints: Vec<EndpointRecord>,
+    /// The call timeout and policy declared for its actions at
+    /// registration; actions that declared none are not in it.
+    pub policies: std::collections::BTreeMap<ActionName, ActionPolicy>,
 }
 
 /// Unfinished, unresolved transactions, for the metrics gauges.

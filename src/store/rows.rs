@@ -134,6 +134,9 @@ pub(super) struct BranchRow {
     /// `branch_columns!`): a duration survives clock skew with this
     /// instance, a timestamp would not.
     call_remaining_ms: Option<i64>,
+    skipped_at: Option<DateTime<Utc>>,
+    skipped_by: Option<String>,
+    skip_note: Option<String>,
 }
 
 /// What a read of `branches` selects for a [`BranchRow`] (a macro, so that
@@ -171,6 +174,11 @@ impl From<BranchRow> for BranchRecord {
                 .call_remaining_ms
                 .filter(|ms| *ms > 0)
                 .map(|ms| std::time::Instant::now() + duration_of(ms)),
+            skipped: r.skipped_at.map(|at| super::Skip {
+                at,
+                by: r.skipped_by.unwrap_or_default(),
+                note: r.skip_note.unwrap_or_default(),
+            }),
         }
     }
 }

@@ -323,7 +323,10 @@ async fn register(coordinator_url: &str, name: &str, endpoint: &str) {
             concord_examples::bank::TRANSFER_OUT,
             concord_examples::bank::TRANSFER_IN,
         ]
-        .map(|a| Action { name: a.into() })
+        .map(|a| Action {
+            name: a.into(),
+            ..Default::default()
+        })
         .to_vec(),
     };
     let until = Instant::now() + Duration::from_secs(30);

@@ -27,12 +27,12 @@ use tonic::transport::Channel;
 
 use crate::harness::*;
 
-const TOKEN: &str = "s3cret";
+pub(crate) const TOKEN: &str = "s3cret";
 
 /// A coordinator that flags a transaction after its first failed round and
 /// then waits `backoff` before the next, so that only an operator's retry
 /// makes it call again soon.
-async fn coordinator(db: impl Into<TestDb>, backoff: Duration) -> TestCoordinator {
+pub(crate) async fn coordinator(db: impl Into<TestDb>, backoff: Duration) -> TestCoordinator {
     TestCoordinator::start_with(db, |c| {
         c.admin_tokens = AdminTokens::parse_list("alice:s3cret,ops-bot:t0ken").unwrap();
         c.attention_attempts = 1;
@@ -42,9 +42,9 @@ async fn coordinator(db: impl Into<TestDb>, backoff: Duration) -> TestCoordinato
     .await
 }
 
-type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
-async fn admin(coord: &TestCoordinator, token: Option<&str>) -> Admin {
+pub(crate) async fn admin(coord: &TestCoordinator, token: Option<&str>) -> Admin {
     let channel = Channel::from_shared(coord.url())
         .unwrap()
         .connect()
@@ -54,20 +54,20 @@ async fn admin(coord: &TestCoordinator, token: Option<&str>) -> Admin {
 }
 
 /// Output of one run of the real binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not json ({e}): {}", self.stdout))
     }
 }
 
-async fn cli(coord: &TestCoordinator, token: Option<&str>, args: &[&str]) -> Run {
+pub(crate) async fn cli(coord: &TestCoordinator, token: Option<&str>, args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_concord"));
     cmd.args(args)
         .env("CONCORD_ENDPOINT", coord.url())
@@ -88,19 +88,19 @@ async fn cli(coord: &TestCoordinator, token: Option<&str>, args: &[&str]) -> Run
 }
 
 /// Begins a transaction with one branch on `participant`.
-async fn tried(coord: &TestCoordinator, gid: &str, participant: &str) {
+pub(crate) async fn tried(coord: &TestCoordinator, gid: &str, participant: &str) {
     let mut c = coord.client().await;
     c.begin(begin_req(gid, None)).await.unwrap();
     c.r#try(try_req(gid, participant, "debit")).await.unwrap();
 }
 
-async fn commit(coord: &TestCoordinator, gid: &str) {
+pub(crate) async fn commit(coord: &TestCoordinator, gid: &str) {
     commit_tx(&mut coord.client().await, gid, false)
         .await
         .unwrap();
 }
 
-async fn detail(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
+pub(crate) async fn detail(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
     a.get_transaction_detail(pb::GetTransactionDetailRequest { gid: gid.into() })
         .await
         .unwrap()
@@ -108,7 +108,7 @@ async fn detail(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
 }
 
 /// Polls until the transaction needs attention.
-async fn until_flagged(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
+pub(crate) async fn until_flagged(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let d = detail(a, gid).await;
@@ -120,7 +120,7 @@ async fn until_flagged(a: &mut Admin, gid: &str) -> pb::TransactionDetail {
     }
 }
 
-fn kinds(events: &[Value]) -> Vec<&str> {
+pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["kind"].as_str().unwrap()).collect()
 }
 

@@ -134,6 +134,7 @@ async fn malformed_requests_are_refused_without_effect(db: TestDb) {
             .iter()
             .map(|a| pb::Action {
                 name: a.to_string(),
+                ..Default::default()
             })
             .collect(),
     };

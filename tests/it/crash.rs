@@ -254,6 +254,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
             endpoint: a.endpoint(),
             actions: vec![pb::Action {
                 name: "debit".into(),
+                ..Default::default()
             }],
         })
         .await

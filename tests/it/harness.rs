@@ -425,6 +425,22 @@ impl TestParticipant {
 
     /// Registers with the coordinator under `self.name` with `actions`.
     pub async fn register(&self, coordinator: &TestCoordinator, actions: &[&str]) {
+        let actions = actions
+            .iter()
+            .map(|a| pb::Action {
+                name: a.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        self.register_actions(coordinator, actions).await.unwrap();
+    }
+
+    /// Registers with `actions` as given (with their policies).
+    pub async fn register_actions(
+        &self,
+        coordinator: &TestCoordinator,
+        actions: Vec<pb::Action>,
+    ) -> Result<(), tonic::Status> {
         coordinator
             .registry()
             .await
@@ -432,15 +448,10 @@ impl TestParticipant {
                 protocol: self.protocol as i32,
                 name: self.name.clone(),
                 endpoint: self.endpoint(),
-                actions: actions
-                    .iter()
-                    .map(|a| pb::Action {
-                        name: a.to_string(),
-                    })
-                    .collect(),
+                actions,
             })
             .await
-            .unwrap();
+            .map(drop)
     }
 
     /// The next calls of `phase` behave as listed, then as `then`.

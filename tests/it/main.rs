@@ -3,6 +3,7 @@
 //! PostgreSQL is decided before the first test: see `concord-testdb`.
 
 mod admin;
+mod alerts;
 mod bad_input;
 mod console;
 mod crash;
@@ -13,6 +14,7 @@ mod invariant;
 mod layout;
 mod msg;
 mod observability;
+mod operate;
 mod overlap;
 mod policy;
 mod redrive;

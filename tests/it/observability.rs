@@ -136,6 +136,7 @@ async fn register(registry: &mut RegistryClient<Channel>, name: &str, endpoint: 
                 .iter()
                 .map(|a| pb::Action {
                     name: a.to_string(),
+                    ..Default::default()
                 })
                 .collect(),
         })

@@ -2,7 +2,8 @@
 //! timeout, exhaustion that compensates a saga, and exhaustion of a TCC
 //! branch's Confirm that only flags the transaction (it is never
 //! abandoned); the policy in force shown by GetTransaction; bad policies
-//! refused naming the field.
+//! refused naming the field; policies declared per action at registration
+//! (request > action > coordinator) and non-retryable HTTP statuses.
 
 use std::time::Duration;
 
@@ -314,4 +315,236 @@ async fn non_retryable_codes_count_as_a_rejection(pool: PgPool) {
         flag.message
     );
     assert_eq!(p.calls(&gid, "1", Ph::Confirm), 2);
+}
+
+fn action(
+    name: &str,
+    call_timeout: Option<prost_types::Duration>,
+    policy: Option<pb::CallPolicy>,
+) -> pb::Action {
+    pb::Action {
+        name: name.into(),
+        call_timeout,
+        policy,
+    }
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn an_action_policy_from_registration_applies_unless_the_request_gives_one(pool: PgPool) {
+    let coord = coordinator(&pool).await;
+    let pay = TestParticipant::start("payment", Some(pool.clone())).await;
+    pay.register_actions(
+        &coord,
+        vec![
+            action("charge", ms(900), Some(quick(3))),
+            action("refund", None, None),
+        ],
+    )
+    .await
+    .unwrap();
+    pay.script(Ph::Execute, vec![], Behavior::Unavailable);
+    let mut c = coord.client().await;
+
+    // The step gives nothing: the action's policy is the one in force.
+    let reply = c
+        .submit_saga(saga(vec![step("payment", "charge", "refund")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, S::Compensated as i32);
+    assert_eq!(
+        reply.reason,
+        "step 1 (payment.charge) gave up after 3 of 3 attempts: UNAVAILABLE participant is down"
+    );
+    let tx = get_tx(&mut c, &reply.gid).await;
+    assert_eq!(tx.branches[0].call_timeout, ms(900), "the action's timeout");
+    let shown = tx.branches[0]
+        .policy
+        .clone()
+        .expect("the action's policy, in force");
+    assert_eq!(shown.max_attempts, 3);
+    assert_eq!(shown.retry_initial, ms(50));
+
+    // The step's own wins, part by part: its attempts, the action's delays.
+    let mut own = step("payment", "charge", "refund");
+    own.policy = Some(pb::CallPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    });
+    let reply = c.submit_saga(saga(vec![own])).await.unwrap().into_inner();
+    assert_eq!(
+        reply.reason,
+        "step 1 (payment.charge) gave up after 1 of 1 attempts: UNAVAILABLE participant is down"
+    );
+    let shown = get_tx(&mut c, &reply.gid).await.branches[0]
+        .policy
+        .clone()
+        .unwrap();
+    assert_eq!((shown.max_attempts, shown.retry_initial), (1, ms(50)));
+
+    // ListParticipants shows what was declared.
+    let listed = coord
+        .registry()
+        .await
+        .list_participants(pb::ListParticipantsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let p = listed
+        .participants
+        .iter()
+        .find(|p| p.name == "payment")
+        .unwrap();
+    let charge = p.actions.iter().find(|a| a.name == "charge").unwrap();
+    assert_eq!(charge.call_timeout, ms(900));
+    assert_eq!(charge.policy.as_ref().unwrap().max_attempts, 3);
+    assert_eq!(
+        p.actions
+            .iter()
+            .find(|a| a.name == "refund")
+            .unwrap()
+            .policy,
+        None
+    );
+
+    // Registering again without a policy drops it: the coordinator's
+    // settings apply to new branches.
+    pay.register(&coord, &["charge", "refund"]).await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    pay.script(Ph::Try, vec![], Behavior::Ok);
+    c.r#try(try_req(&gid, "payment", "charge")).await.unwrap();
+    let tx = get_tx(&mut c, &gid).await;
+    assert_eq!(
+        (tx.branches[0].call_timeout, tx.branches[0].policy.clone()),
+        (None, None)
+    );
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_tcc_branch_takes_its_action_policy_and_non_retryable_codes(pool: PgPool) {
+    let coord = coordinator(&pool).await;
+    let bank = TestParticipant::start("bank", Some(pool.clone())).await;
+    bank.register_actions(
+        &coord,
+        vec![action(
+            "debit",
+            None,
+            Some(pb::CallPolicy {
+                non_retryable_codes: vec!["UNAVAILABLE".into()],
+                ..quick(2)
+            }),
+        )],
+    )
+    .await
+    .unwrap();
+    let mut c = coord.client().await;
+    // A Try answered with a declared code is a rejection.
+    bank.script(Ph::Try, vec![Behavior::Unavailable], Behavior::Ok);
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    let err = c.r#try(try_req(&gid, "bank", "debit")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    // A Confirm: flagged at once by the action's policy, retried at its pace.
+    bank.script(Ph::Confirm, vec![Behavior::Unavailable; 2], Behavior::Ok);
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank", "debit")).await.unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
+    let tx = wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    assert!(
+        tx.events.iter().any(|e| e.kind == "needs_attention"
+            && e.message
+                .starts_with("branch 1 (bank.debit) confirm answered UNAVAILABLE")),
+        "{:#?}",
+        tx.events
+    );
+    assert_eq!(bank.calls(&gid, "1", Ph::Confirm), 3);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn non_retryable_http_statuses_count_as_a_rejection(pool: PgPool) {
+    let coord = coordinator(&pool).await;
+    let (pay, _log) = TestParticipant::start_http("pay", Some(pool.clone())).await;
+    // The HTTP participant answers 503 for "unavailable".
+    pay.register_actions(
+        &coord,
+        vec![
+            action(
+                "charge",
+                None,
+                Some(pb::CallPolicy {
+                    non_retryable_http_statuses: vec![503],
+                    ..Default::default()
+                }),
+            ),
+            action("refund", None, None),
+        ],
+    )
+    .await
+    .unwrap();
+    pay.script(Ph::Execute, vec![Behavior::Unavailable], Behavior::Ok);
+    let mut c = coord.client().await;
+    let reply = c
+        .submit_saga(saga(vec![step("pay", "charge", "refund")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, S::Compensated as i32);
+    assert_eq!(
+        reply.reason,
+        "step 1 (pay.charge) rejected: HTTP_503 participant is down"
+    );
+    assert_eq!(pay.calls(&reply.gid, "1", Ph::Execute), 1);
+    let shown = get_tx(&mut c, &reply.gid).await.branches[0]
+        .policy
+        .clone()
+        .unwrap();
+    assert_eq!(shown.non_retryable_http_statuses, vec![503]);
+}
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn bad_action_policies_are_refused_at_registration(pool: PgPool) {
+    let coord = coordinator(&pool).await;
+    let p = TestParticipant::start("p", None).await;
+    let cases = [
+        (
+            action(
+                "a",
+                None,
+                Some(pb::CallPolicy {
+                    non_retryable_http_statuses: vec![409],
+                    ..Default::default()
+                }),
+            ),
+            "actions[1]: policy: non_retryable_http_statuses: 409 cannot be declared non-retryable: it is a rejection already",
+        ),
+        (
+            action(
+                "a",
+                None,
+                Some(pb::CallPolicy {
+                    non_retryable_http_statuses: vec![200],
+                    ..Default::default()
+                }),
+            ),
+            "actions[1]: policy: non_retryable_http_statuses: 200 is not an HTTP error status (400-599)",
+        ),
+        (
+            action("a", ms(0), None),
+            "actions[1]: call_timeout must be positive",
+        ),
+    ];
+    for (bad, message) in cases {
+        let err = p
+            .register_actions(&coord, vec![action("ok", None, None), bad])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM participants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "refused registrations change nothing");
 }

@@ -454,6 +454,280 @@ async fn registry_is_persisted_and_merged(s: Subject) {
     s.ready().await.unwrap();
 }
 
+async fn action_policies_are_kept_replaced_and_cleared(s: Subject) {
+    use concord::machine::policy::{ActionPolicy, CallPolicy, CodeSet, HttpStatusSet};
+
+    let n = ParticipantName::parse("bank").unwrap();
+    let e = concord::domain::Endpoint::grpc(
+        concord::domain::EndpointUrl::parse("http://127.0.0.1:1").unwrap(),
+    );
+    let a = |x: &str| ActionName::parse(x).unwrap();
+    let declared = ActionPolicy {
+        call_timeout: Some(Duration::from_millis(1500)),
+        policy: CallPolicy {
+            max_attempts: Some(4),
+            non_retryable: CodeSet::parse(["NOT_FOUND"]).unwrap(),
+            non_retryable_http: HttpStatusSet::parse([422]).unwrap(),
+            ..CallPolicy::default()
+        },
+    };
+    s.register_participant(&n, &e, &[a("debit"), a("credit")], Utc::now())
+        .await
+        .unwrap();
+    s.set_action_policies(
+        &n,
+        &[
+            (a("debit"), declared),
+            (a("credit"), ActionPolicy::default()),
+        ],
+    )
+    .await
+    .unwrap();
+    let all = s.list_participants().await.unwrap();
+    assert_eq!(all[0].policies.len(), 1, "only actions that declared one");
+    assert_eq!(all[0].policies[&a("debit")], declared);
+    // Registered again with none: cleared.
+    s.set_action_policies(&n, &[(a("debit"), ActionPolicy::default())])
+        .await
+        .unwrap();
+    let all = s.list_participants().await.unwrap();
+    assert!(all[0].policies.is_empty(), "{:?}", all[0].policies);
+    assert_eq!(all[0].actions, vec![a("credit"), a("debit")]);
+}
+
+async fn a_skip_is_compare_and_set_fences_the_driver_and_can_finish(s: Subject) {
+    use concord::machine::{CallStatus, Phase};
+
+    s.begin(new_tx("k", Duration::from_secs(30))).await.unwrap();
+    s.add_branch(new_branch("k", Some("1"))).await.unwrap();
+    s.add_branch(new_branch("k", Some("2"))).await.unwrap();
+    let lease = decide(&*s, "k", Command::Rollback { reason: "r".into() }, "d")
+        .await
+        .unwrap();
+    let g = Gid::parse("k").unwrap();
+    let skip = |branch: &str, attempts: u32, finishes: Option<Status>| AdminWrite {
+        gid: g.clone(),
+        expected_status: Status::Cancelling,
+        expected_paused: false,
+        expected_needs_attention: false,
+        change: AdminChange::SkipBranch {
+            branch_id: BranchId::parse(branch).unwrap(),
+            phase: Phase::Cancel,
+            // Decided, no round yet: stored `not_required`, read as pending.
+            expected: CallStatus::Pending,
+            attempts,
+            note: format!("cancelled {branch} by hand"),
+            finishes,
+        },
+        event: "operator_skip",
+        actor: "alice".into(),
+        note: None,
+        now: Utc::now(),
+    };
+    assert!(
+        !s.admin_apply(skip("2", 3, None)).await.unwrap(),
+        "not as read"
+    );
+    assert!(
+        !s.admin_apply(skip("9", 0, None)).await.unwrap(),
+        "no such branch"
+    );
+    assert!(s.admin_apply(skip("2", 0, None)).await.unwrap());
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(
+        tx.status,
+        Status::Cancelling,
+        "branch 1 still owes its cancel"
+    );
+    assert!(tx.fence > lease.fence, "a round in flight is fenced out");
+    assert_eq!(
+        tx.owner.as_deref(),
+        Some("d"),
+        "its lease still covers its calls"
+    );
+    assert!(tx.next_attempt_at.is_some());
+    let skipped = branches[1].skipped.as_ref().expect("skipped");
+    assert_eq!(
+        (skipped.by.as_str(), skipped.note.as_str()),
+        ("alice", "cancelled 2 by hand")
+    );
+    assert_eq!(branches[1].owed_phase(), CallStatus::Skipped);
+    assert_eq!(branches[0].skipped, None);
+    assert_eq!(
+        tx.state(&branches).branches[1].second_phase,
+        CallStatus::Skipped
+    );
+    // Twice: the branch is skipped already.
+    assert!(!s.admin_apply(skip("2", 0, None)).await.unwrap());
+    // The last one finishes the transaction.
+    assert!(
+        s.admin_apply(skip("1", 0, Some(Status::Cancelled)))
+            .await
+            .unwrap()
+    );
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Cancelled);
+    assert!(tx.finished_at.is_some());
+    assert_eq!(tx.next_attempt_at, None);
+    let events = s.events(&g).await.unwrap();
+    let tail: Vec<_> = events
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| (e.kind.as_str(), e.branch_id.as_deref(), e.actor.as_deref()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("finished", None, Some("alice")),
+            ("operator_skip", Some("1"), Some("alice")),
+            ("operator_skip", Some("2"), Some("alice")),
+        ]
+    );
+    assert_eq!(
+        events.iter().rev().nth(1).unwrap().phase.as_deref(),
+        Some("cancel")
+    );
+}
+
+async fn an_alert_per_change_of_the_flag_claimed_by_one_instance(s: Subject) {
+    use concord::machine::{CallStatus, Outcome, Phase};
+    use concord::store::admin::AlertAttempt;
+
+    s.begin(new_tx("al", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    s.add_branch(new_branch("al", None)).await.unwrap();
+    let g = Gid::parse("al").unwrap();
+    let (tx, mut branches) = s.load(&g).await.unwrap().unwrap();
+    branches[0].first_phase = CallStatus::Succeeded;
+    let (mut lease, mut next) = decide_from(&*s, &tx, &branches, Command::Commit, "a")
+        .await
+        .unwrap();
+    let failed = |attempt| CallRecord {
+        branch_id: BranchId::parse("1").unwrap(),
+        phase: Phase::Confirm,
+        attempt,
+        outcome: Outcome::Unknown {
+            code: "UNAVAILABLE".into(),
+            message: "down".into(),
+        },
+    };
+    // Three failed rounds, flagged by the first: one alert. Then the round
+    // that confirms it: one more.
+    for round in 1..=4u32 {
+        let last = round == 4;
+        next.attempts = round;
+        next.branches[0].attempts = round;
+        next.branches[0].second_phase = if last {
+            CallStatus::Succeeded
+        } else {
+            CallStatus::Unknown
+        };
+        next.needs_attention = true;
+        next.attention_reason = Some("p.a confirm failing".into());
+        if last {
+            next.status = Status::Confirmed;
+        }
+        let written = s
+            .write_round(RoundWrite {
+                lease: lease.clone(),
+                owner: "a".into(),
+                next: next.clone(),
+                calls: vec![failed(round)],
+                next_attempt_at: (!last).then(|| Utc::now() - chrono::Duration::seconds(1)),
+                newly_flagged: round == 1,
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert!(written, "round {round}");
+        if !last {
+            lease = s
+                .claim_due("a", 10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .pop()
+                .expect("due again")
+                .lease;
+        }
+    }
+    let claimed = s
+        .claim_alerts("x", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = claimed
+        .iter()
+        .map(|a| (a.kind.as_str(), a.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("needs_attention", Some("p.a confirm failing")),
+            ("attention_cleared", Some("finished: confirmed")),
+        ]
+    );
+    assert_eq!(claimed[0].mode, Mode::Tcc);
+    assert_eq!(
+        claimed[0].participant.as_deref(),
+        None,
+        "confirmed: no call failing"
+    );
+    assert_eq!(claimed[0].attempts, 1);
+    // Claimed: no other instance gets them while the lease runs.
+    assert!(
+        s.claim_alerts("y", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One URL of two took the first: it is due again for the other only.
+    let attempt = |id, owner: &str, delivered: &[&str], done| AlertAttempt {
+        id,
+        owner: owner.into(),
+        delivered_to: delivered.iter().map(|u| u.to_string()).collect(),
+        done,
+        next_at: Utc::now() - chrono::Duration::seconds(1),
+        error: (!done).then(|| "http://b: answered 503".into()),
+        now: Utc::now(),
+    };
+    assert!(
+        !s.record_alert_attempt(attempt(claimed[0].id, "y", &[], true))
+            .await
+            .unwrap(),
+        "not y's"
+    );
+    assert!(
+        s.record_alert_attempt(attempt(claimed[0].id, "x", &["http://a"], false))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_alert_attempt(attempt(claimed[1].id, "x", &["http://a", "http://b"], true))
+            .await
+            .unwrap()
+    );
+    let again = s
+        .claim_alerts("y", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (claimed[0].id, 2));
+    assert_eq!(again[0].delivered_to, ["http://a"]);
+    assert!(
+        s.record_alert_attempt(attempt(again[0].id, "y", &["http://a", "http://b"], true))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_alerts("z", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "all delivered"
+    );
+}
+
 async fn a_late_try_record_does_not_overwrite_phase_two(s: Subject) {
     use concord::machine::{CallStatus, Outcome, Phase};
 
@@ -992,6 +1266,9 @@ conformance!(
     concurrent_claims_never_overlap,
     trying_transactions_become_due_at_their_deadline,
     registry_is_persisted_and_merged,
+    action_policies_are_kept_replaced_and_cleared,
+    a_skip_is_compare_and_set_fences_the_driver_and_can_finish,
+    an_alert_per_change_of_the_flag_claimed_by_one_instance,
     a_late_try_record_does_not_overwrite_phase_two,
     operator_queries_gauges_and_retention,
     try_calls_are_claimed_once_and_leases_never_shortened,

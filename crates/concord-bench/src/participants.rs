@@ -97,9 +97,11 @@ pub async fn start_and_register(
                 actions: vec![
                     pb::Action {
                         name: action.into(),
+                        ..Default::default()
                     },
                     pb::Action {
                         name: format!("{action}-undo"),
+                        ..Default::default()
                     },
                 ],
             })

@@ -109,10 +109,11 @@ impl BeginOptions {
 /// let opts = TryOptions {
 ///     branch_id: Some("debit".into()),
 ///     call_timeout: Some(Duration::from_secs(2)),
+///     policy: Some(concord_sdk::CallPolicy::new().max_attempts(5)),
 /// };
 /// # let _ = opts;
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TryOptions {
     /// An explicit branch id. Retrying a Try with the same id never creates
     /// a second branch, which makes the call safe to retry after
@@ -122,4 +123,8 @@ pub struct TryOptions {
     /// Deadline of the participant's Try; the coordinator's default when
     /// `None`.
     pub call_timeout: Option<Duration>,
+    /// The retry policy of this branch's Confirm or Cancel (and its
+    /// non-retryable answers, which apply to the Try too); unset parts
+    /// follow the action's registered policy, then the coordinator's.
+    pub policy: Option<crate::CallPolicy>,
 }

@@ -244,6 +244,27 @@ impl SagaBuilder {
         self
     }
 
+    /// The call policy of the last step's action and compensation (unset
+    /// parts follow the action's registered policy, then the
+    /// coordinator's).
+    ///
+    /// ```
+    /// # async fn run(coordinator: concord_sdk::Coordinator) {
+    /// let saga = coordinator
+    ///     .saga(None)
+    ///     .step("payment", "charge", "refund", b"30".to_vec())
+    ///     .policy(concord_sdk::CallPolicy::new().max_attempts(3));
+    /// # let _ = saga;
+    /// # }
+    /// ```
+    pub fn policy(mut self, policy: crate::CallPolicy) -> Self {
+        match self.request.steps.last_mut() {
+            Some(step) => step.policy = Some(policy.to_proto()),
+            None => self.misuse = Some("policy() called before any step".into()),
+        }
+        self
+    }
+
     /// Past this long, a saga still running stops and compensates. By
     /// default a saga has no deadline.
     ///

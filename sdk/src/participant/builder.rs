@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::action::{SagaFn, TccFn};
-use super::service::Handler;
+use super::service::{ActionPolicy, Handler};
 use super::{
     ActionError, BranchContext, IntoReply, ParticipantService, SagaAction, TccAction, is_valid_name,
 };
+use crate::CallPolicy;
 
 /// Why [`ParticipantServiceBuilder::build`] refused a configuration.
 ///
@@ -32,6 +34,9 @@ pub enum BuildError {
     /// A participant with no action can never be called.
     #[error("no action registered")]
     NoActions,
+    /// A call policy or timeout was given for an action not registered.
+    #[error("policy for action {0:?}, which is not registered")]
+    PolicyOfUnknownAction(String),
 }
 
 /// Collects actions for a [`ParticipantService`]; see
@@ -51,6 +56,8 @@ pub struct ParticipantServiceBuilder {
     // A list, not a map, so `build` can report duplicates instead of
     // silently keeping the last registration.
     actions: Vec<(String, Handler)>,
+    /// Call timeout and policy declared per action at registration.
+    policies: HashMap<String, ActionPolicy>,
 }
 
 impl fmt::Debug for ParticipantServiceBuilder {
@@ -70,7 +77,47 @@ impl ParticipantServiceBuilder {
         Self {
             name,
             actions: Vec::new(),
+            policies: HashMap::new(),
         }
+    }
+
+    /// Declares the call policy of `action` (registered by another method
+    /// of this builder) with the coordinator: every branch or saga step
+    /// calling it that gives no policy of its own gets this one (part by
+    /// part; the coordinator's settings fill the rest).
+    ///
+    /// ```
+    /// use concord_sdk::{CallPolicy, ParticipantService};
+    ///
+    /// let service = ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .policy("pay", CallPolicy::new().max_attempts(5).non_retryable(tonic::Code::NotFound))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(service.policy_of("pay").unwrap().1.unwrap().to_proto().max_attempts, 5);
+    /// ```
+    pub fn policy(mut self, action: impl Into<String>, policy: CallPolicy) -> Self {
+        self.policies.entry(action.into()).or_default().policy = Some(policy);
+        self
+    }
+
+    /// Declares the deadline of each call of `action`, like
+    /// [`policy`](Self::policy).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concord_sdk::ParticipantService;
+    ///
+    /// let service = ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .call_timeout("pay", Duration::from_secs(2))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(service.policy_of("pay").unwrap().0.is_some());
+    /// ```
+    pub fn call_timeout(mut self, action: impl Into<String>, timeout: Duration) -> Self {
+        self.policies.entry(action.into()).or_default().call_timeout = Some(timeout);
+        self
     }
 
     /// Registers a TCC action under `name`.
@@ -409,9 +456,13 @@ impl ParticipantServiceBuilder {
             }
             actions.insert(name, handler);
         }
+        if let Some(unknown) = self.policies.keys().find(|a| !actions.contains_key(*a)) {
+            return Err(BuildError::PolicyOfUnknownAction(unknown.clone()));
+        }
         Ok(ParticipantService {
             name: self.name.into(),
             actions: Arc::new(actions),
+            policies: Arc::new(self.policies),
         })
     }
 }

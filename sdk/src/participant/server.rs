@@ -487,8 +487,13 @@ async fn register(
         actions: service
             .actions()
             .into_iter()
-            .map(|name| Action {
-                name: name.to_owned(),
+            .map(|name| {
+                let (call_timeout, policy) = service.policy_of(name).unwrap_or_default();
+                Action {
+                    name: name.to_owned(),
+                    call_timeout: call_timeout.map(crate::policy::proto_duration),
+                    policy: policy.as_ref().map(crate::CallPolicy::to_proto),
+                }
             })
             .collect(),
     };

@@ -59,6 +59,15 @@ impl Handler {
 pub struct ParticipantService {
     pub(super) name: Arc<str>,
     pub(super) actions: Arc<HashMap<String, Handler>>,
+    /// What the builder declared per action, sent with the registration.
+    pub(super) policies: Arc<HashMap<String, ActionPolicy>>,
+}
+
+/// The call timeout and policy declared for one action.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ActionPolicy {
+    pub(super) call_timeout: Option<std::time::Duration>,
+    pub(super) policy: Option<crate::CallPolicy>,
 }
 
 impl fmt::Debug for ParticipantService {
@@ -117,6 +126,27 @@ impl ParticipantService {
         let mut names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The call timeout and policy declared for `action` with
+    /// [`ParticipantServiceBuilder::policy`] and
+    /// [`ParticipantServiceBuilder::call_timeout`], sent to the coordinator
+    /// when the service registers; `None` when neither was.
+    ///
+    /// ```
+    /// let service = concord_sdk::ParticipantService::builder("bank")
+    ///     .saga_fn("pay", |_| async { Ok(Vec::new()) }, |_| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(service.policy_of("pay").is_none());
+    /// ```
+    pub fn policy_of(
+        &self,
+        action: &str,
+    ) -> Option<(Option<std::time::Duration>, Option<crate::CallPolicy>)> {
+        self.policies
+            .get(action)
+            .map(|p| (p.call_timeout, p.policy.clone()))
     }
 
     /// Runs one call: finds the action, checks it has the phase, runs it and

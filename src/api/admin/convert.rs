@@ -92,7 +92,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
     // The phase owed but not called yet.
     let owed = match a.tx.status {
         Status::Compensating
-            if b.first_phase != CallStatus::Pending && b.second_phase != CallStatus::Succeeded =>
+            if b.first_phase != CallStatus::Pending && !b.owed_phase().is_done() =>
         {
             Some("compensate")
         }
@@ -113,7 +113,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
             let st = if name == first {
                 b.first_phase
             } else {
-                b.second_phase
+                b.owed_phase()
             };
             // The failures since the last success (all of them if none).
             let since_ok: Vec<&&&EventRecord> = of_phase
@@ -121,7 +121,7 @@ fn phases(a: &AdminTx, b: &BranchRecord, events: &[EventRecord]) -> Vec<pb::Phas
                 .rev()
                 .take_while(|c| c.code.as_deref() != Some("OK"))
                 .collect();
-            let failing = st != CallStatus::Succeeded && !since_ok.is_empty();
+            let failing = !st.is_done() && !since_ok.is_empty();
             let last = of_phase.last();
             let mut attempts = of_phase.len() as u32;
             if a.tx.mode == Mode::Tcc && name != first {
@@ -172,7 +172,7 @@ pub fn detail(
                 next_attempt_at: a
                     .tx
                     .next_attempt_at
-                    .filter(|_| will_retry(a) && owed && b.second_phase != CallStatus::Succeeded)
+                    .filter(|_| will_retry(a) && owed && !b.owed_phase().is_done())
                     .map(timestamp),
                 lease_owner: a.tx.owner.clone().unwrap_or_default(),
                 call_timeout: b.call_timeout.map(|d| prost_types::Duration {
@@ -180,6 +180,11 @@ pub fn detail(
                     nanos: d.subsec_nanos() as i32,
                 }),
                 policy: crate::api::convert::call_policy_pb(&b.policy),
+                skip: b.skipped.as_ref().map(|k| pb::BranchSkip {
+                    skipped_at: Some(timestamp(k.at)),
+                    skipped_by: k.by.clone(),
+                    note: k.note.clone(),
+                }),
             })
             .collect(),
         events: events.iter().map(event).collect(),

@@ -17,10 +17,10 @@ use tonic::{Request, Response, Status};
 use self::auth::{AdminAuth, AdminTokens, Operator as Caller};
 use super::guarded;
 use crate::domain::MAX_REASON;
-use crate::domain::{Gid, ParticipantName};
+use crate::domain::{BranchId, Gid, ParticipantName};
 use crate::engine::operator::{Acted, Operator};
 use crate::error::{Error, Result};
-use crate::machine::operator::OperatorOp;
+use crate::machine::operator::{BranchOp, OperatorOp};
 use crate::store::admin::{ListCursor, TxFilter};
 
 /// Page size when the request gives none, and the largest allowed.
@@ -62,6 +62,34 @@ impl AdminApi {
         } = self
             .operator
             .act(&self::gid(gid)?, op, &actor?, note)
+            .await?;
+        Ok(pb::OperatorActionResponse {
+            changed,
+            message,
+            transaction: Some(convert::summary(&tx)),
+        })
+    }
+}
+
+impl AdminApi {
+    /// Runs a command on one branch and answers with its result.
+    async fn act_on_branch(
+        &self,
+        gid: &str,
+        branch: &str,
+        op: BranchOp,
+        actor: Result<String>,
+        note: Option<String>,
+    ) -> Result<pb::OperatorActionResponse> {
+        let branch = BranchId::parse(branch.to_string())
+            .map_err(|e| Error::InvalidArgument(format!("branch_id: {}", e.0)))?;
+        let Acted {
+            changed,
+            message,
+            tx,
+        } = self
+            .operator
+            .act_on_branch(&self::gid(gid)?, &branch, op, &actor?, note)
             .await?;
         Ok(pb::OperatorActionResponse {
             changed,
@@ -284,6 +312,100 @@ impl Admin for AdminApi {
     ) -> std::result::Result<Response<pb::Stats>, Status> {
         guarded("Admin.GetStats", "", async {
             Ok(convert::stats(&self.operator.stats().await?))
+        })
+        .await
+    }
+
+    async fn bulk_act(
+        &self,
+        request: Request<pb::BulkActRequest>,
+    ) -> std::result::Result<Response<pb::BulkActResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        guarded("Admin.BulkAct", "", async {
+            let actor = actor?;
+            let f = req.filter.unwrap_or_default();
+            let narrowed = !f.statuses.is_empty()
+                || !f.participant.is_empty()
+                || f.needs_attention
+                || f.stuck_for.is_some()
+                || f.created_before.is_some()
+                || f.updated_before.is_some()
+                || !f.gid_prefix.is_empty();
+            if !narrowed {
+                return Err(Error::InvalidArgument(
+                    "give at least one filter (statuses, participant, needs_attention, stuck_for, created_before, updated_before or gid_prefix)".into(),
+                ));
+            }
+            let (filter, stuck_for) = filter(f)?;
+            let op = match pb::BulkAction::try_from(req.action) {
+                Ok(pb::BulkAction::Retry) => OperatorOp::RetryNow,
+                Ok(pb::BulkAction::Pause) => OperatorOp::Pause,
+                Ok(pb::BulkAction::Resume) => OperatorOp::Resume,
+                Ok(pb::BulkAction::Resolve) => OperatorOp::Resolve {
+                    note: required_text("note", &req.note)?,
+                },
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "action must be retry, pause, resume or resolve".into(),
+                    ));
+                }
+            };
+            let note = optional_text("note", &req.note)?;
+            let only = req
+                .gids
+                .iter()
+                .map(|g| gid(g))
+                .collect::<Result<Vec<_>>>()?;
+            let limit = match req.limit {
+                0 => crate::engine::operator::MAX_BULK,
+                n => n,
+            };
+            let (results, truncated) = self
+                .operator
+                .bulk(filter, stuck_for, op, &only, &actor, note, req.dry_run, limit)
+                .await?;
+            Ok(pb::BulkActResponse {
+                results: results
+                    .into_iter()
+                    .map(|r| pb::BulkResult {
+                        gid: r.gid.to_string(),
+                        outcome: r.outcome.as_str().to_string(),
+                        message: r.message,
+                        status: crate::api::convert::status(r.status) as i32,
+                    })
+                    .collect(),
+                truncated,
+            })
+        })
+        .await
+    }
+
+    async fn retry_branch(
+        &self,
+        request: Request<pb::RetryBranchRequest>,
+    ) -> std::result::Result<Response<pb::OperatorActionResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        guarded("Admin.RetryBranch", &req.gid.clone(), async {
+            let note = optional_text("note", &req.note)?;
+            self.act_on_branch(&req.gid, &req.branch_id, BranchOp::Retry, actor, note)
+                .await
+        })
+        .await
+    }
+
+    async fn skip_branch(
+        &self,
+        request: Request<pb::SkipBranchRequest>,
+    ) -> std::result::Result<Response<pb::OperatorActionResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        guarded("Admin.SkipBranch", &req.gid.clone(), async {
+            let note = required_text("note", &req.note)?;
+            let op = BranchOp::Skip { note: note.clone() };
+            self.act_on_branch(&req.gid, &req.branch_id, op, actor, Some(note))
+                .await
         })
         .await
     }

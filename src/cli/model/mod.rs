@@ -166,6 +166,16 @@ pub struct BranchView {
     /// Its own call timeout and retry policy in one line; `null` when it
     /// follows the coordinator's settings.
     pub policy: Option<String>,
+    /// Set when an operator skipped its owed call by hand.
+    pub skipped: Option<SkipView>,
+}
+
+/// Who skipped a branch's owed call, when, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkipView {
+    pub at: Option<DateTime<Utc>>,
+    pub by: String,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,6 +231,11 @@ impl TxDetail {
                 next_attempt_at: time(&b.next_attempt_at),
                 lease_owner: text(&b.lease_owner),
                 policy: policy::describe(b.call_timeout.as_ref(), b.policy.as_ref()),
+                skipped: b.skip.as_ref().map(|k| SkipView {
+                    at: time(&k.skipped_at),
+                    by: k.skipped_by.clone(),
+                    note: k.note.clone(),
+                }),
             })
             .collect();
         let events = d
@@ -261,6 +276,51 @@ pub struct ActionResult {
     pub changed: bool,
     pub message: String,
     pub transaction: Option<TxSummary>,
+}
+
+/// `tx bulk ACTION`: what happened (or, dry, would happen) to each.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkView {
+    /// "retry", "pause", "resume" or "resolve".
+    pub action: String,
+    pub dry_run: bool,
+    pub results: Vec<BulkRow>,
+    /// More matched than the limit; run again for the rest.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkRow {
+    pub gid: String,
+    /// "changed", "unchanged", "refused", "would_change" or "failed".
+    pub outcome: String,
+    pub message: String,
+    pub status: String,
+}
+
+impl BulkView {
+    pub fn from_wire(action: &str, dry_run: bool, r: &pb::BulkActResponse) -> Self {
+        BulkView {
+            action: action.into(),
+            dry_run,
+            results: r
+                .results
+                .iter()
+                .map(|b| BulkRow {
+                    gid: b.gid.clone(),
+                    outcome: b.outcome.clone(),
+                    message: b.message.clone(),
+                    status: status_name(b.status),
+                })
+                .collect(),
+            truncated: r.truncated,
+        }
+    }
+
+    /// How many came (or would come) to `outcome`.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

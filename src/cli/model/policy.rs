@@ -46,6 +46,14 @@ pub fn describe(
                 p.non_retryable_codes.join(", ")
             ));
         }
+        if !p.non_retryable_http_statuses.is_empty() {
+            let statuses: Vec<String> = p
+                .non_retryable_http_statuses
+                .iter()
+                .map(|s| format!("HTTP {s}"))
+                .collect();
+            parts.push(format!("never retried on {}", statuses.join(", ")));
+        }
     }
     (!parts.is_empty()).then(|| parts.join(", "))
 }
@@ -73,11 +81,12 @@ mod tests {
             max_attempts: 3,
             max_age: Some(d(600_000)),
             non_retryable_codes: vec!["NOT_FOUND".into()],
+            non_retryable_http_statuses: vec![422],
         };
         assert_eq!(
             describe(Some(&d(200)), Some(&p)).as_deref(),
             Some(
-                "timeout 200ms, retry 50ms x1.5 up to 5s without jitter, at most 3 calls, for at most 10m, never retried on NOT_FOUND"
+                "timeout 200ms, retry 50ms x1.5 up to 5s without jitter, at most 3 calls, for at most 10m, never retried on NOT_FOUND, never retried on HTTP 422"
             )
         );
     }

@@ -83,7 +83,7 @@ fn owed_phase(b: &BranchView, now: DateTime<Utc>) -> Option<String> {
         .phases
         .iter()
         .rev()
-        .find(|p| p.phase != "try" && p.status != "succeeded")?;
+        .find(|p| p.phase != "try" && p.status != "succeeded" && p.status != "skipped")?;
     let since = p
         .failing_since
         .map(|s| format!(" for {}", span(now - s)))
@@ -166,6 +166,7 @@ mod tests {
                     next_attempt_at: None,
                     lease_owner: None,
                     policy: None,
+                    skipped: None,
                 },
                 BranchView {
                     branch_id: "2".into(),
@@ -178,6 +179,7 @@ mod tests {
                     next_attempt_at: None,
                     lease_owner: None,
                     policy: None,
+                    skipped: None,
                 },
             ],
             events: vec![],

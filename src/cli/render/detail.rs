@@ -96,15 +96,21 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
     out
 }
 
-/// The branches with a policy of their own, one line each.
+/// The branches with a policy of their own (the request's or their
+/// action's), one line each, and the branches an operator skipped.
 fn policies(d: &TxDetail) -> String {
-    d.branches
-        .iter()
-        .filter_map(|b| {
-            let p = b.policy.as_ref()?;
-            Some(format!("  policy of branch {}: {p}\n", b.branch_id))
-        })
-        .collect()
+    let policies = d.branches.iter().filter_map(|b| {
+        let p = b.policy.as_ref()?;
+        Some(format!("  policy of branch {}: {p}\n", b.branch_id))
+    });
+    let skips = d.branches.iter().filter_map(|b| {
+        let k = b.skipped.as_ref()?;
+        Some(format!(
+            "  branch {} skipped by {}: {}\n",
+            b.branch_id, k.by, k.note
+        ))
+    });
+    policies.chain(skips).collect()
 }
 
 /// One row per phase of each branch; the branch is named on its first.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 pub use self::detail::tx_detail;
 use self::table::{Cell, table};
 pub use self::table::{Paint, Style};
-use super::model::{ActionResult, EndpointView, Participants, Stats, TxSummary};
+use super::model::{ActionResult, BulkView, EndpointView, Participants, Stats, TxSummary};
 use super::when::rel;
 
 /// The status as an operator should read it: a resolved transaction is
@@ -104,6 +104,54 @@ pub fn action(r: &ActionResult, paint: Paint) -> String {
         out.push(')');
     }
     out.push('\n');
+    out
+}
+
+/// `tx bulk`: one summary line, then a row per transaction.
+pub fn bulk(v: &BulkView, paint: Paint) -> String {
+    let summary = if v.dry_run {
+        format!(
+            "{} of {} transactions would change ({} unchanged, {} refused); dry run, nothing changed\n",
+            v.count("would_change"),
+            v.results.len(),
+            v.count("unchanged"),
+            v.count("refused")
+        )
+    } else {
+        format!(
+            "{}: {} changed, {} unchanged, {} refused, {} failed\n",
+            v.action,
+            v.count("changed"),
+            v.count("unchanged"),
+            v.count("refused"),
+            v.count("failed")
+        )
+    };
+    let rows: Vec<Vec<Cell>> = v
+        .results
+        .iter()
+        .map(|r| {
+            let style = match r.outcome.as_str() {
+                "changed" | "would_change" => Some(Style::Green),
+                "refused" | "failed" => Some(Style::Red),
+                _ => Some(Style::Dim),
+            };
+            vec![
+                Cell::plain(&r.gid),
+                Cell::plain(&r.status),
+                Cell::styled(r.outcome.clone(), style),
+                Cell::plain(&r.message),
+            ]
+        })
+        .collect();
+    let mut out = summary;
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &["GID", "STATUS", "RESULT", "MESSAGE"],
+            &rows,
+            paint,
+        ));
+    }
     out
 }
 

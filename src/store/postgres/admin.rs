@@ -15,7 +15,7 @@ use crate::store::BranchRecord;
 use crate::store::StoreResult;
 use crate::store::admin::{
     AdminChange, AdminStats, AdminTx, AdminWrite, FinishedInMinute, ListCursor, Resolution,
-    TxFilter,
+    TxFilter, stored_as,
 };
 use crate::store::rows::TxRow;
 
@@ -158,8 +158,12 @@ impl PgStore {
     /// Applies an operator write if the row is still as expected, with its
     /// event; `false` if the row moved on (the caller decides again).
     pub(super) async fn admin_apply(&self, w: AdminWrite) -> StoreResult<bool> {
+        if let AdminChange::SkipBranch { .. } = &w.change {
+            return self.skip_branch(w).await;
+        }
         let set = match &w.change {
-            AdminChange::RetryAt(_) => {
+            AdminChange::SkipBranch { .. } => unreachable!("written above"),
+            AdminChange::RetryAt(_) | AdminChange::RetryBranchAt { .. } => {
                 // The database clock decides what is due; never schedule
                 // past it because of skew with this instance. Plus the
                 // margin every retry waits after a call that timed out
@@ -174,6 +178,18 @@ impl PgStore {
                  owner = NULL, lease_until = NULL, fence = fence + 1"
             }
         };
+        // Resolving clears the flag: the alert webhooks say so, once, from
+        // this same statement.
+        let alert = match &w.change {
+            AdminChange::Resolve { .. } => {
+                ", al AS (
+                INSERT INTO alerts (gid, kind, reason, created_at, next_at)
+                SELECT gid, 'attention_cleared', 'resolved by hand by ' || $7 || ': ' || $6::text, $5, $5
+                  FROM g
+            )"
+            }
+            _ => "",
+        };
         let sql = format!(
             "WITH g AS (
                 UPDATE global_transactions
@@ -182,9 +198,9 @@ impl PgStore {
                    AND resolved_at IS NULL
                 RETURNING gid, status
             ), ev AS (
-                INSERT INTO transaction_events (gid, at, kind, status, message, actor)
-                SELECT gid, $5, $8, status, $9, $7 FROM g
-            )
+                INSERT INTO transaction_events (gid, at, kind, status, branch_id, message, actor)
+                SELECT gid, $5, $8, status, $10, $9, $7 FROM g
+            ){alert}
             SELECT count(*) FROM g"
         );
         let query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
@@ -194,17 +210,121 @@ impl PgStore {
             .bind(w.expected_needs_attention)
             .bind(w.now);
         let query = match &w.change {
-            AdminChange::RetryAt(at) => query.bind(*at),
+            AdminChange::RetryAt(at) | AdminChange::RetryBranchAt { at, .. } => query.bind(*at),
             AdminChange::SetPaused(p) => query.bind(*p),
             AdminChange::Resolve { note } => query.bind(note.clone()),
+            AdminChange::SkipBranch { .. } => unreachable!("written above"),
         };
         let updated = query
             .bind(&w.actor)
             .bind(w.event)
             .bind(w.note.as_deref())
+            .bind(w.change.branch().map(|b| b.as_str()))
             .fetch_one(&self.durable)
             .await?;
         Ok(updated == 1)
+    }
+
+    /// [`AdminChange::SkipBranch`] in one short transaction: the
+    /// transaction row locked (compare-and-set on what the rules saw), the
+    /// branch's skip (compare-and-set on it), the transaction fenced and
+    /// finished or made due, the events. The row lock comes first, as in a
+    /// round's write (which locks the transaction, then its branches), so
+    /// the two wait for each other and never deadlock.
+    async fn skip_branch(&self, w: AdminWrite) -> StoreResult<bool> {
+        let AdminChange::SkipBranch {
+            branch_id,
+            phase,
+            expected,
+            attempts,
+            note,
+            finishes,
+        } = &w.change
+        else {
+            return Ok(false);
+        };
+        let mut t = self.durable.begin().await?;
+        let locked: Option<String> = sqlx::query_scalar(
+            "SELECT gid FROM global_transactions
+              WHERE gid = $1 AND status = $2 AND paused = $3 AND needs_attention = $4
+                AND resolved_at IS NULL
+                FOR UPDATE",
+        )
+        .bind(w.gid.as_str())
+        .bind(w.expected_status.as_str())
+        .bind(w.expected_paused)
+        .bind(w.expected_needs_attention)
+        .fetch_optional(&mut *t)
+        .await?;
+        if locked.is_none() {
+            return Ok(false);
+        }
+        let skipped = sqlx::query(
+            "UPDATE branches SET skipped_at = $3, skipped_by = $4, skip_note = $5, updated_at = $3
+              WHERE gid = $1 AND branch_id = $2 AND skipped_at IS NULL
+                AND second_phase = ANY($6) AND attempts = $7",
+        )
+        .bind(w.gid.as_str())
+        .bind(branch_id.as_str())
+        .bind(w.now)
+        .bind(&w.actor)
+        .bind(note)
+        .bind(stored_as(*expected))
+        .bind(crate::store::progress::clamp(*attempts))
+        .execute(&mut *t)
+        .await?
+        .rows_affected();
+        if skipped != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "WITH g AS (
+                UPDATE global_transactions
+                   SET updated_at = $2, fence = fence + 1,
+                       status = COALESCE($3, status),
+                       finished_at = CASE WHEN $3::text IS NULL THEN finished_at ELSE $2 END,
+                       next_attempt_at = CASE WHEN $3::text IS NULL
+                                              -- + CALL_MARGIN, as every retry
+                                              THEN LEAST(COALESCE(next_attempt_at, now()), now())
+                                                   + interval '250 milliseconds'
+                                         END
+                 WHERE gid = $1
+                RETURNING gid, status
+            )
+            INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, message, actor)
+            SELECT gid, $2, $4, $5, $6, $7, $8, $9 FROM g
+            UNION ALL
+            SELECT gid, $2, 'finished', status, NULL, NULL,
+                   'every branch is done or skipped', $9 FROM g WHERE $3::text IS NOT NULL",
+        )
+        .bind(w.gid.as_str())
+        .bind(w.now)
+        .bind(finishes.map(|s| s.as_str()))
+        .bind(w.event)
+        .bind(w.expected_status.as_str())
+        .bind(branch_id.as_str())
+        .bind(phase.as_str())
+        .bind(note)
+        .bind(&w.actor)
+        .execute(&mut *t)
+        .await?;
+        if let Some(status) = finishes.filter(|_| w.expected_needs_attention) {
+            sqlx::query(
+                "INSERT INTO alerts (gid, kind, reason, created_at, next_at)
+                 VALUES ($1, 'attention_cleared', $2, $3, $3)",
+            )
+            .bind(w.gid.as_str())
+            .bind(format!(
+                "finished: {} (branch {branch_id} skipped by {})",
+                status.as_str(),
+                w.actor
+            ))
+            .bind(w.now)
+            .execute(&mut *t)
+            .await?;
+        }
+        t.commit().await?;
+        Ok(true)
     }
 
     /// Appends an operator event for an action carried out elsewhere (a

@@ -110,6 +110,7 @@ impl PgStore {
                     compensate_rejected: true,
                     policy: b.policy,
                     call_busy_until: Some(busy_until),
+                    skipped: None,
                 },
                 metadata,
                 seq,

@@ -14,6 +14,7 @@
 //! connects and routes the traits' methods to them.
 
 mod admin;
+mod alerts;
 mod gauges;
 mod hot;
 mod leases;
@@ -284,6 +285,14 @@ impl Store for PgStore {
     async fn ready(&self) -> StoreResult<()> {
         self.ready().await
     }
+
+    async fn set_action_policies(
+        &self,
+        name: &ParticipantName,
+        policies: &[(ActionName, crate::machine::policy::ActionPolicy)],
+    ) -> StoreResult<()> {
+        self.set_action_policies(name, policies).await
+    }
 }
 
 #[tonic::async_trait]
@@ -340,5 +349,21 @@ impl AdminStore for PgStore {
     async fn close(&self) {
         self.durable.close().await;
         self.relaxed.close().await;
+    }
+
+    async fn claim_alerts(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<crate::store::admin::AlertRecord>> {
+        self.claim_alerts(owner, limit, lease).await
+    }
+
+    async fn record_alert_attempt(
+        &self,
+        attempt: crate::store::admin::AlertAttempt,
+    ) -> StoreResult<bool> {
+        self.record_alert_attempt(attempt).await
     }
 }

@@ -94,7 +94,11 @@ impl PgStore {
         let next = &d.next;
         let aborted = next.status == Status::Aborted;
         let fence: Option<i64> = sqlx::query_scalar(
-            "WITH u AS (
+            "WITH old AS (
+                -- A message flagged while its query-back failed is no
+                -- longer: the alert webhooks say so (below).
+                SELECT needs_attention AS na FROM global_transactions WHERE gid = $1
+            ), u AS (
                 UPDATE global_transactions
                    SET status = $2, decided_at = $3, rollback_reason = $4,
                        attempts = 0, needs_attention = false, attention_reason = NULL,
@@ -116,6 +120,10 @@ impl PgStore {
                 SELECT gid, $3, k.kind, $2, $4, $8
                   FROM u, unnest(CASE WHEN $5 THEN ARRAY['decided', 'finished']
                                       ELSE ARRAY['decided'] END) AS k(kind)
+            ), al AS (
+                INSERT INTO alerts (gid, kind, reason, created_at, next_at)
+                SELECT u.gid, 'attention_cleared', 'no longer needs attention: ' || $2, $3, $3
+                  FROM u, old WHERE old.na
             )
             SELECT fence FROM u",
         )

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::PgStore;
 use crate::domain::{ActionName, Endpoint, EndpointUrl, ParticipantName, Protocol};
+use crate::machine::policy::ActionPolicy;
+use crate::store::policy::{action_columns, action_policy};
 use crate::store::{EndpointRecord, ParticipantRecord, StoreResult};
 
 #[derive(sqlx::FromRow)]
@@ -15,6 +17,8 @@ struct ParticipantRow {
     protocols: Vec<String>,
     registered: Vec<DateTime<Utc>>,
     seen: Vec<DateTime<Utc>>,
+    timeouts: Vec<Option<i64>>,
+    policies: Vec<Option<String>>,
 }
 
 impl PgStore {
@@ -50,6 +54,34 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn set_action_policies(
+        &self,
+        name: &ParticipantName,
+        policies: &[(ActionName, ActionPolicy)],
+    ) -> StoreResult<()> {
+        let mut actions = Vec::with_capacity(policies.len());
+        let mut timeouts = Vec::with_capacity(policies.len());
+        let mut stored = Vec::with_capacity(policies.len());
+        for (action, policy) in policies {
+            let (timeout, policy) = action_columns(policy);
+            actions.push(action.as_str());
+            timeouts.push(timeout);
+            stored.push(policy);
+        }
+        sqlx::query(
+            "UPDATE participant_actions a SET call_timeout_ms = x.timeout, policy = x.policy::jsonb
+               FROM unnest($2::text[], $3::bigint[], $4::text[]) AS x(action, timeout, policy)
+              WHERE a.participant = $1 AND a.action = x.action",
+        )
+        .bind(name.as_str())
+        .bind(actions)
+        .bind(timeouts)
+        .bind(stored)
+        .execute(&self.durable)
+        .await?;
+        Ok(())
+    }
+
     pub(super) async fn list_participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
         let rows: Vec<ParticipantRow> = sqlx::query_as(
             "SELECT p.name,
@@ -62,7 +94,11 @@ impl PgStore {
                     COALESCE((SELECT array_agg(e.registered_at ORDER BY e.url) FROM participant_endpoints e
                                WHERE e.participant = p.name), '{}') AS registered,
                     COALESCE((SELECT array_agg(e.last_seen_at ORDER BY e.url) FROM participant_endpoints e
-                               WHERE e.participant = p.name), '{}') AS seen
+                               WHERE e.participant = p.name), '{}') AS seen,
+                    COALESCE((SELECT array_agg(a.call_timeout_ms ORDER BY a.action) FROM participant_actions a
+                               WHERE a.participant = p.name), '{}') AS timeouts,
+                    COALESCE((SELECT array_agg(a.policy::text ORDER BY a.action) FROM participant_actions a
+                               WHERE a.participant = p.name), '{}') AS policies
                FROM participants p ORDER BY p.name",
         )
         .fetch_all(&self.durable)
@@ -71,6 +107,19 @@ impl PgStore {
             .into_iter()
             .map(|r| ParticipantRecord {
                 name: ParticipantName::from_trusted(r.name),
+                policies: r
+                    .actions
+                    .iter()
+                    .zip(r.timeouts)
+                    .zip(r.policies)
+                    .map(|((a, t), p)| {
+                        (
+                            ActionName::from_trusted(a.clone()),
+                            action_policy(t, p.as_deref()),
+                        )
+                    })
+                    .filter(|(_, p)| !p.is_default())
+                    .collect(),
                 actions: r
                     .actions
                     .into_iter()

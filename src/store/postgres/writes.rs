@@ -186,6 +186,10 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                                  $6::text[], $7::int[], $8::boolean[], $9::text[], $10::timestamptz[],
                                  $11::boolean[], $12::timestamptz[])
                 AS t(gid, fence, owner, status, decided_at, reason, attempts, na, ar, next_at, release, now)
+        ), old AS (
+            -- The flag as it was: a write that changes it makes an alert
+            -- (below). Fenced writes are the only ones that move it here.
+            SELECT gid, needs_attention AS na FROM global_transactions WHERE gid = ANY($1)
         ), g AS (
             UPDATE global_transactions g
                SET status = t.status, decided_at = t.decided_at, rollback_reason = t.reason,
@@ -197,7 +201,8 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                    updated_at = t.now
               FROM t
              WHERE g.gid = ANY($1) AND g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
-            RETURNING g.gid, t.now, t.owner
+            RETURNING g.gid, t.now, t.owner, g.needs_attention AS na, g.attention_reason AS ar,
+                      g.status AS st, g.finished_at AS fin
         ), b AS (
             UPDATE branches br
                SET first_phase = COALESCE(u.first, br.first_phase), second_phase = u.second,
@@ -215,6 +220,19 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                        WITH ORDINALITY AS e(gid, kind, status, branch_id, phase, attempt, code, message, ord)
               JOIN g ON g.gid = e.gid
              ORDER BY e.ord
+        ), al AS (
+            -- One alert per change of needs_attention, in this same
+            -- statement: flagged, or no longer (finished while flagged, or
+            -- cleared, as a message's decision does).
+            INSERT INTO alerts (gid, kind, reason, created_at, next_at)
+            SELECT g.gid,
+                   CASE WHEN g.na AND g.fin IS NULL THEN 'needs_attention' ELSE 'attention_cleared' END,
+                   CASE WHEN g.na AND g.fin IS NULL THEN g.ar
+                        WHEN g.fin IS NOT NULL THEN 'finished: ' || g.st
+                        ELSE 'no longer needs attention: ' || g.st END,
+                   g.now, g.now
+              FROM g JOIN old o ON o.gid = g.gid
+             WHERE (g.na AND NOT o.na AND g.fin IS NULL) OR (o.na AND (NOT g.na OR g.fin IS NOT NULL))
         )
         SELECT gid FROM g",
     )

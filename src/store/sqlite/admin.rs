@@ -12,7 +12,7 @@ use crate::domain::Gid;
 use crate::machine::Status;
 use crate::store::admin::{
     AdminChange, AdminStats, AdminTx, AdminWrite, FinishedInMinute, ListCursor, Resolution,
-    TxFilter,
+    TxFilter, stored_as,
 };
 use crate::store::{BranchRecord, StoreResult};
 
@@ -251,11 +251,17 @@ pub(super) async fn apply(
     w: &AdminWrite,
     clock: DateTime<Utc>,
 ) -> StoreResult<bool> {
+    if let AdminChange::SkipBranch { .. } = &w.change {
+        return skip_branch(c, w, clock).await;
+    }
     let set = match &w.change {
+        AdminChange::SkipBranch { .. } => unreachable!("written above"),
         // Never schedule past the clock that decides what is due; plus the
         // margin every retry waits after a call that timed out
         // (`CALL_MARGIN`, 250 ms in microseconds).
-        AdminChange::RetryAt(_) => "next_attempt_at = min(?6, ?8) + 250000",
+        AdminChange::RetryAt(_) | AdminChange::RetryBranchAt { .. } => {
+            "next_attempt_at = min(?6, ?8) + 250000"
+        }
         AdminChange::SetPaused(_) => "paused = ?6",
         AdminChange::Resolve { .. } => {
             "resolved_at = ?5, resolved_by = ?7, resolution_note = ?6,
@@ -277,9 +283,10 @@ pub(super) async fn apply(
         .bind(w.expected_needs_attention)
         .bind(us(w.now));
     let query = match &w.change {
-        AdminChange::RetryAt(t) => query.bind(us(*t)),
+        AdminChange::RetryAt(t) | AdminChange::RetryBranchAt { at: t, .. } => query.bind(us(*t)),
         AdminChange::SetPaused(p) => query.bind(*p),
         AdminChange::Resolve { note } => query.bind(note.clone()),
+        AdminChange::SkipBranch { .. } => unreachable!("written above"),
     };
     let status = query
         .bind(&w.actor)
@@ -290,17 +297,122 @@ pub(super) async fn apply(
         return Ok(false);
     };
     sqlx::query(
-        "INSERT INTO transaction_events (gid, at, kind, status, message, actor)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO transaction_events (gid, at, kind, status, branch_id, message, actor)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(w.gid.as_str())
     .bind(us(w.now))
     .bind(w.event)
     .bind(status)
+    .bind(w.change.branch().map(|b| b.as_str()))
     .bind(w.note.as_deref())
     .bind(&w.actor)
-    .execute(c)
+    .execute(&mut *c)
     .await?;
+    // Resolving clears the flag: the alert webhooks say so, once.
+    if let AdminChange::Resolve { note } = &w.change {
+        let reason = format!("resolved by hand by {}: {note}", w.actor);
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
+    }
+    Ok(true)
+}
+
+/// [`AdminChange::SkipBranch`]: the transaction (compare-and-set, fenced,
+/// finished or made due) only if the branch is as the rules saw it, then
+/// the branch's skip and the events, in the writer's transaction.
+async fn skip_branch(
+    c: &mut SqliteConnection,
+    w: &AdminWrite,
+    clock: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let AdminChange::SkipBranch {
+        branch_id,
+        phase,
+        expected,
+        attempts,
+        note,
+        finishes,
+    } = &w.change
+    else {
+        return Ok(false);
+    };
+    let expected = serde_json::to_string(&stored_as(*expected)).unwrap_or_else(|_| "[]".into());
+    let updated: Option<String> = sqlx::query_scalar(
+        "UPDATE global_transactions
+            SET updated_at = ?5, fence = fence + 1,
+                status = COALESCE(?9, status),
+                finished_at = CASE WHEN ?9 IS NULL THEN finished_at ELSE ?5 END,
+                next_attempt_at = CASE WHEN ?9 IS NULL
+                                       -- + CALL_MARGIN, as every retry
+                                       THEN min(COALESCE(next_attempt_at, ?10), ?10) + 250000 END
+          WHERE gid = ?1 AND status = ?2 AND paused = ?3 AND needs_attention = ?4
+            AND resolved_at IS NULL
+            AND EXISTS (SELECT 1 FROM branches b
+                         WHERE b.gid = ?1 AND b.branch_id = ?6 AND b.skipped_at IS NULL
+                           AND b.second_phase IN (SELECT value FROM json_each(?7))
+                           AND b.attempts = ?8)
+         RETURNING status",
+    )
+    .bind(w.gid.as_str())
+    .bind(w.expected_status.as_str())
+    .bind(w.expected_paused)
+    .bind(w.expected_needs_attention)
+    .bind(us(w.now))
+    .bind(branch_id.as_str())
+    .bind(expected)
+    .bind(i64::from(*attempts))
+    .bind(finishes.map(|s| s.as_str()))
+    .bind(us(clock))
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(status) = updated else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "UPDATE branches SET skipped_at = ?3, skipped_by = ?4, skip_note = ?5, updated_at = ?3
+          WHERE gid = ?1 AND branch_id = ?2",
+    )
+    .bind(w.gid.as_str())
+    .bind(branch_id.as_str())
+    .bind(us(w.now))
+    .bind(&w.actor)
+    .bind(note)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query(
+        "INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, message, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(w.gid.as_str())
+    .bind(us(w.now))
+    .bind(w.event)
+    .bind(w.expected_status.as_str())
+    .bind(branch_id.as_str())
+    .bind(phase.as_str())
+    .bind(note)
+    .bind(&w.actor)
+    .execute(&mut *c)
+    .await?;
+    if finishes.is_some() {
+        sqlx::query(
+            "INSERT INTO transaction_events (gid, at, kind, status, message, actor)
+             VALUES (?1, ?2, 'finished', ?3, 'every branch is done or skipped', ?4)",
+        )
+        .bind(w.gid.as_str())
+        .bind(us(w.now))
+        .bind(&status)
+        .bind(&w.actor)
+        .execute(&mut *c)
+        .await?;
+    }
+    if let Some(finished) = finishes.filter(|_| w.expected_needs_attention) {
+        let reason = format!(
+            "finished: {} (branch {branch_id} skipped by {})",
+            finished.as_str(),
+            w.actor
+        );
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
+    }
     Ok(true)
 }
 

@@ -215,6 +215,15 @@ pub(super) async fn progress(
     ev: &mut Events,
 ) -> StoreResult<bool> {
     let now = us(p.now);
+    // The flag as it was: a write that changes it makes an alert (below).
+    let was_flagged: Option<bool> = sqlx::query_scalar(
+        "SELECT needs_attention FROM global_transactions WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+    )
+    .bind(&p.gid)
+    .bind(p.fence)
+    .bind(&p.owner)
+    .fetch_optional(&mut *c)
+    .await?;
     let written = sqlx::query(
         "UPDATE global_transactions
             SET status = ?4, decided_at = ?5, rollback_reason = ?6, attempts = ?7,
@@ -264,6 +273,23 @@ pub(super) async fn progress(
         .bind(now)
         .execute(&mut *c)
         .await?;
+    }
+    let was_flagged = was_flagged.unwrap_or(false);
+    let finished = p.next_attempt_at.is_none();
+    let alert = match (was_flagged, p.needs_attention && !finished) {
+        (false, true) => Some(("needs_attention", p.attention_reason.clone())),
+        (true, false) if finished => Some((
+            "attention_cleared",
+            Some(format!("finished: {}", p.status.as_str())),
+        )),
+        (true, false) => Some((
+            "attention_cleared",
+            Some(format!("no longer needs attention: {}", p.status.as_str())),
+        )),
+        _ => None,
+    };
+    if let Some((kind, reason)) = alert {
+        super::alerts::insert(c, &p.gid, kind, reason.as_deref(), p.now).await?;
     }
     for e in &p.events {
         ev.push(Event {

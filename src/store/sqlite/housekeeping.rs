@@ -12,6 +12,8 @@ use sqlx::{SqliteConnection, SqlitePool};
 use super::rows::{at, before, us};
 use crate::domain::{ActionName, Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::Status;
+use crate::machine::policy::ActionPolicy;
+use crate::store::policy::{action_columns, action_policy};
 use crate::store::{EndpointRecord, OpenCounts, ParticipantRecord, StoreResult};
 
 pub(super) async fn register_participant(
@@ -55,6 +57,28 @@ pub(super) async fn register_participant(
     Ok(())
 }
 
+/// Replaces the declared call timeout and policy of each action.
+pub(super) async fn set_action_policies(
+    c: &mut SqliteConnection,
+    name: &ParticipantName,
+    policies: &[(ActionName, ActionPolicy)],
+) -> StoreResult<()> {
+    for (action, policy) in policies {
+        let (timeout, policy) = action_columns(policy);
+        sqlx::query(
+            "UPDATE participant_actions SET call_timeout_ms = ?, policy = ?
+              WHERE participant = ? AND action = ?",
+        )
+        .bind(timeout)
+        .bind(policy)
+        .bind(name.as_str())
+        .bind(action.as_str())
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Every participant with its actions and endpoints, sorted by name.
 pub(super) async fn list_participants(pool: &SqlitePool) -> StoreResult<Vec<ParticipantRecord>> {
     let mut conn = pool.acquire().await?;
@@ -68,18 +92,25 @@ pub(super) async fn list_participants(pool: &SqlitePool) -> StoreResult<Vec<Part
                 name: ParticipantName::from_trusted(n.clone()),
                 actions: Vec::new(),
                 endpoints: Vec::new(),
+                policies: Default::default(),
             };
             (n, record)
         })
         .collect();
-    let actions: Vec<(String, String)> = sqlx::query_as(
-        "SELECT participant, action FROM participant_actions ORDER BY participant, action",
+    let actions: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT participant, action, call_timeout_ms, policy FROM participant_actions
+          ORDER BY participant, action",
     )
     .fetch_all(&mut *conn)
     .await?;
-    for (p, a) in actions {
+    for (p, a, timeout, policy) in actions {
         if let Some(r) = all.get_mut(&p) {
-            r.actions.push(ActionName::from_trusted(a));
+            let action = ActionName::from_trusted(a);
+            let policy = action_policy(timeout, policy.as_deref());
+            if !policy.is_default() {
+                r.policies.insert(action.clone(), policy);
+            }
+            r.actions.push(action);
         }
     }
     let endpoints: Vec<(String, String, String, i64, i64)> = sqlx::query_as(

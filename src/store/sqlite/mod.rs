@@ -18,6 +18,7 @@
 //! are here.
 
 mod admin;
+mod alerts;
 mod drive;
 mod events;
 mod housekeeping;
@@ -190,6 +191,7 @@ impl SqliteStore {
                     compensate_rejected: true,
                     policy: b.policy,
                     call_busy_until: Some(busy_until),
+                    skipped: None,
                 },
                 metadata,
                 seq,
@@ -461,6 +463,19 @@ impl Store for SqliteStore {
         msg::query(&self.readers, gid).await
     }
 
+    async fn set_action_policies(
+        &self,
+        name: &ParticipantName,
+        policies: &[(ActionName, crate::machine::policy::ActionPolicy)],
+    ) -> StoreResult<()> {
+        self.write(Write::ActionPolicies {
+            name: name.clone(),
+            policies: policies.to_vec(),
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The file answers and every migration of this build is applied.
     async fn ready(&self) -> StoreResult<()> {
         let applied: i64 =
@@ -557,5 +572,32 @@ impl AdminStore for SqliteStore {
     async fn close(&self) {
         self.writer_pool.close().await;
         self.readers.close().await;
+    }
+
+    async fn claim_alerts(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<crate::store::admin::AlertRecord>> {
+        let claim = Write::ClaimAlerts {
+            owner: owner.to_string(),
+            limit,
+            lease,
+        };
+        match self.write(claim).await? {
+            Done::Alerts(alerts) => Ok(alerts),
+            _ => Err(unexpected("claim_alerts")),
+        }
+    }
+
+    async fn record_alert_attempt(
+        &self,
+        attempt: crate::store::admin::AlertAttempt,
+    ) -> StoreResult<bool> {
+        match self.write(Write::AlertAttempt(attempt)).await? {
+            Done::Applied(applied) => Ok(applied),
+            _ => Err(unexpected("record_alert_attempt")),
+        }
     }
 }

@@ -94,6 +94,13 @@ pub(super) async fn decide(
     let next = &d.next;
     let aborted = next.status == Status::Aborted;
     let now = us(d.now);
+    // A message flagged while its query-back failed is no longer: say so.
+    let was_flagged: bool =
+        sqlx::query_scalar("SELECT needs_attention FROM global_transactions WHERE gid = ?1")
+            .bind(d.gid.as_str())
+            .fetch_optional(&mut *c)
+            .await?
+            .unwrap_or(false);
     let fence: Option<i64> = sqlx::query_scalar(
         "UPDATE global_transactions
             SET status = ?2, decided_at = ?3, rollback_reason = ?4,
@@ -119,6 +126,10 @@ pub(super) async fn decide(
     .await?;
     if fence.is_none() {
         return Ok(None);
+    }
+    if was_flagged {
+        let reason = format!("no longer needs attention: {}", next.status.as_str());
+        super::alerts::insert(c, d.gid.as_str(), "attention_cleared", Some(&reason), d.now).await?;
     }
     let kinds: &[&str] = if aborted {
         sqlx::query(

@@ -121,6 +121,9 @@ pub(super) struct BranchRow {
     call_until: Option<i64>,
     /// JSON (`store::policy`); NULL for the default policy.
     policy: Option<String>,
+    skipped_at: Option<i64>,
+    skipped_by: Option<String>,
+    skip_note: Option<String>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -157,6 +160,11 @@ impl From<BranchRow> for BranchRecord {
                 .and_then(|left| left.to_std().ok())
                 .filter(|left| !left.is_zero())
                 .map(|left| std::time::Instant::now() + left),
+            skipped: r.skipped_at.map(|t| crate::store::Skip {
+                at: at(t),
+                by: r.skipped_by.unwrap_or_default(),
+                note: r.skip_note.unwrap_or_default(),
+            }),
         }
     }
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::events::Events;
-use super::{admin, drive, housekeeping, leases, msg, redrive};
+use super::{admin, alerts, drive, housekeeping, leases, msg, redrive};
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::CallStatus;
 use crate::store::admin::AdminWrite;
@@ -81,6 +81,16 @@ pub(super) enum Write {
         actions: Vec<ActionName>,
         now: DateTime<Utc>,
     },
+    ClaimAlerts {
+        owner: String,
+        limit: u32,
+        lease: Duration,
+    },
+    AlertAttempt(crate::store::admin::AlertAttempt),
+    ActionPolicies {
+        name: ParticipantName,
+        policies: Vec<(ActionName, crate::machine::policy::ActionPolicy)>,
+    },
     Admin(AdminWrite),
     AdminEvent {
         gid: Gid,
@@ -107,6 +117,7 @@ pub(super) enum Done {
     Claimed(Vec<Claimed>),
     Renewed(Vec<Gid>),
     Count(u64),
+    Alerts(Vec<crate::store::admin::AlertRecord>),
 }
 
 /// A write in the queue; `n` only keeps each write its own batch key (two
@@ -238,6 +249,16 @@ async fn apply(
             now: at,
         } => {
             housekeeping::register_participant(c, name, endpoint, actions, *at).await?;
+            Done::Unit
+        }
+        Write::ClaimAlerts {
+            owner,
+            limit,
+            lease,
+        } => Done::Alerts(alerts::claim(c, owner, *limit, *lease, now).await?),
+        Write::AlertAttempt(a) => Done::Applied(alerts::attempted(c, a).await?),
+        Write::ActionPolicies { name, policies } => {
+            housekeeping::set_action_policies(c, name, policies).await?;
             Done::Unit
         }
         Write::Admin(a) => Done::Applied(admin::apply(c, a, now).await?),

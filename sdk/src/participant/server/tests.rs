@@ -177,7 +177,8 @@ async fn start_returns_once_registered_with_the_listener_address() {
     assert_eq!(
         request.actions,
         [Action {
-            name: "transfer_out".into()
+            name: "transfer_out".into(),
+            ..Default::default()
         }]
     );
     assert_eq!(h.registry.calls.load(Ordering::SeqCst), 3);

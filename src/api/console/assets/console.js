@@ -457,6 +457,10 @@ function renderDetail(d) {
     el('td', { class: 'error-text' }, [p.last_code, p.last_error].filter(Boolean).join(' ')),
     el('td', {}, p.failing_since ? when(p.failing_since) : '—'),
     el('td', {}, i === 0 ? when(b.next_attempt_at) : ''))));
+  // The call policy in force of each branch that has one (its request's or
+  // its action's, from registration); the others follow the coordinator.
+  const policies = d.branches.filter((b) => b.policy).map((b) => el('li', {},
+    'branch ' + b.branch_id + ': ' + b.policy));
   const events = d.events.slice().reverse().map((e) => el('li', { class: 'event k-' + e.kind },
     el('div', { class: 'head' }, when(e.at), ' ', el('b', { class: 'kind' }, e.kind),
       e.status ? [' → ', badge(e.status)] : null,
@@ -475,6 +479,9 @@ function renderDetail(d) {
       ? table(['branch', 'participant.action', 'phase', 'status', 'attempts', 'last error',
         'failing since', 'next retry'], branchRows)
       : el('p', { class: 'muted' }, 'No branch.'),
+    policies.length
+      ? [el('h3', {}, 'Call policies in force'), el('ul', { id: 'policies' }, policies)]
+      : null,
     el('h2', {}, 'History (newest first)'),
     el('ol', { class: 'timeline', id: 'timeline' }, events));
 }
