@@ -84,12 +84,14 @@
 #![warn(missing_docs)]
 
 pub mod barrier;
+pub mod credential;
 pub mod initiator;
 pub mod participant;
 
 #[cfg(feature = "postgres")]
 pub use barrier::PgBarrier;
 pub use barrier::{Barrier, BarrierOutcome, MemoryBarrier};
+pub use credential::{Credential, RequireToken};
 pub use initiator::{
     BeginOptions, Coordinator, SagaBuilder, SagaOutcome, SubTransaction, TccOutcome,
     TccTransaction, TryOptions, TryOutcome,

@@ -45,6 +45,7 @@ fn summary(gid: &str, status: &str) -> TxSummary {
         branch_count: 2,
         participants: vec!["order".into(), "payment".into()],
         resolution: None,
+        initiator: None,
     }
 }
 

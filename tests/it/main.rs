@@ -3,6 +3,7 @@
 //! PostgreSQL is decided before the first test: see `concord-testdb`.
 
 mod admin;
+mod auth;
 mod bad_input;
 mod console;
 mod crash;

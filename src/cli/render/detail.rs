@@ -74,6 +74,9 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
     if let Some(r) = &t.attention_reason {
         facts.push(("attention", r.clone()));
     }
+    if let Some(who) = &t.initiator {
+        facts.push(("begun by", who.clone()));
+    }
     if let Some(o) = &t.lease_owner {
         facts.push(("lease", format!("{o} until {}", rel(t.lease_until, now))));
     }
@@ -265,6 +268,7 @@ mod tests {
                 branch_count: 0,
                 participants: vec![],
                 resolution: None,
+                initiator: None,
             },
             blocked_by: None,
             branches: vec![],
