@@ -182,6 +182,8 @@ pub struct Authenticator {
     admin: NamedTokens,
     file: Option<PathBuf>,
     current: RwLock<Arc<Identities>>,
+    /// Every caller while authentication is off; made once, not per call.
+    anonymous: Arc<Identity>,
 }
 
 /// The message of a call without a credential.
@@ -199,6 +201,7 @@ impl Authenticator {
             admin: admin.clone(),
             file: file.map(Path::to_path_buf),
             current: RwLock::new(Arc::new(identities)),
+            anonymous: Arc::new(Identity::anonymous()),
         })
     }
 
@@ -208,6 +211,7 @@ impl Authenticator {
             admin: NamedTokens::default(),
             file: None,
             current: RwLock::new(Arc::new(Identities::default())),
+            anonymous: Arc::new(Identity::anonymous()),
         }
     }
 
@@ -250,7 +254,7 @@ impl Authenticator {
     ) -> Result<Arc<Identity>, Error> {
         let ids = self.identities();
         if ids.is_empty() {
-            return Ok(Arc::new(Identity::anonymous()));
+            return Ok(Arc::clone(&self.anonymous));
         }
         let unauthenticated = |m: &str| Error::Unauthenticated(m.to_string());
         if let Some(value) = authorization {

@@ -174,6 +174,8 @@ fn documents() -> Vec<(&'static str, String)> {
     done.transaction.needs_attention = false;
     done.transaction.lease_owner = None;
     done.transaction.rollback_reason = None;
+    // Begun by an authenticated identity (the others while auth was off).
+    done.transaction.initiator = Some("checkout".into());
     done.blocked_by = blocked_by(&done, now());
     for (name, d) in [
         ("detail-failing", &failing),

@@ -53,6 +53,9 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
         ("mode", t.mode.clone()),
         ("created", rel(t.created_at, now)),
     ];
+    if let Some(who) = &t.initiator {
+        facts.push(("begun by", who.clone()));
+    }
     // Once it is finished (or resolved by hand) the deadline counts for
     // nothing.
     if !t.is_final() && t.resolution.is_none() {
@@ -73,9 +76,6 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
     }
     if let Some(r) = &t.attention_reason {
         facts.push(("attention", r.clone()));
-    }
-    if let Some(who) = &t.initiator {
-        facts.push(("begun by", who.clone()));
     }
     if let Some(o) = &t.lease_owner {
         facts.push(("lease", format!("{o} until {}", rel(t.lease_until, now))));
