@@ -675,3 +675,46 @@ async fn http_participants_receive_the_coordinators_token(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn the_concurrency_limit_answers_resource_exhausted(pool: PgPool) {
+    let file = IdentitiesFile::new(
+        "[[identity]]\nname = \"narrow\"\ntokens = [\"narrow-secret\"]\ninitiator = true\nmax_concurrent = 1\n\n\
+         [[identity]]\nname = \"payment-svc\"\ntokens = [\"payment-secret\"]\nparticipants = [\"payment\"]\n",
+    );
+    let coord = coordinator(&pool, &file).await;
+    let p = TestParticipant::start("payment", Some(pool.clone())).await;
+    coord
+        .registry_as(Some("payment-secret"))
+        .await
+        .register_participant(registration("payment", &p.endpoint()))
+        .await
+        .unwrap();
+    let hold = Arc::new(tokio::sync::Notify::new());
+    p.script(Ph::Try, vec![Behavior::Block(hold.clone())], Behavior::Ok);
+    let mut narrow = coord.client_as(Some("narrow-secret")).await;
+    narrow.begin(begin_req("n1", None)).await.unwrap();
+    // One Try in flight (held by the participant)...
+    let mut first = narrow.clone();
+    let in_flight =
+        tokio::spawn(async move { first.r#try(try_req("n1", "payment", "debit")).await });
+    let until = Instant::now() + Duration::from_secs(5);
+    while p.total_calls(Ph::Try) == 0 {
+        assert!(Instant::now() < until, "the first Try never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...so the identity's next request is refused, while others' are not.
+    let err = narrow.begin(begin_req("n2", None)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("in flight"), "{}", err.message());
+    coord
+        .registry_as(Some("payment-secret"))
+        .await
+        .list_participants(pb::ListParticipantsRequest {})
+        .await
+        .unwrap();
+    hold.notify_one();
+    in_flight.await.unwrap().unwrap();
+    // Its slot is free again.
+    narrow.begin(begin_req("n2", None)).await.unwrap();
+}
