@@ -45,7 +45,9 @@ COPY config/concord.toml /etc/concord/concord.toml
 USER 10001
 # Without DATABASE_URL the state is the SQLite file /var/lib/concord/concord.db
 # (mount a volume there to keep it); with DATABASE_URL=postgres://... it is
-# in PostgreSQL.
+# in PostgreSQL. Listening on 0.0.0.0 needs identities (CONCORD_ADMIN_TOKENS
+# or CONCORD_IDENTITIES_FILE), or CONCORD_INSECURE_NO_AUTH=true on a trusted
+# network: the coordinator refuses to start otherwise (README, "Security").
 ENV CONCORD_LISTEN=0.0.0.0:50051 \
     CONCORD_METRICS_LISTEN=0.0.0.0:9464 \
     CONCORD_LOG_FORMAT=json \

@@ -26,9 +26,16 @@ pub enum Error {
     /// A wait ran out; the work goes on in the background.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// No valid credentials (admin API).
+    /// No valid credentials.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A valid identity without the scope the request needs.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller's identity is over one of its limits (requests in
+    /// flight, requests per second); retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

@@ -8,13 +8,15 @@
 //! carries those decisions out (initiator commands, phase 2, sagas,
 //! operator actions, recovery, leases, retries, retention),
 //! [`participant`] calls participants (client, breaker, registry),
-//! [`store`] remembers everything, [`api`] is the gRPC and HTTP surface and
+//! [`store`] remembers everything, [`auth`] says who is calling and what
+//! they may do, [`api`] is the gRPC and HTTP surface and
 //! the one place errors become statuses, [`telemetry`] is logs, metrics and
 //! traces, [`server`] assembles it all, [`cli`] is the operator's command
 //! line and [`config`] every setting. The benchmark is its own crate
 //! (`crates/concord-bench`).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

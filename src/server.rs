@@ -17,6 +17,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::admin::AdminApi;
 use crate::api::coordinator::CoordinatorApi;
 use crate::api::registry::RegistryApi;
+use crate::auth::Authenticator;
+use crate::auth::limits::Limiter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::operator::Operator;
@@ -53,6 +55,8 @@ pub enum ServerError {
     Serve(String),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// How often the registry cache is reloaded, to see registrations made
@@ -70,6 +74,9 @@ pub struct Server {
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// Whether the database answers (see `store::health`).
     db_health: Arc<DbHealth>,
+    /// Who may call, reloaded while serving (see `auth`).
+    auth: Arc<Authenticator>,
+    limits: Arc<Limiter>,
 }
 
 impl Server {
@@ -113,6 +120,17 @@ impl Server {
         clock: Arc<dyn Clock>,
         listener: TcpListener,
     ) -> Result<Self, ServerError> {
+        let auth = Authenticator::load(&config.admin_tokens, config.identities_file.as_deref())
+            .map_err(ServerError::Auth)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Serve(e.to_string()))?;
+        match crate::auth::check_listen(addr, auth.is_on(), config.insecure_no_auth) {
+            Ok(Some(warning)) => tracing::warn!(%addr, "{warning}"),
+            Ok(None) => tracing::info!(identities = auth.identities().len(), "authentication on"),
+            Err(refusal) => return Err(ServerError::Auth(refusal)),
+        }
+        let limits = Limiter::new(config.identity_max_concurrent, config.identity_max_rate);
         let tls = crate::tls::server_config(&config).map_err(ServerError::Tls)?;
         if let Some(tls) = &tls {
             // Refuses a key or certificate rustls cannot use now, not at run.
@@ -135,7 +153,8 @@ impl Server {
             )
             .with_participant_concurrency(config.participant_concurrency)
             .with_tls(participant_tls)
-            .with_http_tls(participant_http_tls),
+            .with_http_tls(participant_http_tls)
+            .with_credential(config.coordinator_token.as_ref().map(|t| t.bearer())),
         );
         let settings = EngineSettings {
             instance_id: config.instance_id.clone(),
@@ -168,7 +187,20 @@ impl Server {
             metrics_listener: None,
             tls,
             db_health: Arc::new(DbHealth::default()),
+            auth: Arc::new(auth),
+            limits: Arc::new(limits),
         })
+    }
+
+    /// Who may call this instance; [`Authenticator::reload`] rotates.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth)
+    }
+
+    /// The per-identity limits the gRPC guard applies; another surface
+    /// (an HTTP API) shares them through `api::guard::admit`.
+    pub fn limits(&self) -> Arc<Limiter> {
+        Arc::clone(&self.limits)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -212,6 +244,8 @@ impl Server {
             listener,
             tls,
             db_health,
+            auth,
+            limits,
             ..
         } = self;
         let (health, grpc) = grpc_services(&config, &engine, operator).await?;
@@ -228,6 +262,7 @@ impl Server {
             .layer(crate::api::oversize::OversizeLayer::new(
                 config.max_request_bytes,
             ))
+            .layer(crate::api::guard::GuardLayer::new(auth, limits))
             .layer(crate::api::db_down::DbDownLayer::new(db_health))
             .add_routes(grpc)
             .serve_with_incoming_shutdown(
@@ -319,7 +354,7 @@ impl Server {
             let console = config.console.then(|| {
                 crate::api::console::router(
                     Arc::clone(operator),
-                    config.admin_tokens.clone(),
+                    Arc::clone(&self.auth),
                     config.console_idle_timeout,
                 )
             });
@@ -352,6 +387,10 @@ impl Server {
             stop.clone(),
         ));
         background.spawn(engine.keep_leases(stop.clone()));
+        background.spawn(crate::auth::reload::run(
+            Arc::clone(&self.auth),
+            stop.clone(),
+        ));
         background
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(
@@ -466,10 +505,7 @@ async fn grpc_services(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    if config.admin_tokens.is_empty() {
-        tracing::warn!("no admin_tokens configured; the admin api refuses every call");
-    }
-    let admin = AdminApi::new(operator).service(config.admin_tokens.clone(), max);
+    let admin = AdminApi::new(operator).service(max);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(coordinator)

@@ -1,5 +1,7 @@
 //! Runs a participant service on a TCP port, announced to the coordinator,
-//! optionally behind the [fault injector](crate::faults).
+//! optionally behind the [fault injector](crate::faults). When
+//! `CONCORD_TOKEN` is set (a coordinator with identities), every call to the
+//! coordinator presents it ([`token`], [`coordinator`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,10 +9,11 @@ use std::time::Duration;
 use concord_sdk::proto::participant::v1::participant_server::ParticipantServer as GrpcParticipant;
 use concord_sdk::proto::v1::registry_client::RegistryClient;
 use concord_sdk::proto::v1::{Action, ListParticipantsRequest, RegisterParticipantRequest};
-use concord_sdk::{ParticipantServer, ParticipantService, ServeError};
+use concord_sdk::{Coordinator, Credential, ParticipantServer, ParticipantService, ServeError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::faults::{Faults, FaultyParticipant};
@@ -37,6 +40,22 @@ pub enum HostError {
     /// registration.
     #[error("participant server failed to start")]
     Serve(#[from] ServeError),
+}
+
+/// The token to present to the coordinator: `CONCORD_TOKEN`, if set.
+pub fn token() -> Option<String> {
+    std::env::var("CONCORD_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Connects an initiator to `url`, presenting [`token`] if there is one.
+pub async fn coordinator(url: &str) -> Result<Coordinator, concord_sdk::initiator::Error> {
+    let coordinator = Coordinator::connect(url.to_owned()).await?;
+    match token() {
+        Some(t) => coordinator.with_token(&t),
+        None => Ok(coordinator),
+    }
 }
 
 /// How long [`host`] waits for the coordinator to take the registration.
@@ -104,7 +123,11 @@ pub async fn host(
     let Some(faults) = faults else {
         // The plain path is what a real participant does: the SDK's server
         // advertises the listener's address and returns once registered.
-        let start = ParticipantServer::new(service)
+        let mut server = ParticipantServer::new(service);
+        if let Some(t) = token() {
+            server = server.token(&t);
+        }
+        let start = server
             .register_with(coordinator_url)
             .registration_backoff(Duration::from_millis(50), Duration::from_secs(1))
             .start(listener, shutdown);
@@ -153,11 +176,16 @@ pub async fn host(
     })
 }
 
-fn registry(coordinator_url: &str) -> Result<RegistryClient<tonic::transport::Channel>, HostError> {
+type Registry = RegistryClient<InterceptedService<tonic::transport::Channel, Credential>>;
+
+fn registry(coordinator_url: &str) -> Result<Registry, HostError> {
     let channel = tonic::transport::Endpoint::from_shared(coordinator_url.to_owned())
         .map_err(|_| HostError::CoordinatorUrl(coordinator_url.to_owned()))?
         .connect_lazy();
-    Ok(RegistryClient::new(channel))
+    let credential = token()
+        .and_then(|t| Credential::bearer(&t))
+        .unwrap_or_default();
+    Ok(RegistryClient::with_interceptor(channel, credential))
 }
 
 async fn register(

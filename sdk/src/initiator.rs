@@ -25,12 +25,14 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use crate::credential::Credential;
 use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::{
     BeginRequest, CommitRequest, GetTransactionRequest, RollbackRequest, Transaction,
     TransactionStatus, TryRequest,
 };
 use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// A connection to the coordinator's `concord.v1.Coordinator` service.
@@ -55,8 +57,13 @@ use tonic::transport::{Channel, Endpoint};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Coordinator {
-    client: CoordinatorClient<Channel>,
+    client: Client,
+    /// Kept to build a client with another credential.
+    channel: Channel,
 }
+
+/// A Coordinator client presenting this initiator's credential.
+pub(crate) type Client = CoordinatorClient<InterceptedService<Channel, Credential>>;
 
 impl Coordinator {
     /// Connects to the coordinator at `url` (`http://host:port`), failing if
@@ -110,8 +117,34 @@ impl Coordinator {
     /// ```
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            client: CoordinatorClient::new(channel),
+            client: CoordinatorClient::with_interceptor(channel.clone(), Credential::none()),
+            channel,
         }
+    }
+
+    /// Presents `token` (`authorization: Bearer <token>`) on every call: a
+    /// coordinator with identities needs one whose identity has the
+    /// initiator scope, and lets only that identity (and admins) act on the
+    /// transactions it began. Instances of one service share an identity by
+    /// each holding one of its tokens.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concord_sdk::initiator::Error> {
+    /// let coordinator = concord_sdk::Coordinator::connect("http://127.0.0.1:50051")
+    ///     .await?
+    ///     .with_token("checkout-secret")?;
+    /// # let _ = coordinator;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_token(self, token: &str) -> Result<Self> {
+        let credential = Credential::bearer(token).ok_or_else(|| Error::InvalidArgument {
+            message: "the token contains characters a header cannot carry".into(),
+        })?;
+        Ok(Self {
+            client: CoordinatorClient::with_interceptor(self.channel.clone(), credential),
+            channel: self.channel,
+        })
     }
 
     /// Opens a TCC global transaction; drive it with the returned handle,
@@ -362,7 +395,7 @@ pub struct TccOutcome<T> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TccTransaction {
-    client: CoordinatorClient<Channel>,
+    client: Client,
     gid: String,
     deadline: Option<SystemTime>,
     traceparent: Option<String>,

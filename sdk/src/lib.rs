@@ -84,6 +84,7 @@
 #![warn(missing_docs)]
 
 pub mod barrier;
+pub mod credential;
 pub mod initiator;
 pub mod participant;
 pub mod policy;
@@ -91,6 +92,7 @@ pub mod policy;
 #[cfg(feature = "postgres")]
 pub use barrier::PgBarrier;
 pub use barrier::{Barrier, BarrierOutcome, MemoryBarrier};
+pub use credential::{Credential, RequireToken};
 pub use initiator::{
     BeginOptions, Coordinator, SagaBuilder, SagaOutcome, SubTransaction, TccOutcome,
     TccTransaction, TryOptions, TryOutcome,

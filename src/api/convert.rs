@@ -160,6 +160,7 @@ pub fn transaction(
             .map(timestamp),
         lease_owner: tx.owner.clone().unwrap_or_default(),
         events: events.iter().map(event).collect(),
+        initiator: tx.initiator.clone().unwrap_or_default(),
     }
 }
 

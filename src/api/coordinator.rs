@@ -1,5 +1,8 @@
 //! `concord.v1.Coordinator`: parses requests into domain values and calls
-//! the engine.
+//! the engine. The guard ([`super::guard`]) has authenticated the caller and
+//! checked the initiator scope of the methods that begin a transaction;
+//! here, a transaction's later calls are allowed to its initiator and to
+//! admins only ([`CoordinatorApi::may_act_on`]).
 
 use std::sync::Arc;
 
@@ -7,7 +10,9 @@ use concord_proto::v1 as pb;
 use concord_proto::v1::coordinator_server::Coordinator;
 use tonic::{Request, Response, Status};
 
+use super::guard::caller;
 use super::{convert, grpc_timeout, guarded};
+use crate::auth::Identity;
 use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
 use crate::engine::saga::{SagaRequest, StepRequest};
 use crate::engine::{Engine, TryBranch};
@@ -33,6 +38,16 @@ impl CoordinatorApi {
         }
         Some(self.engine.wait_until(grpc_timeout(req.metadata())))
     }
+
+    /// `Ok` when `caller` began `gid` or is an admin (with authentication
+    /// off, always, without reading the transaction).
+    pub(super) async fn may_act_on(&self, caller: &Identity, gid: &Gid) -> Result<(), Error> {
+        if caller.anonymous || caller.scopes.admin {
+            return Ok(());
+        }
+        let initiator = self.engine.initiator_of(gid).await?;
+        caller.may_act_on(gid.as_str(), initiator.as_deref())
+    }
 }
 
 pub(super) fn gid(raw: &str) -> Result<Gid, Error> {
@@ -47,15 +62,17 @@ impl Coordinator for CoordinatorApi {
     ) -> Result<Response<pb::BeginResponse>, Status> {
         let mut metadata = request.get_ref().metadata.clone().into_iter().collect();
         crate::telemetry::trace::inherit(request.metadata(), &mut metadata);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("Begin", &req.gid.clone(), async {
+            let initiator = caller?.recorded();
             let gid = if req.gid.is_empty() {
                 None
             } else {
                 Some(gid(&req.gid)?)
             };
             let timeout = convert::optional_duration("timeout", req.timeout.as_ref())?;
-            let (gid, deadline) = self.engine.begin(gid, timeout, metadata).await?;
+            let (gid, deadline) = self.engine.begin(gid, timeout, metadata, initiator).await?;
             Ok(pb::BeginResponse {
                 gid: gid.to_string(),
                 deadline: Some(convert::timestamp(deadline)),
@@ -68,8 +85,10 @@ impl Coordinator for CoordinatorApi {
         &self,
         request: Request<pb::TryRequest>,
     ) -> Result<Response<pb::TryResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("Try", &req.gid.clone(), async {
+            let caller = caller?;
             let call_timeout =
                 convert::optional_duration("call_timeout", req.call_timeout.as_ref())?;
             let branch = TryBranch {
@@ -85,6 +104,7 @@ impl Coordinator for CoordinatorApi {
                 call_timeout,
                 policy: convert::call_policy("policy", req.policy.as_ref())?,
             };
+            self.may_act_on(&caller, &branch.gid).await?;
             let (branch_id, payload) = self.engine.try_branch(branch).await?;
             Ok(pb::TryResponse {
                 branch_id: branch_id.to_string(),
@@ -99,9 +119,13 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let until = self.wait_until(&request, request.get_ref().wait);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("Commit", &req.gid.clone(), async {
-            let status = self.engine.commit(&gid(&req.gid)?, until).await?;
+            let gid = gid(&req.gid)?;
+            let caller = caller?;
+            self.may_act_on(&caller, &gid).await?;
+            let status = self.engine.commit(&gid, until).await?;
             Ok(pb::CommitResponse {
                 status: convert::status(status) as i32,
             })
@@ -114,14 +138,18 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         let until = self.wait_until(&request, request.get_ref().wait);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("Rollback", &req.gid.clone(), async {
+            let gid = gid(&req.gid)?;
+            let caller = caller?;
+            self.may_act_on(&caller, &gid).await?;
             let reason = if req.reason.is_empty() {
                 "rolled back by the initiator".to_string()
             } else {
                 req.reason
             };
-            let status = self.engine.rollback(&gid(&req.gid)?, reason, until).await?;
+            let status = self.engine.rollback(&gid, reason, until).await?;
             Ok(pb::RollbackResponse {
                 status: convert::status(status) as i32,
             })
@@ -136,8 +164,10 @@ impl Coordinator for CoordinatorApi {
         let until = self.wait_until(&request, request.get_ref().wait);
         let mut metadata = request.get_ref().metadata.clone().into_iter().collect();
         crate::telemetry::trace::inherit(request.metadata(), &mut metadata);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("SubmitSaga", &req.gid.clone(), async {
+            let initiator = caller?.recorded();
             let gid = if req.gid.is_empty() {
                 None
             } else {
@@ -181,6 +211,7 @@ impl Coordinator for CoordinatorApi {
                         timeout,
                         metadata,
                         concurrency: Some(req.concurrency),
+                        initiator,
                     },
                     until,
                 )
@@ -198,10 +229,14 @@ impl Coordinator for CoordinatorApi {
         &self,
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("GetTransaction", &req.gid.clone(), async {
-            let (tx, branches, events) =
-                self.engine.get(&gid(&req.gid)?, req.include_events).await?;
+            let caller = caller?;
+            let gid = gid(&req.gid)?;
+            // Read first: the record says who began it (one read, not two).
+            let (tx, branches, events) = self.engine.get(&gid, req.include_events).await?;
+            caller.may_act_on(gid.as_str(), tx.initiator.as_deref())?;
             Ok(convert::transaction(&tx, &branches, &events))
         })
         .await

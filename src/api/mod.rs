@@ -9,6 +9,7 @@ pub mod console;
 pub mod convert;
 pub mod coordinator;
 pub mod db_down;
+pub mod guard;
 pub mod http;
 pub mod msg;
 pub mod oversize;
@@ -37,6 +38,8 @@ pub fn status(err: Error) -> Status {
         Error::Unavailable(m) => Status::unavailable(m),
         Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         Error::Unauthenticated(m) => Status::unauthenticated(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
+        Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         Error::Store(StoreError::Unavailable(m)) => {
             Status::unavailable(format!("database unavailable: {m}"))
         }
@@ -60,6 +63,8 @@ pub fn http_status(err: &Error) -> (::http::StatusCode, String) {
         Error::Unavailable(_) => H::SERVICE_UNAVAILABLE,
         Error::DeadlineExceeded(_) => H::GATEWAY_TIMEOUT,
         Error::Unauthenticated(_) => H::UNAUTHORIZED,
+        Error::PermissionDenied(_) => H::FORBIDDEN,
+        Error::ResourceExhausted(_) => H::TOO_MANY_REQUESTS,
         Error::Store(StoreError::Unavailable(m)) => {
             return (H::SERVICE_UNAVAILABLE, format!("database unavailable: {m}"));
         }
@@ -175,6 +180,11 @@ mod tests {
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (Error::Unauthenticated("x".into()), Code::Unauthenticated),
+            (Error::PermissionDenied("x".into()), Code::PermissionDenied),
+            (
+                Error::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
             (
                 Error::Store(StoreError::Unavailable("x".into())),
                 Code::Unavailable,
@@ -193,6 +203,8 @@ mod tests {
                     | Code::FailedPrecondition
                     | Code::Aborted
                     | Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::ResourceExhausted
             );
             assert_eq!(http.is_client_error(), client_side, "{code:?} -> {http}");
         }

@@ -6,6 +6,7 @@ use concord_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::coordinator::{CoordinatorApi, gid};
+use super::guard::caller;
 use super::{convert, guarded};
 use crate::domain::{ActionName, Endpoint, ParticipantName};
 use crate::engine::msg::{MsgRequest, MsgStepRequest};
@@ -22,8 +23,10 @@ impl CoordinatorApi {
     ) -> Result<Response<pb::PrepareMessageResponse>, Status> {
         let mut metadata = request.get_ref().metadata.clone().into_iter().collect();
         crate::telemetry::trace::inherit(request.metadata(), &mut metadata);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("PrepareMessage", &req.gid.clone(), async {
+            let initiator = caller?.recorded();
             let gid = if req.gid.is_empty() {
                 None
             } else {
@@ -60,6 +63,7 @@ impl CoordinatorApi {
                     query,
                     timeout,
                     metadata,
+                    initiator,
                 })
                 .await?;
             Ok(pb::PrepareMessageResponse {
@@ -74,11 +78,15 @@ impl CoordinatorApi {
         request: Request<pb::SubmitMessageRequest>,
     ) -> Result<Response<pb::SubmitMessageResponse>, Status> {
         let until = self.wait_until(&request, request.get_ref().wait);
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("SubmitMessage", &req.gid.clone(), async {
+            let gid = gid(&req.gid)?;
+            let caller = caller?;
+            self.may_act_on(&caller, &gid).await?;
             let status = self
                 .engine
-                .command_msg(&gid(&req.gid)?, Command::Submit, until)
+                .command_msg(&gid, Command::Submit, until)
                 .await?;
             Ok(pb::SubmitMessageResponse {
                 status: convert::status(status) as i32,
@@ -91,8 +99,12 @@ impl CoordinatorApi {
         &self,
         request: Request<pb::AbortMessageRequest>,
     ) -> Result<Response<pb::AbortMessageResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("AbortMessage", &req.gid.clone(), async {
+            let gid = gid(&req.gid)?;
+            let caller = caller?;
+            self.may_act_on(&caller, &gid).await?;
             if req.reason.len() > MAX_REASON {
                 return Err(Error::InvalidArgument(format!(
                     "reason is {} bytes, the limit is {MAX_REASON}",
@@ -106,7 +118,7 @@ impl CoordinatorApi {
             };
             let status = self
                 .engine
-                .command_msg(&gid(&req.gid)?, Command::Abort { reason }, None)
+                .command_msg(&gid, Command::Abort { reason }, None)
                 .await?;
             Ok(pb::AbortMessageResponse {
                 status: convert::status(status) as i32,

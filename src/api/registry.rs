@@ -6,7 +6,9 @@ use concord_proto::v1 as pb;
 use concord_proto::v1::registry_server::Registry as RegistryService;
 use tonic::{Request, Response, Status};
 
+use super::guard::caller;
 use super::{convert, guarded};
+use crate::auth::Scope;
 use crate::domain::{ActionName, Endpoint, ParticipantName, Protocol};
 use crate::error::Error;
 use crate::participant::client::ParticipantClients;
@@ -33,9 +35,14 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::RegisterParticipantRequest>,
     ) -> Result<Response<pb::RegisterParticipantResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         guarded("RegisterParticipant", "", async {
             let name = ParticipantName::parse(req.name)?;
+            // Registering (or replacing) an endpoint of `name` needs the
+            // scope for `name`: nobody else can take a share of its calls.
+            let caller = caller?;
+            caller.require(Scope::Participant(name.as_str()))?;
             let protocol = convert::protocol(req.protocol)?;
             let endpoint = Endpoint::parse(req.endpoint, protocol)?;
             if req.actions.is_empty() {
@@ -60,7 +67,7 @@ impl RegistryService for RegistryApi {
                 .collect::<Result<Vec<_>, Error>>()?;
             self.registry.register(&name, &endpoint, &actions).await?;
             self.clients.registered(&name, &endpoint.url);
-            tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), "participant registered");
+            tracing::info!(participant = %name, endpoint = %endpoint.url, protocol = %protocol, actions = actions.len(), identity = %caller.name, "participant registered");
             Ok(pb::RegisterParticipantResponse {})
         })
         .await

@@ -31,7 +31,8 @@ pub struct Connection {
         global = true
     )]
     pub endpoint: String,
-    /// Admin token (one of the coordinator's admin_tokens secrets).
+    /// Token of an identity with the admin scope (an admin_tokens secret, or
+    /// an admin of the coordinator's identities file).
     #[arg(long, env = "CONCORD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Output format: an aligned table, or one JSON document for scripts.

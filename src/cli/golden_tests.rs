@@ -45,6 +45,7 @@ fn summary(gid: &str, status: &str) -> TxSummary {
         branch_count: 2,
         participants: vec!["order".into(), "payment".into()],
         resolution: None,
+        initiator: None,
     }
 }
 
@@ -175,6 +176,8 @@ fn documents() -> Vec<(&'static str, String)> {
     done.transaction.needs_attention = false;
     done.transaction.lease_owner = None;
     done.transaction.rollback_reason = None;
+    // Begun by an authenticated identity (the others while auth was off).
+    done.transaction.initiator = Some("checkout".into());
     done.blocked_by = blocked_by(&done, now());
     for (name, d) in [
         ("detail-failing", &failing),

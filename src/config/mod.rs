@@ -21,14 +21,14 @@ use std::time::Duration;
 use clap::ArgAction;
 use serde::Deserialize;
 
-use crate::api::admin::auth::AdminTokens;
+use crate::auth::{AdminTokens, Secret};
 use crate::store::location::StoreLocation;
 
 pub use self::resolve::{ConfigError, ServeArgs};
 pub use self::values::{OrOff, Urls, parse_duration};
 use self::values::{
-    de, parse_addr_or_off, parse_admin_tokens, parse_duration_or_off, parse_on_off, parse_url,
-    parse_urls,
+    de, parse_addr_or_off, parse_admin_tokens, parse_count_or_off, parse_duration_or_off,
+    parse_on_off, parse_secret, parse_url, parse_urls,
 };
 
 /// The local PostgreSQL that tools default to (the benchmark's
@@ -47,6 +47,7 @@ const RECOVERY: &str = "Retries and recovery";
 const PARTICIPANTS: &str = "Participants";
 const TLS: &str = "TLS of the gRPC port";
 const OPERATIONS: &str = "Operations";
+const SECURITY: &str = "Security";
 
 /// Configuration of one coordinator instance; validated once built by
 /// [`Config::resolve`].
@@ -210,6 +211,43 @@ pub struct Config {
     #[arg(long, env = "CONCORD_ALERT_CONSOLE_URL", value_parser = parse_url, help_heading = OPERATIONS)]
     #[serde(deserialize_with = "de::url")]
     pub alert_console_url: Option<String>,
+
+    /// TOML file of identities (`[[identity]]`: name, tokens, certificates,
+    /// participants, initiator, admin, max_concurrent, max_rate); read again
+    /// on SIGHUP and when it changes. With no identity here nor in
+    /// admin_tokens, authentication is off and only loopback is served.
+    #[arg(long, env = "CONCORD_IDENTITIES_FILE", help_heading = SECURITY)]
+    pub identities_file: Option<PathBuf>,
+    /// Serve a non-loopback listen address with no identity configured
+    /// (anyone who reaches the port may register and drive transactions).
+    #[arg(
+        long,
+        env = "CONCORD_INSECURE_NO_AUTH",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = parse_on_off,
+        help_heading = SECURITY
+    )]
+    #[serde(deserialize_with = "de::on_off")]
+    pub insecure_no_auth: bool,
+    /// Token the coordinator presents to every participant
+    /// (`authorization: Bearer`), which SDK participants can require.
+    // `Debug` hides it.
+    #[arg(long, env = "CONCORD_COORDINATOR_TOKEN", hide_env_values = true, value_parser = parse_secret, help_heading = SECURITY)]
+    #[serde(deserialize_with = "de::secret")]
+    pub coordinator_token: Option<Secret>,
+    /// Most requests one identity has in flight at once (an identity's
+    /// max_concurrent overrides it), or `off`.
+    #[arg(long, env = "CONCORD_IDENTITY_MAX_CONCURRENT", value_parser = parse_count_or_off, help_heading = SECURITY)]
+    #[serde(deserialize_with = "de::count_or_off")]
+    pub identity_max_concurrent: OrOff<u32>,
+    /// Most requests per second of one identity (an identity's max_rate
+    /// overrides it), or `off`.
+    #[arg(long, env = "CONCORD_IDENTITY_MAX_RATE", value_parser = parse_count_or_off, help_heading = SECURITY)]
+    #[serde(deserialize_with = "de::count_or_off")]
+    pub identity_max_rate: OrOff<u32>,
 }
 
 /// Retry delays of phase-2 calls: exponential with jitter. Its keys carry
@@ -298,6 +336,11 @@ impl Default for Config {
             retention_batch: 500,
             alert_webhooks: Urls::default(),
             alert_console_url: None,
+            identities_file: None,
+            insecure_no_auth: false,
+            coordinator_token: None,
+            identity_max_concurrent: Some(1024),
+            identity_max_rate: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, Error as _};
 
-use crate::api::admin::auth::AdminTokens;
+use crate::auth::{AdminTokens, Secret};
 
 /// A setting that can be switched off by writing `off`; `None` is off.
 ///
@@ -72,6 +72,22 @@ pub fn parse_url(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Parses a secret (the coordinator's token).
+pub fn parse_secret(s: &str) -> Result<Secret, String> {
+    Secret::new(s)
+}
+
+/// Parses a positive count, or `off` for none.
+pub fn parse_count_or_off(s: &str) -> Result<OrOff<u32>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("{s:?} is not a positive number or \"off\"")),
+    }
+}
+
 /// Parses `on`/`off` (or `true`/`false`).
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -118,6 +134,25 @@ pub mod de {
     pub fn admin_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<AdminTokens, D::Error> {
         let entries = Vec::<String>::deserialize(d)?;
         AdminTokens::parse(entries.iter().map(String::as_str)).map_err(D::Error::custom)
+    }
+
+    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        parsed(d, parse_secret).map(Some)
+    }
+
+    /// `identity_max_rate = 100` or `"off"` in the file.
+    pub fn count_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<OrOff<u32>, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum CountOrOff {
+            Count(i64),
+            Text(String),
+        }
+        match CountOrOff::deserialize(d)? {
+            CountOrOff::Count(n) => parse_count_or_off(&n.to_string()),
+            CountOrOff::Text(s) => parse_count_or_off(&s),
+        }
+        .map_err(D::Error::custom)
     }
 
     /// `console = "off"` or `console = false` in the file.

@@ -169,6 +169,12 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("transaction {gid} not found")))
     }
 
+    /// The identity that began `gid` (`None`: begun while authentication
+    /// was off); `NotFound` for an unknown gid.
+    pub async fn initiator_of(&self, gid: &Gid) -> Result<Option<String>> {
+        Ok(self.load_required(gid).await?.0.initiator)
+    }
+
     /// A transaction, its branches and (if asked) its history.
     pub async fn get(
         &self,

@@ -53,6 +53,8 @@ pub struct MsgRequest {
     /// asked back; the default timeout when `None`.
     pub timeout: Option<Duration>,
     pub metadata: Metadata,
+    /// The identity preparing it (`None`: authentication is off).
+    pub initiator: Option<String>,
 }
 
 fn same_steps(steps: &[NewMsgStep], existing: &[BranchRecord]) -> bool {
@@ -115,6 +117,7 @@ impl Engine {
                 deadline,
                 now,
                 actor: self.settings.instance_id.clone(),
+                initiator: req.initiator.clone(),
             })
             .await?;
         match prepared {
@@ -122,12 +125,13 @@ impl Engine {
             MsgPrepared::Existing(found) => {
                 let (tx, branches, query) = *found;
                 let same = tx.mode == Mode::Msg
+                    && tx.initiator == req.initiator
                     && metadata::same_business(&tx.metadata, &req.metadata)
                     && same_steps(&steps, &branches)
                     && query.as_ref() == Some(&req.query);
                 if !same {
                     return Err(Error::AlreadyExists(format!(
-                        "transaction {gid} exists with different steps, mode, query-back or metadata"
+                        "transaction {gid} exists with different steps, mode, query-back, metadata or initiator"
                     )));
                 }
             }

@@ -55,6 +55,8 @@ pub struct SagaRequest {
     pub timeout: Option<Duration>,
     pub metadata: Metadata,
     pub concurrency: Option<u32>,
+    /// The identity submitting it (`None`: authentication is off).
+    pub initiator: Option<String>,
 }
 
 fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
@@ -156,6 +158,7 @@ impl Engine {
                 owner: self.settings.instance_id.clone(),
                 lease: granted,
                 now,
+                initiator: req.initiator.clone(),
             })
             .await?;
         match submitted {
@@ -168,6 +171,7 @@ impl Engine {
                     owner: Some(self.settings.instance_id.clone()),
                     fence: lease.fence,
                     concurrency,
+                    initiator: req.initiator.clone(),
                     ..TxRecord::inserted(
                         gid.clone(),
                         crate::machine::Mode::Saga,
@@ -212,11 +216,12 @@ impl Engine {
             SagaSubmitted::Existing(found) => {
                 let (tx, branches) = *found;
                 let same = tx.mode == crate::machine::Mode::Saga
+                    && tx.initiator == req.initiator
                     && metadata::same_business(&tx.metadata, &req.metadata)
                     && same_steps(&steps, &branches);
                 if !same {
                     return Err(Error::AlreadyExists(format!(
-                        "transaction {gid} exists with different steps, mode or metadata"
+                        "transaction {gid} exists with different steps, mode, metadata or initiator"
                     )));
                 }
             }

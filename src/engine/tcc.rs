@@ -67,12 +67,15 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 impl Engine {
-    /// Opens a TCC transaction; idempotent for an identical request.
+    /// Opens a TCC transaction begun by `initiator` (recorded; `None`
+    /// when authentication is off); idempotent for an identical request of
+    /// the same initiator.
     pub async fn begin(
         &self,
         gid: Option<Gid>,
         timeout: Option<Duration>,
         metadata: Metadata,
+        initiator: Option<String>,
     ) -> Result<(Gid, DateTime<Utc>)> {
         metadata::validate(&metadata)?;
         let timeout = match timeout {
@@ -91,6 +94,7 @@ impl Engine {
                 deadline,
                 now,
                 actor: self.settings.instance_id.clone(),
+                initiator: initiator.clone(),
             })
             .await?;
         match begun {
@@ -102,12 +106,13 @@ impl Engine {
             Begun::Existing(tx) => {
                 if tx.mode == Mode::Tcc
                     && tx.timeout == timeout
+                    && tx.initiator == initiator
                     && metadata::same_business(&tx.metadata, &metadata)
                 {
                     Ok((gid, tx.deadline))
                 } else {
                     Err(Error::AlreadyExists(format!(
-                        "transaction {gid} exists with a different mode, timeout or metadata"
+                        "transaction {gid} exists with a different mode, timeout, metadata or initiator"
                     )))
                 }
             }

@@ -179,6 +179,9 @@ pub struct ParticipantClients {
     failing: Mutex<HashSet<ParticipantName>>,
     recovered: Arc<Recovered>,
     bulkheads: Bulkheads,
+    /// `authorization` value presented on every call (the coordinator's
+    /// token), so that participants can tell its calls from anyone else's.
+    credential: Option<http::HeaderValue>,
 }
 
 /// What a tonic server answers when the `grpc-timeout` it received passed.
@@ -227,7 +230,15 @@ impl ParticipantClients {
             failing: Mutex::new(HashSet::new()),
             recovered: Arc::new(Recovered::default()),
             bulkheads: Bulkheads::new(DEFAULT_PARTICIPANT_CONCURRENCY),
+            credential: None,
         }
+    }
+
+    /// Presents `authorization` (`Bearer <coordinator_token>`) on every
+    /// gRPC and HTTP call.
+    pub fn with_credential(mut self, authorization: Option<http::HeaderValue>) -> Self {
+        self.credential = authorization;
+        self
     }
 
     /// Allows at most `limit` calls in flight to one participant.
@@ -294,6 +305,7 @@ impl ParticipantClients {
                     None => crate::tls::http_tls(None, None)?,
                 };
                 HttpTransport::new(tls, self.max_message_bytes)
+                    .map(|t| t.with_credential(self.credential.clone()))
             })
             .as_ref()
             .map_err(String::as_str)
@@ -525,6 +537,11 @@ impl ParticipantClients {
         // which reads wrong in an operator's event history).
         if let Ok(v) = format!("{}m", timeout.as_millis().max(1)).parse() {
             req.metadata_mut().insert("grpc-timeout", v);
+        }
+        if let Some(credential) = &self.credential
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(credential.as_bytes())
+        {
+            req.metadata_mut().insert("authorization", v);
         }
         let call = async {
             match phase {

@@ -77,6 +77,8 @@ pub struct HttpTransport {
     client: reqwest::Client,
     /// Largest reply body read; a larger one is an unknown outcome.
     max_body: usize,
+    /// `authorization` sent with every call (the coordinator's token).
+    credential: Option<http::HeaderValue>,
 }
 
 impl HttpTransport {
@@ -92,7 +94,17 @@ impl HttpTransport {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| format!("cannot set up the http client: {e}"))?;
-        Ok(Self { client, max_body })
+        Ok(Self {
+            client,
+            max_body,
+            credential: None,
+        })
+    }
+
+    /// Sends `authorization` with every call.
+    pub fn with_credential(mut self, authorization: Option<http::HeaderValue>) -> Self {
+        self.credential = authorization;
+        self
     }
 
     /// Sends one call of `phase` to `endpoint` and waits at most `timeout`.
@@ -122,6 +134,9 @@ impl HttpTransport {
         }
         if !request.metadata.is_empty() {
             call = call.header(METADATA, metadata_header(&request.metadata));
+        }
+        if let Some(credential) = &self.credential {
+            call = call.header(http::header::AUTHORIZATION, credential.clone());
         }
         if let Some((parent, state)) = crate::telemetry::trace::call_context(&request.metadata) {
             call = call.header(crate::telemetry::trace::TRACEPARENT, parent);

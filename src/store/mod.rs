@@ -56,6 +56,12 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What the first event of a transaction says of who began it: `"; begun
+/// by NAME"`, or nothing when authentication was off.
+pub fn begun_by(initiator: Option<&str>) -> String {
+    initiator.map_or_else(String::new, |who| format!("; begun by {who}"))
+}
+
 /// A new TCC transaction.
 #[derive(Debug, Clone)]
 pub struct NewTransaction {
@@ -65,6 +71,8 @@ pub struct NewTransaction {
     pub deadline: DateTime<Utc>,
     pub now: DateTime<Utc>,
     pub actor: String,
+    /// The identity beginning it (`None`: authentication is off).
+    pub initiator: Option<String>,
 }
 
 /// Result of [`Store::begin`].
@@ -193,6 +201,8 @@ pub struct NewSaga {
     pub owner: String,
     pub lease: Duration,
     pub now: DateTime<Utc>,
+    /// The identity submitting it (`None`: authentication is off).
+    pub initiator: Option<String>,
 }
 
 /// Result of [`Store::submit_saga`].
@@ -225,6 +235,8 @@ pub struct NewMsg {
     pub deadline: DateTime<Utc>,
     pub now: DateTime<Utc>,
     pub actor: String,
+    /// The identity preparing it (`None`: authentication is off).
+    pub initiator: Option<String>,
 }
 
 /// Result of [`Store::prepare_msg`].

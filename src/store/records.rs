@@ -45,6 +45,8 @@ pub struct TxRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Sagas: most steps running at once.
     pub concurrency: u32,
+    /// The identity that began it; `None` when authentication was off.
+    pub initiator: Option<String>,
 }
 
 /// A branch row.
@@ -159,6 +161,7 @@ impl TxRecord {
             updated_at: now,
             finished_at: None,
             concurrency: 0,
+            initiator: None,
         }
     }
 

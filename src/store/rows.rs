@@ -52,6 +52,7 @@ pub(super) struct TxRow {
     updated_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
     concurrency: i32,
+    initiator: Option<String>,
 }
 
 impl From<TxRow> for TxRecord {
@@ -78,6 +79,7 @@ impl From<TxRow> for TxRecord {
             updated_at: r.updated_at,
             finished_at: r.finished_at,
             concurrency: u32_of(r.concurrency),
+            initiator: r.initiator,
         }
     }
 }

@@ -63,6 +63,12 @@ pub const DB_MAX_CONNECTIONS: &str = "concord_db_pool_max_connections";
 pub const RETENTION_DELETED: &str = "concord_retention_deleted_total";
 /// Failed database samples of the gauges above.
 pub const SAMPLE_ERRORS: &str = "concord_metrics_sample_errors_total";
+/// Requests refused by authentication or a missing scope, by `code`
+/// (UNAUTHENTICATED, PERMISSION_DENIED).
+pub const AUTH_REFUSED: &str = "concord_auth_refused_total";
+/// Requests refused by a per-identity limit, by `identity` (a configured
+/// name) and `limit` (concurrency, rate).
+pub const IDENTITY_LIMITED: &str = "concord_identity_limited_total";
 
 /// Latency buckets, in seconds, of every `_duration_seconds` histogram.
 const BUCKETS: &[f64] = &[
@@ -145,6 +151,14 @@ fn describe() {
         "finished transactions deleted by retention"
     );
     describe_counter!(SAMPLE_ERRORS, "failed database samples of the gauges");
+    describe_counter!(
+        AUTH_REFUSED,
+        "requests refused by authentication or a missing scope, by code"
+    );
+    describe_counter!(
+        IDENTITY_LIMITED,
+        "requests refused by a per-identity limit, by identity and limit"
+    );
 }
 
 pub fn tx_begun(mode: Mode) {
@@ -206,6 +220,17 @@ pub fn leases_lost(n: usize) {
 /// `NOT_FOUND`, ...).
 pub fn grpc_request(method: &'static str, code: &'static str, elapsed: Duration) {
     histogram!(GRPC_REQUEST, "method" => method, "code" => code).record(elapsed.as_secs_f64());
+}
+
+/// A request refused before its handler: no or a wrong credential, or a
+/// missing scope.
+pub fn auth_refused(code: &'static str) {
+    counter!(AUTH_REFUSED, "code" => code).increment(1);
+}
+
+/// A request refused by its identity's concurrency or rate limit.
+pub fn identity_limited(identity: &str, limit: &'static str) {
+    counter!(IDENTITY_LIMITED, "identity" => identity.to_string(), "limit" => limit).increment(1);
 }
 
 pub fn retention_deleted(n: u64) {

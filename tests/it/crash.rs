@@ -237,10 +237,17 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut c = loop {
-        match concord_proto::v1::coordinator_client::CoordinatorClient::connect(endpoint.clone())
+        match tonic::transport::Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
             .await
         {
-            Ok(c) => break c,
+            Ok(channel) => {
+                break concord_proto::v1::coordinator_client::CoordinatorClient::with_interceptor(
+                    channel,
+                    concord::cli::Bearer::new(None).unwrap(),
+                );
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use concord::cli::Bearer;
 use concord::config::Config;
 use concord::server::Server;
 use concord_proto::participant::v1::participant_server::{Participant, ParticipantServer};
@@ -22,9 +23,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+
+/// A Coordinator client presenting the test coordinator's token, if any.
+pub type Coord = CoordinatorClient<InterceptedService<Channel, Bearer>>;
+/// A Registry client presenting the test coordinator's token, if any.
+pub type Reg = RegistryClient<InterceptedService<Channel, Bearer>>;
 
 /// Config with short delays so that retries and recovery happen quickly.
 pub fn fast_config(database_url: &str) -> Config {
@@ -54,6 +61,8 @@ pub struct TestCoordinator {
     pub metrics_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<Stop>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// What its clients present (see [`TestCoordinator::with_token`]).
+    token: Option<String>,
 }
 
 /// The coordinator's database in a test: a fresh PostgreSQL database from
@@ -230,6 +239,7 @@ impl TestCoordinator {
             metrics_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
+            token: None,
         }
     }
 
@@ -237,12 +247,37 @@ impl TestCoordinator {
         format!("http://{}", self.addr)
     }
 
-    pub async fn client(&self) -> CoordinatorClient<Channel> {
-        CoordinatorClient::connect(self.url()).await.unwrap()
+    /// Every client of this coordinator presents `token` from now on
+    /// (a coordinator with identities refuses calls without one).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
     }
 
-    pub async fn registry(&self) -> RegistryClient<Channel> {
-        RegistryClient::connect(self.url()).await.unwrap()
+    pub async fn client(&self) -> Coord {
+        self.client_as(self.token.as_deref()).await
+    }
+
+    pub async fn registry(&self) -> Reg {
+        self.registry_as(self.token.as_deref()).await
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A Coordinator client presenting `token` (none: no credential).
+    pub async fn client_as(&self, token: Option<&str>) -> Coord {
+        CoordinatorClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
+    }
+
+    /// A Registry client presenting `token` (none: no credential).
+    pub async fn registry_as(&self, token: Option<&str>) -> Reg {
+        RegistryClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
     /// Drops the instance abruptly: no lease release, no finishing.
@@ -766,7 +801,7 @@ impl Participant for Service {
 }
 
 /// Reads a transaction through the public API.
-pub async fn get_tx(c: &mut CoordinatorClient<Channel>, gid: &str) -> pb::Transaction {
+pub async fn get_tx(c: &mut Coord, gid: &str) -> pb::Transaction {
     c.get_transaction(pb::GetTransactionRequest {
         gid: gid.to_string(),
         include_events: true,
@@ -782,7 +817,7 @@ pub fn status_of(tx: &pb::Transaction) -> pb::TransactionStatus {
 
 /// Polls the transaction until its status is `want` or the time runs out.
 pub async fn wait_status(
-    c: &mut CoordinatorClient<Channel>,
+    c: &mut Coord,
     gid: &str,
     want: pb::TransactionStatus,
     timeout: Duration,
@@ -828,7 +863,7 @@ pub fn try_req(gid: &str, participant: &str, action: &str) -> pb::TryRequest {
 
 /// Commit through the public API; the reply's body or the refusal.
 pub async fn commit_tx(
-    c: &mut CoordinatorClient<Channel>,
+    c: &mut Coord,
     gid: &str,
     wait: bool,
 ) -> Result<pb::CommitResponse, tonic::Status> {
@@ -842,7 +877,7 @@ pub async fn commit_tx(
 
 /// Rollback through the public API; the reply's body or the refusal.
 pub async fn rollback_tx(
-    c: &mut CoordinatorClient<Channel>,
+    c: &mut Coord,
     gid: &str,
     reason: &str,
     wait: bool,

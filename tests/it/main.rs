@@ -4,6 +4,7 @@
 
 mod admin;
 mod alerts;
+mod auth;
 mod bad_input;
 mod console;
 mod crash;

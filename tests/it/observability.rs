@@ -126,7 +126,7 @@ impl Participant for Recorder {
     }
 }
 
-async fn register(registry: &mut RegistryClient<Channel>, name: &str, endpoint: String) {
+async fn register(registry: &mut Reg, name: &str, endpoint: String) {
     registry
         .register_participant(pb::RegisterParticipantRequest {
             protocol: Default::default(),
@@ -145,7 +145,7 @@ async fn register(registry: &mut RegistryClient<Channel>, name: &str, endpoint: 
 }
 
 /// Begin, Try and Commit (waiting), with `traceparent` as a header of Begin.
-async fn committed_tx(c: &mut CoordinatorClient<Channel>, participant: &str) -> String {
+async fn committed_tx(c: &mut Coord, participant: &str) -> String {
     let mut begin = Request::new(begin_req("", Some(Duration::from_secs(30))));
     begin
         .metadata_mut()
@@ -354,14 +354,15 @@ async fn traceparent_reaches_participants_first_time_and_after_a_crash(db: TestD
 }
 
 /// A CA and certificates it signed, written as PEM files.
-struct Pki {
+/// A test CA issuing certificates (also used by `auth.rs`).
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca_pem: String,
+    pub(crate) ca_pem: String,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -382,7 +383,7 @@ impl Pki {
 
     /// A certificate for 127.0.0.1 and localhost, usable by servers and
     /// clients: (cert PEM, key PEM), also written as `name.crt`/`name.key`.
-    fn issue(&self, name: &str) -> (String, String) {
+    pub(crate) fn issue(&self, name: &str) -> (String, String) {
         let mut params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .unwrap();
@@ -401,11 +402,11 @@ impl Pki {
         (cert, key)
     }
 
-    fn path(&self, file: &str) -> std::path::PathBuf {
+    pub(crate) fn path(&self, file: &str) -> std::path::PathBuf {
         self.dir.path().join(file)
     }
 
-    fn ca_file(&self) -> std::path::PathBuf {
+    pub(crate) fn ca_file(&self) -> std::path::PathBuf {
         let path = self.path("ca.crt");
         std::fs::write(&path, &self.ca_pem).unwrap();
         path
@@ -451,12 +452,16 @@ async fn mutual_tls_from_initiator_to_coordinator_to_participant(db: TestDb) {
         .await
         .unwrap();
     register(
-        &mut RegistryClient::new(channel.clone()),
+        &mut RegistryClient::with_interceptor(
+            channel.clone(),
+            concord::cli::Bearer::new(None).unwrap(),
+        ),
         "obs-tls",
         format!("https://{addr}"),
     )
     .await;
-    let mut c = CoordinatorClient::new(channel);
+    let mut c =
+        CoordinatorClient::with_interceptor(channel, concord::cli::Bearer::new(None).unwrap());
     let gid = committed_tx(&mut c, "obs-tls").await;
     assert_eq!(recorder.seen("try").len(), 1);
     assert_eq!(recorder.seen("confirm").len(), 1);

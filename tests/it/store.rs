@@ -146,6 +146,7 @@ fn new_tx(gid: &str, timeout: Duration) -> NewTransaction {
         deadline: now + chrono::Duration::from_std(timeout).unwrap(),
         now,
         actor: "test".into(),
+        initiator: None,
     }
 }
 
@@ -1068,6 +1069,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
             deadline: now + chrono::Duration::seconds(30),
             now,
             actor: "test".into(),
+            initiator: None,
         }
     };
     let decide_msg = |gid: &str, cmd: msg::Command| {
@@ -1200,6 +1202,7 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
         owner: "me".into(),
         lease: Duration::from_secs(30),
         now,
+        initiator: None,
     };
     s.submit_saga(saga("s1", "stock", policy)).await.unwrap();
     s.submit_saga(saga("s2", "pay", CallPolicy::default()))
@@ -1259,6 +1262,81 @@ macro_rules! conformance {
     };
 }
 
+/// The identity that began a transaction (TCC, saga, message) is stored
+/// with it, shown by the operator's read and named by its first event; none
+/// is stored when authentication is off.
+async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
+    use concord::domain::{Endpoint, Protocol};
+
+    let now = Utc::now();
+    let checkout = Some("checkout".to_string());
+    s.begin(NewTransaction {
+        initiator: checkout.clone(),
+        ..new_tx("t", Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    s.begin(new_tx("anon", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    s.submit_saga(NewSaga {
+        gid: Gid::parse("s").unwrap(),
+        steps: vec![NewStep {
+            participant: ParticipantName::parse("p").unwrap(),
+            action: ActionName::parse("a").unwrap(),
+            compensation: ActionName::parse("c").unwrap(),
+            payload: vec![],
+            depends_on: vec![],
+            compensate_rejected: true,
+            call_timeout: None,
+            policy: Default::default(),
+        }],
+        metadata: Metadata::new(),
+        timeout: None,
+        deadline: now + chrono::Duration::seconds(60),
+        concurrency: 1,
+        owner: "me".into(),
+        lease: Duration::from_secs(30),
+        now,
+        initiator: checkout.clone(),
+    })
+    .await
+    .unwrap();
+    s.prepare_msg(NewMsg {
+        gid: Gid::parse("m").unwrap(),
+        steps: vec![NewMsgStep {
+            participant: ParticipantName::parse("p").unwrap(),
+            action: ActionName::parse("a").unwrap(),
+            payload: vec![],
+            call_timeout: None,
+        }],
+        query: Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap(),
+        metadata: Metadata::new(),
+        timeout: Duration::from_secs(30),
+        deadline: now + chrono::Duration::seconds(30),
+        now,
+        actor: "test".into(),
+        initiator: checkout.clone(),
+    })
+    .await
+    .unwrap();
+    for gid in ["t", "s", "m"] {
+        let gid = Gid::parse(gid).unwrap();
+        let (tx, _) = s.load(&gid).await.unwrap().unwrap();
+        assert_eq!(tx.initiator, checkout, "{gid}");
+        let (admin, _) = s.admin_get(&gid).await.unwrap().unwrap();
+        assert_eq!(admin.tx.initiator, checkout, "{gid}");
+        let events = s.events(&gid).await.unwrap();
+        let first = events[0].message.as_deref().unwrap_or_default();
+        assert!(first.contains("begun by checkout"), "{gid}: {first:?}");
+    }
+    let anon = Gid::parse("anon").unwrap();
+    let (tx, _) = s.load(&anon).await.unwrap().unwrap();
+    assert_eq!(tx.initiator, None);
+    let events = s.events(&anon).await.unwrap();
+    assert_eq!(events[0].message, None);
+}
+
 conformance!(
     begin_and_branches,
     a_decision_fails_if_a_branch_arrived_after_the_read,
@@ -1274,6 +1352,7 @@ conformance!(
     try_calls_are_claimed_once_and_leases_never_shortened,
     messages_are_prepared_and_decided_once,
     policies_are_kept_and_a_redrive_moves_only_waiting_work,
+    the_initiator_is_kept_with_each_kind_of_transaction,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

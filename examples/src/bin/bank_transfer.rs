@@ -18,7 +18,6 @@ use concord_examples::bank::{Bank, TransferOptions, random_transfers, run_transf
 use concord_examples::db::{ensure_database, schema_pool_from_url};
 use concord_examples::faults::Faults;
 use concord_examples::host::host;
-use concord_sdk::Coordinator;
 
 #[derive(Parser)]
 #[command(about = "Transfers money between two banks through Concord (TCC)")]
@@ -104,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         hosted.push(host(bank.service()?, listen, &args.coordinator, faults.clone()).await?);
     }
 
-    let coordinator = Coordinator::connect(args.coordinator.clone())
+    let coordinator = concord_examples::host::coordinator(&args.coordinator)
         .await
         .context("cannot reach the coordinator")?;
     let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();

@@ -18,7 +18,6 @@ use clap::Parser;
 use concord_examples::db::{ensure_database, schema_pool_from_url};
 use concord_examples::host::host;
 use concord_examples::shop::{Order, Shop, place_order};
-use concord_sdk::Coordinator;
 use rand::Rng;
 
 #[derive(Parser)]
@@ -83,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         hosted.push(host(service, listen, &args.coordinator, None).await?);
     }
 
-    let coordinator = Coordinator::connect(args.coordinator.clone())
+    let coordinator = concord_examples::host::coordinator(&args.coordinator)
         .await
         .context("cannot reach the coordinator")?;
     let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use concord_examples::db::{ensure_database, schema_pool_from_url};
 use concord_examples::quickstart::{self, initiator, participant};
-use concord_sdk::{Coordinator, ParticipantServer};
+use concord_sdk::ParticipantServer;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -52,13 +52,17 @@ async fn main() -> anyhow::Result<()> {
     let service = participant::service(pool.clone())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let running = ParticipantServer::new(service)
+    let mut server = ParticipantServer::new(service);
+    if let Some(t) = concord_examples::host::token() {
+        server = server.token(&t);
+    }
+    let running = server
         .register_with(&args.coordinator)
         .start(listener, stop.clone().cancelled_owned())
         .await
         .context("cannot start the participant")?;
 
-    let coordinator = Coordinator::connect(args.coordinator).await?;
+    let coordinator = concord_examples::host::coordinator(&args.coordinator).await?;
     for line in initiator::run(&coordinator).await? {
         println!("{line}");
     }

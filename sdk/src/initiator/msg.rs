@@ -20,13 +20,11 @@ use concord_proto::participant::v1::message_initiator_server::{
     MessageInitiator, MessageInitiatorServer,
 };
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
-use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::{
     AbortMessageRequest, MessageStep, PrepareMessageRequest, Protocol, SubmitMessageRequest,
     TransactionStatus,
 };
 use sqlx::{PgConnection, PgPool};
-use tonic::transport::Channel;
 
 use super::{Coordinator, Error, Result, proto_duration};
 use crate::BoxError;
@@ -85,7 +83,7 @@ impl Coordinator {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MessageBuilder {
-    client: CoordinatorClient<Channel>,
+    client: super::Client,
     request: PrepareMessageRequest,
 }
 

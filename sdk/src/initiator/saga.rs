@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::{SagaStep, SubmitSagaRequest, TransactionStatus};
-use tonic::transport::Channel;
 
 use super::{Coordinator, Error, Result, TRACEPARENT, proto_duration, with_trace};
 
@@ -87,7 +85,7 @@ impl Coordinator {
 #[derive(Debug)]
 #[must_use = "a saga does nothing until submitted"]
 pub struct SagaBuilder {
-    client: CoordinatorClient<Channel>,
+    client: super::Client,
     request: SubmitSagaRequest,
     wait_timeout: Option<Duration>,
     /// A qualifier used before any step, reported by `submit` rather than a

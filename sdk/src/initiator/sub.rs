@@ -5,9 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use concord_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::Channel;
-
 use super::{Coordinator, Result, TccTransaction, TryOptions, TryOutcome, to_json};
 use crate::BranchContext;
 
@@ -77,7 +74,7 @@ impl Coordinator {
 /// ```
 #[derive(Clone, Debug)]
 pub struct SubTransaction {
-    client: CoordinatorClient<Channel>,
+    client: super::Client,
     gid: String,
     parent: String,
     traceparent: Option<String>,

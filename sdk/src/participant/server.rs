@@ -18,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::ParticipantService;
+use crate::credential::{Credential, RequireToken};
 
 /// Why [`ParticipantServer::start`] or [`serve`](ParticipantServer::serve)
 /// failed.
@@ -85,6 +86,10 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("participant server failed")]
     Transport(#[from] tonic::transport::Error),
+    /// The token given to [`token`](ParticipantServer::token) cannot be
+    /// sent in a header.
+    #[error("the registration token contains characters a header cannot carry")]
+    InvalidToken,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +98,15 @@ struct Registration {
     advertised_endpoint: Option<String>,
     min_delay: Duration,
     max_delay: Duration,
+}
+
+/// Any token (an invalid one is refused at start).
+#[derive(Clone, Debug, Default)]
+enum Token {
+    #[default]
+    None,
+    Valid(Credential),
+    Invalid,
 }
 
 /// Serves a [`ParticipantService`] on a listener the caller owns, until a
@@ -124,6 +138,10 @@ struct Registration {
 pub struct ParticipantServer {
     service: ParticipantService,
     registration: Option<Registration>,
+    /// Presented when registering.
+    token: Token,
+    /// Checked on every call received.
+    require: Option<RequireToken>,
 }
 
 impl ParticipantServer {
@@ -145,7 +163,50 @@ impl ParticipantServer {
         Self {
             service,
             registration: None,
+            token: Token::None,
+            require: None,
         }
+    }
+
+    /// Presents `token` (`authorization: Bearer <token>`) when registering:
+    /// a coordinator with identities needs one whose identity has the scope
+    /// of this participant's name.
+    ///
+    /// ```
+    /// # fn run(service: concord_sdk::ParticipantService) {
+    /// let server = concord_sdk::ParticipantServer::new(service)
+    ///     .register_with("http://concord:50051")
+    ///     .token("payment-registration-secret");
+    /// # let _ = server;
+    /// # }
+    /// ```
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = match Credential::bearer(token) {
+            Some(c) => Token::Valid(c),
+            None => Token::Invalid,
+        };
+        self
+    }
+
+    /// Serves only calls carrying one of `tokens` (the coordinator's
+    /// `coordinator_token`; give the old and the new one while it is
+    /// rotated); every other call is refused with `UNAUTHENTICATED` before
+    /// any action runs. Without it, anyone who reaches the port may call.
+    ///
+    /// ```
+    /// # fn run(service: concord_sdk::ParticipantService) {
+    /// let token = std::env::var("CONCORD_COORDINATOR_TOKEN").unwrap_or_default();
+    /// let server = concord_sdk::ParticipantServer::new(service).require_coordinator_token([token]);
+    /// # let _ = server;
+    /// # }
+    /// ```
+    pub fn require_coordinator_token<I, T>(mut self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        self.require = Some(RequireToken::new(tokens));
+        self
     }
 
     /// On start, registers the participant's name, endpoint and actions
@@ -246,6 +307,11 @@ impl ParticipantServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<RunningParticipant, ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
+        let credential = match &self.token {
+            Token::None => Credential::none(),
+            Token::Valid(c) => c.clone(),
+            Token::Invalid => return Err(ServeError::InvalidToken),
+        };
         // Check everything before serving so a typo fails loudly at
         // startup instead of being retried forever in the background.
         let registration = match &self.registration {
@@ -279,10 +345,15 @@ impl ParticipantServer {
         let stop = CancellationToken::new();
         let server_stop = stop.clone();
         let service = self.service.clone();
+        let require = self.require.clone();
         let mut task = tokio::spawn(async move {
             let name = service.name().to_owned();
+            let check = move |request: tonic::Request<()>| match &require {
+                Some(r) => tonic::service::Interceptor::call(&mut r.clone(), request),
+                None => Ok(request),
+            };
             tonic::transport::Server::builder()
-                .add_service(GrpcParticipantServer::new(service))
+                .add_service(GrpcParticipantServer::with_interceptor(service, check))
                 // Set by hand: tonic applies its `tcp_nodelay` only to
                 // listeners it binds itself. Without it, Nagle's algorithm
                 // held a reply's last frame back until the peer's delayed ACK
@@ -310,7 +381,7 @@ impl ParticipantServer {
         };
         if let Some((channel, endpoint, r)) = registration {
             tokio::select! {
-                registered = register(channel, &self.service, &endpoint, &r) => {
+                registered = register(channel, credential, &self.service, &endpoint, &r) => {
                     if let Err(s) = registered {
                         stop.cancel();
                         let _ = join(task).await;
@@ -476,6 +547,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), ServeError> {
 /// coordinator says the request itself is wrong.
 async fn register(
     channel: Channel,
+    credential: Credential,
     service: &ParticipantService,
     endpoint: &str,
     r: &Registration,
@@ -503,7 +575,7 @@ async fn register(
         .with_jitter()
         .without_max_times();
     let attempt = || {
-        let mut client = RegistryClient::new(channel.clone());
+        let mut client = RegistryClient::with_interceptor(channel.clone(), credential.clone());
         let request = request.clone();
         async move { client.register_participant(request).await }
     };

@@ -57,6 +57,7 @@ pub fn summary(a: &AdminTx) -> pb::TransactionSummary {
         lease_until: tx.lease_until.filter(|_| tx.owner.is_some()).map(timestamp),
         branch_count: a.branch_count,
         participants: a.participants.clone(),
+        initiator: tx.initiator.clone().unwrap_or_default(),
         resolution: a.resolution.as_ref().map(|r| pb::Resolution {
             resolved_at: Some(timestamp(r.at)),
             resolved_by: r.by.clone(),

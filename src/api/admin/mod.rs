@@ -2,19 +2,18 @@
 //! other adapters: parse the request, ask the operator rules
 //! ([`crate::machine::operator`]) what a command means, persist it with a
 //! compare-and-set in [`crate::store::admin`], wake the recovery loop when
-//! there is work. Every call is authenticated by [`auth::AdminAuth`].
+//! there is work. Every call needs an identity with the admin scope, checked
+//! by the guard in front of every service ([`crate::api::guard`]); its name
+//! is the actor of every operator action.
 
-pub mod auth;
 pub mod convert;
 
 use std::sync::Arc;
 
 use concord_proto::v1 as pb;
 use concord_proto::v1::admin_server::{Admin, AdminServer};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use self::auth::{AdminAuth, AdminTokens, Operator as Caller};
 use super::guarded;
 use crate::domain::MAX_REASON;
 use crate::domain::{BranchId, Gid, ParticipantName};
@@ -31,20 +30,19 @@ pub struct AdminApi {
     operator: Arc<Operator>,
 }
 
-/// The Admin service behind its authentication interceptor.
-pub type AdminService = InterceptedService<AdminServer<AdminApi>, AdminAuth>;
+/// The Admin service (the guard authenticates its calls).
+pub type AdminService = AdminServer<AdminApi>;
 
 impl AdminApi {
     pub fn new(operator: Arc<Operator>) -> Self {
         Self { operator }
     }
 
-    /// The service with bearer-token authentication in front of every call.
-    pub fn service(self, tokens: AdminTokens, max_message_bytes: usize) -> AdminService {
-        let server = AdminServer::new(self)
+    /// The service with its message size limits.
+    pub fn service(self, max_message_bytes: usize) -> AdminService {
+        AdminServer::new(self)
             .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
-        InterceptedService::new(server, AdminAuth::new(tokens))
+            .max_encoding_message_size(max_message_bytes)
     }
 
     /// Runs an operator command and answers with its result.
@@ -103,12 +101,11 @@ fn gid(raw: &str) -> Result<Gid> {
     Ok(Gid::parse(raw)?)
 }
 
+/// The operator: the admin identity the guard let in.
 fn actor<T>(request: &Request<T>) -> Result<String> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|o| o.0.clone())
-        .ok_or_else(|| Error::Unauthenticated("no authenticated operator".into()))
+    let caller = crate::api::guard::caller(request)?;
+    caller.require(crate::auth::Scope::Admin)?;
+    Ok(caller.name.clone())
 }
 
 /// A required free-text field, trimmed and bounded.

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::refusal;
 use super::session::{self, Sessions};
-use crate::api::admin::auth::AdminTokens;
 use crate::api::admin::{convert, optional_text, required_text};
 use crate::api::http_status;
+use crate::auth::{Authenticator, Scope};
 use crate::cli::model::{ActionResult, Participants, Stats, TxDetail, TxList, TxSummary};
 use crate::domain::{Gid, ParticipantName};
 use crate::engine::operator::Operator;
@@ -75,15 +75,19 @@ pub(super) struct Console(Arc<Inner>);
 
 struct Inner {
     operator: Arc<Operator>,
-    tokens: AdminTokens,
+    auth: Arc<Authenticator>,
     sessions: Sessions,
 }
 
 impl Console {
-    pub(super) fn new(operator: Arc<Operator>, tokens: AdminTokens, sessions: Sessions) -> Self {
+    pub(super) fn new(
+        operator: Arc<Operator>,
+        auth: Arc<Authenticator>,
+        sessions: Sessions,
+    ) -> Self {
         Self(Arc::new(Inner {
             operator,
-            tokens,
+            auth,
             sessions,
         }))
     }
@@ -157,11 +161,14 @@ async fn sign_in(State(c): State<Console>, headers: HeaderMap, body: String) -> 
         let SignIn { token } = serde_json::from_str(&body).map_err(|_| {
             Error::InvalidArgument("sign-in expects the JSON body {\"token\": \"...\"}".into())
         })?;
-        let actor =
-            c.0.tokens
-                .authenticate(token.trim().as_bytes())
+        // The identities in force now (a reload may have rotated them).
+        let identity =
+            c.0.auth
+                .identities()
+                .by_token(token.trim().as_bytes())
                 .ok_or_else(|| Error::Unauthenticated("invalid admin token".into()))?;
-        Ok(actor.to_string())
+        identity.require(Scope::Admin)?;
+        Ok(identity.name.clone())
     };
     match signed() {
         Ok(actor) => {

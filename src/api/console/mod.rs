@@ -10,10 +10,11 @@
 //!   [`Operator`], like the admin gRPC API, and answers with the CLI's
 //!   documented JSON documents (`crate::cli::model`), so `concord tx show
 //!   -o json` and the console say the same thing, `blocked_by` included.
-//! - Sign-in takes an admin token once and opens a session
-//!   ([`session`]); the token's name is the actor of every action. With no
-//!   admin token configured the console refuses every request, as the
-//!   admin API does.
+//! - Sign-in takes the token of an identity with the admin scope (an
+//!   `admin_tokens` entry or an admin of the identities file, see
+//!   [`crate::auth`]) once and opens a session ([`session`]); the
+//!   identity's name is the actor of every action. With no identity
+//!   configured the console refuses every request, as the admin API does.
 
 mod handlers;
 pub mod session;
@@ -30,7 +31,7 @@ use axum::routing::get;
 
 use self::handlers::Console;
 use self::session::Sessions;
-use crate::api::admin::auth::AdminTokens;
+use crate::auth::Authenticator;
 use crate::engine::operator::Operator;
 
 /// Where the console is served.
@@ -51,15 +52,15 @@ const CONSOLE_CSS: &str = include_str!("assets/console.css");
 
 /// The console's routes, to merge into the HTTP listener's router. With
 /// no admin token configured, every console path answers 403 and says why.
-pub fn router(operator: Arc<Operator>, tokens: AdminTokens, idle: Duration) -> Router {
-    let routes = if tokens.is_empty() {
+pub fn router(operator: Arc<Operator>, auth: Arc<Authenticator>, idle: Duration) -> Router {
+    let routes = if !auth.is_on() {
         tracing::warn!("no admin_tokens configured; the console refuses every request");
         Router::new()
             .route(PREFIX, get(disabled).post(disabled))
             .route("/ui/", get(disabled).post(disabled))
             .route("/ui/{*rest}", get(disabled).post(disabled).delete(disabled))
     } else {
-        let console = Console::new(operator, tokens, Sessions::new(idle));
+        let console = Console::new(operator, auth, Sessions::new(idle));
         Router::new()
             .route(
                 PREFIX,

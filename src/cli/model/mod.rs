@@ -98,6 +98,9 @@ pub struct TxSummary {
     pub participants: Vec<String>,
     /// Set when an operator resolved it by hand.
     pub resolution: Option<Resolution>,
+    /// The identity that began it; absent when authentication was off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
 }
 
 impl TxSummary {
@@ -121,6 +124,7 @@ impl TxSummary {
             lease_until: time(&t.lease_until),
             branch_count: t.branch_count,
             participants: t.participants.clone(),
+            initiator: text(&t.initiator),
             resolution: t.resolution.as_ref().map(|r| Resolution {
                 resolved_at: time(&r.resolved_at),
                 resolved_by: r.resolved_by.clone(),

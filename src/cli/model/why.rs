@@ -138,6 +138,7 @@ mod tests {
             branch_count: 2,
             participants: vec![],
             resolution: None,
+            initiator: None,
         }
     }
 

@@ -53,6 +53,9 @@ fn facts(d: &TxDetail, now: DateTime<Utc>, paint: Paint) -> String {
         ("mode", t.mode.clone()),
         ("created", rel(t.created_at, now)),
     ];
+    if let Some(who) = &t.initiator {
+        facts.push(("begun by", who.clone()));
+    }
     // Once it is finished (or resolved by hand) the deadline counts for
     // nothing.
     if !t.is_final() && t.resolution.is_none() {
@@ -271,6 +274,7 @@ mod tests {
                 branch_count: 0,
                 participants: vec![],
                 resolution: None,
+                initiator: None,
             },
             blocked_by: None,
             branches: vec![],

@@ -140,6 +140,7 @@ async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<V
     let mut deadline = Vec::with_capacity(items.len());
     let mut now = Vec::with_capacity(items.len());
     let mut actor = Vec::with_capacity(items.len());
+    let mut initiator = Vec::with_capacity(items.len());
     for t in &items {
         gid.push(t.gid.as_str().to_string());
         metadata.push(
@@ -150,20 +151,22 @@ async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<V
         deadline.push(t.deadline);
         now.push(t.now);
         actor.push(t.actor.clone());
+        initiator.push(t.initiator.clone());
     }
     let created: Vec<String> = sqlx::query_scalar(
         "WITH n AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[], $6::text[])
-                AS n(gid, metadata, timeout_ms, deadline, now, actor)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
+                AS n(gid, metadata, timeout_ms, deadline, now, actor, initiator)
         ), ins AS (
             INSERT INTO global_transactions
-                (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
-            SELECT gid, 'tcc', 'trying', metadata::jsonb, timeout_ms, deadline, deadline, now, now FROM n
+                (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at, initiator)
+            SELECT gid, 'tcc', 'trying', metadata::jsonb, timeout_ms, deadline, deadline, now, now, initiator FROM n
             ON CONFLICT (gid) DO NOTHING
             RETURNING gid
         ), ev AS (
-            INSERT INTO transaction_events (gid, at, kind, status, actor)
-            SELECT n.gid, n.now, 'begun', 'trying', n.actor FROM n JOIN ins ON ins.gid = n.gid
+            INSERT INTO transaction_events (gid, at, kind, status, message, actor)
+            SELECT n.gid, n.now, 'begun', 'trying', 'begun by ' || n.initiator, n.actor
+              FROM n JOIN ins ON ins.gid = n.gid
         )
         SELECT gid FROM ins",
     )
@@ -173,6 +176,7 @@ async fn flush_begins(pool: PgPool, items: Vec<NewTransaction>) -> StoreResult<V
     .bind(deadline)
     .bind(now)
     .bind(actor)
+    .bind(initiator)
     .fetch_all(&pool)
     .await?;
     Ok(gid.iter().map(|g| created.contains(g)).collect())

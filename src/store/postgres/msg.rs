@@ -38,8 +38,8 @@ impl PgStore {
             "WITH g AS (
                 INSERT INTO global_transactions
                     (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-                     created_at, updated_at)
-                VALUES ($1, 'msg', 'prepared', $2, $3, $4, 1, $4, $5, $5)
+                     created_at, updated_at, initiator)
+                VALUES ($1, 'msg', 'prepared', $2, $3, $4, 1, $4, $5, $5, $16)
                 ON CONFLICT (gid) DO NOTHING
                 RETURNING gid
             ), b AS (
@@ -74,10 +74,13 @@ impl PgStore {
         .bind(msg.query.url.as_str())
         .bind(msg.query.protocol.as_str())
         .bind(format!(
-            "{n} steps; query-back {} ({})",
-            msg.query.url, msg.query.protocol
+            "{n} steps; query-back {} ({}){}",
+            msg.query.url,
+            msg.query.protocol,
+            crate::store::begun_by(msg.initiator.as_deref())
         ))
         .bind(&msg.actor)
+        .bind(&msg.initiator)
         .fetch_one(&self.durable)
         .await?;
         if created == 1 {

@@ -42,9 +42,9 @@ impl PgStore {
             "WITH g AS (
                 INSERT INTO global_transactions
                     (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-                     owner, lease_until, fence, created_at, updated_at)
+                     owner, lease_until, fence, created_at, updated_at, initiator)
                 VALUES ($1, 'saga', 'running', $2, $3, $4, $5, $6,
-                        $7, now() + $8 * interval '1 millisecond', 1, $6, $6)
+                        $7, now() + $8 * interval '1 millisecond', 1, $6, $6, $19)
                 ON CONFLICT (gid) DO NOTHING
                 RETURNING gid
             ), b AS (
@@ -78,8 +78,12 @@ impl PgStore {
         .bind(timeouts)
         .bind(deps)
         .bind(compensate_rejected)
-        .bind(format!("{n} steps"))
+        .bind(format!(
+            "{n} steps{}",
+            crate::store::begun_by(saga.initiator.as_deref())
+        ))
         .bind(policies)
+        .bind(&saga.initiator)
         .fetch_one(&self.durable)
         .await?;
         if created == 1 {

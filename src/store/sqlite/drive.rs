@@ -42,8 +42,9 @@ pub(super) async fn begin(
 ) -> StoreResult<bool> {
     let created = sqlx::query(
         "INSERT INTO global_transactions
-            (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at)
-         VALUES (?1, 'tcc', 'trying', ?2, ?3, ?4, ?4, ?5, ?5)
+            (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at,
+             initiator)
+         VALUES (?1, 'tcc', 'trying', ?2, ?3, ?4, ?4, ?5, ?5, ?6)
          ON CONFLICT (gid) DO NOTHING",
     )
     .bind(t.gid.as_str())
@@ -51,6 +52,7 @@ pub(super) async fn begin(
     .bind(ms(t.timeout))
     .bind(us(t.deadline))
     .bind(us(t.now))
+    .bind(&t.initiator)
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -58,6 +60,7 @@ pub(super) async fn begin(
     if created {
         ev.push(Event {
             status: Some("trying".into()),
+            message: t.initiator.as_ref().map(|who| format!("begun by {who}")),
             ..Event::new(t.gid.as_str(), t.now, "begun", &t.actor)
         });
     }
@@ -320,8 +323,8 @@ pub(super) async fn submit_saga(
     let created = sqlx::query(
         "INSERT INTO global_transactions
             (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-             owner, lease_until, fence, created_at, updated_at)
-         VALUES (?1, 'saga', 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?6, ?6)
+             owner, lease_until, fence, created_at, updated_at, initiator)
+         VALUES (?1, 'saga', 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?6, ?6, ?9)
          ON CONFLICT (gid) DO NOTHING",
     )
     .bind(saga.gid.as_str())
@@ -332,6 +335,7 @@ pub(super) async fn submit_saga(
     .bind(us(saga.now))
     .bind(&saga.owner)
     .bind(us(lease_until))
+    .bind(&saga.initiator)
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -362,7 +366,11 @@ pub(super) async fn submit_saga(
     }
     ev.push(Event {
         status: Some(Status::Running.as_str().into()),
-        message: Some(format!("{} steps", saga.steps.len())),
+        message: Some(format!(
+            "{} steps{}",
+            saga.steps.len(),
+            crate::store::begun_by(saga.initiator.as_deref())
+        )),
         ..Event::new(saga.gid.as_str(), saga.now, "submitted", &saga.owner)
     });
     Ok(true)

@@ -27,8 +27,8 @@ pub(super) async fn prepare(
     let created = sqlx::query(
         "INSERT INTO global_transactions
             (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-             created_at, updated_at)
-         VALUES (?1, 'msg', 'prepared', ?2, ?3, ?4, 1, ?4, ?5, ?5)
+             created_at, updated_at, initiator)
+         VALUES (?1, 'msg', 'prepared', ?2, ?3, ?4, 1, ?4, ?5, ?5, ?6)
          ON CONFLICT (gid) DO NOTHING",
     )
     .bind(msg.gid.as_str())
@@ -36,6 +36,7 @@ pub(super) async fn prepare(
     .bind(ms(msg.timeout))
     .bind(us(msg.deadline))
     .bind(now)
+    .bind(&msg.initiator)
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -74,10 +75,11 @@ pub(super) async fn prepare(
     ev.push(Event {
         status: Some(Status::Prepared.as_str().into()),
         message: Some(format!(
-            "{} steps; query-back {} ({})",
+            "{} steps; query-back {} ({}){}",
             msg.steps.len(),
             msg.query.url,
-            msg.query.protocol
+            msg.query.protocol,
+            crate::store::begun_by(msg.initiator.as_deref())
         )),
         ..Event::new(msg.gid.as_str(), msg.now, "prepared", &msg.actor)
     });

@@ -67,6 +67,7 @@ pub(super) struct TxRow {
     updated_at: i64,
     finished_at: Option<i64>,
     concurrency: i32,
+    initiator: Option<String>,
 }
 
 impl From<TxRow> for TxRecord {
@@ -93,6 +94,7 @@ impl From<TxRow> for TxRecord {
             updated_at: at(r.updated_at),
             finished_at: r.finished_at.map(at),
             concurrency: u32_of(r.concurrency),
+            initiator: r.initiator,
         }
     }
 }

@@ -264,3 +264,36 @@ async fn without_admin_tokens_the_console_refuses_everything(pool: PgPool) {
     // The probes are unaffected.
     assert_eq!(http(addr, "GET", "/healthz", &[], "").await.status, 200);
 }
+
+/// The console's sign-in takes the identities of the identities file too:
+/// an admin's token opens a session in its name; another identity's token
+/// is valid but lacks the admin scope (403), and nothing is opened.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn identities_with_the_admin_scope_sign_in(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identities.toml");
+    std::fs::write(
+        &path,
+        "[[identity]]\nname = \"oncall\"\ntokens = [\"oncall-secret\"]\nadmin = true\n\n\
+         [[identity]]\nname = \"checkout\"\ntokens = [\"checkout-secret\"]\ninitiator = true\n",
+    )
+    .unwrap();
+    let coord = crate::harness::TestCoordinator::start_with(&pool, move |c| {
+        c.identities_file = Some(path);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = coord.metrics_addr.unwrap();
+    let admin = sign_in(addr, "oncall-secret").await;
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert_eq!(admin.json()["actor"], "oncall");
+    assert!(admin.header("set-cookie").is_some());
+    let other = sign_in(addr, "checkout-secret").await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    assert!(
+        other.json()["error"].as_str().unwrap().contains("admin"),
+        "{}",
+        other.body
+    );
+    assert!(other.header("set-cookie").is_none());
+}

@@ -22,7 +22,7 @@ mod scenario;
 
 use std::time::Duration;
 
-use concord::api::admin::auth::AdminTokens;
+use concord::auth::AdminTokens;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -48,6 +48,7 @@ async fn coordinator(pool: &PgPool, tokens: &str) -> TestCoordinator {
         c.retry.max = Duration::from_secs(60);
     })
     .await
+    .with_token(TOKEN)
 }
 
 /// `bank-a` fails every Confirm with [`HOSTILE`]; `order-1` is committed
