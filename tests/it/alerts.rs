@@ -150,8 +150,7 @@ async fn resolving_by_hand_clears_the_alert(db: TestDb) {
     let (url, inbox) = receiver(0).await;
     let coord = TestCoordinator::start_with(&db, |c| {
         c.alert_webhooks = Urls(vec![url.clone()]);
-        c.admin_tokens =
-            concord::auth::AdminTokens::parse_list("alice:s3cret").unwrap();
+        c.admin_tokens = concord::auth::AdminTokens::parse_list("alice:s3cret").unwrap();
         c.attention_attempts = 1;
         c.retry.initial = Duration::from_secs(60);
         c.retry.max = Duration::from_secs(60);
