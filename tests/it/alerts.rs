@@ -155,7 +155,9 @@ async fn resolving_by_hand_clears_the_alert(db: TestDb) {
         c.retry.initial = Duration::from_secs(60);
         c.retry.max = Duration::from_secs(60);
     })
-    .await;
+    .await
+    // An admin token turns authentication on: every client presents it.
+    .with_token("s3cret");
     let bank = TestParticipant::start("bank", None).await;
     bank.register(&coord, &["debit"]).await;
     bank.script(Ph::Cancel, vec![], Behavior::Unavailable);
