@@ -169,6 +169,7 @@ impl Coordinator for CoordinatorApi {
                             &format!("steps[{i}]: policy"),
                             s.policy.as_ref(),
                         )?,
+                        url_call: None,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
@@ -181,6 +182,7 @@ impl Coordinator for CoordinatorApi {
                         timeout,
                         metadata,
                         concurrency: Some(req.concurrency),
+                        dependencies_as_given: false,
                     },
                     until,
                 )

@@ -198,6 +198,11 @@ pub struct Config {
     /// Transactions deleted per retention batch.
     #[arg(long, env = "CONCORD_RETENTION_BATCH", help_heading = OPERATIONS)]
     pub retention_batch: u32,
+    /// Address of the DTM-compatible HTTP API (DTM's client SDKs point at
+    /// http://<this>/api/dtmsvr), or `off`.
+    #[arg(long, env = "CONCORD_DTM_LISTEN", value_parser = parse_addr_or_off, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::addr_or_off")]
+    pub dtm_listen: OrOff<SocketAddr>,
 }
 
 /// Retry delays of phase-2 calls: exponential with jitter. Its keys carry
@@ -284,6 +289,7 @@ impl Default for Config {
             console_idle_timeout: Duration::from_secs(30 * 60),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_batch: 500,
+            dtm_listen: Some(SocketAddr::from(([127, 0, 0, 1], 36789))),
         }
     }
 }
@@ -306,6 +312,7 @@ impl Config {
         Self {
             database_url: Some(database_url.into()),
             metrics_listen: None,
+            dtm_listen: None,
             ..Self::default()
         }
     }

@@ -130,6 +130,7 @@ pub(super) struct BranchRow {
     depends_on: StepList,
     compensate_rejected: bool,
     policy: Option<sqlx::types::Json<super::policy::StoredPolicy>>,
+    url_call: Option<sqlx::types::Json<crate::domain::UrlCall>>,
     /// `call_until` as milliseconds from the database's now (see
     /// `branch_columns!`): a duration survives clock skew with this
     /// instance, a timestamp would not.
@@ -171,6 +172,7 @@ impl From<BranchRow> for BranchRecord {
                 .call_remaining_ms
                 .filter(|ms| *ms > 0)
                 .map(|ms| std::time::Instant::now() + duration_of(ms)),
+            url_call: r.url_call.map(|c| c.0),
         }
     }
 }

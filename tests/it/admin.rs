@@ -542,6 +542,8 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
             call_cover: std::time::Duration::ZERO,
             now,
             actor: "test".into(),
+            url_call: None,
+            tried_by_initiator: false,
         })
         .await
         .unwrap()

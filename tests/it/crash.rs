@@ -380,6 +380,8 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         call_cover: std::time::Duration::ZERO,
         now: chrono::Utc::now(),
         actor: "gone".into(),
+        url_call: None,
+        tried_by_initiator: false,
     };
 
     // Lost: the commit waits for it, then refuses; nothing is confirmed and

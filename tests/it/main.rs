@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod console;
 mod crash;
+mod dtm;
 mod harness;
 mod harness_http;
 mod http;

@@ -161,6 +161,8 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),
+        url_call: None,
+        tried_by_initiator: false,
     }
 }
 
@@ -781,6 +783,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
         action: ActionName::parse(a).unwrap(),
         payload: b"x".to_vec(),
         call_timeout: None,
+        url_call: None,
     };
     let query = Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap();
     let new_msg = |gid: &str| {
@@ -788,7 +791,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
         NewMsg {
             gid: Gid::parse(gid).unwrap(),
             steps: vec![step("a"), step("b")],
-            query: query.clone(),
+            query: Some(query.clone()),
             metadata: Metadata::new(),
             timeout: Duration::from_secs(30),
             deadline: now + chrono::Duration::seconds(30),
@@ -915,6 +918,7 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
         compensate_rejected: true,
         call_timeout: None,
         policy,
+        url_call: None,
     };
     let saga = |gid: &str, p: &str, policy: CallPolicy| NewSaga {
         gid: Gid::parse(gid).unwrap(),

@@ -121,6 +121,8 @@ pub(super) struct BranchRow {
     call_until: Option<i64>,
     /// JSON (`store::policy`); NULL for the default policy.
     policy: Option<String>,
+    /// JSON (`domain::UrlCall`); NULL for a registered participant's branch.
+    url_call: Option<String>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -157,6 +159,7 @@ impl From<BranchRow> for BranchRecord {
                 .and_then(|left| left.to_std().ok())
                 .filter(|left| !left.is_zero())
                 .map(|left| std::time::Instant::now() + left),
+            url_call: crate::store::records::url_call_of(r.url_call.as_deref()),
         }
     }
 }
