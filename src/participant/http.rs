@@ -203,7 +203,11 @@ pub fn classify_dtm(status: StatusCode, body: Vec<u8>) -> Answer {
             endpoint_down: false,
         };
     }
-    Answer::unknown(&format!("HTTP_{}", status.as_u16()), message_of(&body), false)
+    Answer::unknown(
+        &format!("HTTP_{}", status.as_u16()),
+        message_of(&body),
+        false,
+    )
 }
 
 impl HttpTransport {
@@ -416,7 +420,10 @@ mod tests {
             (StatusCode::OK, br#"{"dtm_result":"FAILURE"}"#),
         ] {
             assert!(
-                matches!(classify_dtm(status, body.to_vec()).outcome, Outcome::Rejected { .. }),
+                matches!(
+                    classify_dtm(status, body.to_vec()).outcome,
+                    Outcome::Rejected { .. }
+                ),
                 "{status} {body:?}"
             );
         }

@@ -196,7 +196,11 @@ impl TestCoordinator {
             let graceful = rt.block_on(async move {
                 let server = build(config).await;
                 addr_tx
-                    .send((server.local_addr(), server.metrics_addr(), server.dtm_addr()))
+                    .send((
+                        server.local_addr(),
+                        server.metrics_addr(),
+                        server.dtm_addr(),
+                    ))
                     .unwrap();
                 let shutdown = CancellationToken::new();
                 let run = tokio::spawn(server.run(shutdown.clone().cancelled_owned()));

@@ -76,10 +76,7 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
 }
 
 /// The authentication slot: lets every request through for now.
-async fn authenticate(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn authenticate(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     next.run(request).await
 }
 
@@ -131,7 +128,11 @@ fn error_reply(err: &Error) -> (StatusCode, Value) {
 /// Runs one handler as the gRPC API runs its own (`api::guarded`): in a
 /// span with the route and gid, a panic answered 500, one log line and
 /// the request metrics.
-async fn handled(method: &'static str, gid: &str, handler: impl Future<Output = Reply>) -> Response {
+async fn handled(
+    method: &'static str,
+    gid: &str,
+    handler: impl Future<Output = Reply>,
+) -> Response {
     let started = std::time::Instant::now();
     let span = tracing::info_span!("dtm", method, gid);
     let (status, body, code) = match AssertUnwindSafe(handler)
@@ -173,7 +174,13 @@ async fn handled(method: &'static str, gid: &str, handler: impl Future<Output = 
         }
     };
     crate::telemetry::metrics::grpc_request(method, code, started.elapsed());
-    tracing::debug!(method, gid, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "dtm request done");
+    tracing::debug!(
+        method,
+        gid,
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "dtm request done"
+    );
     (status, axum::Json(body)).into_response()
 }
 
@@ -193,7 +200,11 @@ fn oversize(
     }
     let message = format!("request is over the limit of {max} bytes (max_request_bytes)");
     tracing::info!(method, %message, "dtm request refused");
-    crate::telemetry::metrics::grpc_request(method, "RESOURCE_EXHAUSTED", std::time::Duration::ZERO);
+    crate::telemetry::metrics::grpc_request(
+        method,
+        "RESOURCE_EXHAUSTED",
+        std::time::Duration::ZERO,
+    );
     Some(
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -251,12 +262,12 @@ async fn prepare(
                     .timeout_to_fail
                     .gt(&0)
                     .then(|| std::time::Duration::from_secs(t.timeout_to_fail as u64));
-                dtm.engine
-                    .begin(Some(t.gid()?), timeout, metadata)
-                    .await?;
+                dtm.engine.begin(Some(t.gid()?), timeout, metadata).await?;
             }
             TransType::Msg => {
-                dtm.engine.prepare_msg(t.msg(branch_headers, false)?).await?;
+                dtm.engine
+                    .prepare_msg(t.msg(branch_headers, false)?)
+                    .await?;
             }
             TransType::Saga => {
                 return Err(Error::FailedPrecondition(
@@ -317,10 +328,7 @@ async fn submit(
     .await
 }
 
-async fn abort(
-    State(dtm): State<Dtm>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn abort(State(dtm): State<Dtm>, body: Result<Bytes, BytesRejection>) -> Response {
     if let Some(refused) = oversize("dtm.abort", &body, dtm.max_request_bytes) {
         return refused;
     }
@@ -335,9 +343,7 @@ async fn abort(
         let engine = &dtm.engine;
         match t.trans_type()? {
             TransType::Tcc => {
-                engine
-                    .rollback(&t.gid()?, reason, wait(engine, &t))
-                    .await?;
+                engine.rollback(&t.gid()?, reason, wait(engine, &t)).await?;
             }
             TransType::Msg => {
                 engine
@@ -355,10 +361,7 @@ async fn abort(
     .await
 }
 
-async fn register_branch(
-    State(dtm): State<Dtm>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn register_branch(State(dtm): State<Dtm>, body: Result<Bytes, BytesRejection>) -> Response {
     if let Some(refused) = oversize("dtm.registerBranch", &body, dtm.max_request_bytes) {
         return refused;
     }
@@ -432,11 +435,20 @@ mod tests {
     #[test]
     fn errors_become_dtm_replies() {
         let (s, b) = error_reply(&Error::FailedPrecondition("x".into()));
-        assert_eq!((s, b["dtm_result"].as_str()), (StatusCode::CONFLICT, Some("FAILURE")));
+        assert_eq!(
+            (s, b["dtm_result"].as_str()),
+            (StatusCode::CONFLICT, Some("FAILURE"))
+        );
         let (s, b) = error_reply(&Error::InvalidArgument("x".into()));
-        assert_eq!((s, b["dtm_result"].as_str()), (StatusCode::BAD_REQUEST, Some("FAILURE")));
+        assert_eq!(
+            (s, b["dtm_result"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("FAILURE"))
+        );
         let (s, b) = error_reply(&Error::DeadlineExceeded("x".into()));
-        assert_eq!((s, b["dtm_result"].as_str()), (StatusCode::TOO_EARLY, Some("ONGOING")));
+        assert_eq!(
+            (s, b["dtm_result"].as_str()),
+            (StatusCode::TOO_EARLY, Some("ONGOING"))
+        );
         let (s, b) = error_reply(&Error::Unavailable("x".into()));
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!b.to_string().contains("FAILURE"));

@@ -77,7 +77,12 @@ pub(super) async fn prepare(
     ev.push(Event {
         status: Some(Status::Prepared.as_str().into()),
         message: Some(match &msg.query {
-            Some(q) => format!("{} steps; query-back {} ({})", msg.steps.len(), q.url, q.protocol),
+            Some(q) => format!(
+                "{} steps; query-back {} ({})",
+                msg.steps.len(),
+                q.url,
+                q.protocol
+            ),
             None => format!("{} steps; no query-back", msg.steps.len()),
         }),
         ..Event::new(msg.gid.as_str(), msg.now, "prepared", &msg.actor)

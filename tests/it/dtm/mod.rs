@@ -5,29 +5,34 @@
 //! at URLs of an axum service written the DTM way ([`busi`]). Sagas
 //! sequential and concurrent, TCC, and messages asked back through
 //! `query_prepared`; rejections, retries, ONGOING, timeouts, a crash, and
-//! refusals that change nothing. [`sdk`] drives it with DTM's own Python
-//! client from PyPI.
+//! refusals that change nothing. Sagas, the crash and the refusals are
+//! here; TCC in [`tcc`], messages in [`msg`]; [`sdk`] drives it all with
+//! DTM's own Python client from PyPI.
 
 mod busi;
+mod msg;
 mod sdk;
+mod tcc;
 
 use std::time::Duration;
 
+use concord::domain::Gid;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use self::busi::{Answer, Busi};
+use self::msg::msg_body;
 use crate::harness::*;
 
 /// A coordinator with the DTM API on a free port.
-async fn coordinator(db: impl Into<TestDb>) -> TestCoordinator {
+pub async fn coordinator(db: impl Into<TestDb>) -> TestCoordinator {
     TestCoordinator::start_with(db, |c| {
         c.dtm_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await
 }
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_preconfigured(concord::tls::http_tls(None, None).unwrap())
         .no_proxy()
@@ -44,7 +49,10 @@ pub struct Dtm {
 impl Dtm {
     pub fn of(coord: &TestCoordinator) -> Self {
         Self {
-            base: format!("http://{}/api/dtmsvr", coord.dtm_addr.expect("dtm api bound")),
+            base: format!(
+                "http://{}/api/dtmsvr",
+                coord.dtm_addr.expect("dtm api bound")
+            ),
             http: client(),
         }
     }
@@ -137,7 +145,7 @@ fn transfer(busi: &Busi) -> Vec<(String, String)> {
     ]
 }
 
-const PAYLOADS: [&str; 2] = [r#"{"amount":30,"user":1}"#, r#"{"amount":30,"user":2}"#];
+pub const PAYLOADS: [&str; 2] = [r#"{"amount":30,"user":1}"#, r#"{"amount":30,"user":2}"#];
 
 async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     // Borrowed: a SQLite file lives as long as `db`.
@@ -149,13 +157,25 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     let gid = dtm.new_gid().await;
     let options = json!({"wait_result": true, "branch_headers": {"x-tenant": "t1"}});
     let (status, body) = dtm
-        .post("submit", &saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone()))
+        .post(
+            "submit",
+            &saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone()),
+        )
         .await;
-    assert_eq!((status, &body["dtm_result"]), (200, &json!("SUCCESS")), "{body}");
+    assert_eq!(
+        (status, &body["dtm_result"]),
+        (200, &json!("SUCCESS")),
+        "{body}"
+    );
     assert_eq!(busi.order(&gid), ["TransOut", "TransIn"]);
     let out = &busi.calls(&gid, "TransOut")[0];
     assert_eq!(
-        (out.method.as_str(), out.trans_type.as_str(), out.branch_id.as_str(), out.op.as_str()),
+        (
+            out.method.as_str(),
+            out.trans_type.as_str(),
+            out.branch_id.as_str(),
+            out.op.as_str()
+        ),
         ("POST", "saga", "01", "action")
     );
     assert_eq!(out.body, PAYLOADS[0].as_bytes());
@@ -171,17 +191,26 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     let gid = dtm.new_gid().await;
     busi.script("TransIn", vec![Answer::Status(409, "account frozen")]);
     let (status, body) = dtm
-        .post("submit", &saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone()))
+        .post(
+            "submit",
+            &saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone()),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["dtm_result"], "FAILURE");
-    assert!(body["message"].as_str().unwrap().contains("account frozen"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("account frozen"),
+        "{body}"
+    );
     assert_eq!(
         busi.order(&gid),
         ["TransOut", "TransIn", "TransInRevert", "TransOutRevert"]
     );
     let revert = &busi.calls(&gid, "TransOutRevert")[0];
-    assert_eq!((revert.op.as_str(), revert.branch_id.as_str()), ("compensate", "01"));
+    assert_eq!(
+        (revert.op.as_str(), revert.branch_id.as_str()),
+        ("compensate", "01")
+    );
     assert_eq!(revert.body, PAYLOADS[0].as_bytes());
     let q = dtm.query(&gid).await;
     assert_eq!(q["transaction"]["status"], "failed", "{q:#}");
@@ -189,12 +218,17 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     // The old convention: FAILURE in a 200 body is a refusal too; a step
     // without a compensation URL needs none.
     let gid = dtm.new_gid().await;
-    busi.script("TransIn", vec![Answer::Status(200, r#"{"dtm_result":"FAILURE"}"#)]);
+    busi.script(
+        "TransIn",
+        vec![Answer::Status(200, r#"{"dtm_result":"FAILURE"}"#)],
+    );
     let steps = vec![
         (busi.url("TransOut"), String::new()),
         (busi.url("TransIn"), busi.url("TransInRevert")),
     ];
-    let (status, _) = dtm.post("submit", &saga_body(&gid, &steps, &PAYLOADS, options)).await;
+    let (status, _) = dtm
+        .post("submit", &saga_body(&gid, &steps, &PAYLOADS, options))
+        .await;
     assert_eq!(status, 409);
     assert_eq!(busi.order(&gid), ["TransOut", "TransIn", "TransInRevert"]);
 }
@@ -220,7 +254,10 @@ async fn a_concurrent_saga_follows_its_orders(pool: PgPool) {
         "custom_data": json!({"orders": {"2": [0, 1]}, "concurrent": true}).to_string(),
     });
     let (status, body) = dtm
-        .post("submit", &saga_body(&gid, &steps, &["{}", "{}", "{}"], options))
+        .post(
+            "submit",
+            &saga_body(&gid, &steps, &["{}", "{}", "{}"], options),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let (a, b, c) = (
@@ -229,17 +266,30 @@ async fn a_concurrent_saga_follows_its_orders(pool: PgPool) {
         busi.calls(&gid, "C")[0].clone(),
     );
     // A and B ran at the same time; C only after both.
-    assert!(b.started < a.ended && a.started < b.ended, "A and B overlap");
-    assert!(c.started >= a.ended && c.started >= b.ended, "C waits for A and B");
+    assert!(
+        b.started < a.ended && a.started < b.ended,
+        "A and B overlap"
+    );
+    assert!(
+        c.started >= a.ended && c.started >= b.ended,
+        "C waits for A and B"
+    );
 
     // An order naming a step that does not exist is refused; nothing runs.
     let gid = dtm.new_gid().await;
-    let options = json!({"concurrent": true, "custom_data": json!({"orders": {"5": [0]}}).to_string()});
+    let options =
+        json!({"concurrent": true, "custom_data": json!({"orders": {"5": [0]}}).to_string()});
     let (status, body) = dtm
-        .post("submit", &saga_body(&gid, &steps, &["{}", "{}", "{}"], options))
+        .post(
+            "submit",
+            &saga_body(&gid, &steps, &["{}", "{}", "{}"], options),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("orders"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("orders"),
+        "{body}"
+    );
     assert_eq!(dtm.query(&gid).await["transaction"], Value::Null);
 }
 
@@ -261,16 +311,30 @@ async fn unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates(pool
         ],
     );
     let (status, body) = dtm
-        .post("submit", &saga_body(&gid, &transfer(&busi), &PAYLOADS, json!({"retry_interval": 1})))
+        .post(
+            "submit",
+            &saga_body(
+                &gid,
+                &transfer(&busi),
+                &PAYLOADS,
+                json!({"retry_interval": 1}),
+            ),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    dtm.wait_status(&gid, "succeed", Duration::from_secs(20)).await;
+    dtm.wait_status(&gid, "succeed", Duration::from_secs(20))
+        .await;
     assert_eq!(busi.calls(&gid, "TransIn").len(), 4);
     assert!(busi.calls(&gid, "TransInRevert").is_empty());
     // Each attempt is in the history (the CLI's view) with its code.
     let mut c = coord.client().await;
     let tx = get_tx(&mut c, &gid).await;
-    let codes: Vec<String> = tx.events.iter().filter(|e| e.kind == "call").map(|e| e.code.clone()).collect();
+    let codes: Vec<String> = tx
+        .events
+        .iter()
+        .filter(|e| e.kind == "call")
+        .map(|e| e.code.clone())
+        .collect();
     assert!(codes.contains(&"HTTP_500".to_string()), "{codes:?}");
     assert!(codes.contains(&"ONGOING".to_string()), "{codes:?}");
 
@@ -283,192 +347,24 @@ async fn unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates(pool
         (busi.url("Slow"), busi.url("SlowRevert")),
     ];
     let options = json!({"timeout_to_fail": 2, "request_timeout": 1, "wait_result": true});
-    let (status, body) = dtm.post("submit", &saga_body(&gid, &steps, &PAYLOADS, options)).await;
+    let (status, body) = dtm
+        .post("submit", &saga_body(&gid, &steps, &PAYLOADS, options))
+        .await;
     assert_eq!(status, 409, "{body}");
     let q = dtm.query(&gid).await;
     assert_eq!(q["transaction"]["status"], "failed", "{q:#}");
     assert!(!busi.calls(&gid, "TransOutRevert").is_empty());
     let tx = get_tx(&mut c, &gid).await;
-    let codes: Vec<String> = tx.events.iter().filter(|e| e.kind == "call").map(|e| e.code.clone()).collect();
-    assert!(codes.contains(&"DEADLINE_EXCEEDED".to_string()), "{codes:?}");
-}
-
-/// What dtmcli's TCC client does for one branch: register it with its
-/// Confirm and Cancel URLs, then call its Try itself.
-async fn tcc_branch(dtm: &Dtm, busi: &Busi, gid: &str, branch: &str, name: &str, data: &str) -> u16 {
-    let (status, body) = dtm
-        .post(
-            "registerBranch",
-            &json!({
-                "gid": gid, "branch_id": branch, "trans_type": "tcc", "status": "prepared",
-                "data": data,
-                "confirm": busi.url(&format!("{name}Confirm")),
-                "cancel": busi.url(&format!("{name}Cancel")),
-            }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    client()
-        .post(format!(
-            "{}?gid={gid}&trans_type=tcc&branch_id={branch}&op=try",
-            busi.url(&format!("{name}Try"))
-        ))
-        .body(data.to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn tcc_confirms_on_submit_and_cancels_on_abort(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let dtm = Dtm::of(&coord);
-    let busi = Busi::start().await;
-    let tcc = |gid: &str, wait: bool| json!({"gid": gid, "trans_type": "tcc", "wait_result": wait, "protocol": "http"});
-
-    // Both Tries succeed: submit confirms both (a first Confirm failure is
-    // retried), each with its registered data.
-    let gid = dtm.new_gid().await;
-    let (status, body) = dtm
-        .post("prepare", &json!({"gid": gid, "trans_type": "tcc", "branch_headers": {"x-tenant": "t2"}, "request_timeout": 3}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(tcc_branch(&dtm, &busi, &gid, "01", "TransOut", PAYLOADS[0]).await, 200);
-    assert_eq!(tcc_branch(&dtm, &busi, &gid, "02", "TransIn", PAYLOADS[1]).await, 200);
-    busi.script("TransInConfirm", vec![Answer::Status(503, "busy")]);
-    let (status, body) = dtm.post("submit", &tcc(&gid, true)).await;
-    assert_eq!(status, 200, "{body}");
-    let confirm = &busi.calls(&gid, "TransOutConfirm")[0];
-    assert_eq!(
-        (confirm.op.as_str(), confirm.branch_id.as_str(), confirm.trans_type.as_str()),
-        ("confirm", "01", "tcc")
+    let codes: Vec<String> = tx
+        .events
+        .iter()
+        .filter(|e| e.kind == "call")
+        .map(|e| e.code.clone())
+        .collect();
+    assert!(
+        codes.contains(&"DEADLINE_EXCEEDED".to_string()),
+        "{codes:?}"
     );
-    assert_eq!(confirm.body, PAYLOADS[0].as_bytes());
-    assert_eq!(confirm.headers["x-tenant"], "t2", "prepare's branch headers reach the branches");
-    assert_eq!(busi.calls(&gid, "TransInConfirm").len(), 2);
-    assert!(busi.calls(&gid, "TransOutCancel").is_empty());
-    let q = dtm.query(&gid).await;
-    assert_eq!(q["transaction"]["status"], "succeed", "{q:#}");
-    // A repeated submit is fine; an abort after it is refused.
-    assert_eq!(dtm.post("submit", &tcc(&gid, false)).await.0, 200);
-    let (status, body) = dtm.post("abort", &tcc(&gid, false)).await;
-    assert_eq!((status, &body["dtm_result"]), (409, &json!("FAILURE")), "{body}");
-
-    // The second Try refuses: the SDK aborts, and every registered branch
-    // is cancelled (the refused one too: its Try may have done something).
-    let gid = dtm.new_gid().await;
-    assert_eq!(dtm.post("prepare", &tcc(&gid, false)).await.0, 200);
-    busi.script("TransInTry", vec![Answer::Status(409, "no account")]);
-    assert_eq!(tcc_branch(&dtm, &busi, &gid, "01", "TransOut", PAYLOADS[0]).await, 200);
-    assert_eq!(tcc_branch(&dtm, &busi, &gid, "02", "TransIn", PAYLOADS[1]).await, 409);
-    let (status, body) = dtm.post("abort", &tcc(&gid, true)).await;
-    assert_eq!(status, 200, "{body}");
-    for name in ["TransOutCancel", "TransInCancel"] {
-        let c = &busi.calls(&gid, name)[0];
-        assert_eq!(c.op, "cancel", "{name}");
-    }
-    assert!(busi.calls(&gid, "TransOutConfirm").is_empty());
-    assert_eq!(dtm.query(&gid).await["transaction"]["status"], "failed");
-
-    // A prepared TCC never submitted is cancelled at its timeout_to_fail.
-    let gid = dtm.new_gid().await;
-    assert_eq!(dtm.post("prepare", &json!({"gid": gid, "trans_type": "tcc", "timeout_to_fail": 1})).await.0, 200);
-    assert_eq!(tcc_branch(&dtm, &busi, &gid, "01", "TransOut", PAYLOADS[0]).await, 200);
-    dtm.wait_status(&gid, "failed", Duration::from_secs(10)).await;
-    assert_eq!(busi.calls(&gid, "TransOutCancel").len(), 1);
-    // Registering after the end is refused.
-    let (status, body) = dtm
-        .post("registerBranch", &json!({"gid": gid, "branch_id": "02", "trans_type": "tcc", "data": "{}", "confirm": busi.url("c"), "cancel": busi.url("x")}))
-        .await;
-    assert_eq!((status, &body["dtm_result"]), (409, &json!("FAILURE")), "{body}");
-}
-
-/// A message's body as dtmcli's `Msg` sends it.
-fn msg_body(gid: &str, busi: &Busi, query: &str, options: Value) -> Value {
-    let mut body = json!({
-        "gid": gid, "trans_type": "msg",
-        "steps": [{"action": busi.url("TransOut")}, {"action": busi.url("TransIn")}],
-        "payloads": PAYLOADS,
-        "query_prepared": query,
-        "protocol": "http",
-    });
-    for (k, v) in options.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
-}
-
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_msg_is_asked_back_through_query_prepared(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let dtm = Dtm::of(&coord);
-    let busi = Busi::start().await;
-    let query = busi.url("QueryPrepared");
-    let prepared = |gid: &str| msg_body(gid, &busi, &query, json!({"timeout_to_fail": 1}));
-
-    // Prepared, then submitted by the initiator: both steps, in order.
-    let gid = dtm.new_gid().await;
-    assert_eq!(dtm.post("prepare", &prepared(&gid)).await.0, 200);
-    let (status, body) = dtm
-        .post("submit", &msg_body(&gid, &busi, &query, json!({"wait_result": true})))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(busi.order(&gid), ["TransOut", "TransIn"]);
-    let step = &busi.calls(&gid, "TransIn")[0];
-    assert_eq!((step.op.as_str(), step.branch_id.as_str(), step.trans_type.as_str()), ("action", "02", "msg"));
-
-    // The initiator never comes back; query_prepared says committed (200).
-    let gid = dtm.new_gid().await;
-    assert_eq!(dtm.post("prepare", &prepared(&gid)).await.0, 200);
-    dtm.wait_status(&gid, "succeed", Duration::from_secs(15)).await;
-    let asked = &busi.calls(&gid, "QueryPrepared")[0];
-    assert_eq!(
-        (asked.method.as_str(), asked.op.as_str(), asked.branch_id.as_str(), asked.trans_type.as_str()),
-        ("GET", "msg", "00", "msg")
-    );
-    assert_eq!(busi.order(&gid), ["QueryPrepared", "TransOut", "TransIn"]);
-
-    // query_prepared says rolled back (409 FAILURE): aborted, no step runs.
-    let gid = dtm.new_gid().await;
-    busi.script("QueryPrepared", vec![Answer::Status(409, r#"{"dtm_result":"FAILURE"}"#)]);
-    assert_eq!(dtm.post("prepare", &prepared(&gid)).await.0, 200);
-    dtm.wait_status(&gid, "failed", Duration::from_secs(15)).await;
-    assert!(busi.calls(&gid, "TransOut").is_empty());
-
-    // query_prepared is down: asked again, nothing runs, still prepared.
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/api/busi/QueryPrepared", l.local_addr().unwrap())
-    };
-    let gid = dtm.new_gid().await;
-    let body = msg_body(&gid, &busi, &gone, json!({"timeout_to_fail": 1}));
-    assert_eq!(dtm.post("prepare", &body).await.0, 200);
-    let mut c = coord.client().await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let tx = get_tx(&mut c, &gid).await;
-        let asked: Vec<_> = tx.events.iter().filter(|e| e.kind == "query_back").collect();
-        if asked.len() >= 2 {
-            assert!(asked.iter().all(|e| e.code == "UNAVAILABLE"), "{asked:?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < until, "asked back twice: {tx:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(dtm.query(&gid).await["transaction"]["status"], "prepared");
-    assert!(busi.calls(&gid, "TransOut").is_empty());
-    // The initiator's own abort still wins.
-    assert_eq!(dtm.post("abort", &body).await.0, 200);
-    assert_eq!(dtm.query(&gid).await["transaction"]["status"], "failed");
-
-    // Submitted without a prepare, as dtmcli's Msg.Submit() does.
-    let gid = dtm.new_gid().await;
-    let body = msg_body(&gid, &busi, "", json!({"wait_result": true}));
-    let (status, reply) = dtm.post("submit", &body).await;
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(busi.order(&gid), ["TransOut", "TransIn"]);
 }
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
@@ -479,17 +375,29 @@ async fn a_crash_mid_saga_is_finished_by_a_fresh_instance(pool: PgPool) {
     let dtm = Dtm::of(&coord);
     let gid = dtm.new_gid().await;
     let (status, _) = dtm
-        .post("submit", &saga_body(&gid, &transfer(&busi), &PAYLOADS, json!({"request_timeout": 5})))
+        .post(
+            "submit",
+            &saga_body(
+                &gid,
+                &transfer(&busi),
+                &PAYLOADS,
+                json!({"request_timeout": 5}),
+            ),
+        )
         .await;
     assert_eq!(status, 200);
-    assert!(busi.wait_calls(&gid, "TransOut", 1, Duration::from_secs(5)).await);
+    assert!(
+        busi.wait_calls(&gid, "TransOut", 1, Duration::from_secs(5))
+            .await
+    );
     // TransIn is in flight: the coordinator dies.
     tokio::time::sleep(Duration::from_millis(300)).await;
     coord.crash();
 
     let fresh = coordinator(&pool).await;
     let dtm = Dtm::of(&fresh);
-    dtm.wait_status(&gid, "succeed", Duration::from_secs(30)).await;
+    dtm.wait_status(&gid, "succeed", Duration::from_secs(30))
+        .await;
     // The completed action is not run again; the one in flight may be
     // (at least once, as DTM promises): its barrier makes that harmless.
     assert_eq!(busi.calls(&gid, "TransOut").len(), 1);
@@ -508,43 +416,143 @@ async fn refusals_are_precise_and_change_nothing(pool: PgPool) {
     let busi = Busi::start().await;
     let steps = transfer(&busi);
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("prepare", json!({"gid": "x1", "trans_type": "xa"}), 409, "not supported"),
-        ("submit", json!({"gid": "x2", "trans_type": "workflow"}), 409, "not supported"),
-        ("submit", saga_body("x3", &steps, &PAYLOADS, json!({"protocol": "grpc"})), 409, "protocol"),
-        ("submit", saga_body("", &steps, &PAYLOADS, json!({})), 400, "gid is required"),
-        ("submit", saga_body("x 4", &steps, &PAYLOADS, json!({})), 400, "gid"),
-        ("submit", saga_body("x5", &[("ftp://h/a".into(), String::new())], &["{}"], json!({})), 400, "steps[0]"),
-        ("submit", saga_body("x6", &steps, &["{}"], json!({})), 400, "payloads"),
-        ("submit", saga_body("x7", &steps, &PAYLOADS, json!({"branch_headers": {"bad name": "v"}})), 400, "header"),
-        ("submit", saga_body("x8", &steps, &PAYLOADS, json!({"timeout_to_fail": -1})), 400, "negative"),
-        ("prepare", saga_body("x9", &steps, &PAYLOADS, json!({})), 409, "submit it whole"),
-        ("abort", saga_body("x10", &steps, &PAYLOADS, json!({})), 409, "compensates by itself"),
-        ("prepare", msg_body("x11", &busi, "", json!({})), 400, "query_prepared"),
-        ("registerBranch", json!({"gid": "x12", "branch_id": "01", "trans_type": "tcc", "data": "", "confirm": busi.url("c"), "cancel": busi.url("x")}), 404, "not found"),
-        ("registerBranch", json!({"gid": "x13", "branch_id": "01", "trans_type": "xa", "url": busi.url("c")}), 409, "not supported"),
-        ("registerXaBranch", json!({"gid": "x14"}), 409, "not supported"),
+        (
+            "prepare",
+            json!({"gid": "x1", "trans_type": "xa"}),
+            409,
+            "not supported",
+        ),
+        (
+            "submit",
+            json!({"gid": "x2", "trans_type": "workflow"}),
+            409,
+            "not supported",
+        ),
+        (
+            "submit",
+            saga_body("x3", &steps, &PAYLOADS, json!({"protocol": "grpc"})),
+            409,
+            "protocol",
+        ),
+        (
+            "submit",
+            saga_body("", &steps, &PAYLOADS, json!({})),
+            400,
+            "gid is required",
+        ),
+        (
+            "submit",
+            saga_body("x 4", &steps, &PAYLOADS, json!({})),
+            400,
+            "gid",
+        ),
+        (
+            "submit",
+            saga_body(
+                "x5",
+                &[("ftp://h/a".into(), String::new())],
+                &["{}"],
+                json!({}),
+            ),
+            400,
+            "steps[0]",
+        ),
+        (
+            "submit",
+            saga_body("x6", &steps, &["{}"], json!({})),
+            400,
+            "payloads",
+        ),
+        (
+            "submit",
+            saga_body(
+                "x7",
+                &steps,
+                &PAYLOADS,
+                json!({"branch_headers": {"bad name": "v"}}),
+            ),
+            400,
+            "header",
+        ),
+        (
+            "submit",
+            saga_body("x8", &steps, &PAYLOADS, json!({"timeout_to_fail": -1})),
+            400,
+            "negative",
+        ),
+        (
+            "prepare",
+            saga_body("x9", &steps, &PAYLOADS, json!({})),
+            409,
+            "submit it whole",
+        ),
+        (
+            "abort",
+            saga_body("x10", &steps, &PAYLOADS, json!({})),
+            409,
+            "compensates by itself",
+        ),
+        (
+            "prepare",
+            msg_body("x11", &busi, "", json!({})),
+            400,
+            "query_prepared",
+        ),
+        (
+            "registerBranch",
+            json!({"gid": "x12", "branch_id": "01", "trans_type": "tcc", "data": "", "confirm": busi.url("c"), "cancel": busi.url("x")}),
+            404,
+            "not found",
+        ),
+        (
+            "registerBranch",
+            json!({"gid": "x13", "branch_id": "01", "trans_type": "xa", "url": busi.url("c")}),
+            409,
+            "not supported",
+        ),
+        (
+            "registerXaBranch",
+            json!({"gid": "x14"}),
+            409,
+            "not supported",
+        ),
     ];
     for (op, body, want, why) in cases {
         let (status, reply) = dtm.post(op, &body).await;
         assert_eq!(status, want, "{op} {body}: {reply}");
         assert_eq!(reply["dtm_result"], "FAILURE", "{reply}");
         let message = reply["message"].as_str().unwrap_or_default();
-        assert!(message.contains(why), "{op}: {message:?} should say {why:?}");
+        assert!(
+            message.contains(why),
+            "{op}: {message:?} should say {why:?}"
+        );
         let gid = body["gid"].as_str().unwrap_or_default();
         if Gid::parse(gid).is_ok() {
-            assert_eq!(dtm.query(gid).await["transaction"], Value::Null, "{gid} created");
+            assert_eq!(
+                dtm.query(gid).await["transaction"],
+                Value::Null,
+                "{gid} created"
+            );
         }
     }
     // Not JSON, and over max_request_bytes.
     let (status, reply) = dtm.post_raw("submit", b"{not json".to_vec()).await;
-    assert_eq!((status, &reply["dtm_result"]), (400, &json!("FAILURE")), "{reply}");
+    assert_eq!(
+        (status, &reply["dtm_result"]),
+        (400, &json!("FAILURE")),
+        "{reply}"
+    );
     let big = saga_body("x15", &steps, &[&"a".repeat(70 * 1024), "{}"], json!({}));
     let (status, reply) = dtm.post("submit", &big).await;
     assert_eq!(status, 413, "{reply}");
-    assert!(reply["message"].as_str().unwrap().contains("max_request_bytes"), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_bytes"),
+        "{reply}"
+    );
     assert_eq!(dtm.query("x15").await["transaction"], Value::Null);
     // Nothing reached the service.
     assert!(busi.order("x3").is_empty() && busi.order("x6").is_empty());
 }
-
-use concord::domain::Gid;

@@ -64,7 +64,10 @@ fn python_with_dtmcli() -> Option<PathBuf> {
 
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn dtms_python_client_runs_tcc_saga_and_msg(pool: PgPool) {
-    let Some(python) = tokio::task::spawn_blocking(python_with_dtmcli).await.unwrap() else {
+    let Some(python) = tokio::task::spawn_blocking(python_with_dtmcli)
+        .await
+        .unwrap()
+    else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "python3 is missing under CI=true: the dtmcli test cannot run"
@@ -75,7 +78,10 @@ async fn dtms_python_client_runs_tcc_saga_and_msg(pool: PgPool) {
     let coord = coordinator(&pool).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
-    busi.always("RefuseTry", Answer::Status(409, r#"{"dtm_result":"FAILURE"}"#));
+    busi.always(
+        "RefuseTry",
+        Answer::Status(409, r#"{"dtm_result":"FAILURE"}"#),
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/dtm/dtmcli_check.py");
     let args = [
         script.to_string(),
