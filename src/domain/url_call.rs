@@ -171,7 +171,7 @@ mod tests {
         let u = "http://localhost:8081/api/busi/TransOut/";
         assert_eq!(participant_of(u).as_str(), "localhost:8081");
         assert_eq!(action_of(u).as_str(), "TransOut");
-        assert_eq!(participant_of("http://[::1]:80/x").as_str(), "__::1_:80");
+        assert_eq!(participant_of("http://[::1]:80/x").as_str(), "_::1_:80");
         assert_eq!(action_of("http://h:1/").as_str(), "call");
         assert_eq!(action_of("http://h:1/a b%20c").as_str(), "a_b_20c");
         // Both are valid identifiers whatever the URL.

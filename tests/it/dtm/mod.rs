@@ -70,15 +70,25 @@ impl Dtm {
     }
 
     pub async fn post_raw(&self, op: &str, body: Vec<u8>) -> (u16, Value) {
-        let r = self
+        self.post_with(op, body, &[]).await
+    }
+
+    /// The same with headers of the initiator's own request.
+    pub async fn post_with(
+        &self,
+        op: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
             .http
             .post(format!("{}/{op}", self.base))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        Self::reply(r).await
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Self::reply(request.send().await.unwrap()).await
     }
 
     pub async fn new_gid(&self) -> String {
@@ -153,13 +163,18 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
 
-    // Success: both actions, in order, by DTM's convention.
+    // Success: both actions, in order, by DTM's convention, with the
+    // branch headers and the initiator's passthrough header.
     let gid = dtm.new_gid().await;
-    let options = json!({"wait_result": true, "branch_headers": {"x-tenant": "t1"}});
+    let options = json!({"wait_result": true, "branch_headers": {"x-tenant": "t1"},
+                         "passthrough_headers": ["x-request-id"]});
     let (status, body) = dtm
-        .post(
+        .post_with(
             "submit",
-            &saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone()),
+            saga_body(&gid, &transfer(&busi), &PAYLOADS, options.clone())
+                .to_string()
+                .into_bytes(),
+            &[("x-request-id", "req-7")],
         )
         .await;
     assert_eq!(
@@ -180,6 +195,7 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     );
     assert_eq!(out.body, PAYLOADS[0].as_bytes());
     assert_eq!(out.headers["x-tenant"], "t1");
+    assert_eq!(out.headers["x-request-id"], "req-7");
     assert_eq!(out.headers["content-type"], "application/json");
     assert_eq!(busi.calls(&gid, "TransIn")[0].branch_id, "02");
     let q = dtm.query(&gid).await;
