@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(action_of(u).as_str(), "TransOut");
         assert_eq!(participant_of("http://[::1]:80/x").as_str(), "_::1_:80");
         assert_eq!(action_of("http://h:1/").as_str(), "call");
-        assert_eq!(action_of("http://h:1/a b%20c").as_str(), "a_b_20c");
+        assert_eq!(action_of("http://h:1/a%20b").as_str(), "a_20b");
         // Both are valid identifiers whatever the URL.
         assert!(ParticipantName::parse(participant_of("http://[::1]:80/x").as_str()).is_ok());
     }

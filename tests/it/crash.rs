@@ -235,6 +235,9 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
             &format!("127.0.0.1:{port}"),
             "--no-migrate",
             "true",
+            // Not under test; its default port may be taken.
+            "--dtm-listen",
+            "off",
         ])
         .env("DATABASE_URL", &url)
         .env("RUST_LOG", "warn")
