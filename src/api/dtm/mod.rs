@@ -106,13 +106,10 @@ fn error_reply(err: &Error) -> (StatusCode, Value) {
             json!({ "dtm_result": "ONGOING", "message": m }),
         );
     }
+    // The classes are the console's (`api::http_status`: a refusal 4xx,
+    // 409 for a state that forbids it; an outage 5xx); only the body is
+    // DTM's.
     let (status, message) = crate::api::http_status(err);
-    let status = match err {
-        Error::Rejected(_) | Error::FailedPrecondition(_) | Error::AlreadyExists(_) => {
-            StatusCode::CONFLICT
-        }
-        _ => status,
-    };
     if status.is_client_error() {
         (
             status,
@@ -145,6 +142,7 @@ async fn handled(
             let (status, body) = error_reply(&e);
             let code = match status.as_u16() {
                 400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
                 404 => "NOT_FOUND",
                 409 => "FAILED_PRECONDITION",
                 413 => "RESOURCE_EXHAUSTED",
