@@ -2,8 +2,20 @@
 //! tested at chosen instants.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+/// What a lease (or a Try's `call_until`) covers beyond a call's deadline,
+/// and the least time between a call that timed out here and the next call
+/// of that branch: the time the request takes to reach the participant,
+/// which counts its deadline from when the request arrived, and the
+/// difference in clock *rates* over a call (durations are measured locally;
+/// expiries are decided by the database's clock). README, "Clocks", says
+/// the same. Defined here, below every layer, because the store keeps it
+/// too: work made due early (a re-drive, an operator's retry) is due no
+/// sooner than this after the write that scheduled it.
+pub const CALL_MARGIN: Duration = Duration::from_millis(250);
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {

@@ -24,12 +24,7 @@ use super::Engine;
 use crate::domain::Gid;
 use crate::store::{BranchRecord, Lease, Store};
 
-/// What a lease (or a Try's `call_until`) covers beyond a call's deadline:
-/// the time the request takes to reach the participant, which counts its
-/// deadline from when the request arrived, and the difference in clock
-/// *rates* over a call (durations are measured locally; expiries are
-/// decided by the database's clock). README, "Clocks", says the same.
-pub const CALL_MARGIN: Duration = Duration::from_millis(250);
+pub use crate::clock::CALL_MARGIN;
 
 /// One held lease: its fence, the token that stops its driver, and until
 /// when it surely lasts (local clock).

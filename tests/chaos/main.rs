@@ -48,10 +48,13 @@ async fn no_branch_phase_is_called_twice_at_once_under_chaos() {
         accounts: 10,
         balance: 1_000,
         max_amount: 300,
-        lease: Duration::from_secs(3),
-        call_timeout: Duration::from_secs(5),
+        // A lease shorter than the call deadline, and slow calls between
+        // the two: the case issue 11 found (a takeover while a call of the
+        // dead owner was still running), with the default call deadline.
+        lease: Duration::from_secs(2),
+        call_timeout: Duration::from_secs(3),
         slow_rate: 0.02,
-        slow_by: Duration::from_secs(4),
+        slow_by: Duration::from_millis(2_500),
         kill_every: (Duration::from_secs(2), Duration::from_secs(4)),
     })
     .await;

@@ -88,10 +88,9 @@ async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = bank_participants(&pool, &coord).await;
+async fn crash_between_two_confirms_confirms_each_effect_once(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = bank_participants(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     b.script(
         Ph::Confirm,
@@ -118,7 +117,7 @@ async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
     );
     coord.crash();
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
     // The round was not written before the crash, so branch 1 is confirmed
@@ -128,14 +127,13 @@ async fn crash_between_two_confirms_confirms_each_effect_once(pool: PgPool) {
     assert_eq!(b.effects(Ph::Confirm), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn graceful_shutdown_releases_leases_for_immediate_takeover(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.lease = Duration::from_secs(30);
         c.shutdown_grace = Duration::from_millis(300);
     })
     .await;
-    let (a, _b) = bank_participants(&pool, &coord).await;
+    let (a, _b) = bank_participants(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     a.script(
         Ph::Confirm,
@@ -152,14 +150,11 @@ async fn graceful_shutdown_releases_leases_for_immediate_takeover(pool: PgPool) 
             .await
     );
     coord.shutdown();
-    let owner: Option<String> =
-        sqlx::query_scalar("SELECT owner FROM global_transactions WHERE gid = $1")
-            .bind(&gid)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let owner = db
+        .text_of("SELECT owner FROM global_transactions WHERE gid = $1", &gid)
+        .await;
     assert_eq!(owner, None, "lease released at shutdown, not left for 30 s");
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
     hold.notify_waiters();
@@ -441,6 +436,8 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
 }
 
 on_both_stores!(
+    graceful_shutdown_releases_leases_for_immediate_takeover,
+    crash_between_two_confirms_confirms_each_effect_once,
     crash_after_decision_is_finished_by_a_fresh_instance,
     crash_after_branch_insert_rolls_back_on_a_fresh_instance,
 );

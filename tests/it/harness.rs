@@ -127,6 +127,16 @@ impl TestDb {
         .unwrap()
     }
 
+    /// One optional text (a column of one transaction) by its gid, read
+    /// beside the coordinator.
+    pub async fn text_of(&self, sql: &'static str, gid: &str) -> Option<String> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(gid).fetch_one(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).bind(gid).fetch_one(&f.pool).await,
+        }
+        .unwrap()
+    }
+
     /// A transaction's status and whether one of its branches exists.
     async fn status_and_branch(
         &self,
@@ -312,6 +322,10 @@ pub enum Behavior {
     /// as a participant that honours deadlines does; the call is in flight
     /// until then.
     Busy(Duration),
+    /// Never finishes, and stays in flight until the call's deadline plus
+    /// this lag: a request that took this long to arrive (a slow network)
+    /// counts its deadline from its arrival, past the caller's timeout.
+    PastDeadline(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -675,6 +689,16 @@ impl Service {
                     Ok(true) => Ok(Response::new(BranchResponse::default())),
                     _ => Err(Status::deadline_exceeded("dropped at the call's deadline")),
                 }
+            }
+            Behavior::PastDeadline(lag) => {
+                let until = deadline.unwrap_or(Duration::from_secs(60)) + lag;
+                tokio::spawn(async move {
+                    let guard = scopeguard(done);
+                    tokio::time::sleep(until).await;
+                    guard.finish(false);
+                });
+                // No reply: the caller's deadline ends the call.
+                std::future::pending().await
             }
             Behavior::Block(release) => {
                 // Leaves in_flight set while blocked; cleared when released.

@@ -42,7 +42,13 @@ impl TestParticipant {
     /// path `/concord`) and registers as `PROTOCOL_HTTP`.
     pub async fn start_http(name: &str, db: Option<PgPool>) -> (Self, HttpLog) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve_http_on(name, listener, db).await
+        Self::serve_http_on(name, listener, db.map(TestDb::Postgres)).await
+    }
+
+    /// The same, checking durability in either store.
+    pub async fn start_http_on(name: &str, db: &TestDb) -> (Self, HttpLog) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_http_on(name, listener, Some(db.clone())).await
     }
 
     /// The same on a given listener (to come back on the port of a stopped
@@ -50,13 +56,13 @@ impl TestParticipant {
     pub async fn serve_http_on(
         name: &str,
         listener: TcpListener,
-        db: Option<PgPool>,
+        db: Option<TestDb>,
     ) -> (Self, HttpLog) {
         let addr = listener.local_addr().unwrap();
         let service = Arc::new(Service {
             state: Default::default(),
             arrived: Arc::new(Notify::new()),
-            db: db.map(TestDb::Postgres),
+            db,
         });
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use concord_proto::v1::{self as pb, TransactionStatus as S};
-use sqlx::PgPool;
 use tonic::Code;
 
 use crate::harness::*;
@@ -15,11 +14,11 @@ use crate::harness_http::HttpLog;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 async fn two_banks(
-    pool: &PgPool,
+    db: &TestDb,
     coord: &TestCoordinator,
 ) -> ((TestParticipant, HttpLog), (TestParticipant, HttpLog)) {
-    let a = TestParticipant::start_http("bank-a", Some(pool.clone())).await;
-    let b = TestParticipant::start_http("bank-b", Some(pool.clone())).await;
+    let a = TestParticipant::start_http_on("bank-a", db).await;
+    let b = TestParticipant::start_http_on("bank-b", db).await;
     a.0.register(coord, &["debit"]).await;
     b.0.register(coord, &["credit"]).await;
     (a, b)
@@ -57,10 +56,9 @@ fn codes(tx: &pb::Transaction) -> Vec<String> {
         .collect()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn tcc_over_http_sends_the_documented_request_and_commits(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let ((a, a_log), (b, _)) = two_banks(&pool, &coord).await;
+async fn tcc_over_http_sends_the_documented_request_and_commits(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let ((a, a_log), (b, _)) = two_banks(&db, &coord).await;
     let mut c = coord.client().await;
     let mut begin = begin_req("h-1", None);
     begin
@@ -118,10 +116,9 @@ async fn tcc_over_http_sends_the_documented_request_and_commits(pool: PgPool) {
     assert_eq!(codes(&tx), ["OK", "OK", "OK", "OK"]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_409_rejects_a_try_for_good_and_the_rollback_cancels_over_http(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let ((a, _), (b, _)) = two_banks(&pool, &coord).await;
+async fn a_409_rejects_a_try_for_good_and_the_rollback_cancels_over_http(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let ((a, _), (b, _)) = two_banks(&db, &coord).await;
     b.script(Ph::Try, vec![], Behavior::Abort("account closed"));
     let mut c = coord.client().await;
     c.begin(begin_req("h-2", None)).await.unwrap();
@@ -148,11 +145,10 @@ async fn a_409_rejects_a_try_for_good_and_the_rollback_cancels_over_http(pool: P
     assert_eq!(b.calls("h-2", "2", Ph::Cancel), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn saga_over_http_retries_errors_and_timeouts_then_compensates_a_409(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, order_log) = TestParticipant::start_http("order", Some(pool.clone())).await;
-    let (pay, _) = TestParticipant::start_http("payment", Some(pool.clone())).await;
+async fn saga_over_http_retries_errors_and_timeouts_then_compensates_a_409(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, order_log) = TestParticipant::start_http_on("order", &db).await;
+    let (pay, _) = TestParticipant::start_http_on("payment", &db).await;
     order.register(&coord, &["create", "cancel"]).await;
     pay.register(&coord, &["charge", "refund"]).await;
     // create: a 503, then a reply later than the step's deadline, then OK.
@@ -216,10 +212,9 @@ async fn saga_over_http_retries_errors_and_timeouts_then_compensates_a_409(pool:
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_http_participant_that_goes_away_is_retried_until_it_is_back(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (p, _) = TestParticipant::start_http("stock", Some(pool.clone())).await;
+async fn an_http_participant_that_goes_away_is_retried_until_it_is_back(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (p, _) = TestParticipant::start_http_on("stock", &db).await;
     p.register(&coord, &["reserve", "release"]).await;
     let addr = p.addr;
     p.stop();
@@ -243,15 +238,14 @@ async fn an_http_participant_that_goes_away_is_retried_until_it_is_back(pool: Pg
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let (back, _) = TestParticipant::serve_http_on("stock", listener, Some(pool.clone())).await;
+    let (back, _) = TestParticipant::serve_http_on("stock", listener, Some(db.clone())).await;
     let tx = wait_status(&mut c, "h-4", S::Succeeded, Duration::from_secs(10)).await;
     assert_eq!(back.calls("h-4", "1", Ph::Execute), 1);
     assert_eq!(codes(&tx).last().map(String::as_str), Some("OK"));
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn registration_declares_the_protocol_and_bad_endpoints_are_refused(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn registration_declares_the_protocol_and_bad_endpoints_are_refused(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
@@ -302,3 +296,11 @@ async fn registration_declares_the_protocol_and_bad_endpoints_are_refused(pool: 
         assert!(text.contains(header), "{header} documented");
     }
 }
+
+on_both_stores!(
+    tcc_over_http_sends_the_documented_request_and_commits,
+    a_409_rejects_a_try_for_good_and_the_rollback_cancels_over_http,
+    saga_over_http_retries_errors_and_timeouts_then_compensates_a_409,
+    an_http_participant_that_goes_away_is_retried_until_it_is_back,
+    registration_declares_the_protocol_and_bad_endpoints_are_refused,
+);

@@ -68,13 +68,9 @@ fn abort(gid: &str) -> pb::AbortMessageRequest {
 /// A query endpoint nobody serves (the initiator crashed for good).
 const NOWHERE: &str = "http://127.0.0.1:9";
 
-/// Two participants; the message goes to both.
-async fn two(pool: &PgPool, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
-    two_on(&TestDb::Postgres(pool.clone()), coord).await
-}
-
-/// The same, checking durability in either store.
-async fn two_on(db: &TestDb, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
+/// Two participants, checking durability in either store; the message goes
+/// to both.
+async fn two(db: &TestDb, coord: &TestCoordinator) -> (TestParticipant, TestParticipant) {
     let a = TestParticipant::start_on("stock", db).await;
     let b = TestParticipant::start_on("mail", db).await;
     a.register(coord, &["reserve"]).await;
@@ -169,7 +165,7 @@ async fn grpc_initiator(code: Code) -> (String, Arc<AtomicU32>) {
 
 async fn a_submitted_message_executes_every_step_once_in_order(db: TestDb) {
     let coord = TestCoordinator::start(db.clone()).await;
-    let (a, b) = two_on(&db, &coord).await;
+    let (a, b) = two(&db, &coord).await;
     let mut c = coord.client().await;
     let timeout = Duration::from_secs(30);
     let gid = c
@@ -223,7 +219,7 @@ async fn a_submitted_message_executes_every_step_once_in_order(db: TestDb) {
 
 async fn an_aborted_message_executes_nothing(db: TestDb) {
     let coord = TestCoordinator::start(db.clone()).await;
-    let (a, b) = two_on(&db, &coord).await;
+    let (a, b) = two(&db, &coord).await;
     let mut c = coord.client().await;
     let req = prepare(
         "m-abort",
@@ -262,10 +258,9 @@ async fn an_aborted_message_executes_nothing(db: TestDb) {
     assert_eq!(a.total_calls(Ph::Execute) + b.total_calls(Ph::Execute), 0);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_rejected_step_is_retried_until_it_succeeds(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+async fn a_rejected_step_is_retried_until_it_succeeds(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two(&db, &coord).await;
     b.script(
         Ph::Execute,
         vec![Behavior::Abort("mailbox full")],
@@ -296,7 +291,7 @@ async fn a_rejected_step_is_retried_until_it_succeeds(pool: PgPool) {
 
 async fn an_initiator_gone_after_committing_is_asked_back_and_the_message_executed(db: TestDb) {
     let coord = TestCoordinator::start(db.clone()).await;
-    let (a, b) = two_on(&db, &coord).await;
+    let (a, b) = two(&db, &coord).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let query = format!("http://{}/orders", listener.local_addr().unwrap());
     let initiator = HttpInitiator::serve(listener, StatusCode::OK).await;
@@ -328,10 +323,9 @@ async fn an_initiator_gone_after_committing_is_asked_back_and_the_message_execut
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_initiator_that_rolled_back_answers_over_grpc_and_the_message_is_aborted(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+async fn an_initiator_that_rolled_back_answers_over_grpc_and_the_message_is_aborted(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two(&db, &coord).await;
     let (query, queries) = grpc_initiator(Code::Aborted).await;
     let mut c = coord.client().await;
     let req = prepare(
@@ -353,10 +347,9 @@ async fn an_initiator_that_rolled_back_answers_over_grpc_and_the_message_is_abor
     assert_eq!(kinds(&tx), ["prepared", "query_back", "finished"]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_unreachable_initiator_is_asked_again_until_it_answers(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two(&pool, &coord).await;
+async fn an_unreachable_initiator_is_asked_again_until_it_answers(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = two(&db, &coord).await;
     // A port that was free a moment ago: refused until the initiator is back.
     let port = TcpListener::bind("127.0.0.1:0")
         .await
@@ -402,10 +395,9 @@ async fn an_unreachable_initiator_is_asked_again_until_it_answers(pool: PgPool) 
     assert_eq!(a.calls("m-down", "1", Ph::Execute), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn bad_message_requests_are_refused_and_change_nothing(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    two(&pool, &coord).await;
+async fn bad_message_requests_are_refused_and_change_nothing(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    two(&db, &coord).await;
     let mut c = coord.client().await;
     let long = Duration::from_secs(30);
     let cases = [
@@ -511,7 +503,7 @@ async fn orders(pool: &PgPool) -> i64 {
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn sdk_do_and_submit_commits_the_local_work_then_the_message(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool, &coord).await;
+    let (a, b) = two(&pool.clone().into(), &coord).await;
     let query = sdk_initiator(&pool).await;
     let sdk = concord_sdk::Coordinator::connect(coord.url())
         .await
@@ -556,7 +548,7 @@ async fn sdk_do_and_submit_commits_the_local_work_then_the_message(pool: PgPool)
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn sdk_query_back_answers_exactly_after_a_crash(pool: PgPool) {
     let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two(&pool, &coord).await;
+    let (a, _b) = two(&pool.clone().into(), &coord).await;
     let query = sdk_initiator(&pool).await;
     let mut c = coord.client().await;
     let short = Duration::from_millis(200);
@@ -601,6 +593,10 @@ async fn sdk_query_back_answers_exactly_after_a_crash(pool: PgPool) {
 
 // Messages on the SQLite store too: prepare, submit, abort, query-back.
 on_both_stores!(
+    a_rejected_step_is_retried_until_it_succeeds,
+    an_initiator_that_rolled_back_answers_over_grpc_and_the_message_is_aborted,
+    an_unreachable_initiator_is_asked_again_until_it_answers,
+    bad_message_requests_are_refused_and_change_nothing,
     a_submitted_message_executes_every_step_once_in_order,
     an_aborted_message_executes_nothing,
     an_initiator_gone_after_committing_is_asked_back_and_the_message_executed,

@@ -189,9 +189,8 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn metrics_move_after_transactions_and_probes_answer(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
@@ -206,7 +205,11 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
     let recorder = Recorder::default();
     let stop = CancellationToken::new();
     let addr = recorder.serve(None, stop.clone()).await;
-    let name = "obs-metrics-bank";
+    // Run once per store in one process: each run has its own name.
+    let name = match &db {
+        TestDb::Postgres(_) => "obs-metrics-bank-pg",
+        TestDb::Sqlite(_) => "obs-metrics-bank-sqlite",
+    };
     register(&mut coord.registry().await, name, format!("http://{addr}")).await;
     let mut c = coord.client().await;
     for _ in 0..3 {
@@ -272,15 +275,14 @@ async fn metrics_move_after_transactions_and_probes_answer(pool: PgPool) {
     stop.cancel();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn traceparent_reaches_participants_first_time_and_after_a_crash(pool: PgPool) {
+async fn traceparent_reaches_participants_first_time_and_after_a_crash(db: TestDb) {
     let recorder = Recorder {
         hang_first_confirm: true,
         ..Default::default()
     };
     let stop = CancellationToken::new();
     let addr = recorder.serve(None, stop.clone()).await;
-    let first = TestCoordinator::start(&pool).await;
+    let first = TestCoordinator::start(&db).await;
     register(
         &mut first.registry().await,
         "obs-trace",
@@ -315,7 +317,7 @@ async fn traceparent_reaches_participants_first_time_and_after_a_crash(pool: PgP
 
     // The retry comes from a fresh instance that knows the trace only from
     // the database.
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(15)).await;
     let confirms = recorder.seen("confirm");
@@ -410,8 +412,7 @@ impl Pki {
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn mutual_tls_from_initiator_to_coordinator_to_participant(pool: PgPool) {
+async fn mutual_tls_from_initiator_to_coordinator_to_participant(db: TestDb) {
     let pki = Pki::new();
     pki.issue("coordinator");
     let (participant_cert, participant_key) = pki.issue("participant");
@@ -427,7 +428,7 @@ async fn mutual_tls_from_initiator_to_coordinator_to_participant(pool: PgPool) {
         .client_ca_root(Certificate::from_pem(&pki.ca_pem));
     let addr = recorder.serve(Some(participant_tls), stop.clone()).await;
 
-    let coord = TestCoordinator::start_with(&pool, |c| {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.tls_cert = Some(pki.path("coordinator.crt"));
         c.tls_key = Some(pki.path("coordinator.key"));
         c.tls_client_ca = Some(ca.clone());
@@ -695,3 +696,9 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
     coord.shutdown();
     stop.cancel();
 }
+
+on_both_stores!(
+    metrics_move_after_transactions_and_probes_answer,
+    traceparent_reaches_participants_first_time_and_after_a_crash,
+    mutual_tls_from_initiator_to_coordinator_to_participant,
+);

@@ -51,10 +51,9 @@ async fn transfer(coord: &TestCoordinator) -> String {
     gid
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = bank_participants(&pool, &coord).await;
+async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = bank_participants(&db, &coord).await;
     a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let gid = transfer(&coord).await;
     assert!(
@@ -65,7 +64,7 @@ async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPo
     let killed = Instant::now();
     coord.crash();
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(15)).await;
     assert_no_overlap(&[&a, &b]);
@@ -75,10 +74,9 @@ async fn crash_during_a_slow_confirm_is_taken_over_after_its_deadline(pool: PgPo
     assert!(killed.elapsed() < Duration::from_secs(10));
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = bank_participants(&pool, &coord).await;
+async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = bank_participants(&db, &coord).await;
     a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let mut c = coord.client().await;
     // A deadline shorter than the Try: the next instance rolls it back as
@@ -101,17 +99,16 @@ async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(pool: PgPool
     coord.crash();
     let _ = trying.await;
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(15)).await;
     assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
     assert_no_overlap(&[&a]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_repeated_try_waits_for_the_one_still_out(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = bank_participants(&pool, &coord).await;
+async fn a_repeated_try_waits_for_the_one_still_out(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = bank_participants(&db, &coord).await;
     a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
@@ -147,11 +144,10 @@ async fn a_repeated_try_waits_for_the_one_still_out(pool: PgPool) {
     assert_no_overlap(&[&a]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let a = TestParticipant::start("order", Some(pool.clone())).await;
-    let b = TestParticipant::start("stock", Some(pool.clone())).await;
+async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let a = TestParticipant::start_on("order", &db).await;
+    let b = TestParticipant::start_on("stock", &db).await;
     a.register(&coord, &["create", "cancel"]).await;
     b.register(&coord, &["reserve", "release"]).await;
     a.script(Ph::Execute, vec![Behavior::Busy(SLOW)], Behavior::Ok);
@@ -189,7 +185,7 @@ async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(pool: Pg
     );
     coord.crash();
 
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, &gid, S::Succeeded, Duration::from_secs(15)).await;
     assert_no_overlap(&[&a, &b]);
@@ -258,3 +254,55 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
     }
     cut_off.crash();
 }
+
+/// A re-drive right after a round whose call timed out here (the
+/// participant registers again at once) still waits the margin before the
+/// next call: the timed-out call runs on at the participant for as long as
+/// its request took to arrive. Here it arrives "200 ms late" (less than the
+/// 250 ms margin). Before the fix the re-drive made the retry due at once
+/// and the second Confirm arrived while the first still ran (the chaos run
+/// caught one 40 ms before the first's deadline).
+async fn a_redrive_right_after_a_timeout_waits_the_margin(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
+        // Only the re-drive can bring the retry back within the test.
+        c.retry.initial = Duration::from_secs(60);
+        c.retry.max = Duration::from_secs(60);
+        c.call_timeout = Duration::from_millis(500);
+        c.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (a, b) = bank_participants(&db, &coord).await;
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::PastDeadline(Duration::from_millis(200))],
+        Behavior::Ok,
+    );
+    let gid = transfer(&coord).await;
+    let mut c = coord.client().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tx = get_tx(&mut c, &gid).await;
+        if tx.events.iter().any(|e| e.kind == "retry_scheduled") {
+            break;
+        }
+        assert!(Instant::now() < until, "the Confirm never timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.register(&coord, &["debit"]).await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    assert_eq!(a.calls(&gid, "1", Ph::Confirm), 2);
+    let tx = get_tx(&mut c, &gid).await;
+    assert!(
+        tx.events.iter().any(|e| e.kind == "redriven"),
+        "the retry came from the re-drive, not the 60 s backoff"
+    );
+    assert_no_overlap(&[&a, &b]);
+}
+
+on_both_stores!(
+    a_redrive_right_after_a_timeout_waits_the_margin,
+    crash_during_a_slow_confirm_is_taken_over_after_its_deadline,
+    crash_during_a_slow_try_cancels_only_after_the_try_is_over,
+    a_repeated_try_waits_for_the_one_still_out,
+    crash_during_a_slow_saga_step_is_taken_over_after_its_deadline,
+);

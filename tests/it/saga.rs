@@ -129,10 +129,9 @@ async fn rejection_compensates_every_step_in_reverse_order(db: TestDb) {
     assert_eq!(comp_order, vec!["3", "2", "1"]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn rejected_step_is_not_compensated_when_told_so(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, pay) = shop(&pool, &coord).await;
+async fn rejected_step_is_not_compensated_when_told_so(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, pay) = shop(&db, &coord).await;
     stock.script(Ph::Execute, vec![], Behavior::Abort("out of stock"));
     let mut steps = three_steps();
     steps[1].compensate_rejected = Some(false);
@@ -152,10 +151,9 @@ async fn rejected_step_is_not_compensated_when_told_so(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn dag_runs_independent_steps_concurrently(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let p = TestParticipant::start("svc", Some(pool.clone())).await;
+async fn dag_runs_independent_steps_concurrently(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let p = TestParticipant::start_on("svc", &db).await;
     p.register(&coord, &["a", "undo"]).await;
     p.script(
         Ph::Execute,
@@ -183,10 +181,9 @@ async fn dag_runs_independent_steps_concurrently(pool: PgPool) {
     no_violations(&[&p]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn unknown_outcomes_are_retried_and_deadline_compensates(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, _pay) = shop(&pool, &coord).await;
+async fn unknown_outcomes_are_retried_and_deadline_compensates(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, _pay) = shop(&db, &coord).await;
     stock.script(
         Ph::Execute,
         vec![Behavior::Unavailable, Behavior::Unavailable],
@@ -225,10 +222,9 @@ async fn unknown_outcomes_are_retried_and_deadline_compensates(pool: PgPool) {
     assert_eq!(order.calls("late", "1", Ph::Compensate), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn failing_compensation_escalates_and_keeps_retrying(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| c.attention_attempts = 2).await;
-    let (order, _stock, pay) = shop(&pool, &coord).await;
+async fn failing_compensation_escalates_and_keeps_retrying(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| c.attention_attempts = 2).await;
+    let (order, _stock, pay) = shop(&db, &coord).await;
     pay.script(Ph::Execute, vec![], Behavior::Abort("no"));
     order.script(Ph::Compensate, vec![], Behavior::Unavailable);
     let mut c = coord.client().await;
@@ -257,10 +253,9 @@ async fn failing_compensation_escalates_and_keeps_retrying(pool: PgPool) {
     wait_status(&mut c, "stuck", S::Compensated, Duration::from_secs(10)).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn invalid_sagas_are_refused_naming_the_step(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let _shop = shop(&pool, &coord).await;
+async fn invalid_sagas_are_refused_naming_the_step(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let _shop = shop(&db, &coord).await;
     let mut c = coord.client().await;
     let cases = vec![
         (
@@ -311,17 +306,13 @@ async fn invalid_sagas_are_refused_naming_the_step(pool: PgPool) {
             err.message()
         );
     }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM global_transactions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let n = db.number("SELECT count(*) FROM global_transactions").await;
     assert_eq!(n, 0, "nothing persisted");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn resubmission_is_idempotent_only_for_the_same_steps(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, _stock, _pay) = shop(&pool, &coord).await;
+async fn resubmission_is_idempotent_only_for_the_same_steps(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, _stock, _pay) = shop(&db, &coord).await;
     let mut c = coord.client().await;
     c.submit_saga(saga("same", three_steps(), true))
         .await
@@ -346,10 +337,9 @@ async fn resubmission_is_idempotent_only_for_the_same_steps(pool: PgPool) {
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn crash_between_steps_resumes_without_re_executing(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (order, stock, pay) = shop(&pool, &coord).await;
+async fn crash_between_steps_resumes_without_re_executing(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (order, stock, pay) = shop(&db, &coord).await;
     let hold = Arc::new(Notify::new());
     stock.script(
         Ph::Execute,
@@ -370,7 +360,7 @@ async fn crash_between_steps_resumes_without_re_executing(pool: PgPool) {
             .await
     );
     coord.crash();
-    let fresh = TestCoordinator::start(&pool).await;
+    let fresh = TestCoordinator::start(&db).await;
     let mut c = fresh.client().await;
     wait_status(&mut c, "crash-1", S::Succeeded, Duration::from_secs(10)).await;
     assert_eq!(
@@ -467,6 +457,13 @@ async fn two_instances_racing_run_each_step_at_most_once(pool: PgPool) {
 }
 
 on_both_stores!(
+    invalid_sagas_are_refused_naming_the_step,
+    rejected_step_is_not_compensated_when_told_so,
+    dag_runs_independent_steps_concurrently,
+    unknown_outcomes_are_retried_and_deadline_compensates,
+    failing_compensation_escalates_and_keeps_retrying,
+    resubmission_is_idempotent_only_for_the_same_steps,
+    crash_between_steps_resumes_without_re_executing,
     sequential_saga_succeeds_with_each_action_once,
     rejection_compensates_every_step_in_reverse_order,
     crash_during_compensation_finishes_compensating,

@@ -16,7 +16,7 @@ use concord_sdk::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{TestCoordinator, wait_status};
+use crate::harness::{TestCoordinator, TestDb, on_both_stores, wait_status};
 
 /// Serves `service` on a free loopback port, registered with `coord`.
 async fn serve(
@@ -155,9 +155,8 @@ fn phases(tx: &Transaction) -> Vec<(String, String, CallStatus, CallStatus)> {
         .collect()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_participant_continues_the_transaction_it_was_called_in(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
+async fn a_participant_continues_the_transaction_it_was_called_in(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
     let stop = CancellationToken::new();
     let log = Log::default();
     let coordinator = Coordinator::connect(coord.url()).await.unwrap();
@@ -237,3 +236,5 @@ async fn a_participant_continues_the_transaction_it_was_called_in(pool: PgPool) 
     hotel.wait().await.unwrap();
     travel.wait().await.unwrap();
 }
+
+on_both_stores!(a_participant_continues_the_transaction_it_was_called_in,);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use concord_proto::v1::{self as pb, TransactionStatus as S};
-use sqlx::PgPool;
 use tonic::Code;
 
 use crate::harness::*;
@@ -118,10 +117,9 @@ async fn commit_confirms_every_branch_exactly_once(db: TestDb) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn commit_without_wait_replies_after_the_durable_decision(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two_participants(&pool, &coord).await;
+async fn commit_without_wait_replies_after_the_durable_decision(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = two_participants(&db, &coord).await;
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     a.script(
         Ph::Confirm,
@@ -139,14 +137,15 @@ async fn commit_without_wait_replies_after_the_durable_decision(pool: PgPool) {
     c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
     let reply = commit_tx(&mut c, &gid, false).await.unwrap();
     assert_eq!(reply.status, S::Confirming as i32);
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM global_transactions WHERE gid = $1")
-            .bind(&gid)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let status = db
+        .text_of(
+            "SELECT status FROM global_transactions WHERE gid = $1",
+            &gid,
+        )
+        .await;
     assert_eq!(
-        status, "confirming",
+        status.as_deref(),
+        Some("confirming"),
         "decision is in the database when Commit replies"
     );
     assert!(
@@ -212,10 +211,9 @@ async fn rejected_try_then_rollback_cancels_every_branch(db: TestDb) {
     assert_eq!(again.status, S::Cancelled as i32);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn try_timeout_is_unavailable_and_the_branch_is_still_cancelled(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two_participants(&pool, &coord).await;
+async fn try_timeout_is_unavailable_and_the_branch_is_still_cancelled(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = two_participants(&db, &coord).await;
     a.script(
         Ph::Try,
         vec![Behavior::Slow(Duration::from_millis(800))],
@@ -251,10 +249,9 @@ async fn try_timeout_is_unavailable_and_the_branch_is_still_cancelled(pool: PgPo
     assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn confirm_is_retried_while_the_participant_is_down(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two_participants(&pool, &coord).await;
+async fn confirm_is_retried_while_the_participant_is_down(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two_participants(&db, &coord).await;
     b.script(
         Ph::Confirm,
         vec![
@@ -303,10 +300,9 @@ async fn confirm_is_retried_while_the_participant_is_down(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn expired_trying_transaction_is_rolled_back(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two_participants(&pool, &coord).await;
+async fn expired_trying_transaction_is_rolled_back(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = two_participants(&db, &coord).await;
     let mut c = coord.client().await;
     let gid = c
         .begin(begin_req("", Some(Duration::from_millis(400))))
@@ -326,10 +322,9 @@ async fn expired_trying_transaction_is_rolled_back(pool: PgPool) {
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn endless_failures_flag_needs_attention_and_keep_retrying(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| c.attention_attempts = 3).await;
-    let (a, _b) = two_participants(&pool, &coord).await;
+async fn endless_failures_flag_needs_attention_and_keep_retrying(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| c.attention_attempts = 3).await;
+    let (a, _b) = two_participants(&db, &coord).await;
     a.script(Ph::Cancel, vec![], Behavior::Unavailable);
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
@@ -368,11 +363,9 @@ async fn endless_failures_flag_needs_attention_and_keep_retrying(pool: PgPool) {
     wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(5)).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn wait_returns_deadline_exceeded_while_work_goes_on(pool: PgPool) {
-    let coord =
-        TestCoordinator::start_with(&pool, |c| c.max_wait = Duration::from_millis(300)).await;
-    let (a, _b) = two_participants(&pool, &coord).await;
+async fn wait_returns_deadline_exceeded_while_work_goes_on(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| c.max_wait = Duration::from_millis(300)).await;
+    let (a, _b) = two_participants(&db, &coord).await;
     a.script(Ph::Confirm, vec![Behavior::Unavailable; 4], Behavior::Ok);
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
@@ -387,9 +380,8 @@ async fn wait_returns_deadline_exceeded_while_work_goes_on(pool: PgPool) {
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn begin_is_idempotent_for_the_same_request_only(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
+async fn begin_is_idempotent_for_the_same_request_only(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
     let mut c = coord.client().await;
     let first = c
         .begin(begin_req("g-1", Some(Duration::from_secs(20))))
@@ -409,9 +401,8 @@ async fn begin_is_idempotent_for_the_same_request_only(pool: PgPool) {
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
+async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
     let a1 = TestParticipant::start("stock", None).await;
     let a2 = TestParticipant::start("stock", None).await;
     a1.register(&coord, &["reserve"]).await;
@@ -419,7 +410,7 @@ async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(p
     a1.register(&coord, &["reserve"]).await; // idempotent
     coord.shutdown();
 
-    let coord = TestCoordinator::start(&pool).await;
+    let coord = TestCoordinator::start(&db).await;
     let mut r = coord.registry().await;
     let list = r
         .list_participants(pb::ListParticipantsRequest {})
@@ -454,6 +445,14 @@ async fn calls_are_balanced_across_endpoints_and_registration_survives_restart(p
 }
 
 on_both_stores!(
+    commit_without_wait_replies_after_the_durable_decision,
+    try_timeout_is_unavailable_and_the_branch_is_still_cancelled,
+    confirm_is_retried_while_the_participant_is_down,
+    expired_trying_transaction_is_rolled_back,
+    endless_failures_flag_needs_attention_and_keep_retrying,
+    wait_returns_deadline_exceeded_while_work_goes_on,
+    begin_is_idempotent_for_the_same_request_only,
+    calls_are_balanced_across_endpoints_and_registration_survives_restart,
     commit_confirms_every_branch_exactly_once,
     rejected_try_then_rollback_cancels_every_branch,
 );

@@ -161,8 +161,11 @@ impl PgStore {
         let set = match &w.change {
             AdminChange::RetryAt(_) => {
                 // The database clock decides what is due; never schedule
-                // past it because of skew with this instance.
-                "next_attempt_at = LEAST($6::timestamptz, now())"
+                // past it because of skew with this instance. Plus the
+                // margin every retry waits after a call that timed out
+                // (`CALL_MARGIN`): the round that failed may have ended a
+                // moment ago.
+                "next_attempt_at = LEAST($6::timestamptz, now()) + interval '250 milliseconds'"
             }
             AdminChange::SetPaused(_) => "paused = $6::boolean",
             AdminChange::Resolve { .. } => {
@@ -316,3 +319,6 @@ impl PgStore {
             .collect())
     }
 }
+
+// The retry SQL above spells the margin out; keep them equal.
+const _: () = assert!(crate::clock::CALL_MARGIN.as_millis() == 250);

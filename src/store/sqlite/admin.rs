@@ -252,8 +252,10 @@ pub(super) async fn apply(
     clock: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let set = match &w.change {
-        // Never schedule past the clock that decides what is due.
-        AdminChange::RetryAt(_) => "next_attempt_at = min(?6, ?8)",
+        // Never schedule past the clock that decides what is due; plus the
+        // margin every retry waits after a call that timed out
+        // (`CALL_MARGIN`, 250 ms in microseconds).
+        AdminChange::RetryAt(_) => "next_attempt_at = min(?6, ?8) + 250000",
         AdminChange::SetPaused(_) => "paused = ?6",
         AdminChange::Resolve { .. } => {
             "resolved_at = ?5, resolved_by = ?7, resolution_note = ?6,
@@ -324,3 +326,6 @@ pub(super) async fn event(
     .await?;
     Ok(())
 }
+
+// The retry SQL above spells the margin out; keep them equal.
+const _: () = assert!(crate::clock::CALL_MARGIN.as_millis() == 250);

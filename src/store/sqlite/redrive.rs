@@ -2,13 +2,15 @@
 //! every transaction waiting on it becomes due now. No lease or fence is
 //! taken or checked: only the due time moves, so whoever claims the work
 //! next drives it under its own lease, and a round in flight keeps its
-//! lease and writes its own next time.
+//! lease and writes its own next time. Due at now plus [`CALL_MARGIN`], for
+//! the reason given there.
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::events::{Event, Events};
 use super::rows::us;
+use crate::clock::CALL_MARGIN;
 use crate::domain::ParticipantName;
 use crate::store::StoreResult;
 
@@ -36,7 +38,7 @@ pub(super) async fn redrive(
          RETURNING gid",
     )
     .bind(participant.as_str())
-    .bind(us(now))
+    .bind(us(now + CALL_MARGIN))
     .fetch_all(&mut *c)
     .await?;
     for gid in &moved {
