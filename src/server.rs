@@ -340,7 +340,11 @@ impl Server {
         }
         if let Some(dtm) = self.dtm_listener.take() {
             tracing::info!(addr = ?dtm.local_addr().ok(), "dtm-compatible api served over http");
-            let router = crate::api::dtm::router(Arc::clone(engine), config.max_request_bytes);
+            let router = crate::api::dtm::router(
+                Arc::clone(engine),
+                config.max_request_bytes,
+                Arc::clone(&self.db_health),
+            );
             let serve = crate::api::dtm::serve(dtm, router, stop.clone());
             background.spawn(async move {
                 if let Err(e) = serve.await {

@@ -43,6 +43,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::machine::Status;
 use crate::machine::msg::Command;
+use crate::store::health::DbHealth;
 
 #[derive(Clone)]
 struct Dtm {
@@ -52,7 +53,7 @@ struct Dtm {
 
 /// The routes DTM's client SDKs call for tcc, saga and msg, behind the
 /// authentication slot.
-pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
+pub fn router(engine: Arc<Engine>, max_request_bytes: usize, db_health: Arc<DbHealth>) -> Router {
     Router::new()
         .route("/api/dtmsvr/newGid", get(new_gid))
         .route("/api/dtmsvr/prepare", post(prepare))
@@ -68,6 +69,7 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
         // one place where every DTM request passes before its handler. A
         // no-op today; the lead wires the identity and scope check here.
         .layer(axum::middleware::from_fn(authenticate))
+        .layer(axum::middleware::from_fn_with_state(db_health, database_up))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(Dtm {
             engine,
@@ -78,6 +80,33 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
 /// The authentication slot: lets every request through for now.
 async fn authenticate(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     next.run(request).await
+}
+
+/// While the database is unreachable (`store::health`), a request is
+/// refused at once with 503, as the gRPC API refuses with UNAVAILABLE,
+/// and one already waiting is answered the same way.
+async fn database_up(
+    State(health): State<Arc<DbHealth>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let refused = |health: &DbHealth| {
+        let message = health.refusal();
+        tracing::info!(%path, %message, "dtm request refused");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": message })),
+        )
+            .into_response()
+    };
+    if !health.is_up() {
+        return refused(&health);
+    }
+    tokio::select! {
+        reply = next.run(request) => reply,
+        _ = health.went_down() => refused(&health),
+    }
 }
 
 /// Serves `router` on `listener` until `stop`.
