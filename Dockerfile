@@ -50,12 +50,14 @@ USER 10001
 # network: the coordinator refuses to start otherwise (README, "Security").
 ENV CONCORD_LISTEN=0.0.0.0:50051 \
     CONCORD_METRICS_LISTEN=0.0.0.0:9464 \
+    CONCORD_DTM_LISTEN=0.0.0.0:36789 \
     CONCORD_LOG_FORMAT=json \
     CONCORD_DATA_DIR=/var/lib/concord
 VOLUME /var/lib/concord
 # 50051: gRPC (Coordinator, Registry, Admin, grpc.health.v1).
 # 9464: /metrics, /healthz, /readyz.
-EXPOSE 50051 9464
+# 36789: the DTM-compatible HTTP API (/api/dtmsvr/...).
+EXPOSE 50051 9464 36789
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/concord", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/concord"]

@@ -71,6 +71,8 @@ pub struct Server {
     wake: Wake,
     /// The /metrics, /healthz and /readyz listener, if configured.
     metrics_listener: Option<TcpListener>,
+    /// The DTM-compatible API's listener, if configured.
+    dtm_listener: Option<TcpListener>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// Whether the database answers (see `store::health`).
     db_health: Arc<DbHealth>,
@@ -107,8 +109,17 @@ impl Server {
             ),
             None => None,
         };
+        let dtm_listener = match config.dtm_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let mut server = Self::assemble(config, store, Arc::new(SystemClock), listener)?;
         server.metrics_listener = metrics_listener;
+        server.dtm_listener = dtm_listener;
         Ok(server)
     }
 
@@ -185,6 +196,7 @@ impl Server {
             listener,
             wake: Wake::default(),
             metrics_listener: None,
+            dtm_listener: None,
             tls,
             db_health: Arc::new(DbHealth::default()),
             auth: Arc::new(auth),
@@ -214,6 +226,11 @@ impl Server {
         self.metrics_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the DTM-compatible API is served, if anywhere.
+    pub fn dtm_addr(&self) -> Option<SocketAddr> {
+        self.dtm_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -370,6 +387,24 @@ impl Server {
             background.spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+        if let Some(dtm) = self.dtm_listener.take() {
+            tracing::info!(addr = ?dtm.local_addr().ok(), "dtm-compatible api served over http");
+            let router = crate::api::dtm::router(
+                Arc::clone(engine),
+                config.max_request_bytes,
+                Arc::clone(&self.db_health),
+                crate::api::dtm::Guard {
+                    auth: self.auth(),
+                    limits: self.limits(),
+                },
+            );
+            let serve = crate::api::dtm::serve(dtm, router, stop.clone());
+            background.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "dtm listener failed");
                 }
             });
         }

@@ -199,6 +199,7 @@ impl Coordinator for CoordinatorApi {
                             &format!("steps[{i}]: policy"),
                             s.policy.as_ref(),
                         )?,
+                        url_call: None,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
@@ -212,6 +213,7 @@ impl Coordinator for CoordinatorApi {
                         metadata,
                         concurrency: Some(req.concurrency),
                         initiator,
+                        dependencies_as_given: false,
                     },
                     until,
                 )

@@ -9,6 +9,7 @@ pub mod console;
 pub mod convert;
 pub mod coordinator;
 pub mod db_down;
+pub mod dtm;
 pub mod guard;
 pub mod http;
 pub mod msg;

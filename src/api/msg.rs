@@ -52,6 +52,7 @@ impl CoordinatorApi {
                             &format!("steps[{i}]: call_timeout"),
                             s.call_timeout.as_ref(),
                         )?,
+                        url_call: None,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
@@ -60,7 +61,7 @@ impl CoordinatorApi {
                 .prepare_msg(MsgRequest {
                     gid,
                     steps,
-                    query,
+                    query: Some(query),
                     timeout,
                     metadata,
                     initiator,

@@ -103,7 +103,8 @@ impl RegistryService for RegistryApi {
                                 last_seen_at: Some(convert::timestamp(e.last_seen_at)),
                                 protocol: match e.protocol {
                                     Protocol::Grpc => pb::Protocol::Grpc,
-                                    Protocol::Http => pb::Protocol::Http,
+                                    // Never registered; the closest there is.
+                                    Protocol::Http | Protocol::Dtm => pb::Protocol::Http,
                                 } as i32,
                             })
                             .collect(),

@@ -248,6 +248,12 @@ pub struct Config {
     #[arg(long, env = "CONCORD_IDENTITY_MAX_RATE", value_parser = parse_count_or_off, help_heading = SECURITY)]
     #[serde(deserialize_with = "de::count_or_off")]
     pub identity_max_rate: OrOff<u32>,
+
+    /// Address of the DTM-compatible HTTP API (DTM's client SDKs point at
+    /// http://<this>/api/dtmsvr), or `off`.
+    #[arg(long, env = "CONCORD_DTM_LISTEN", value_parser = parse_addr_or_off, help_heading = OPERATIONS)]
+    #[serde(deserialize_with = "de::addr_or_off")]
+    pub dtm_listen: OrOff<SocketAddr>,
 }
 
 /// Retry delays of phase-2 calls: exponential with jitter. Its keys carry
@@ -341,6 +347,7 @@ impl Default for Config {
             coordinator_token: None,
             identity_max_concurrent: Some(1024),
             identity_max_rate: None,
+            dtm_listen: Some(SocketAddr::from(([127, 0, 0, 1], 36789))),
         }
     }
 }
@@ -363,6 +370,7 @@ impl Config {
         Self {
             database_url: Some(database_url.into()),
             metrics_listen: None,
+            dtm_listen: None,
             ..Self::default()
         }
     }

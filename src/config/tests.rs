@@ -279,6 +279,21 @@ fn metrics_listen_and_retention_take_off() {
 }
 
 #[test]
+fn the_dtm_api_listens_on_dtms_port_and_takes_off() {
+    let c = Config::resolve(&ServeArgs::default()).unwrap();
+    assert_eq!(c.dtm_listen, Some("127.0.0.1:36789".parse().unwrap()));
+    let c = Config::resolve(&flags(&["--dtm-listen", "off"])).unwrap();
+    assert_eq!(c.dtm_listen, None);
+    let c = Config::resolve(&flags(&["--dtm-listen", "0.0.0.0:36790"])).unwrap();
+    assert_eq!(c.dtm_listen, Some("0.0.0.0:36790".parse().unwrap()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "dtm_listen = \"off\"\n");
+    let c = Config::resolve(&flags(&["--config", &path])).unwrap();
+    assert_eq!(c.dtm_listen, None);
+    assert!(try_flags(&["--dtm-listen", "nowhere"]).is_err());
+}
+
+#[test]
 fn shipped_example_file_parses() {
     let path = shipped_file();
     let c = Config::resolve(&flags(&["--config", path.to_str().unwrap()])).unwrap();

@@ -16,6 +16,11 @@ pub enum Protocol {
     /// One `POST {endpoint}/{action}/{phase}` per call, the payload as the
     /// body (see `docs/openapi/participant.yaml`).
     Http,
+    /// DTM's convention, for branches and query-backs given as URLs through
+    /// the DTM-compatible API (`src/api/dtm/`): the URL is called as given,
+    /// with `gid`, `trans_type`, `branch_id` and `op` added as query
+    /// parameters. Never registered: a participant endpoint is gRPC or HTTP.
+    Dtm,
 }
 
 impl Protocol {
@@ -24,6 +29,7 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",
+            Protocol::Dtm => "dtm",
         }
     }
 
@@ -31,6 +37,7 @@ impl Protocol {
     pub fn from_stored(value: &str) -> Self {
         match value {
             "http" => Protocol::Http,
+            "dtm" => Protocol::Dtm,
             _ => Protocol::Grpc,
         }
     }
@@ -59,6 +66,7 @@ impl Endpoint {
         let url = match protocol {
             Protocol::Grpc => EndpointUrl::parse(value)?,
             Protocol::Http => parse_http(value)?,
+            Protocol::Dtm => super::url_call::parse_url(&value)?,
         };
         Ok(Self { url, protocol })
     }
@@ -134,7 +142,7 @@ mod tests {
 
     #[test]
     fn stored_names_round_trip() {
-        for p in [Protocol::Grpc, Protocol::Http] {
+        for p in [Protocol::Grpc, Protocol::Http, Protocol::Dtm] {
             assert_eq!(Protocol::from_stored(p.as_str()), p);
         }
     }

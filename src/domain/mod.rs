@@ -5,8 +5,10 @@
 
 pub mod endpoint;
 pub mod metadata;
+pub mod url_call;
 
 pub use endpoint::{Endpoint, Protocol};
+pub use url_call::UrlCall;
 
 use std::fmt;
 

@@ -12,10 +12,12 @@ use concord_proto::participant::v1::BranchRequest;
 use super::Engine;
 use super::leases::CALL_MARGIN;
 use crate::domain::metadata::Metadata;
-use crate::domain::{ActionName, BranchId, Gid, ParticipantName};
+use crate::domain::{
+    ActionName, BranchId, Endpoint, EndpointUrl, Gid, ParticipantName, Protocol, UrlCall,
+};
 use crate::error::{Error, Result};
-use crate::machine::Phase;
-use crate::participant::client::CallReply;
+use crate::machine::{Outcome, Phase};
+use crate::participant::client::{CallReply, UrlCallShape};
 use crate::participant::registry::Entry;
 use crate::store::BranchRecord;
 
@@ -89,6 +91,9 @@ impl Engine {
     /// the branch is durable and its call is owed.
     pub(crate) async fn call_participant(&self, call: BranchCall<'_>) -> CallReply {
         let branch = call.branch;
+        if let Some(url_call) = &branch.url_call {
+            return self.call_url(&call, url_call).await;
+        }
         let endpoints = match self.registry.lookup(&branch.participant).await {
             Ok(Some(entry)) => entry.endpoints,
             Ok(None) => {
@@ -109,20 +114,10 @@ impl Engine {
             attempt: call.attempt,
             metadata: call.metadata.clone().into_iter().collect(),
         };
-        let budget = call
-            .until
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(CALL_MARGIN);
-        let timeout = self.call_timeout_of(branch).min(budget);
-        if timeout < MIN_CALL {
-            // Cannot happen when the caller covered the call first; if it
-            // does, not calling is the safe side: the branch stays owed.
-            tracing::warn!(gid = %call.gid, branch_id = %branch.branch_id, "call not sent: nothing covers its deadline");
-            return CallReply::unknown(
-                "UNAVAILABLE",
-                "not called: the lease did not cover the call's deadline".to_string(),
-            );
-        }
+        let timeout = match self.covered_timeout(&call) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
         let reply = self
             .clients
             .call(
@@ -136,6 +131,75 @@ impl Engine {
         tracing::debug!(gid = %call.gid, branch_id = %branch.branch_id, participant = %branch.participant,
             action = %call.action, phase = call.phase.as_str(), attempt = call.attempt,
             code = reply.outcome.code(), "participant replied");
+        reply
+    }
+
+    /// The call's deadline: the branch's call timeout, cut to what the
+    /// cover leaves; an unknown outcome when nothing is left.
+    fn covered_timeout(&self, call: &BranchCall<'_>) -> std::result::Result<Duration, CallReply> {
+        let budget = call
+            .until
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CALL_MARGIN);
+        let timeout = self.call_timeout_of(call.branch).min(budget);
+        if timeout < MIN_CALL {
+            // Cannot happen when the caller covered the call first; if it
+            // does, not calling is the safe side: the branch stays owed.
+            tracing::warn!(gid = %call.gid, branch_id = %call.branch.branch_id, "call not sent: nothing covers its deadline");
+            return Err(CallReply::unknown(
+                "UNAVAILABLE",
+                "not called: the lease did not cover the call's deadline".to_string(),
+            ));
+        }
+        Ok(timeout)
+    }
+
+    /// One call of a branch given as a URL (the DTM-compatible API), in
+    /// DTM's convention. A phase without a URL succeeds without a call, as
+    /// in DTM (a saga step with nothing to compensate).
+    async fn call_url(&self, call: &BranchCall<'_>, url_call: &UrlCall) -> CallReply {
+        let branch = call.branch;
+        let Some(url) = url_call.url(call.phase.as_str()) else {
+            return CallReply {
+                outcome: Outcome::Succeeded,
+                payload: Vec::new(),
+                endpoint: None,
+            };
+        };
+        let timeout = match self.covered_timeout(call) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        let endpoint = Endpoint {
+            url: EndpointUrl::from_trusted(url.to_string()),
+            protocol: Protocol::Dtm,
+        };
+        let request = BranchRequest {
+            gid: call.gid.to_string(),
+            branch_id: branch.branch_id.to_string(),
+            action: call.action.to_string(),
+            payload: branch.payload.clone(),
+            attempt: call.attempt,
+            metadata: call.metadata.clone().into_iter().collect(),
+        };
+        let shape = UrlCallShape {
+            trans_type: &url_call.trans_type,
+            branch_id: &url_call.branch_id,
+            headers: &url_call.headers,
+        };
+        let reply = self
+            .clients
+            .call_url(
+                &branch.participant,
+                endpoint,
+                call.phase,
+                request,
+                timeout,
+                shape,
+            )
+            .await;
+        tracing::debug!(gid = %call.gid, branch_id = %branch.branch_id, url, phase = call.phase.as_str(),
+            attempt = call.attempt, code = reply.outcome.code(), "url branch replied");
         reply
     }
 }

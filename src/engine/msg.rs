@@ -17,7 +17,7 @@ use super::leases::{CALL_MARGIN, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
-use crate::domain::{ActionName, Endpoint, Gid, ParticipantName};
+use crate::domain::{ActionName, Endpoint, Gid, ParticipantName, UrlCall};
 use crate::error::{Error, Result};
 use crate::machine::msg::{self, Command, MsgState, QueryAnswer, Verdict};
 use crate::machine::{Mode, Outcome, Phase, Status};
@@ -40,6 +40,8 @@ pub struct MsgStepRequest {
     pub action: ActionName,
     pub payload: Vec<u8>,
     pub call_timeout: Option<Duration>,
+    /// A step called by URL (the DTM-compatible API): no registration.
+    pub url_call: Option<UrlCall>,
 }
 
 /// A message as an initiator prepares it.
@@ -47,8 +49,10 @@ pub struct MsgStepRequest {
 pub struct MsgRequest {
     pub gid: Option<Gid>,
     pub steps: Vec<MsgStepRequest>,
-    /// Where the coordinator asks whether the local transaction committed.
-    pub query: Endpoint,
+    /// Where the coordinator asks whether the local transaction committed;
+    /// `None` only for a message submitted at once (DTM's submit without
+    /// prepare), which nobody needs to ask about.
+    pub query: Option<Endpoint>,
     /// How long the initiator may take to submit or abort before it is
     /// asked back; the default timeout when `None`.
     pub timeout: Option<Duration>,
@@ -60,7 +64,10 @@ pub struct MsgRequest {
 fn same_steps(steps: &[NewMsgStep], existing: &[BranchRecord]) -> bool {
     steps.len() == existing.len()
         && steps.iter().zip(existing).all(|(s, b)| {
-            s.participant == b.participant && s.action == b.action && s.payload == b.payload
+            s.participant == b.participant
+                && s.action == b.action
+                && s.payload == b.payload
+                && s.url_call == b.url_call
         })
 }
 
@@ -84,6 +91,10 @@ impl Engine {
             let checked = async {
                 self.check_payload(&s.payload)?;
                 check_call_timeout(s.call_timeout)?;
+                if s.url_call.is_some() {
+                    // Called by URL: nothing is registered to check.
+                    return Ok(());
+                }
                 self.check_actions(&s.participant, &[&s.action])
                     .await
                     .map(drop)
@@ -103,6 +114,7 @@ impl Engine {
                 action: s.action,
                 payload: s.payload,
                 call_timeout: s.call_timeout,
+                url_call: s.url_call,
             })
             .collect();
         let gid = req.gid.unwrap_or_else(Gid::generate);
@@ -128,7 +140,7 @@ impl Engine {
                     && tx.initiator == req.initiator
                     && metadata::same_business(&tx.metadata, &req.metadata)
                     && same_steps(&steps, &branches)
-                    && query.as_ref() == Some(&req.query);
+                    && query == req.query;
                 if !same {
                     return Err(Error::AlreadyExists(format!(
                         "transaction {gid} exists with different steps, mode, query-back, metadata or initiator"
@@ -193,6 +205,18 @@ impl Engine {
             if next.status.is_final() {
                 crate::telemetry::metrics::tx_finished(Mode::Msg, next.status);
                 self.notify_finished(gid);
+            } else if tx.paused {
+                // Paused by an operator: the submit is recorded, the steps
+                // wait for the resume (the recovery loop claims no paused
+                // transaction, and this instance gives the lease back).
+                if let Err(e) = self
+                    .store
+                    .release(&self.settings.instance_id, std::slice::from_ref(&lease))
+                    .await
+                {
+                    tracing::warn!(%gid, error = %e, "lease not released; it expires by itself");
+                }
+                tracing::info!(%gid, "message submitted while paused; its steps wait for the resume");
             } else {
                 let tx = TxRecord {
                     status: next.status,

@@ -18,7 +18,7 @@ use super::leases::Granted;
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
-use crate::domain::{ActionName, Gid, ParticipantName};
+use crate::domain::{ActionName, Gid, ParticipantName, UrlCall};
 use crate::error::{Error, Result};
 use crate::machine::policy::CallPolicy;
 use crate::machine::saga::{self, SagaChange, SagaPhase, SagaState};
@@ -45,6 +45,8 @@ pub struct StepRequest {
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
     pub policy: CallPolicy,
+    /// A step called by URL (the DTM-compatible API): no registration.
+    pub url_call: Option<UrlCall>,
 }
 
 /// A saga as an initiator submits it.
@@ -57,6 +59,10 @@ pub struct SagaRequest {
     pub concurrency: Option<u32>,
     /// The identity submitting it (`None`: authentication is off).
     pub initiator: Option<String>,
+    /// The `depends_on` lists are the whole graph even when all are empty
+    /// (DTM's concurrent saga without orders: every step at once); false:
+    /// no dependency anywhere means one step after another.
+    pub dependencies_as_given: bool,
 }
 
 fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
@@ -69,6 +75,7 @@ fn same_steps(steps: &[NewStep], existing: &[BranchRecord]) -> bool {
                 && s.depends_on == b.depends_on
                 && s.compensate_rejected == b.compensate_rejected
                 && s.policy == b.policy
+                && s.url_call == b.url_call
         })
 }
 
@@ -80,6 +87,10 @@ impl Engine {
         let checked = async {
             self.check_payload(&s.payload)?;
             check_call_timeout(s.call_timeout)?;
+            if s.url_call.is_some() {
+                // Called by URL: nothing is registered to check.
+                return Ok(());
+            }
             let entry = self
                 .check_actions(&s.participant, &[&s.action, &s.compensation])
                 .await?;
@@ -125,7 +136,11 @@ impl Engine {
             Some(t) => deadline_after(now, t)?,
             None => no_deadline(),
         };
-        let effective = saga::effective_dependencies(&declared);
+        let effective = if req.dependencies_as_given {
+            declared
+        } else {
+            saga::effective_dependencies(&declared)
+        };
         let steps: Vec<NewStep> = req
             .steps
             .into_iter()
@@ -139,6 +154,7 @@ impl Engine {
                 compensate_rejected: s.compensate_rejected,
                 call_timeout: s.call_timeout,
                 policy: s.policy,
+                url_call: s.url_call,
             })
             .collect();
         let gid = req.gid.unwrap_or_else(Gid::generate);
@@ -204,6 +220,7 @@ impl Engine {
                         policy: s.policy,
                         call_busy_until: None,
                         skipped: None,
+                        url_call: s.url_call,
                     })
                     .collect();
                 let grant = Granted {

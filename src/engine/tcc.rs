@@ -13,7 +13,7 @@ use super::calls::{BranchCall, called};
 use super::leases::{CALL_MARGIN, Granted};
 use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
-use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName};
+use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName, UrlCall};
 use crate::error::{Error, Result};
 use crate::machine::policy::CallPolicy;
 use crate::machine::tcc::{self, Command, Refusal, Verdict};
@@ -43,6 +43,21 @@ pub struct TryBranch {
     pub call_timeout: Option<Duration>,
     /// Retry policy of its Confirm or Cancel.
     pub policy: CallPolicy,
+}
+
+/// A TCC branch given as URLs, its Try run by the initiator itself.
+#[derive(Debug, Clone)]
+pub struct UrlBranch {
+    pub gid: Gid,
+    pub branch_id: BranchId,
+    /// Named after the URLs (see `domain::url_call`), for operators.
+    pub participant: ParticipantName,
+    pub action: ActionName,
+    /// What Confirm and Cancel are sent as their body.
+    pub payload: Vec<u8>,
+    pub call_timeout: Option<Duration>,
+    pub policy: CallPolicy,
+    pub url_call: UrlCall,
 }
 
 /// A call timeout the initiator asked for must be positive.
@@ -227,6 +242,8 @@ impl Engine {
                     call_cover: cover,
                     now: self.clock.now(),
                     actor: self.settings.instance_id.clone(),
+                    url_call: None,
+                    tried_by_initiator: false,
                 })
                 .await?;
             match added {
@@ -287,6 +304,62 @@ impl Engine {
         Err(Error::Unavailable(
             "could not assign a branch id; retry with an explicit branch_id".into(),
         ))
+    }
+
+    /// Registers a branch whose Try the initiator calls itself (DTM's TCC:
+    /// register, then call the Try, then submit) and whose Confirm and
+    /// Cancel are URLs. Nothing is called now; the branch is stored as
+    /// tried, since the initiator submits only after its Tries succeeded,
+    /// and a rollback cancels it like any branch. A repeat with the same
+    /// content is idempotent.
+    pub async fn register_url_branch(&self, req: UrlBranch) -> Result<BranchId> {
+        self.check_payload(&req.payload)?;
+        check_call_timeout(req.call_timeout)?;
+        let added = self
+            .store
+            .add_branch(NewBranch {
+                gid: req.gid.clone(),
+                branch_id: Some(req.branch_id.clone()),
+                participant: req.participant.clone(),
+                action: req.action.clone(),
+                payload: req.payload.clone(),
+                call_timeout: req.call_timeout,
+                policy: req.policy,
+                // No call is sent from here, so nothing is out.
+                call_cover: Duration::ZERO,
+                now: self.clock.now(),
+                actor: self.settings.instance_id.clone(),
+                url_call: Some(req.url_call.clone()),
+                tried_by_initiator: true,
+            })
+            .await?;
+        match added {
+            BranchAdded::Added { branch, .. } => Ok(branch.branch_id),
+            BranchAdded::Existing { branch, .. } => {
+                if branch.payload == req.payload && branch.url_call.as_ref() == Some(&req.url_call)
+                {
+                    Ok(branch.branch_id)
+                } else {
+                    Err(Error::AlreadyExists(format!(
+                        "branch {} of transaction {} exists with different URLs or data",
+                        req.branch_id, req.gid
+                    )))
+                }
+            }
+            BranchAdded::NotAccepted(None) => Err(Error::NotFound(format!(
+                "transaction {} not found",
+                req.gid
+            ))),
+            BranchAdded::NotAccepted(Some(tx)) => Err(
+                match tcc::decide(&tx.state(&[]), &Command::AddBranch, self.clock.now()) {
+                    Err(r) => refused(r),
+                    Ok(_) => Error::FailedPrecondition(format!(
+                        "transaction {} does not accept branches now",
+                        req.gid
+                    )),
+                },
+            ),
+        }
     }
 
     /// Decides commit; phase 2 runs in the background unless `wait` is set.

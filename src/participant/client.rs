@@ -22,7 +22,7 @@ use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
 use crate::participant::bulkhead::{Bulkheads, DEFAULT_PARTICIPANT_CONCURRENCY};
-use crate::participant::http::{Answer, HttpTransport};
+use crate::participant::http::{Answer, DtmCall, HttpTransport, dtm_op};
 use crate::participant::recovered::Recovered;
 
 /// The name a gRPC code is recorded under ("UNAVAILABLE", ...).
@@ -46,6 +46,15 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// How a branch given as a URL is called (DTM's convention): the
+/// transaction type, the branch id as DTM numbers it, and its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct UrlCallShape<'a> {
+    pub trans_type: &'a str,
+    pub branch_id: &'a str,
+    pub headers: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Reply of one call: the classified outcome and, on success, the payload.
@@ -435,6 +444,42 @@ impl ParticipantClients {
         request: BranchRequest,
         timeout: Duration,
     ) -> CallReply {
+        self.call_shaped(participant, endpoints, phase, request, timeout, None)
+            .await
+    }
+
+    /// Calls `phase` of a branch given as a URL, in DTM's convention
+    /// (`endpoint`'s protocol is [`Protocol::Dtm`]): counted under
+    /// `participant` like any call (bulkhead, breaker, metrics, re-drive).
+    pub async fn call_url(
+        &self,
+        participant: &ParticipantName,
+        endpoint: Endpoint,
+        phase: Phase,
+        request: BranchRequest,
+        timeout: Duration,
+        shape: UrlCallShape<'_>,
+    ) -> CallReply {
+        self.call_shaped(
+            participant,
+            std::slice::from_ref(&endpoint),
+            phase,
+            request,
+            timeout,
+            Some(shape),
+        )
+        .await
+    }
+
+    async fn call_shaped(
+        &self,
+        participant: &ParticipantName,
+        endpoints: &[Endpoint],
+        phase: Phase,
+        request: BranchRequest,
+        timeout: Duration,
+        shape: Option<UrlCallShape<'_>>,
+    ) -> CallReply {
         // Wait for a slot before taking a probe: a probe must not queue.
         let started = Instant::now();
         let Some(_slot) = self.bulkheads.enter(participant, timeout).await else {
@@ -476,6 +521,40 @@ impl ParticipantClients {
             Protocol::Http => match self.http() {
                 Ok(http) => {
                     http.call(&url, phase.as_str(), &request, timeout)
+                        .instrument(span)
+                        .await
+                }
+                Err(message) => Answer {
+                    outcome: Outcome::Unknown {
+                        code: "INTERNAL".into(),
+                        message: message.to_string(),
+                    },
+                    payload: Vec::new(),
+                    endpoint_down: false,
+                },
+            },
+            Protocol::Dtm => match self.http() {
+                Ok(http) => {
+                    let none = std::collections::BTreeMap::new();
+                    // Without a shape it is a message's query-back: DTM's
+                    // GET of `query_prepared` with branch `00`, op `msg`.
+                    let dtm = match &shape {
+                        Some(s) => DtmCall {
+                            trans_type: s.trans_type,
+                            branch_id: s.branch_id,
+                            op: dtm_op(phase.as_str()),
+                            headers: s.headers,
+                            body: Some(&request.payload),
+                        },
+                        None => DtmCall {
+                            trans_type: "msg",
+                            branch_id: "00",
+                            op: dtm_op(phase.as_str()),
+                            headers: &none,
+                            body: None,
+                        },
+                    };
+                    http.call_dtm(&url, &request.gid, request.attempt, dtm, timeout)
                         .instrument(span)
                         .await
                 }

@@ -16,6 +16,15 @@
 //! success (its body is the reply payload), 409 Conflict is a business
 //! rejection (final; its body is the reason), anything else, a timeout or a
 //! refused connection is unknown and retried.
+//!
+//! The same client has one more shape, DTM's convention, for branches given
+//! as URLs through the DTM-compatible API ([`HttpTransport::call_dtm`]):
+//! the URL is called as given with `gid`, `trans_type`, `branch_id` and
+//! `op` as query parameters (a POST with the payload as the body; the
+//! query-back a GET without one), and the reply is read as DTM reads it:
+//! 200 is success, 409 or a body containing `FAILURE` a rejection, 425 or
+//! a body containing `ONGOING` "not yet" (unknown, code `ONGOING`, asked
+//! again later), anything else unknown.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -161,6 +170,120 @@ impl HttpTransport {
     }
 }
 
+/// One call in DTM's convention: what goes into its query parameters and
+/// headers beside the URL.
+#[derive(Debug, Clone, Copy)]
+pub struct DtmCall<'a> {
+    /// `tcc`, `saga` or `msg`.
+    pub trans_type: &'a str,
+    /// The branch id as DTM numbers it (`00` for a query-back).
+    pub branch_id: &'a str,
+    /// DTM's name of the phase ([`dtm_op`]).
+    pub op: &'a str,
+    /// Sent with the call (branch and passthrough headers).
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+    /// The body of a POST; `None` makes the call a GET (a query-back).
+    pub body: Option<&'a [u8]>,
+}
+
+/// DTM's name of a phase: `try`, `confirm`, `cancel`, `action` (a saga's
+/// or a message's forward step), `compensate`, and `msg` for the query-back.
+pub fn dtm_op(phase: &str) -> &str {
+    match phase {
+        "execute" => "action",
+        "query_prepared" => "msg",
+        other => other,
+    }
+}
+
+/// What DTM's conventions make of a reply (see the module doc).
+pub fn classify_dtm(status: StatusCode, body: Vec<u8>) -> Answer {
+    let text = String::from_utf8_lossy(&body);
+    if status == StatusCode::TOO_EARLY || text.contains("ONGOING") {
+        return Answer::unknown("ONGOING", message_of(&body), false);
+    }
+    if status == StatusCode::CONFLICT || text.contains("FAILURE") {
+        return Answer {
+            outcome: Outcome::Rejected {
+                message: message_of(&body),
+            },
+            payload: Vec::new(),
+            endpoint_down: false,
+        };
+    }
+    if status == StatusCode::OK {
+        return Answer {
+            outcome: Outcome::Succeeded,
+            payload: body,
+            endpoint_down: false,
+        };
+    }
+    Answer::unknown(
+        &format!("HTTP_{}", status.as_u16()),
+        message_of(&body),
+        false,
+    )
+}
+
+impl HttpTransport {
+    /// Sends one call to `url` in DTM's convention and waits at most
+    /// `timeout`; the attempt and deadline go along as Concord's headers,
+    /// which DTM participants ignore.
+    pub async fn call_dtm(
+        &self,
+        url: &EndpointUrl,
+        gid: &str,
+        attempt: u32,
+        dtm: DtmCall<'_>,
+        timeout: Duration,
+    ) -> Answer {
+        let method = if dtm.body.is_some() {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        let mut target = match reqwest::Url::parse(url.as_str()) {
+            Ok(u) => u,
+            Err(e) => {
+                return Answer::unknown("INVALID_ARGUMENT", format!("bad url {url}: {e}"), false);
+            }
+        };
+        target
+            .query_pairs_mut()
+            .append_pair("gid", gid)
+            .append_pair("trans_type", dtm.trans_type)
+            .append_pair("branch_id", dtm.branch_id)
+            .append_pair("op", dtm.op);
+        let mut call = self
+            .client
+            .request(method, target)
+            .timeout(timeout)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(ATTEMPT, attempt)
+            .header(DEADLINE_MS, timeout.as_millis().max(1) as u64);
+        for (name, value) in dtm.headers {
+            call = call.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = dtm.body {
+            call = call.body(body.to_vec());
+        }
+        let response = match call.send().await {
+            Ok(r) => r,
+            Err(e) => return failed(&e, timeout),
+        };
+        let status = response.status();
+        match read_body(response, self.max_body).await {
+            Ok(body) => classify_dtm(status, body),
+            Err(BodyError::TooLarge) => Answer::unknown(
+                "RESOURCE_EXHAUSTED",
+                format!("reply body over {} bytes", self.max_body),
+                false,
+            ),
+            Err(BodyError::Transport(e)) => failed(&e, timeout),
+        }
+    }
+}
+
 /// The URL of one call: the endpoint (with its base path, if any), then
 /// the action and the phase; a call that names no action (the query-back
 /// of a message) is `{endpoint}/{phase}`.
@@ -296,6 +419,48 @@ mod tests {
             // An answer proves the endpoint up, whatever it says.
             assert!(!a.endpoint_down);
         }
+    }
+
+    #[test]
+    fn dtm_replies_follow_dtm_conventions() {
+        let ok = classify_dtm(StatusCode::OK, br#"{"dtm_result":"SUCCESS"}"#.to_vec());
+        assert_eq!(ok.outcome, Outcome::Succeeded);
+        // Only 200 is success in DTM's convention.
+        assert!(matches!(
+            classify_dtm(StatusCode::CREATED, Vec::new()).outcome,
+            Outcome::Unknown { code, .. } if code == "HTTP_201"
+        ));
+        for (status, body) in [
+            (StatusCode::CONFLICT, &b"no stock"[..]),
+            (StatusCode::OK, br#"{"dtm_result":"FAILURE"}"#),
+        ] {
+            assert!(
+                matches!(
+                    classify_dtm(status, body.to_vec()).outcome,
+                    Outcome::Rejected { .. }
+                ),
+                "{status} {body:?}"
+            );
+        }
+        for (status, body) in [
+            (StatusCode::TOO_EARLY, &b""[..]),
+            (StatusCode::OK, br#"{"dtm_result":"ONGOING"}"#),
+        ] {
+            let a = classify_dtm(status, body.to_vec());
+            assert!(
+                matches!(&a.outcome, Outcome::Unknown { code, .. } if code == "ONGOING"),
+                "{status}: {:?}",
+                a.outcome
+            );
+            assert!(!a.endpoint_down);
+        }
+        assert!(matches!(
+            classify_dtm(StatusCode::INTERNAL_SERVER_ERROR, b"x".to_vec()).outcome,
+            Outcome::Unknown { code, .. } if code == "HTTP_500"
+        ));
+        assert_eq!(dtm_op("execute"), "action");
+        assert_eq!(dtm_op("query_prepared"), "msg");
+        assert_eq!(dtm_op("cancel"), "cancel");
     }
 
     #[test]

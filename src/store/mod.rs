@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
+use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName, UrlCall};
 use crate::machine::policy::{ActionPolicy, CallPolicy};
 use crate::machine::tcc::TxState;
 use crate::machine::{CallStatus, Outcome, Phase, Status};
@@ -100,6 +100,13 @@ pub struct NewBranch {
     pub call_cover: Duration,
     pub now: DateTime<Utc>,
     pub actor: String,
+    /// A branch called by URL (DTM's TCC): its Confirm and Cancel URLs.
+    pub url_call: Option<UrlCall>,
+    /// The initiator calls the Try itself (DTM's TCC registers a branch,
+    /// then calls its Try, then submits): the branch is stored with its
+    /// Try succeeded, as the initiator's submit asserts; a rollback cancels
+    /// it like any branch.
+    pub tried_by_initiator: bool,
 }
 
 /// Result of [`Store::add_branch`].
@@ -187,6 +194,8 @@ pub struct NewStep {
     pub compensate_rejected: bool,
     pub call_timeout: Option<Duration>,
     pub policy: CallPolicy,
+    /// A step called by URL (the DTM-compatible API).
+    pub url_call: Option<UrlCall>,
 }
 
 /// A saga to submit; it is leased to the submitting instance at once.
@@ -221,6 +230,8 @@ pub struct NewMsgStep {
     pub action: ActionName,
     pub payload: Vec<u8>,
     pub call_timeout: Option<Duration>,
+    /// A step called by URL (the DTM-compatible API).
+    pub url_call: Option<UrlCall>,
 }
 
 /// A message to prepare: durable with its steps and its query-back
@@ -229,7 +240,9 @@ pub struct NewMsgStep {
 pub struct NewMsg {
     pub gid: Gid,
     pub steps: Vec<NewMsgStep>,
-    pub query: Endpoint,
+    /// `None`: a message submitted at once, with nobody to ask back (DTM's
+    /// submit without prepare); one left prepared is then flagged.
+    pub query: Option<Endpoint>,
     pub metadata: Metadata,
     pub timeout: Duration,
     pub deadline: DateTime<Utc>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName, Protocol};
+use crate::domain::{ActionName, BranchId, EndpointUrl, Gid, ParticipantName, Protocol, UrlCall};
 use crate::machine::policy::{ActionPolicy, CallPolicy};
 use crate::machine::saga::{SagaState, StepState};
 use crate::machine::tcc::{BranchState, TxState};
@@ -80,6 +80,9 @@ pub struct BranchRecord {
     /// Set once an operator skipped the call it owed (phase 2 or a
     /// compensation) after doing its work by hand.
     pub skipped: Option<Skip>,
+    /// A branch called by URL (the DTM-compatible API): its URLs and
+    /// headers; `None` for a registered participant's branch.
+    pub url_call: Option<UrlCall>,
 }
 
 /// How an operator skipped a branch's owed call. The branch's own phase
@@ -90,6 +93,17 @@ pub struct Skip {
     pub at: DateTime<Utc>,
     pub by: String,
     pub note: String,
+}
+
+/// A URL branch's calls as the JSON text both stores keep (`url_call`).
+pub(crate) fn url_call_text(c: &Option<UrlCall>) -> Option<String> {
+    c.as_ref().and_then(|c| serde_json::to_string(c).ok())
+}
+
+/// Reads `url_call` back; a value this version cannot read is left out
+/// (the branch then fails its calls visibly rather than guessing).
+pub(crate) fn url_call_of(text: Option<&str>) -> Option<UrlCall> {
+    text.and_then(|t| serde_json::from_str(t).ok())
 }
 
 impl BranchRecord {

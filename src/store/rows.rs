@@ -132,6 +132,7 @@ pub(super) struct BranchRow {
     depends_on: StepList,
     compensate_rejected: bool,
     policy: Option<sqlx::types::Json<super::policy::StoredPolicy>>,
+    url_call: Option<sqlx::types::Json<crate::domain::UrlCall>>,
     /// `call_until` as milliseconds from the database's now (see
     /// `branch_columns!`): a duration survives clock skew with this
     /// instance, a timestamp would not.
@@ -181,6 +182,7 @@ impl From<BranchRow> for BranchRecord {
                 by: r.skipped_by.unwrap_or_default(),
                 note: r.skip_note.unwrap_or_default(),
             }),
+            url_call: r.url_call.map(|c| c.0),
         }
     }
 }

@@ -139,6 +139,8 @@ impl Fleet {
             .args(["--retry-initial", "200ms", "--retry-max", "2s"])
             .args(["--pool-size", "8"])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", slot.http_port)])
+            // Three instances on one host: DTM's default port only once.
+            .args(["--dtm-listen", "off"])
             .args(["--no-migrate", "true"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -541,6 +541,8 @@ async fn a_stale_round_cannot_unresolve(pool: PgPool) {
             call_cover: std::time::Duration::ZERO,
             now,
             actor: "test".into(),
+            url_call: None,
+            tried_by_initiator: false,
         })
         .await
         .unwrap()
@@ -770,3 +772,59 @@ on_both_stores!(
     illegal_operator_commands_are_refused_and_change_nothing,
     list_filters_and_paginates,
 );
+
+/// A message paused by an operator while prepared and then submitted by
+/// its initiator does not run its steps until it is resumed: the submit
+/// is recorded, the execution waits (the recovery loop claims no paused
+/// transaction, and the submitting instance does not run it either).
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn a_paused_message_runs_nothing_until_resumed(pool: PgPool) {
+    let coord = coordinator(&pool, Duration::from_millis(100)).await;
+    let stock = TestParticipant::start("stock", Some(pool.clone())).await;
+    stock.register(&coord, &["reserve"]).await;
+    let mut c = coord.client().await;
+    c.prepare_message(pb::PrepareMessageRequest {
+        gid: "m-paused".into(),
+        steps: vec![pb::MessageStep {
+            participant: "stock".into(),
+            action: "reserve".into(),
+            payload: b"{}".to_vec(),
+            call_timeout: None,
+        }],
+        query_endpoint: "http://127.0.0.1:9".into(),
+        query_protocol: pb::Protocol::Http as i32,
+        timeout: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        metadata: Default::default(),
+    })
+    .await
+    .unwrap();
+    let mut a = admin(&coord, Some(TOKEN)).await;
+    a.pause_transaction(pb::PauseTransactionRequest {
+        gid: "m-paused".into(),
+        note: "stock is being migrated".into(),
+    })
+    .await
+    .unwrap();
+    c.submit_message(pb::SubmitMessageRequest {
+        gid: "m-paused".into(),
+        wait: false,
+    })
+    .await
+    .unwrap();
+    // Well past the poll interval and the lease: still nothing called.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stock.total_calls(Ph::Execute), 0, "a paused message ran");
+    assert_eq!(status_of(&get_tx(&mut c, "m-paused").await), S::Submitted);
+
+    a.resume_transaction(pb::ResumeTransactionRequest {
+        gid: "m-paused".into(),
+        note: String::new(),
+    })
+    .await
+    .unwrap();
+    wait_status(&mut c, "m-paused", S::Succeeded, Duration::from_secs(10)).await;
+    assert_eq!(stock.total_calls(Ph::Execute), 1);
+}

@@ -719,3 +719,87 @@ async fn the_concurrency_limit_answers_resource_exhausted(pool: PgPool) {
     // Its slot is free again.
     narrow.begin(begin_req("n2", None)).await.unwrap();
 }
+
+/// The DTM-compatible API goes through the same identities: no token is
+/// 401, a prepare without the initiator scope 403, another initiator's
+/// submit, abort or query of the gid 403, and nothing changes; its own
+/// initiator and an admin may.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn the_dtm_api_checks_the_same_identities_and_owners(pool: PgPool) {
+    let file = IdentitiesFile::new(IDENTITIES);
+    let path = file.path.clone();
+    let coord = TestCoordinator::start_with(&pool, move |c| {
+        c.identities_file = Some(path);
+        c.admin_tokens = AdminTokens::parse_list("ops:admin-secret").unwrap();
+        c.dtm_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let dtm = crate::dtm::Dtm::of(&coord);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let tcc = |gid: &str| {
+        serde_json::json!({"gid": gid, "trans_type": "tcc"})
+            .to_string()
+            .into_bytes()
+    };
+
+    let (status, body) = dtm.post_raw("prepare", tcc("dtm-auth-1")).await;
+    assert_eq!(status, 401, "{body}");
+    let inventory = bearer("inventory-secret");
+    let (status, body) = dtm
+        .post_with(
+            "prepare",
+            tcc("dtm-auth-1"),
+            &[("authorization", &inventory)],
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("initiator"),
+        "{body}"
+    );
+
+    let checkout = bearer("checkout-secret");
+    let (status, body) = dtm
+        .post_with(
+            "prepare",
+            tcc("dtm-auth-1"),
+            &[("authorization", &checkout)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let billing = bearer("billing-secret");
+    for op in ["submit", "abort"] {
+        let (status, body) = dtm
+            .post_with(op, tcc("dtm-auth-1"), &[("authorization", &billing)])
+            .await;
+        assert_eq!(status, 403, "{op}: {body}");
+    }
+    let query = |token: String| {
+        let url = format!("{}/query?gid=dtm-auth-1", dtm.base);
+        async move {
+            crate::dtm::client()
+                .get(url)
+                .header("authorization", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(query(billing.clone()).await, 403);
+    assert_eq!(query(checkout.clone()).await, 200);
+    assert_eq!(query(bearer("admin-secret")).await, 200);
+
+    // Nothing changed: still trying, begun by checkout; its owner commits.
+    let tx = get_tx(
+        &mut coord.client_as(Some("admin-secret")).await,
+        "dtm-auth-1",
+    )
+    .await;
+    assert_eq!(tx.status, S::Trying as i32);
+    let (status, body) = dtm
+        .post_with("submit", tcc("dtm-auth-1"), &[("authorization", &checkout)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

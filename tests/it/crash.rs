@@ -230,6 +230,9 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
             &format!("127.0.0.1:{port}"),
             "--no-migrate",
             "true",
+            // Not under test; its default port may be taken.
+            "--dtm-listen",
+            "off",
         ])
         .env("DATABASE_URL", &url)
         .env("RUST_LOG", "warn")
@@ -383,6 +386,8 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         call_cover: std::time::Duration::ZERO,
         now: chrono::Utc::now(),
         actor: "gone".into(),
+        url_call: None,
+        tried_by_initiator: false,
     };
 
     // Lost: the commit waits for it, then refuses; nothing is confirmed and

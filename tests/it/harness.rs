@@ -59,6 +59,8 @@ pub struct TestCoordinator {
     pub addr: SocketAddr,
     /// The /metrics listener, when the config asked for one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The DTM-compatible API's listener, when the config asked for one.
+    pub dtm_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<Stop>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// What its clients present (see [`TestCoordinator::with_token`]).
@@ -213,7 +215,11 @@ impl TestCoordinator {
             let graceful = rt.block_on(async move {
                 let server = build(config).await;
                 addr_tx
-                    .send((server.local_addr(), server.metrics_addr()))
+                    .send((
+                        server.local_addr(),
+                        server.metrics_addr(),
+                        server.dtm_addr(),
+                    ))
                     .unwrap();
                 let shutdown = CancellationToken::new();
                 let run = tokio::spawn(server.run(shutdown.clone().cancelled_owned()));
@@ -233,10 +239,12 @@ impl TestCoordinator {
                 rt.shutdown_background();
             }
         });
-        let (addr, metrics_addr) = addr_rx.await.expect("coordinator reports its address");
+        let (addr, metrics_addr, dtm_addr) =
+            addr_rx.await.expect("coordinator reports its address");
         Self {
             addr,
             metrics_addr,
+            dtm_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
             token: None,

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod console;
 mod crash;
+mod dtm;
 mod harness;
 mod harness_http;
 mod http;

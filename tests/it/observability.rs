@@ -1,7 +1,8 @@
 //! Observability and deployment: /metrics after real transactions, health
 //! probes, W3C trace context reaching participants (also on a retry by a
-//! fresh instance after a crash), TLS end to end (mutual, both ways) and
-//! retention deleting only what is old and final.
+//! fresh instance after a crash), TLS end to end (mutual, both ways; to an
+//! HTTP/JSON participant over HTTPS too) and retention deleting only what
+//! is old and final.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -498,6 +499,101 @@ async fn mutual_tls_from_initiator_to_coordinator_to_participant(db: TestDb) {
             .is_err(),
     };
     assert!(refused, "plaintext is refused");
+    stop.cancel();
+}
+
+/// An HTTP/JSON participant behind HTTPS that requires a client
+/// certificate: the coordinator checks it against `participant_ca`,
+/// presents `participant_cert`, and TCC runs over it; a coordinator that
+/// does not trust the CA gets no call through.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn an_https_http_participant_with_mutual_tls(pool: PgPool) {
+    use axum::extract::Path;
+    use axum::routing::post;
+
+    let pki = Pki::new();
+    let (participant_cert, participant_key) = pki.issue("participant");
+    pki.issue("coordinator-client");
+    let ca = pki.ca_file();
+
+    // The participant: the HTTP/JSON contract (`POST /{action}/{phase}`),
+    // served over TLS with client certificates required.
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/shop/{action}/{phase}",
+        post(move |Path((action, phase)): Path<(String, String)>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(format!("{action}/{phase}"));
+                "{}"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let serve = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(&participant_cert, &participant_key))
+                .client_ca_root(Certificate::from_pem(&pki.ca_pem)),
+        )
+        .unwrap()
+        .add_routes(tonic::service::Routes::from(app))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.clone().cancelled_owned());
+    tokio::spawn(serve);
+
+    let coord = TestCoordinator::start_with(&pool, |c| {
+        c.participant_ca = Some(ca.clone());
+        c.participant_cert = Some(pki.path("coordinator-client.crt"));
+        c.participant_key = Some(pki.path("coordinator-client.key"));
+    })
+    .await;
+    coord
+        .registry()
+        .await
+        .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Http as i32,
+            name: "tls-shop".into(),
+            endpoint: format!("https://{addr}/shop"),
+            actions: vec![pb::Action {
+                name: "debit".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let mut c = coord.client().await;
+    committed_tx(&mut c, "tls-shop").await;
+    assert_eq!(*calls.lock().unwrap(), ["debit/try", "debit/confirm"]);
+
+    // Without the CA (the system's roots), the participant's certificate
+    // is not trusted: the Try is not delivered.
+    let untrusting = TestCoordinator::start(&pool).await;
+    let mut c = untrusting.client().await;
+    let gid = c
+        .begin(begin_req("", Some(Duration::from_secs(30))))
+        .await
+        .unwrap()
+        .into_inner()
+        .gid;
+    let refused = c
+        .r#try(try_req(&gid, "tls-shop", "debit"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().to_lowercase().contains("certificate"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "nothing reached the participant"
+    );
     stop.cancel();
 }
 

@@ -207,7 +207,11 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
     let proxied = format!("postgres://{}@{}/{database}", o.get_username(), proxy.addr);
     assert_ne!(proxied, direct);
 
-    let cut_off = TestCoordinator::start_with(&pool, |c| c.database_url = Some(proxied)).await;
+    let cut_off = TestCoordinator::start_with(&pool, |c| {
+        c.database_url = Some(proxied);
+        c.dtm_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let (a, b) = bank_participants(&pool, &cut_off).await;
     a.script(Ph::Confirm, vec![Behavior::Busy(SLOW)], Behavior::Ok);
     let gid = transfer(&cut_off).await;
@@ -234,6 +238,24 @@ async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: P
         refused.message().contains("database unreachable"),
         "{}",
         refused.message()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // So does the DTM-compatible API, with 503.
+    let dtm = crate::dtm::Dtm::of(&cut_off);
+    let asked = Instant::now();
+    let body = serde_json::json!({"gid": "cut-off-dtm", "trans_type": "tcc"});
+    let (status, reply) = dtm.post("prepare", &body).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("database unreachable"),
+        "{reply}"
     );
     assert!(
         asked.elapsed() < Duration::from_secs(1),

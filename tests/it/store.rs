@@ -162,6 +162,8 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         call_cover: std::time::Duration::ZERO,
         now: Utc::now(),
         actor: "test".into(),
+        url_call: None,
+        tried_by_initiator: false,
     }
 }
 
@@ -1056,6 +1058,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
         action: ActionName::parse(a).unwrap(),
         payload: b"x".to_vec(),
         call_timeout: None,
+        url_call: None,
     };
     let query = Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap();
     let new_msg = |gid: &str| {
@@ -1063,7 +1066,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
         NewMsg {
             gid: Gid::parse(gid).unwrap(),
             steps: vec![step("a"), step("b")],
-            query: query.clone(),
+            query: Some(query.clone()),
             metadata: Metadata::new(),
             timeout: Duration::from_secs(30),
             deadline: now + chrono::Duration::seconds(30),
@@ -1191,6 +1194,7 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
         compensate_rejected: true,
         call_timeout: None,
         policy,
+        url_call: None,
     };
     let saga = |gid: &str, p: &str, policy: CallPolicy| NewSaga {
         gid: Gid::parse(gid).unwrap(),
@@ -1238,6 +1242,107 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
         .filter(|e| e.kind == "redriven")
         .count();
     assert_eq!(redriven, 1);
+}
+
+/// Branches given as URLs (the DTM-compatible API): their URLs and headers
+/// read back as written, for a TCC branch (stored as tried by the
+/// initiator), a saga step and a message step; a message may have no
+/// query-back, or a DTM `query_prepared` one.
+async fn url_branches_and_dtm_query_backs_are_kept(s: Subject) {
+    use concord::domain::url_call::UrlCall;
+    use concord::domain::{Endpoint, Protocol};
+    use concord::machine::CallStatus;
+
+    let call = |trans_type: &str, phases: &[(&str, &str)]| UrlCall {
+        trans_type: trans_type.into(),
+        branch_id: "01".into(),
+        urls: phases
+            .iter()
+            .map(|(p, u)| (p.to_string(), u.to_string()))
+            .collect(),
+        headers: [("x-tenant".to_string(), "t1".to_string())].into(),
+    };
+
+    s.begin(new_tx("t", Duration::from_secs(30))).await.unwrap();
+    let tcc = call(
+        "tcc",
+        &[("confirm", "http://h:1/c?x=1"), ("cancel", "http://h:1/x")],
+    );
+    let mut b = new_branch("t", Some("01"));
+    b.url_call = Some(tcc.clone());
+    b.tried_by_initiator = true;
+    let BranchAdded::Added { branch, .. } = s.add_branch(b).await.unwrap() else {
+        panic!("branch not added")
+    };
+    assert_eq!(branch.url_call.as_ref(), Some(&tcc));
+    let (_, branches) = s.load(&Gid::parse("t").unwrap()).await.unwrap().unwrap();
+    assert_eq!(branches[0].url_call.as_ref(), Some(&tcc));
+    assert_eq!(
+        branches[0].first_phase,
+        CallStatus::Succeeded,
+        "tried by the initiator"
+    );
+    // A branch of a registered participant has none, and a pending Try.
+    s.add_branch(new_branch("t", Some("02"))).await.unwrap();
+    let (_, branches) = s.load(&Gid::parse("t").unwrap()).await.unwrap().unwrap();
+    assert_eq!(branches[1].url_call, None);
+    assert_eq!(branches[1].first_phase, CallStatus::Pending);
+
+    let now = Utc::now();
+    let step_call = call("saga", &[("execute", "http://h:2/a"), ("compensate", "")]);
+    s.submit_saga(NewSaga {
+        gid: Gid::parse("s").unwrap(),
+        steps: vec![NewStep {
+            participant: ParticipantName::parse("h:2").unwrap(),
+            action: ActionName::parse("a").unwrap(),
+            compensation: ActionName::parse("none").unwrap(),
+            payload: b"{}".to_vec(),
+            depends_on: Vec::new(),
+            compensate_rejected: true,
+            call_timeout: None,
+            policy: Default::default(),
+            url_call: Some(step_call.clone()),
+        }],
+        metadata: Metadata::new(),
+        timeout: None,
+        deadline: now + chrono::Duration::seconds(60),
+        concurrency: 1,
+        owner: "me".into(),
+        lease: Duration::from_secs(30),
+        now,
+        initiator: None,
+    })
+    .await
+    .unwrap();
+    let (_, steps) = s.load(&Gid::parse("s").unwrap()).await.unwrap().unwrap();
+    assert_eq!(steps[0].url_call.as_ref(), Some(&step_call));
+
+    let msg_call = call("msg", &[("execute", "http://h:3/m")]);
+    let msg = |gid: &str, query: Option<Endpoint>| NewMsg {
+        gid: Gid::parse(gid).unwrap(),
+        steps: vec![NewMsgStep {
+            participant: ParticipantName::parse("h:3").unwrap(),
+            action: ActionName::parse("m").unwrap(),
+            payload: b"{}".to_vec(),
+            call_timeout: None,
+            url_call: Some(msg_call.clone()),
+        }],
+        query,
+        metadata: Metadata::new(),
+        timeout: Duration::from_secs(30),
+        deadline: now + chrono::Duration::seconds(30),
+        now,
+        actor: "test".into(),
+        initiator: None,
+    };
+    let query = Endpoint::parse("http://h:4/api/busi/QueryPrepared?x=1", Protocol::Dtm).unwrap();
+    s.prepare_msg(msg("m1", Some(query.clone()))).await.unwrap();
+    s.prepare_msg(msg("m2", None)).await.unwrap();
+    let m1 = Gid::parse("m1").unwrap();
+    assert_eq!(s.msg_query(&m1).await.unwrap(), Some(query));
+    assert_eq!(s.msg_query(&Gid::parse("m2").unwrap()).await.unwrap(), None);
+    let (_, steps) = s.load(&m1).await.unwrap().unwrap();
+    assert_eq!(steps[0].url_call.as_ref(), Some(&msg_call));
 }
 
 /// One test per store for each conformance test.
@@ -1290,6 +1395,7 @@ async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
             compensate_rejected: true,
             call_timeout: None,
             policy: Default::default(),
+            url_call: None,
         }],
         metadata: Metadata::new(),
         timeout: None,
@@ -1309,8 +1415,9 @@ async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
             action: ActionName::parse("a").unwrap(),
             payload: vec![],
             call_timeout: None,
+            url_call: None,
         }],
-        query: Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap(),
+        query: Some(Endpoint::parse("http://127.0.0.1:9/q", Protocol::Http).unwrap()),
         metadata: Metadata::new(),
         timeout: Duration::from_secs(30),
         deadline: now + chrono::Duration::seconds(30),
@@ -1353,6 +1460,7 @@ conformance!(
     messages_are_prepared_and_decided_once,
     policies_are_kept_and_a_redrive_moves_only_waiting_work,
     the_initiator_is_kept_with_each_kind_of_transaction,
+    url_branches_and_dtm_query_backs_are_kept,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

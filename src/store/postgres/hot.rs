@@ -97,7 +97,11 @@ impl PgStore {
                     payload: b.payload,
                     // At the stored (millisecond) precision.
                     call_timeout: b.call_timeout.map(|t| duration_of(ms(t))),
-                    first_phase: CallStatus::Pending,
+                    first_phase: if b.tried_by_initiator {
+                        CallStatus::Succeeded
+                    } else {
+                        CallStatus::Pending
+                    },
                     second_phase: CallStatus::NotRequired,
                     attempts: 0,
                     last_code: None,
@@ -111,6 +115,7 @@ impl PgStore {
                     policy: b.policy,
                     call_busy_until: Some(busy_until),
                     skipped: None,
+                    url_call: b.url_call,
                 },
                 metadata,
                 seq,
@@ -198,7 +203,11 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let mut cover = Vec::with_capacity(n);
     let mut now: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut actor = Vec::with_capacity(n);
+    let mut url_call = Vec::with_capacity(n);
+    let mut tried = Vec::with_capacity(n);
     for b in position.iter().map(|&i| &items[i]) {
+        url_call.push(crate::store::records::url_call_text(&b.url_call));
+        tried.push(b.tried_by_initiator);
         gid.push(b.gid.as_str().to_string());
         branch.push(b.branch_id.as_ref().map(|id| id.as_str().to_string()));
         participant.push(b.participant.as_str().to_string());
@@ -217,9 +226,10 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     let rows: Vec<BranchInsert> = sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
-                                 $7::timestamptz[], $8::text[], $9::bigint[], $10::text[])
+                                 $7::timestamptz[], $8::text[], $9::bigint[], $10::text[], $11::text[],
+                                 $12::boolean[])
                 WITH ORDINALITY AS r(gid, branch_id, participant, action, payload, timeout, now, actor,
-                                     cover_ms, policy, ord)
+                                     cover_ms, policy, url_call, tried, ord)
         ), g AS (
             UPDATE global_transactions g
                SET branch_seq = g.branch_seq + 1, updated_at = r.now
@@ -229,9 +239,10 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
         ), b AS (
             INSERT INTO branches
                 (gid, branch_id, participant, action, payload, call_timeout_ms, call_until, policy,
-                 created_at, updated_at)
+                 created_at, updated_at, url_call, first_phase)
             SELECT r.gid, COALESCE(r.branch_id, g.branch_seq::text), r.participant, r.action, r.payload,
-                   r.timeout, now() + r.cover_ms * interval '1 millisecond', r.policy::jsonb, r.now, r.now
+                   r.timeout, now() + r.cover_ms * interval '1 millisecond', r.policy::jsonb, r.now, r.now,
+                   r.url_call::jsonb, CASE WHEN r.tried THEN 'succeeded' ELSE 'pending' END
               FROM r JOIN g ON g.gid = r.gid
             ON CONFLICT (gid, branch_id) DO NOTHING
             RETURNING gid, branch_id
@@ -253,6 +264,8 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     .bind(actor)
     .bind(cover)
     .bind(policy)
+    .bind(url_call)
+    .bind(tried)
     .fetch_all(&pool)
     .await?;
     let mut by_ord: HashMap<i64, BranchInsert> = rows.into_iter().map(|r| (r.ord, r)).collect();

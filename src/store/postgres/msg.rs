@@ -21,12 +21,14 @@ impl PgStore {
         let mut payloads = Vec::with_capacity(n);
         let mut timeouts = Vec::with_capacity(n);
         let mut deps = Vec::with_capacity(n);
+        let mut url_calls = Vec::with_capacity(n);
         for (i, step) in msg.steps.iter().enumerate() {
             ids.push((i + 1).to_string());
             participants.push(step.participant.as_str());
             actions.push(step.action.as_str());
             payloads.push(step.payload.as_slice());
             timeouts.push(step.call_timeout.map(ms));
+            url_calls.push(crate::store::records::url_call_text(&step.url_call));
             // In order: each step after the one before (as `tx show` says).
             deps.push(if i == 0 {
                 String::new()
@@ -45,15 +47,15 @@ impl PgStore {
             ), b AS (
                 INSERT INTO branches
                     (gid, branch_id, participant, action, payload, call_timeout_ms,
-                     depends_on, compensate_rejected, created_at, updated_at)
+                     depends_on, compensate_rejected, created_at, updated_at, url_call)
                 SELECT g.gid, s.id, s.participant, s.action, s.payload, s.timeout,
-                       string_to_array(s.deps, ',')::integer[], false, $5, $5
+                       string_to_array(s.deps, ',')::integer[], false, $5, $5, s.url_call::jsonb
                   FROM g, unnest($6::text[], $7::text[], $8::text[], $9::bytea[], $10::bigint[],
-                                 $11::text[])
-                       AS s(id, participant, action, payload, timeout, deps)
+                                 $11::text[], $17::text[])
+                       AS s(id, participant, action, payload, timeout, deps, url_call)
             ), q AS (
                 INSERT INTO message_queries (gid, url, protocol)
-                SELECT gid, $12, $13 FROM g
+                SELECT gid, $12, $13 FROM g WHERE $12::text IS NOT NULL
             ), ev AS (
                 INSERT INTO transaction_events (gid, at, kind, status, message, actor)
                 SELECT gid, $5, 'prepared', 'prepared', $14, $15 FROM g
@@ -71,16 +73,23 @@ impl PgStore {
         .bind(payloads)
         .bind(timeouts)
         .bind(deps)
-        .bind(msg.query.url.as_str())
-        .bind(msg.query.protocol.as_str())
-        .bind(format!(
-            "{n} steps; query-back {} ({}){}",
-            msg.query.url,
-            msg.query.protocol,
-            crate::store::begun_by(msg.initiator.as_deref())
-        ))
+        .bind(msg.query.as_ref().map(|q| q.url.as_str()))
+        .bind(msg.query.as_ref().map(|q| q.protocol.as_str()))
+        .bind(match &msg.query {
+            Some(q) => format!(
+                "{n} steps; query-back {} ({}){}",
+                q.url,
+                q.protocol,
+                crate::store::begun_by(msg.initiator.as_deref())
+            ),
+            None => format!(
+                "{n} steps; no query-back{}",
+                crate::store::begun_by(msg.initiator.as_deref())
+            ),
+        })
         .bind(&msg.actor)
         .bind(&msg.initiator)
+        .bind(url_calls)
         .fetch_one(&self.durable)
         .await?;
         if created == 1 {

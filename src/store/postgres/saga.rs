@@ -21,6 +21,7 @@ impl PgStore {
         let mut deps = Vec::with_capacity(n);
         let mut compensate_rejected = Vec::with_capacity(n);
         let mut policies = Vec::with_capacity(n);
+        let mut url_calls = Vec::with_capacity(n);
         for (i, step) in saga.steps.iter().enumerate() {
             ids.push((i + 1).to_string());
             participants.push(step.participant.as_str());
@@ -37,6 +38,7 @@ impl PgStore {
             );
             compensate_rejected.push(step.compensate_rejected);
             policies.push(StoredPolicy::of(&step.policy));
+            url_calls.push(crate::store::records::url_call_text(&step.url_call));
         }
         let created: i64 = sqlx::query_scalar(
             "WITH g AS (
@@ -50,12 +52,14 @@ impl PgStore {
             ), b AS (
                 INSERT INTO branches
                     (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
-                     depends_on, compensate_rejected, policy, created_at, updated_at)
+                     depends_on, compensate_rejected, policy, created_at, updated_at, url_call)
                 SELECT g.gid, s.id, s.participant, s.action, s.compensation, s.payload, s.timeout,
-                       string_to_array(s.deps, ',')::integer[], s.compensate_rejected, s.policy::jsonb, $6, $6
+                       string_to_array(s.deps, ',')::integer[], s.compensate_rejected, s.policy::jsonb, $6, $6,
+                       s.url_call::jsonb
                   FROM g, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[],
-                                 $14::bigint[], $15::text[], $16::boolean[], $18::text[])
-                       AS s(id, participant, action, compensation, payload, timeout, deps, compensate_rejected, policy)
+                                 $14::bigint[], $15::text[], $16::boolean[], $18::text[], $20::text[])
+                       AS s(id, participant, action, compensation, payload, timeout, deps, compensate_rejected,
+                            policy, url_call)
             ), ev AS (
                 INSERT INTO transaction_events (gid, at, kind, status, message, actor)
                 SELECT gid, $6, 'submitted', 'running', $17, $7 FROM g
@@ -84,6 +88,7 @@ impl PgStore {
         ))
         .bind(policies)
         .bind(&saga.initiator)
+        .bind(url_calls)
         .fetch_one(&self.durable)
         .await?;
         if created == 1 {

@@ -99,8 +99,8 @@ pub(super) async fn add_branch(
     let inserted = sqlx::query(
         "INSERT INTO branches
             (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at,
-             call_until, policy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+             call_until, policy, url_call, first_phase)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (gid, branch_id) DO NOTHING",
     )
     .bind(gid)
@@ -113,6 +113,12 @@ pub(super) async fn add_branch(
     // The Try about to be sent is out until then (by this process's clock).
     .bind(us(after(clock, b.call_cover)))
     .bind(StoredPolicy::of(&b.policy))
+    .bind(crate::store::records::url_call_text(&b.url_call))
+    .bind(if b.tried_by_initiator {
+        CallStatus::Succeeded.as_str()
+    } else {
+        CallStatus::Pending.as_str()
+    })
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -347,8 +353,8 @@ pub(super) async fn submit_saga(
         sqlx::query(
             "INSERT INTO branches
                 (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
-                 depends_on, compensate_rejected, created_at, updated_at, policy)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                 depends_on, compensate_rejected, created_at, updated_at, policy, url_call)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
         )
         .bind(saga.gid.as_str())
         .bind((i + 1).to_string())
@@ -361,6 +367,7 @@ pub(super) async fn submit_saga(
         .bind(step.compensate_rejected)
         .bind(us(saga.now))
         .bind(StoredPolicy::of(&step.policy))
+        .bind(crate::store::records::url_call_text(&step.url_call))
         .execute(&mut *c)
         .await?;
     }

@@ -178,7 +178,11 @@ impl SqliteStore {
                     action: b.action,
                     payload: b.payload,
                     call_timeout: b.call_timeout.map(at_stored_precision),
-                    first_phase: CallStatus::Pending,
+                    first_phase: if b.tried_by_initiator {
+                        CallStatus::Succeeded
+                    } else {
+                        CallStatus::Pending
+                    },
                     second_phase: CallStatus::NotRequired,
                     attempts: 0,
                     last_code: None,
@@ -192,6 +196,7 @@ impl SqliteStore {
                     policy: b.policy,
                     call_busy_until: Some(busy_until),
                     skipped: None,
+                    url_call: b.url_call,
                 },
                 metadata,
                 seq,

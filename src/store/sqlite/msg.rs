@@ -52,8 +52,8 @@ pub(super) async fn prepare(
         sqlx::query(
             "INSERT INTO branches
                 (gid, branch_id, participant, action, payload, call_timeout_ms,
-                 depends_on, compensate_rejected, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
+                 depends_on, compensate_rejected, created_at, updated_at, url_call)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9)",
         )
         .bind(msg.gid.as_str())
         .bind((i + 1).to_string())
@@ -63,24 +63,34 @@ pub(super) async fn prepare(
         .bind(step.call_timeout.map(ms))
         .bind(deps)
         .bind(now)
+        .bind(crate::store::records::url_call_text(&step.url_call))
         .execute(&mut *c)
         .await?;
     }
-    sqlx::query("INSERT INTO message_queries (gid, url, protocol) VALUES (?1, ?2, ?3)")
-        .bind(msg.gid.as_str())
-        .bind(msg.query.url.as_str())
-        .bind(msg.query.protocol.as_str())
-        .execute(&mut *c)
-        .await?;
+    if let Some(query) = &msg.query {
+        sqlx::query("INSERT INTO message_queries (gid, url, protocol) VALUES (?1, ?2, ?3)")
+            .bind(msg.gid.as_str())
+            .bind(query.url.as_str())
+            .bind(query.protocol.as_str())
+            .execute(&mut *c)
+            .await?;
+    }
     ev.push(Event {
         status: Some(Status::Prepared.as_str().into()),
-        message: Some(format!(
-            "{} steps; query-back {} ({}){}",
-            msg.steps.len(),
-            msg.query.url,
-            msg.query.protocol,
-            crate::store::begun_by(msg.initiator.as_deref())
-        )),
+        message: Some(match &msg.query {
+            Some(q) => format!(
+                "{} steps; query-back {} ({}){}",
+                msg.steps.len(),
+                q.url,
+                q.protocol,
+                crate::store::begun_by(msg.initiator.as_deref())
+            ),
+            None => format!(
+                "{} steps; no query-back{}",
+                msg.steps.len(),
+                crate::store::begun_by(msg.initiator.as_deref())
+            ),
+        }),
         ..Event::new(msg.gid.as_str(), msg.now, "prepared", &msg.actor)
     });
     Ok(true)

@@ -126,6 +126,8 @@ pub(super) struct BranchRow {
     skipped_at: Option<i64>,
     skipped_by: Option<String>,
     skip_note: Option<String>,
+    /// JSON (`domain::UrlCall`); NULL for a registered participant's branch.
+    url_call: Option<String>,
 }
 
 impl From<BranchRow> for BranchRecord {
@@ -167,6 +169,7 @@ impl From<BranchRow> for BranchRecord {
                 by: r.skipped_by.unwrap_or_default(),
                 note: r.skip_note.unwrap_or_default(),
             }),
+            url_call: crate::store::records::url_call_of(r.url_call.as_deref()),
         }
     }
 }
