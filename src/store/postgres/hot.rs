@@ -1,5 +1,6 @@
-//! The durable statements of the TCC hot path, batched: Begin, branch
-//! registration and decisions. Each goes through a [`GroupWriter`] on the
+//! The durable statements of the hot path, batched: Begin, branch
+//! registration and decisions (TCC), and saga submissions (`saga.rs`).
+//! Each goes through a [`GroupWriter`] on the
 //! durable pool, so concurrent
 //! transactions share one statement and one WAL flush (group commit) while
 //! every caller still returns only once its own row is durable. Each row
@@ -19,7 +20,7 @@ use crate::store::batch::GroupWriter;
 use crate::store::policy::StoredPolicy;
 use crate::store::rows::{duration_of, ms};
 use crate::store::{
-    BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewTransaction, StoreError,
+    BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewSaga, NewTransaction, StoreError,
     StoreResult,
 };
 
@@ -40,6 +41,8 @@ pub(super) struct HotPath {
     begins: GroupWriter<NewTransaction, bool>,
     branches: GroupWriter<NewBranch, BranchInsert>,
     decisions: GroupWriter<Decision, Option<i64>>,
+    /// Saga submissions (`saga.rs`).
+    sagas: GroupWriter<NewSaga, bool>,
 }
 
 impl HotPath {
@@ -56,7 +59,16 @@ impl HotPath {
                 |b: &NewBranch| b.gid.clone(),
                 flush_branches,
             ),
-            decisions: GroupWriter::on_pool(pool, |d: &Decision| d.gid.clone(), flush_decisions),
+            decisions: GroupWriter::on_pool(
+                pool.clone(),
+                |d: &Decision| d.gid.clone(),
+                flush_decisions,
+            ),
+            sagas: GroupWriter::on_pool(
+                pool,
+                |s: &NewSaga| s.gid.clone(),
+                super::saga::flush_sagas,
+            ),
         }
     }
 
@@ -67,6 +79,11 @@ impl HotPath {
 
     pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchInsert> {
         self.branches.write(b).await
+    }
+
+    /// True when the saga was created (its gid was new).
+    pub(super) async fn submit_saga(&self, s: NewSaga) -> StoreResult<bool> {
+        self.sagas.write(s).await
     }
 
     /// The new fence when the compare-and-set matched.
