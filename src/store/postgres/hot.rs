@@ -1,5 +1,6 @@
 //! The durable statements of the hot path, batched: Begin, branch
-//! registration and decisions (TCC), and saga submissions (`saga.rs`).
+//! registration and decisions (TCC), saga submissions (`saga.rs`) and
+//! lease extensions (`leases.rs`).
 //! Each goes through a [`GroupWriter`] on the
 //! durable pool, so concurrent
 //! transactions share one statement and one WAL flush (group commit) while
@@ -14,6 +15,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::PgStore;
+use super::leases::Extension;
 use crate::domain::BranchId;
 use crate::machine::CallStatus;
 use crate::store::batch::GroupWriter;
@@ -43,6 +45,8 @@ pub(super) struct HotPath {
     decisions: GroupWriter<Decision, Option<i64>>,
     /// Saga submissions (`saga.rs`).
     sagas: GroupWriter<NewSaga, bool>,
+    /// Lease extensions before a call (`leases.rs`).
+    extensions: GroupWriter<Extension, bool>,
 }
 
 impl HotPath {
@@ -65,9 +69,14 @@ impl HotPath {
                 flush_decisions,
             ),
             sagas: GroupWriter::on_pool(
-                pool,
+                pool.clone(),
                 |s: &NewSaga| s.gid.clone(),
                 super::saga::flush_sagas,
+            ),
+            extensions: GroupWriter::on_pool(
+                pool,
+                |e: &Extension| e.gid.clone(),
+                super::leases::flush_extensions,
             ),
         }
     }
@@ -84,6 +93,11 @@ impl HotPath {
     /// True when the saga was created (its gid was new).
     pub(super) async fn submit_saga(&self, s: NewSaga) -> StoreResult<bool> {
         self.sagas.write(s).await
+    }
+
+    /// True when the lease was extended (still this owner's, same fence).
+    pub(super) async fn extend_lease(&self, e: Extension) -> StoreResult<bool> {
+        self.extensions.write(e).await
     }
 
     /// The new fence when the compare-and-set matched.
