@@ -22,6 +22,7 @@ mod participants;
 mod pgstats;
 mod prefill;
 mod report;
+mod sizes;
 mod stage;
 
 use std::time::{Duration, Instant};
@@ -141,6 +142,10 @@ pub struct BenchArgs {
     /// run (pg_stat_statements; the cluster must preload it).
     #[arg(long)]
     pub pg_stats: bool,
+    /// After the run, report the live data per finished transaction (every
+    /// table keyed by gid rewritten with VACUUM FULL first; PostgreSQL only).
+    #[arg(long)]
+    pub sizes: bool,
 }
 
 /// Runs the benchmark: warm-up, measured run, then waits until phase 2 of
@@ -200,10 +205,15 @@ async fn measure(args: &BenchArgs, stage: &Stage) -> anyhow::Result<BenchReport>
     let after = stage.watch.sample();
     let done = measured.transactions.len();
     let cpu = cpu::CpuReport::between(&stage.watch, &before, &after, drained, done);
-    let pg = match (pg_stats, stage.db.postgres()) {
+    let mut pg = match (pg_stats, stage.db.postgres()) {
         (Some(Ok(())), Some(pool)) => pgstats::report(pool, done, 10).await,
         (Some(Err(why)), _) => vec![why],
         _ => Vec::new(),
     };
+    match (args.sizes, stage.db.postgres()) {
+        (true, Some(pool)) => pg.extend(sizes::report(pool).await),
+        (true, None) => pg.push("--sizes: not a PostgreSQL store".into()),
+        (false, _) => {}
+    }
     Ok(BenchReport::new(measured, elapsed, drained, cpu, pg))
 }

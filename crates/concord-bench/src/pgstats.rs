@@ -28,6 +28,7 @@ struct Row {
     calls: i64,
     rows: i64,
     ms: f64,
+    plan_ms: f64,
     query: String,
 }
 
@@ -35,7 +36,7 @@ struct Row {
 /// the most execution time (`top` of them).
 pub async fn report(pool: &PgPool, transactions: u64, top: usize) -> Vec<String> {
     let rows: Vec<Row> = match sqlx::query_as(
-        "SELECT s.calls, s.rows, s.total_exec_time AS ms, s.query
+        "SELECT s.calls, s.rows, s.total_exec_time AS ms, s.total_plan_time AS plan_ms, s.query
            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
           WHERE d.datname = current_database()
             AND s.query NOT LIKE '%pg_stat_statements%'
@@ -51,19 +52,23 @@ pub async fn report(pool: &PgPool, transactions: u64, top: usize) -> Vec<String>
     let calls: i64 = rows.iter().map(|r| r.calls).sum();
     let rows_total: i64 = rows.iter().map(|r| r.rows).sum();
     let ms: f64 = rows.iter().map(|r| r.ms).sum();
+    let plan_ms: f64 = rows.iter().map(|r| r.plan_ms).sum();
+    // Planning is counted only with pg_stat_statements.track_planning on.
     let mut out = vec![format!(
-        "pg per tx          {:.2} statements, {:.1} rows, {:.3} ms executing ({} statements in all)",
+        "pg per tx          {:.2} statements, {:.1} rows, {:.3} ms executing, {:.3} ms planning ({} statements in all)",
         calls as f64 / n,
         rows_total as f64 / n,
         ms / n,
+        plan_ms / n,
         calls
     )];
     for r in rows.iter().take(top) {
         let query: String = r.query.split_whitespace().collect::<Vec<_>>().join(" ");
         let short: String = query.chars().take(110).collect();
         out.push(format!(
-            "  {:>6.3} ms {:>5.2} calls {:>6.1} rows  {short}",
+            "  {:>6.3} ms (plan {:>6.3}) {:>5.2} calls {:>6.1} rows  {short}",
             r.ms / n,
+            r.plan_ms / n,
             r.calls as f64 / n,
             r.rows as f64 / n
         ));
