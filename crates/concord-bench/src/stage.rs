@@ -16,7 +16,7 @@ use concord::store::postgres::PgStore;
 use concord_proto::v1::registry_client::RegistryClient;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, SqlitePool};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -272,7 +272,15 @@ async fn connect(url: &str) -> anyhow::Result<Db> {
                 .await?,
         )
     } else {
-        Db::Postgres(PgPoolOptions::new().max_connections(2).connect(url).await?)
+        // The prefill's statements run for seconds by design: no slow
+        // statement warnings for them.
+        let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
+        Db::Postgres(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(options)
+                .await?,
+        )
     })
 }
 
