@@ -122,6 +122,8 @@ pub struct Watch {
     pub postmaster: Option<u32>,
     /// Set when the coordinator runs inside this process.
     pub coordinator_in_process: bool,
+    /// Set when the state is in a SQLite file (no database server).
+    pub sqlite: bool,
 }
 
 /// CPU seconds consumed so far by each watched part.
@@ -281,6 +283,9 @@ impl CpuReport {
             ));
         }
         match (self.postgres, self.watch.postmaster) {
+            _ if self.watch.sqlite => out.push(
+                "                   state in a sqlite file: its cost is in the coordinator's figure".into(),
+            ),
             (Some(p), Some(pm)) => out.push(format!(
                 "                   postgresql {} (postmaster {pm} and {} other processes)",
                 ms(p),

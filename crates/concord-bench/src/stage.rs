@@ -94,6 +94,7 @@ impl Stage {
                 coordinators: Vec::new(),
                 postmaster: None,
                 coordinator_in_process: args.spawn == 0,
+                sqlite: args.store == BenchStore::Sqlite,
             },
             db: Db::Postgres(PgPoolOptions::new().connect_lazy(&args.database_url)?),
             fresh,
@@ -179,6 +180,7 @@ impl Stage {
                 coordinators,
                 postmaster: postmaster_of(&args.database_url),
                 coordinator_in_process: false,
+                sqlite: args.database_url.starts_with("sqlite:"),
             },
             db: connect(&args.database_url).await?,
             fresh: Fresh::None,
@@ -299,6 +301,9 @@ fn local_port(url: &str) -> Option<u16> {
 /// The postmaster of the PostgreSQL server at `url`, when it listens on
 /// this machine.
 fn postmaster_of(url: &str) -> Option<u32> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
     let options = PgConnectOptions::from_str(url).ok()?;
     let host = options.get_host();
     let local =
