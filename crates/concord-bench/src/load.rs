@@ -58,7 +58,8 @@ pub struct Measured {
 
 /// The initiators' connections and what they run.
 pub struct Load {
-    channels: Vec<Channel>,
+    /// The connection of each client.
+    clients: Vec<Channel>,
     mode: BenchMode,
     wait: bool,
     concurrency: u64,
@@ -66,19 +67,38 @@ pub struct Load {
 
 impl Load {
     /// One HTTP/2 connection per 10 clients, as initiators of several
-    /// service instances would have.
-    pub async fn connect(endpoint: &str, args: &BenchArgs) -> anyhow::Result<Self> {
+    /// service instances would have; with several coordinators, client `i`
+    /// talks to coordinator `i % n` only (as a client pinned to one
+    /// instance by its connection would).
+    pub async fn connect(endpoints: &[String], args: &BenchArgs) -> anyhow::Result<Self> {
+        let n = endpoints.len().max(1) as u64;
+        let per_endpoint = args.concurrency.div_ceil(n).div_ceil(10).max(1);
         let mut channels = Vec::new();
-        for _ in 0..args.concurrency.div_ceil(10).max(1) {
-            channels.push(
-                Endpoint::from_shared(endpoint.to_string())?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await?,
-            );
+        for i in 0..args.concurrency {
+            let endpoint = &endpoints[(i % n) as usize];
+            // Clients of one endpoint share its connections round-robin.
+            let k = (i / n) % per_endpoint;
+            let key = (i % n) * per_endpoint + k;
+            if key as usize >= channels.len() {
+                channels.resize(key as usize + 1, None);
+            }
+            if channels[key as usize].is_none() {
+                channels[key as usize] = Some(
+                    Endpoint::from_shared(endpoint.to_string())?
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await?,
+                );
+            }
         }
+        let clients = (0..args.concurrency)
+            .map(|i| {
+                let key = (i % n) * per_endpoint + (i / n) % per_endpoint;
+                channels[key as usize].clone().expect("connected above")
+            })
+            .collect();
         Ok(Self {
-            channels,
+            clients,
             mode: args.mode,
             wait: args.wait,
             concurrency: args.concurrency,
@@ -93,8 +113,7 @@ impl Load {
         let failed = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for i in 0..self.concurrency {
-            let mut client =
-                CoordinatorClient::new(self.channels[i as usize % self.channels.len()].clone());
+            let mut client = CoordinatorClient::new(self.clients[i as usize].clone());
             let next = Arc::clone(&next);
             let failed = Arc::clone(&failed);
             tasks.push(tokio::spawn(async move {

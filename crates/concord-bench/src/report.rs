@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::cpu::CpuReport;
 use crate::load::Measured;
 use crate::{BenchArgs, BenchMode};
 
@@ -22,6 +23,11 @@ pub struct BenchReport {
     /// Latency of each call an initiator makes, in call order: where the
     /// time of a transaction goes.
     pub calls: Vec<(&'static str, CallLatency)>,
+    /// CPU per transaction of each part, from the start of the measured
+    /// run until every transaction finished.
+    pub cpu: CpuReport,
+    /// `--pg-stats`: what PostgreSQL executed per transaction.
+    pub pg_stats: Vec<String>,
 }
 
 /// Latency percentiles of one kind of call.
@@ -41,7 +47,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl BenchReport {
-    pub(crate) fn new(m: Measured, elapsed: Duration, drained: Duration) -> Self {
+    pub(crate) fn new(
+        m: Measured,
+        elapsed: Duration,
+        drained: Duration,
+        cpu: CpuReport,
+        pg_stats: Vec<String>,
+    ) -> Self {
         let h = &m.transactions;
         Self {
             transactions: h.len(),
@@ -64,6 +76,8 @@ impl BenchReport {
                     (*name, latency)
                 })
                 .collect(),
+            cpu,
+            pg_stats,
         }
     }
 
@@ -111,5 +125,29 @@ impl BenchReport {
             .map(|(name, l)| format!("{name} {:.1}/{:.1}", ms(l.p50), ms(l.p99)))
             .collect();
         println!("per call p50/p99   {} ms", calls.join(", "));
+        for line in self.cpu.lines() {
+            println!("{line}");
+        }
+        for line in &self.pg_stats {
+            println!("{line}");
+        }
+        // One line per run for scripts that interleave builds: key=value.
+        let opt = |x: Option<f64>| x.map_or("na".to_string(), |v| format!("{v:.3}"));
+        let coordinator = if self.cpu.coordinator_in_process {
+            None
+        } else {
+            self.cpu.coordinator_total()
+        };
+        println!(
+            "summary            tps={:.0} p50_ms={:.1} p99_ms={:.1} coordinator_cpu_ms={} postgres_cpu_ms={} bench_cpu_ms={:.3} others_cpu_ms={} failed={}",
+            self.per_second(),
+            ms(self.p50),
+            ms(self.p99),
+            opt(coordinator),
+            opt(self.cpu.postgres),
+            self.cpu.bench,
+            opt(self.cpu.others),
+            self.failed
+        );
     }
 }

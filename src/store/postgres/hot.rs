@@ -1,5 +1,7 @@
-//! The durable statements of the TCC hot path, batched: Begin, branch
-//! registration and decisions. Each goes through a [`GroupWriter`] on the
+//! The durable statements of the hot path, batched: Begin, branch
+//! registration and decisions (TCC), saga submissions (`saga.rs`) and
+//! lease extensions (`leases.rs`).
+//! Each goes through a [`GroupWriter`] on the
 //! durable pool, so concurrent
 //! transactions share one statement and one WAL flush (group commit) while
 //! every caller still returns only once its own row is durable. Each row
@@ -13,13 +15,14 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::PgStore;
+use super::leases::Extension;
 use crate::domain::BranchId;
 use crate::machine::CallStatus;
 use crate::store::batch::GroupWriter;
 use crate::store::policy::StoredPolicy;
 use crate::store::rows::{duration_of, ms};
 use crate::store::{
-    BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewTransaction, StoreError,
+    BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewSaga, NewTransaction, StoreError,
     StoreResult,
 };
 
@@ -40,6 +43,10 @@ pub(super) struct HotPath {
     begins: GroupWriter<NewTransaction, bool>,
     branches: GroupWriter<NewBranch, BranchInsert>,
     decisions: GroupWriter<Decision, Option<i64>>,
+    /// Saga submissions (`saga.rs`).
+    sagas: GroupWriter<NewSaga, bool>,
+    /// Lease extensions before a call (`leases.rs`).
+    extensions: GroupWriter<Extension, bool>,
 }
 
 impl HotPath {
@@ -56,7 +63,21 @@ impl HotPath {
                 |b: &NewBranch| b.gid.clone(),
                 flush_branches,
             ),
-            decisions: GroupWriter::on_pool(pool, |d: &Decision| d.gid.clone(), flush_decisions),
+            decisions: GroupWriter::on_pool(
+                pool.clone(),
+                |d: &Decision| d.gid.clone(),
+                flush_decisions,
+            ),
+            sagas: GroupWriter::on_pool(
+                pool.clone(),
+                |s: &NewSaga| s.gid.clone(),
+                super::saga::flush_sagas,
+            ),
+            extensions: GroupWriter::on_pool(
+                pool,
+                |e: &Extension| e.gid.clone(),
+                super::leases::flush_extensions,
+            ),
         }
     }
 
@@ -67,6 +88,16 @@ impl HotPath {
 
     pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchInsert> {
         self.branches.write(b).await
+    }
+
+    /// True when the saga was created (its gid was new).
+    pub(super) async fn submit_saga(&self, s: NewSaga) -> StoreResult<bool> {
+        self.sagas.write(s).await
+    }
+
+    /// True when the lease was extended (still this owner's, same fence).
+    pub(super) async fn extend_lease(&self, e: Extension) -> StoreResult<bool> {
+        self.extensions.write(e).await
     }
 
     /// The new fence when the compare-and-set matched.

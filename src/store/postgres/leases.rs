@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use sqlx::PgPool;
+
 use super::super::rows::ms;
 use super::PgStore;
 use crate::domain::{BranchId, Gid};
@@ -20,6 +22,50 @@ fn lease_arrays(leases: &[Lease]) -> (Vec<String>, Vec<i64>) {
         .collect();
     pairs.sort();
     pairs.into_iter().unzip()
+}
+
+/// One lease to extend (`PgStore::extend_lease`).
+pub(super) struct Extension {
+    pub(super) gid: String,
+    pub(super) fence: i64,
+    pub(super) owner: String,
+    pub(super) cover_ms: i64,
+}
+
+/// Extends a batch of leases, each only while its owner and fence match;
+/// true for each one extended. Never shortens a lease.
+pub(super) async fn flush_extensions(
+    pool: PgPool,
+    mut items: Vec<Extension>,
+) -> StoreResult<Vec<bool>> {
+    let order: Vec<String> = items.iter().map(|e| e.gid.clone()).collect();
+    // Locked in gid order, like every multi-row statement of the store.
+    items.sort_by(|a, b| a.gid.cmp(&b.gid));
+    let mut gid = Vec::with_capacity(items.len());
+    let mut fence = Vec::with_capacity(items.len());
+    let mut owner = Vec::with_capacity(items.len());
+    let mut cover = Vec::with_capacity(items.len());
+    for e in items {
+        gid.push(e.gid);
+        fence.push(e.fence);
+        owner.push(e.owner);
+        cover.push(e.cover_ms);
+    }
+    let extended: Vec<String> = sqlx::query_scalar(
+        "UPDATE global_transactions g
+            SET lease_until = GREATEST(g.lease_until, now() + l.cover_ms * interval '1 millisecond')
+           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS l(gid, fence, owner, cover_ms)
+          -- The ANY makes the planner look the rows up by key.
+          WHERE g.gid = ANY($1) AND g.gid = l.gid AND g.fence = l.fence AND g.owner = l.owner
+         RETURNING g.gid",
+    )
+    .bind(gid)
+    .bind(fence)
+    .bind(owner)
+    .bind(cover)
+    .fetch_all(&pool)
+    .await?;
+    Ok(order.iter().map(|g| extended.contains(g)).collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -97,24 +143,24 @@ impl PgStore {
         Ok(renewed.into_iter().map(Gid::from_trusted).collect())
     }
 
+    /// Through the batch of [`flush_extensions`]: a saga's later step
+    /// (and any call its lease would not cover) extends the lease durably
+    /// before it is sent, which under load was a statement for a good part
+    /// of all sagas.
     pub(super) async fn extend_lease(
         &self,
         owner: &str,
         lease: &Lease,
         cover: Duration,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE global_transactions
-                SET lease_until = GREATEST(lease_until, now() + $4 * interval '1 millisecond')
-              WHERE gid = $1 AND fence = $2 AND owner = $3",
-        )
-        .bind(lease.gid.as_str())
-        .bind(lease.fence)
-        .bind(owner)
-        .bind(ms(cover))
-        .execute(&self.durable)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.hot
+            .extend_lease(Extension {
+                gid: lease.gid.as_str().to_string(),
+                fence: lease.fence,
+                owner: owner.to_string(),
+                cover_ms: ms(cover),
+            })
+            .await
     }
 
     pub(super) async fn claim_try_call(

@@ -84,9 +84,17 @@ impl PgStore {
         // Every statement here is a keyed lookup or a short range on an
         // index. A plan cached while a table was still small (a fresh
         // deployment) would keep scanning the whole table once it has grown.
+        // No JIT: disabling sequential scans adds 10^10 to the cost of any
+        // plan that still needs one (the readiness probe's count over the
+        // migrations table), which puts it over `jit_above_cost` and had
+        // PostgreSQL compile and optimise it with LLVM on every probe:
+        // 50-700 ms of database CPU four times a second per instance
+        // (pg_stat_statements: jit_inlining_time), which is what made two
+        // instances slower than one (BENCHMARKS.md, issue 16). Short
+        // statements never gain from JIT.
         let options = options
             .application_name("concord")
-            .options([("enable_seqscan", "off")]);
+            .options([("enable_seqscan", "off"), ("jit", "off")]);
         let durable = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(acquire_timeout)
