@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use concord_proto::participant::v1::BranchRequest;
 
 use super::Engine;
-use super::leases::CALL_MARGIN;
+use crate::clock::CALL_MARGIN;
 use crate::domain::metadata::Metadata;
 use crate::domain::{
     ActionName, BranchId, Endpoint, EndpointUrl, Gid, ParticipantName, Protocol, UrlCall,

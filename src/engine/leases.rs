@@ -97,8 +97,8 @@ impl LeaseGuard {
     }
 }
 
-/// Calls out under a lease, until dropped; `until` is what
-/// [`BranchCall::until`](super::calls::BranchCall) carries.
+/// Calls out under a lease, until dropped; `until` is what a branch call's
+/// `until` carries (engine/calls.rs).
 pub struct CallsOut {
     leases: Arc<Leases>,
     gid: Gid,

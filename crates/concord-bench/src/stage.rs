@@ -150,7 +150,14 @@ impl Stage {
                     .args(["--listen", &format!("127.0.0.1:{port}")])
                     .args(["--database-url", url])
                     .args(["--pool-size", &args.pool_size.to_string()])
-                    .args(["--metrics-listen", "off", "--dtm-listen", "off", "--no-migrate", "true"])
+                    .args([
+                        "--metrics-listen",
+                        "off",
+                        "--dtm-listen",
+                        "off",
+                        "--no-migrate",
+                        "true",
+                    ])
                     .args(&args.serve_args)
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(&log)?)
