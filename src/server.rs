@@ -142,6 +142,16 @@ impl Server {
             Err(refusal) => return Err(ServerError::Auth(refusal)),
         }
         let limits = Limiter::new(config.identity_max_concurrent, config.identity_max_rate);
+        let credential = match (&config.coordinator_token, &config.coordinator_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ServerError::Auth(
+                    "coordinator_token and coordinator_token_file are both set; set one".into(),
+                ));
+            }
+            (Some(token), None) => Some(token.bearer()),
+            (None, Some(path)) => Some(crate::auth::token_file(path).map_err(ServerError::Auth)?),
+            (None, None) => None,
+        };
         let tls = crate::tls::server_config(&config).map_err(ServerError::Tls)?;
         if let Some(tls) = &tls {
             // Refuses a key or certificate rustls cannot use now, not at run.
@@ -165,7 +175,7 @@ impl Server {
             .with_participant_concurrency(config.participant_concurrency)
             .with_tls(participant_tls)
             .with_http_tls(participant_http_tls)
-            .with_credential(config.coordinator_token.as_ref().map(|t| t.bearer())),
+            .with_credential(credential),
         );
         let settings = EngineSettings {
             instance_id: config.instance_id.clone(),
@@ -426,6 +436,23 @@ impl Server {
             Arc::clone(&self.auth),
             stop.clone(),
         ));
+        if let Some(path) = config.coordinator_token_file.clone() {
+            let credential = engine.clients.credential().clone();
+            background.spawn(crate::auth::reload::watch_file(
+                path.clone(),
+                Some(crate::auth::reload::POLL),
+                stop.clone(),
+                move |sighup| match crate::auth::token_file(&path) {
+                    Ok(token) => {
+                        credential.set(Some(token));
+                        tracing::info!(path = %path.display(), sighup, "coordinator token reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "coordinator token not reloaded; the previous one stays in force")
+                    }
+                },
+            ));
+        }
         background
             .spawn(Arc::clone(&self.db_health).probe(Arc::clone(engine.store()), stop.clone()));
         background.spawn(refresh_registry(

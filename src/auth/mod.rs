@@ -140,6 +140,16 @@ impl Identity {
     }
 }
 
+/// The coordinator's token as `coordinator_token_file` holds it (surrounding
+/// whitespace trimmed): the `authorization` value to present, or why not.
+pub fn token_file(path: &std::path::Path) -> Result<http::HeaderValue, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read coordinator_token_file {}: {e}", path.display()))?;
+    Secret::new(text.trim())
+        .map(|s| s.bearer())
+        .map_err(|e| format!("coordinator_token_file {}: {e}", path.display()))
+}
+
 /// A secret the coordinator presents (its token towards participants).
 /// `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]

@@ -24,12 +24,33 @@ async fn watch(auth: Arc<Authenticator>, poll: Option<Duration>, stop: Cancellat
     let Some(path) = auth.file.clone() else {
         return;
     };
+    let shown = path.clone();
+    watch_file(path, poll, stop, move |forced| match auth.reload() {
+        Ok(n) => {
+            tracing::info!(path = %shown.display(), identities = n, sighup = forced, "identities reloaded")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "identities not reloaded; the previous ones stay in force")
+        }
+    })
+    .await;
+}
+
+/// Calls `changed(sighup)` on every SIGHUP and whenever the content of
+/// `path` changes (looked at every `poll`; never with `None`), until
+/// `stop`. The identities file and `coordinator_token_file` rotate so.
+pub async fn watch_file(
+    path: std::path::PathBuf,
+    poll: Option<Duration>,
+    stop: CancellationToken,
+    mut changed: impl FnMut(bool) + Send + 'static,
+) {
     let mut seen = std::fs::read(&path).ok();
     #[cfg(unix)]
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch sighup; the identities file is still polled");
+            tracing::warn!(error = %e, "cannot watch sighup; the file is still polled");
             None
         }
     };
@@ -61,14 +82,7 @@ async fn watch(auth: Arc<Authenticator>, poll: Option<Duration>, stop: Cancellat
             continue;
         }
         seen = now;
-        match auth.reload() {
-            Ok(n) => {
-                tracing::info!(path = %path.display(), identities = n, sighup = forced, "identities reloaded")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "identities not reloaded; the previous ones stay in force")
-            }
-        }
+        changed(forced);
     }
 }
 

@@ -238,6 +238,11 @@ pub struct Config {
     #[arg(long, env = "CONCORD_COORDINATOR_TOKEN", hide_env_values = true, value_parser = parse_secret, help_heading = SECURITY)]
     #[serde(deserialize_with = "de::secret")]
     pub coordinator_token: Option<Secret>,
+    /// File holding that token instead (trimmed): read at start, and again
+    /// on SIGHUP and whenever it changes, so the token rotates without a
+    /// restart (participants accept the old and the new one meanwhile).
+    #[arg(long, env = "CONCORD_COORDINATOR_TOKEN_FILE", help_heading = SECURITY)]
+    pub coordinator_token_file: Option<PathBuf>,
     /// Most requests one identity has in flight at once (an identity's
     /// max_concurrent overrides it), or `off`.
     #[arg(long, env = "CONCORD_IDENTITY_MAX_CONCURRENT", value_parser = parse_count_or_off, help_heading = SECURITY)]
@@ -345,6 +350,7 @@ impl Default for Config {
             identities_file: None,
             insecure_no_auth: false,
             coordinator_token: None,
+            coordinator_token_file: None,
             identity_max_concurrent: Some(1024),
             identity_max_rate: None,
             dtm_listen: Some(SocketAddr::from(([127, 0, 0, 1], 36789))),

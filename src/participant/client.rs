@@ -22,6 +22,7 @@ use crate::domain::{Endpoint, EndpointUrl, ParticipantName, Protocol};
 use crate::machine::{Outcome, Phase};
 use crate::participant::breaker::{Breaker, BreakerState};
 use crate::participant::bulkhead::{Bulkheads, DEFAULT_PARTICIPANT_CONCURRENCY};
+use crate::participant::credential::Credential;
 use crate::participant::http::{Answer, DtmCall, HttpTransport, dtm_op};
 use crate::participant::recovered::Recovered;
 
@@ -190,7 +191,7 @@ pub struct ParticipantClients {
     bulkheads: Bulkheads,
     /// `authorization` value presented on every call (the coordinator's
     /// token), so that participants can tell its calls from anyone else's.
-    credential: Option<http::HeaderValue>,
+    credential: Credential,
 }
 
 /// What a tonic server answers when the `grpc-timeout` it received passed.
@@ -239,15 +240,20 @@ impl ParticipantClients {
             failing: Mutex::new(HashSet::new()),
             recovered: Arc::new(Recovered::default()),
             bulkheads: Bulkheads::new(DEFAULT_PARTICIPANT_CONCURRENCY),
-            credential: None,
+            credential: Credential::default(),
         }
     }
 
     /// Presents `authorization` (`Bearer <coordinator_token>`) on every
     /// gRPC and HTTP call.
     pub fn with_credential(mut self, authorization: Option<http::HeaderValue>) -> Self {
-        self.credential = authorization;
+        self.credential = Credential::new(authorization);
         self
+    }
+
+    /// The credential presented, to rotate it while calls go on.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
     }
 
     /// Allows at most `limit` calls in flight to one participant.
@@ -617,7 +623,7 @@ impl ParticipantClients {
         if let Ok(v) = format!("{}m", timeout.as_millis().max(1)).parse() {
             req.metadata_mut().insert("grpc-timeout", v);
         }
-        if let Some(credential) = &self.credential
+        if let Some(credential) = self.credential.get()
             && let Ok(v) = tonic::metadata::MetadataValue::try_from(credential.as_bytes())
         {
             req.metadata_mut().insert("authorization", v);

@@ -34,6 +34,7 @@ use reqwest::StatusCode;
 
 use crate::domain::EndpointUrl;
 use crate::machine::Outcome;
+use crate::participant::credential::Credential;
 
 /// The transaction's gid.
 pub const GID: &str = "concord-gid";
@@ -87,7 +88,7 @@ pub struct HttpTransport {
     /// Largest reply body read; a larger one is an unknown outcome.
     max_body: usize,
     /// `authorization` sent with every call (the coordinator's token).
-    credential: Option<http::HeaderValue>,
+    credential: Credential,
 }
 
 impl HttpTransport {
@@ -106,13 +107,13 @@ impl HttpTransport {
         Ok(Self {
             client,
             max_body,
-            credential: None,
+            credential: Credential::default(),
         })
     }
 
     /// Sends `authorization` with every call.
-    pub fn with_credential(mut self, authorization: Option<http::HeaderValue>) -> Self {
-        self.credential = authorization;
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
         self
     }
 
@@ -144,8 +145,8 @@ impl HttpTransport {
         if !request.metadata.is_empty() {
             call = call.header(METADATA, metadata_header(&request.metadata));
         }
-        if let Some(credential) = &self.credential {
-            call = call.header(http::header::AUTHORIZATION, credential.clone());
+        if let Some(credential) = self.credential.get() {
+            call = call.header(http::header::AUTHORIZATION, credential);
         }
         if let Some((parent, state)) = crate::telemetry::trace::call_context(&request.metadata) {
             call = call.header(crate::telemetry::trace::TRACEPARENT, parent);

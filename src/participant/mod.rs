@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod bulkhead;
 pub mod client;
+pub mod credential;
 pub mod http;
 pub mod recovered;
 pub mod registry;

@@ -803,3 +803,66 @@ async fn the_dtm_api_checks_the_same_identities_and_owners(pool: PgPool) {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The coordinator's own token rotates without a restart: read from
+/// `coordinator_token_file`, and again when the file changes. A participant
+/// that accepts only the new token refuses the calls made with the old one
+/// (before the first try runs) and accepts them once the file holds the
+/// new one, with the same coordinator process.
+#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+async fn the_coordinators_token_rotates_from_its_file_without_a_restart(pool: PgPool) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let service = ParticipantService::builder("stock")
+        .tcc_fn(
+            "reserve",
+            move |_ctx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok(Vec::new()) }
+            },
+            |_ctx| async { Ok(Vec::new()) },
+            |_ctx| async { Ok(Vec::new()) },
+        )
+        .build()
+        .unwrap();
+    let token_file = IdentitiesFile::new("old-coordinator-token\n");
+    let path = token_file.path.clone();
+    let coord = TestCoordinator::start_with(&pool, move |c| {
+        c.coordinator_token_file = Some(path);
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = ParticipantServer::new(service)
+        .register_with(coord.url())
+        .require_coordinator_token(["new-coordinator-token"])
+        .start(listener, stop.clone().cancelled_owned())
+        .await
+        .unwrap();
+
+    let mut c = coord.client().await;
+    c.begin(begin_req("rot-1", None)).await.unwrap();
+    let err = c
+        .r#try(try_req("rot-1", "stock", "reserve"))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("UNAUTHENTICATED"), "{err:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no action ran");
+
+    token_file.replace("new-coordinator-token\n");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let gid = format!("rot-2-{n}");
+        c.begin(begin_req(&gid, None)).await.unwrap();
+        if c.r#try(try_req(&gid, "stock", "reserve")).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < until, "the new token was never presented");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    stop.cancel();
+    running.wait().await.unwrap();
+}
