@@ -117,7 +117,15 @@ impl Server {
             ),
             None => None,
         };
-        let mut server = Self::assemble(config, store, Arc::new(SystemClock), listener)?;
+        let mut server = Self::assemble(config.clone(), store, Arc::new(SystemClock), listener)?;
+        // The DTM API drives transactions as the gRPC API does: the same
+        // rule for a listen address beyond this host without identities.
+        if let Some(addr) = dtm_listener.as_ref().and_then(|l| l.local_addr().ok())
+            && let Err(refusal) =
+                crate::auth::check_listen(addr, server.auth.is_on(), config.insecure_no_auth)
+        {
+            return Err(ServerError::Auth(format!("dtm_listen: {refusal}")));
+        }
         server.metrics_listener = metrics_listener;
         server.dtm_listener = dtm_listener;
         Ok(server)

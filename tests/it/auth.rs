@@ -506,6 +506,15 @@ async fn without_identities_only_loopback_is_served(pool: PgPool) {
     config.insecure_no_auth = true;
     serve(config.clone()).await.unwrap();
     config.insecure_no_auth = false;
+    // The DTM API's listener follows the same rule.
+    let mut dtm = config.clone();
+    dtm.listen = "127.0.0.1:0".parse().unwrap();
+    dtm.dtm_listen = Some("0.0.0.0:0".parse().unwrap());
+    let refused = serve(dtm).await.unwrap_err();
+    assert!(
+        refused.contains("dtm_listen") && refused.contains("without authentication"),
+        "{refused}"
+    );
     config.admin_tokens = AdminTokens::parse_list("ops:admin-secret").unwrap();
     serve(config).await.unwrap();
 }
