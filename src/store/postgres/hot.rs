@@ -16,11 +16,9 @@ use sqlx::types::Json;
 
 use super::PgStore;
 use super::leases::Extension;
-use crate::domain::BranchId;
-use crate::machine::CallStatus;
 use crate::store::batch::GroupWriter;
 use crate::store::policy::StoredPolicy;
-use crate::store::rows::{duration_of, ms};
+use crate::store::rows::ms;
 use crate::store::{
     BranchAdded, BranchRecord, Decision, Metadata, NewBranch, NewSaga, NewTransaction, StoreError,
     StoreResult,
@@ -121,33 +119,7 @@ impl PgStore {
             (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
             // Everything in the new row is known here; no need to read it back.
             (Some(seq), Some(id)) => Ok(BranchAdded::Added {
-                branch: BranchRecord {
-                    branch_id: BranchId::from_trusted(id),
-                    participant: b.participant,
-                    action: b.action,
-                    payload: b.payload,
-                    // At the stored (millisecond) precision.
-                    call_timeout: b.call_timeout.map(|t| duration_of(ms(t))),
-                    first_phase: if b.tried_by_initiator {
-                        CallStatus::Succeeded
-                    } else {
-                        CallStatus::Pending
-                    },
-                    second_phase: CallStatus::NotRequired,
-                    attempts: 0,
-                    last_code: None,
-                    last_error: None,
-                    last_attempt_at: None,
-                    created_at: b.now,
-                    updated_at: b.now,
-                    compensation: None,
-                    depends_on: Vec::new(),
-                    compensate_rejected: true,
-                    policy: b.policy,
-                    call_busy_until: Some(busy_until),
-                    skipped: None,
-                    url_call: b.url_call,
-                },
+                branch: BranchRecord::inserted(b, id, busy_until),
                 metadata,
                 seq,
             }),

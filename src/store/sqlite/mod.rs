@@ -172,32 +172,7 @@ impl SqliteStore {
         match (found.seq, found.inserted) {
             (None, _) => Ok(BranchAdded::NotAccepted(self.load_tx(&b.gid).await?)),
             (Some(seq), Some(id)) => Ok(BranchAdded::Added {
-                branch: BranchRecord {
-                    branch_id: BranchId::from_trusted(id),
-                    participant: b.participant,
-                    action: b.action,
-                    payload: b.payload,
-                    call_timeout: b.call_timeout.map(at_stored_precision),
-                    first_phase: if b.tried_by_initiator {
-                        CallStatus::Succeeded
-                    } else {
-                        CallStatus::Pending
-                    },
-                    second_phase: CallStatus::NotRequired,
-                    attempts: 0,
-                    last_code: None,
-                    last_error: None,
-                    last_attempt_at: None,
-                    created_at: b.now,
-                    updated_at: b.now,
-                    compensation: None,
-                    depends_on: Vec::new(),
-                    compensate_rejected: true,
-                    policy: b.policy,
-                    call_busy_until: Some(busy_until),
-                    skipped: None,
-                    url_call: b.url_call,
-                },
+                branch: BranchRecord::inserted(b, id, busy_until),
                 metadata,
                 seq,
             }),
@@ -213,11 +188,6 @@ impl SqliteStore {
             }
         }
     }
-}
-
-/// A duration at the stored (millisecond) precision.
-fn at_stored_precision(d: Duration) -> Duration {
-    super::rows::duration_of(super::rows::ms(d))
 }
 
 #[tonic::async_trait]
