@@ -107,45 +107,6 @@ pub(crate) fn url_call_of(text: Option<&str>) -> Option<UrlCall> {
 }
 
 impl BranchRecord {
-    /// The row of `b` as a store just inserted it under branch id `id`,
-    /// its Try out until `busy_until` (local clock): everything in it is
-    /// known, so neither store reads it back.
-    pub(crate) fn inserted(
-        b: super::NewBranch,
-        id: String,
-        busy_until: std::time::Instant,
-    ) -> Self {
-        Self {
-            branch_id: BranchId::from_trusted(id),
-            participant: b.participant,
-            action: b.action,
-            payload: b.payload,
-            // At the stored (millisecond) precision.
-            call_timeout: b
-                .call_timeout
-                .map(|t| super::rows::duration_of(super::rows::ms(t))),
-            first_phase: if b.tried_by_initiator {
-                CallStatus::Succeeded
-            } else {
-                CallStatus::Pending
-            },
-            second_phase: CallStatus::NotRequired,
-            attempts: 0,
-            last_code: None,
-            last_error: None,
-            last_attempt_at: None,
-            created_at: b.now,
-            updated_at: b.now,
-            compensation: None,
-            depends_on: Vec::new(),
-            compensate_rejected: true,
-            policy: b.policy,
-            call_busy_until: Some(busy_until),
-            skipped: None,
-            url_call: b.url_call,
-        }
-    }
-
     /// `participant.action`, the way operators name a branch.
     pub fn label(&self) -> String {
         format!("{}.{}", self.participant, self.action)
