@@ -39,14 +39,9 @@ impl CoordinatorApi {
         Some(self.engine.wait_until(grpc_timeout(req.metadata())))
     }
 
-    /// `Ok` when `caller` began `gid` or is an admin (with authentication
-    /// off, always, without reading the transaction).
+    /// `Ok` when `caller` began `gid` or is an admin ([`super::guard::may_act_on`]).
     pub(super) async fn may_act_on(&self, caller: &Identity, gid: &Gid) -> Result<(), Error> {
-        if caller.anonymous || caller.scopes.admin {
-            return Ok(());
-        }
-        let initiator = self.engine.initiator_of(gid).await?;
-        caller.may_act_on(gid.as_str(), initiator.as_deref())
+        super::guard::may_act_on(&self.engine, caller, gid).await
     }
 }
 

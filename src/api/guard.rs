@@ -109,6 +109,21 @@ fn status_code(e: &Error) -> &'static str {
     }
 }
 
+/// `Ok` when `caller` began `gid` or is an admin (with authentication
+/// off, always, without reading the transaction): the rule for every call
+/// on an existing transaction, whichever API it came through.
+pub async fn may_act_on(
+    engine: &crate::engine::Engine,
+    caller: &Identity,
+    gid: &crate::domain::Gid,
+) -> Result<(), Error> {
+    if caller.anonymous || caller.scopes.admin {
+        return Ok(());
+    }
+    let initiator = engine.initiator_of(gid).await?;
+    caller.may_act_on(gid.as_str(), initiator.as_deref())
+}
+
 /// The identity the guard let in. Fails closed: a service served without
 /// the guard has no caller, and nothing is allowed.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<Arc<Identity>, Error> {

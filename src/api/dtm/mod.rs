@@ -130,16 +130,6 @@ async fn authenticate(
     }
 }
 
-/// `Ok` when `caller` began `gid` or is an admin (authentication off:
-/// always, without a read).
-async fn may_act_on(engine: &Engine, caller: &Identity, gid: &Gid) -> Result<(), Error> {
-    if caller.anonymous || caller.scopes.admin {
-        return Ok(());
-    }
-    let initiator = engine.initiator_of(gid).await?;
-    caller.may_act_on(gid.as_str(), initiator.as_deref())
-}
-
 /// While the database is unreachable (`store::health`), a request is
 /// refused at once with 503, as the gRPC API refuses with UNAVAILABLE,
 /// and one already waiting is answered the same way.
@@ -385,7 +375,7 @@ async fn submit(
         let status = match t.trans_type()? {
             TransType::Tcc => {
                 let gid = t.gid()?;
-                may_act_on(engine, &caller, &gid).await?;
+                crate::api::guard::may_act_on(engine, &caller, &gid).await?;
                 engine.commit(&gid, wait(engine, &t)).await?
             }
             TransType::Saga => {
@@ -411,7 +401,7 @@ async fn submit(
                         engine.prepare_msg(msg).await?;
                     }
                     Err(e) => return Err(e),
-                    Ok(_) => may_act_on(engine, &caller, &gid).await?,
+                    Ok(_) => crate::api::guard::may_act_on(engine, &caller, &gid).await?,
                 }
                 engine
                     .command_msg(&gid, Command::Submit, wait(engine, &t))
@@ -443,7 +433,7 @@ async fn abort(
         let engine = &dtm.engine;
         let kind = t.trans_type()?;
         if kind != TransType::Saga {
-            may_act_on(engine, &caller, &t.gid()?).await?;
+            crate::api::guard::may_act_on(engine, &caller, &t.gid()?).await?;
         }
         match kind {
             TransType::Tcc => {
@@ -483,7 +473,7 @@ async fn register_branch(
             )));
         }
         let gid = Gid::parse(r.gid.as_str())?;
-        may_act_on(&dtm.engine, &caller, &gid).await?;
+        crate::api::guard::may_act_on(&dtm.engine, &caller, &gid).await?;
         // The options the transaction was prepared with apply to it.
         let (tx, _, _) = dtm.engine.get(&gid, false).await?;
         dtm.engine
