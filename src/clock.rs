@@ -17,6 +17,15 @@ use chrono::{DateTime, Utc};
 /// sooner than this after the write that scheduled it.
 pub const CALL_MARGIN: Duration = Duration::from_millis(250);
 
+/// What a lease (or a Try's `call_until`) granted for a call adds, beyond
+/// the call's deadline and [`CALL_MARGIN`], for the time between the write
+/// that grants it and the call: the engine counts the cover from before
+/// that write, and a call sent later than this after it gets a deadline
+/// cut by the difference (or an extension first), never a cover that ends
+/// before its deadline. Short, because after a crash a takeover waits for
+/// the whole lease: the dead owner's call deadline + margin + this.
+pub const GRANT_SLACK: Duration = Duration::from_millis(100);
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;

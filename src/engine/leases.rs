@@ -31,7 +31,7 @@ use super::Engine;
 use crate::domain::Gid;
 use crate::store::{BranchRecord, Lease, Store};
 
-pub use crate::clock::CALL_MARGIN;
+pub use crate::clock::{CALL_MARGIN, GRANT_SLACK};
 
 /// One held lease: its fence, the token that stops its driver, and until
 /// when it surely lasts (local clock).
@@ -269,8 +269,8 @@ impl Leases {
 impl Engine {
     /// How long a lease must be granted for calls with these call
     /// timeouts (`None`: the configured one): their longest deadline plus
-    /// twice the margin (once for the call, once for the time between the
-    /// grant and the call), and never less than the configured lease.
+    /// the margin and the slack for the time between the grant and the
+    /// call, and never less than the configured lease.
     /// Granted with the decision (or the saga's submission) itself, so that
     /// the hot path needs no extra write to cover its calls.
     pub(crate) fn lease_for(
@@ -282,7 +282,7 @@ impl Engine {
             .map(|t| t.unwrap_or(self.settings.call_timeout))
             .max()
             .unwrap_or_default();
-        self.settings.lease.max(longest + 2 * CALL_MARGIN)
+        self.settings.lease.max(longest + CALL_MARGIN + GRANT_SLACK)
     }
 
     /// The deadline of a call of `branch`.
@@ -302,7 +302,7 @@ impl Engine {
         if covered >= Instant::now() + need {
             return Some(guard.calls_out(covered));
         }
-        let extend = self.settings.lease.max(need + CALL_MARGIN);
+        let extend = self.settings.lease.max(need + GRANT_SLACK);
         let sent = Instant::now();
         let lease = guard.lease();
         match self

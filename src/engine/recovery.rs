@@ -1,4 +1,5 @@
-//! The recovery loop: every poll interval (or when woken) it claims due work
+//! The recovery loop: when work falls due (a lease expires, a retry time
+//! comes), at the latest every poll interval, or when woken, it claims due work
 //! with `FOR UPDATE SKIP LOCKED` and a lease, and drives it: phase-2 rounds
 //! whose retry time came, transactions whose owner died (expired lease), and
 //! trying transactions past their deadline (rolled back). Several instances
@@ -35,12 +36,16 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency as usize));
+    // A first claim at once: an instance that starts after a crash takes
+    // over what is due without waiting a poll interval.
+    let mut pause = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(poll_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = wake.0.notified() => {}
         }
+        pause = poll_interval;
         // Claim only what can be driven now: a claimed row waits for nobody
         // else while it sits in a queue here.
         let free = permits.available_permits();
@@ -82,6 +87,30 @@ pub async fn run(
         // interval.
         if full {
             wake.wake();
+        } else {
+            pause = until_next_due(&engine, poll_interval).await;
+        }
+    }
+}
+
+/// The least pause between two claims when something is due but was not
+/// claimed (another instance's claim holds its row): no busy loop.
+const MIN_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long to sleep before the next claim: until the earliest lease
+/// expiry or retry time the store knows of (plus a little, for the
+/// database's clock to pass it), at most `poll_interval`. A transaction
+/// whose owner died is then taken over as soon as its lease ends rather
+/// than up to a poll interval later, which is what bounds a takeover after
+/// a crash to the dead owner's call deadline plus the margins (README,
+/// "Clocks").
+async fn until_next_due(engine: &Engine, poll_interval: Duration) -> Duration {
+    match engine.store.next_due(poll_interval).await {
+        Ok(Some(due)) => (due + Duration::from_millis(2)).clamp(MIN_PAUSE, poll_interval),
+        Ok(None) => poll_interval,
+        Err(e) => {
+            tracing::debug!(error = %e, "next due time not read; polling");
+            poll_interval
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::calls::{BranchCall, called};
-use super::leases::{CALL_MARGIN, Granted};
+use super::leases::{CALL_MARGIN, GRANT_SLACK, Granted};
 use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
 use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName, UrlCall};
@@ -147,7 +147,8 @@ impl Engine {
         // No lease covers a Try: the branch row itself says until when its
         // call may run (`call_until`), so that nothing else is sent to the
         // branch before then, even if this instance dies now.
-        let cover = req.call_timeout.unwrap_or(self.settings.call_timeout) + 2 * CALL_MARGIN;
+        let cover =
+            req.call_timeout.unwrap_or(self.settings.call_timeout) + CALL_MARGIN + GRANT_SLACK;
         let started = std::time::Instant::now();
         let (branch, metadata, attempt) = self.register_branch(&req, cover).await?;
         let reply = self

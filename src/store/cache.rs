@@ -160,6 +160,10 @@ impl Store for Remembering {
         self.inner.claim_due(owner, limit, lease).await
     }
 
+    async fn next_due(&self, horizon: Duration) -> StoreResult<Option<Duration>> {
+        self.inner.next_due(horizon).await
+    }
+
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>> {
         self.inner.renew(owner, leases, lease).await
     }

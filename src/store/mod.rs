@@ -364,6 +364,14 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Vec<Claimed>>;
 
+    /// How long from the database's now until the earliest moment, within
+    /// `horizon`, at which [`Store::claim_due`] would find a transaction
+    /// due (its retry time come and its lease, if any, expired): zero when
+    /// one is due already, `None` when none becomes due within `horizon`.
+    /// The recovery loop sleeps that long rather than a whole poll
+    /// interval, so that a takeover follows an expired lease at once.
+    async fn next_due(&self, horizon: Duration) -> StoreResult<Option<Duration>>;
+
     /// Extends the given leases to at least `lease` from now (never
     /// shortens one); returns the ones still held.
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>>;

@@ -215,6 +215,49 @@ async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
     );
 }
 
+/// The instance that takes over does not wait for its next poll: it reads
+/// when the dead owner's lease ends and claims the transaction then. With a
+/// 30 s poll interval, only that makes the takeover come within seconds.
+async fn a_takeover_follows_the_leases_expiry_not_the_next_poll(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = bank_participants(&db, &coord).await;
+    let hold = Arc::new(Notify::new());
+    a.script(
+        Ph::Confirm,
+        vec![Behavior::Block(hold.clone())],
+        Behavior::Ok,
+    );
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
+    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    commit_tx(&mut c, &gid, false).await.unwrap();
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
+            == 1)
+            .await
+    );
+    // The decision's lease covers the blocked Confirm's deadline (2 s in
+    // the tests' configuration) plus the margins.
+    coord.crash();
+    let crashed = Instant::now();
+
+    let fresh = TestCoordinator::start_with(&db, |c| {
+        c.poll_interval = Duration::from_secs(30);
+    })
+    .await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(10)).await;
+    let took = crashed.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "confirmed {took:?} after the crash: the takeover waited for a poll"
+    );
+    assert_eq!(a.effects(Ph::Confirm), 1);
+    assert_eq!(b.effects(Ph::Confirm), 1);
+    assert_eq!(a.branch_overlaps(), 0);
+}
+
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
     let url = concord::store::postgres::PgStore::url_of(&pool);
@@ -444,6 +487,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
 }
 
 on_both_stores!(
+    a_takeover_follows_the_leases_expiry_not_the_next_poll,
     graceful_shutdown_releases_leases_for_immediate_takeover,
     crash_between_two_confirms_confirms_each_effect_once,
     crash_after_decision_is_finished_by_a_fresh_instance,

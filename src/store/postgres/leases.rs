@@ -115,6 +115,26 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn next_due(&self, horizon: Duration) -> StoreResult<Option<Duration>> {
+        // Only rows whose retry time comes within the horizon: a range of
+        // the `global_transactions_due` index, which holds unfinished work
+        // only, so this stays cheap however many transactions wait further
+        // out (flagged ones on a long back-off, say).
+        let due_in_us: Option<i64> = sqlx::query_scalar(
+            "SELECT (EXTRACT(EPOCH FROM min(CASE WHEN owner IS NULL THEN next_attempt_at
+                                                 ELSE GREATEST(next_attempt_at, lease_until) END)
+                                     - now()) * 1000000)::bigint
+               FROM global_transactions
+              WHERE next_attempt_at IS NOT NULL
+                AND next_attempt_at <= now() + $1 * interval '1 millisecond'
+                AND NOT paused",
+        )
+        .bind(ms(horizon))
+        .fetch_one(&self.durable)
+        .await?;
+        Ok(due_in_us.map(|us| Duration::from_micros(us.max(0) as u64)))
+    }
+
     pub(super) async fn renew(
         &self,
         owner: &str,

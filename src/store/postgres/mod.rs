@@ -238,6 +238,10 @@ impl Store for PgStore {
         self.claim_due(owner, limit, lease).await
     }
 
+    async fn next_due(&self, horizon: Duration) -> StoreResult<Option<Duration>> {
+        self.next_due(horizon).await
+    }
+
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>> {
         self.renew(owner, leases, lease).await
     }

@@ -55,6 +55,25 @@ pub(super) async fn claim_due(
     Ok(claimed)
 }
 
+/// As on PostgreSQL; read on a reader connection, with this host's clock
+/// (the one the writer stamps leases with).
+pub(super) async fn next_due(
+    readers: &sqlx::SqlitePool,
+    horizon: Duration,
+) -> StoreResult<Option<Duration>> {
+    let now = Utc::now();
+    let earliest: Option<i64> = sqlx::query_scalar(
+        "SELECT min(CASE WHEN owner IS NULL THEN next_attempt_at
+                         ELSE max(next_attempt_at, COALESCE(lease_until, 0)) END)
+           FROM global_transactions
+          WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 AND NOT paused",
+    )
+    .bind(us(after(now, horizon)))
+    .fetch_one(readers)
+    .await?;
+    Ok(earliest.map(|at| Duration::from_micros(at.saturating_sub(us(now)).max(0) as u64)))
+}
+
 pub(super) async fn renew(
     c: &mut SqliteConnection,
     owner: &str,

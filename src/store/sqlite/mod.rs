@@ -321,6 +321,10 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn next_due(&self, horizon: Duration) -> StoreResult<Option<Duration>> {
+        leases::next_due(&self.readers, horizon).await
+    }
+
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>> {
         if leases.is_empty() {
             return Ok(Vec::new());
