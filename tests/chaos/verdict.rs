@@ -86,10 +86,20 @@ fn takeover_summary(
         None => "none without a call in flight".into(),
     };
     let late_part = match late.iter().cloned().reduce(f64::max) {
-        Some(d) => format!(
-            "with a call in flight longest {d:+.1}s from that call's deadline ({} transactions)",
-            late.len()
-        ),
+        Some(d) => {
+            // Besides the longest, the median and the 99th percentile: on a
+            // loaded machine the longest says as much about CPU starvation
+            // as about leases.
+            let mut sorted = late.clone();
+            sorted.sort_by(f64::total_cmp);
+            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+            format!(
+                "with a call in flight longest {d:+.1}s from that call's deadline (median {:+.1}s, 99th percentile {:+.1}s; {} transactions)",
+                at(0.5),
+                at(0.99),
+                late.len()
+            )
+        }
         None => "none with a call in flight".into(),
     };
     let mut slowest: Vec<&Takeover> = all.iter().collect();
