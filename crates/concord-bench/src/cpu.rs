@@ -113,6 +113,23 @@ pub fn listener_pid(port: u16) -> Option<u32> {
     None
 }
 
+/// Resident memory of a process, from `/proc/PID/status`: now (`VmRSS`)
+/// and the most it ever held (`VmHWM`), in bytes.
+pub fn memory(pid: u32) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// What is watched; each `None` is a process that could not be found.
 #[derive(Debug, Clone)]
 pub struct Watch {
@@ -124,6 +141,17 @@ pub struct Watch {
     pub coordinator_in_process: bool,
     /// Set when the state is in a SQLite file (no database server).
     pub sqlite: bool,
+}
+
+impl Watch {
+    /// Resident memory of each coordinator process (see [`memory`]);
+    /// `None` for one that is not visible or runs inside the bench.
+    pub fn memory(&self) -> Vec<Option<(u64, u64)>> {
+        self.coordinators
+            .iter()
+            .map(|pid| pid.and_then(memory))
+            .collect()
+    }
 }
 
 /// CPU seconds consumed so far by each watched part.

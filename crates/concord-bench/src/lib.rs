@@ -159,6 +159,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 }
 
 async fn measure(args: &BenchArgs, stage: &Stage) -> anyhow::Result<BenchReport> {
+    // Before any load: the coordinators' idle memory.
+    let idle = stage.watch.memory();
     let stop = CancellationToken::new();
     let _stop_participants = stop.clone().drop_guard();
     let mut registry = RegistryClient::connect(stage.endpoints[0].clone()).await?;
@@ -215,5 +217,12 @@ async fn measure(args: &BenchArgs, stage: &Stage) -> anyhow::Result<BenchReport>
         (true, None) => pg.push("--sizes: not a PostgreSQL store".into()),
         (false, _) => {}
     }
-    Ok(BenchReport::new(measured, elapsed, drained, cpu, pg))
+    let memory = idle
+        .into_iter()
+        .zip(stage.watch.memory())
+        .map(|(idle, end)| Some((idle?.0, end?.1)))
+        .collect();
+    Ok(BenchReport::new(
+        measured, elapsed, drained, cpu, pg, memory,
+    ))
 }

@@ -28,6 +28,10 @@ pub struct BenchReport {
     pub cpu: CpuReport,
     /// `--pg-stats`: what PostgreSQL executed per transaction.
     pub pg_stats: Vec<String>,
+    /// Per coordinator process: its resident memory before any load and
+    /// the most it held by the end of the run (warm-up included), in bytes;
+    /// `None` when it is not visible or runs inside the bench.
+    pub memory: Vec<Option<(u64, u64)>>,
 }
 
 /// Latency percentiles of one kind of call.
@@ -53,6 +57,7 @@ impl BenchReport {
         drained: Duration,
         cpu: CpuReport,
         pg_stats: Vec<String>,
+        memory: Vec<Option<(u64, u64)>>,
     ) -> Self {
         let h = &m.transactions;
         Self {
@@ -78,6 +83,7 @@ impl BenchReport {
                 .collect(),
             cpu,
             pg_stats,
+            memory,
         }
     }
 
@@ -128,6 +134,9 @@ impl BenchReport {
         for line in self.cpu.lines() {
             println!("{line}");
         }
+        if let Some(line) = self.memory_line() {
+            println!("{line}");
+        }
         for line in &self.pg_stats {
             println!("{line}");
         }
@@ -139,7 +148,7 @@ impl BenchReport {
             self.cpu.coordinator_total()
         };
         println!(
-            "summary            tps={:.0} p50_ms={:.1} p99_ms={:.1} coordinator_cpu_ms={} postgres_cpu_ms={} bench_cpu_ms={:.3} others_cpu_ms={} failed={}",
+            "summary            tps={:.0} p50_ms={:.1} p99_ms={:.1} coordinator_cpu_ms={} postgres_cpu_ms={} bench_cpu_ms={:.3} others_cpu_ms={} coordinator_idle_mb={} coordinator_peak_mb={} failed={}",
             self.per_second(),
             ms(self.p50),
             ms(self.p99),
@@ -147,7 +156,44 @@ impl BenchReport {
             opt(self.cpu.postgres),
             self.cpu.bench,
             opt(self.cpu.others),
+            opt(self.memory_mb(|(idle, _)| idle)),
+            opt(self.memory_mb(|(_, peak)| peak)),
             self.failed
         );
+    }
+}
+
+impl BenchReport {
+    /// The largest of one memory figure over the coordinator processes, in
+    /// MiB; `None` unless every one was visible.
+    fn memory_mb(&self, pick: impl Fn((u64, u64)) -> u64) -> Option<f64> {
+        if self.memory.is_empty() {
+            return None;
+        }
+        let each: Option<Vec<u64>> = self.memory.iter().map(|m| m.map(&pick)).collect();
+        each?
+            .into_iter()
+            .max()
+            .map(|b| b as f64 / (1024.0 * 1024.0))
+    }
+
+    /// `memory ...`: each coordinator's resident memory idle and at its peak.
+    fn memory_line(&self) -> Option<String> {
+        if self.cpu.coordinator_in_process {
+            return None;
+        }
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / (1024.0 * 1024.0));
+        let each: Vec<String> = self
+            .memory
+            .iter()
+            .map(|m| match m {
+                Some((idle, peak)) => format!("idle {}, peak {}", mb(*idle), mb(*peak)),
+                None => "not visible".into(),
+            })
+            .collect();
+        Some(format!(
+            "memory             coordinator resident (before the load; most held by the end): {}",
+            each.join("; ")
+        ))
     }
 }
