@@ -168,6 +168,38 @@ impl TestDb {
         .unwrap()
     }
 
+    /// One number (a count) from a query about one transaction, by its gid.
+    pub async fn number_of(&self, sql: &'static str, gid: &str) -> i64 {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(gid).fetch_one(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).bind(gid).fetch_one(&f.pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Whether transaction `gid` satisfies `condition` (SQL both stores
+    /// read alike, say a flag: `paused`).
+    pub async fn holds(&self, gid: &str, condition: &'static str) -> bool {
+        let sql =
+            format!("SELECT count(*) FROM global_transactions WHERE gid = $1 AND {condition}");
+        let n: i64 = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(f) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(&f.pool)
+                    .await
+            }
+        }
+        .unwrap();
+        n == 1
+    }
+
     /// Every row of a query for two texts (say gid and status).
     pub async fn pairs(&self, sql: &'static str) -> Vec<(String, String)> {
         match self {
