@@ -1,6 +1,7 @@
-//! Integration tests: one binary, real PostgreSQL (a fresh database per test
-//! through `#[sqlx::test]`), real gRPC servers on loopback ports. Which
-//! PostgreSQL is decided before the first test: see `concord-testdb`.
+//! Integration tests: one binary, real databases (a fresh PostgreSQL
+//! database per test through `#[sqlx::test]`, or a fresh SQLite file), real
+//! gRPC servers on loopback ports. Which PostgreSQL is decided before the
+//! first test: see `concord-testdb`.
 //!
 //! Every end-to-end test runs on both stores (`on_both_stores!`, or
 //! `on_both_stores_beside_postgres!` when a participant or initiator keeps
@@ -21,7 +22,9 @@
 //! instance finishes the work). The two ignored measurements
 //! (`redrive::figure_1000_waiting_transactions`,
 //! `invariant::money_is_conserved_under_faults_and_restarts_long`) run on
-//! PostgreSQL, where their figures in BENCHMARKS.md were taken.
+//! PostgreSQL, where their figures in BENCHMARKS.md were taken. The chaos
+//! run (`tests/chaos`, a binary of its own) is about three instances and a
+//! PostgreSQL server restarted under them: PostgreSQL only too.
 
 mod admin;
 mod alerts;
