@@ -7,19 +7,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use concord::auth::AdminTokens;
 use concord::cli::Bearer;
-use concord::domain::{ActionName, Gid, ParticipantName};
-use concord::machine::tcc::{self as machine, Command, Verdict};
-use concord::machine::{Outcome, Phase, Status};
-use concord::store::admin::{AdminChange, AdminStore, AdminWrite};
-use concord::store::postgres::PgStore;
-use concord::store::*;
 use concord_proto::v1::admin_client::AdminClient;
 use concord_proto::v1::{self as pb, TransactionStatus as S};
 use serde_json::Value;
-use sqlx::PgPool;
 use tokio::sync::Notify;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -125,10 +117,9 @@ pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["kind"].as_str().unwrap()).collect()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn cli_lists_shows_retries_and_resolves_a_stuck_transaction(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let p = TestParticipant::start("bank-a", Some(pool.clone())).await;
+async fn cli_lists_shows_retries_and_resolves_a_stuck_transaction(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let p = TestParticipant::start_on("bank-a", &db).await;
     p.register(&coord, &["debit"]).await;
     p.script(Ph::Confirm, vec![], Behavior::Unavailable);
     tried(&coord, "order-1", "bank-a").await;
@@ -280,13 +271,13 @@ async fn cli_lists_shows_retries_and_resolves_a_stuck_transaction(pool: PgPool) 
         "{}",
         again.stderr
     );
-    let (next, owner): (Option<chrono::DateTime<Utc>>, Option<String>) = sqlx::query_as(
-        "SELECT next_attempt_at, owner FROM global_transactions WHERE gid = 'order-1'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((next, owner), (None, None));
+    let idle = db
+        .number(
+            "SELECT count(*) FROM global_transactions
+              WHERE gid = 'order-1' AND next_attempt_at IS NULL AND owner IS NULL",
+        )
+        .await;
+    assert_eq!(idle, 1, "no next attempt, no owner");
 
     let stats = cli(&coord, Some(TOKEN), &["stats", "-o", "json"])
         .await
@@ -310,9 +301,8 @@ async fn cli_lists_shows_retries_and_resolves_a_stuck_transaction(pool: PgPool) 
     assert!(missing.stdout.is_empty());
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn calls_without_a_valid_token_are_refused(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(1)).await;
+async fn calls_without_a_valid_token_are_refused(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(1)).await;
     let none = cli(&coord, None, &["stats"]).await;
     assert_eq!(none.code, 1);
     assert!(
@@ -348,8 +338,10 @@ async fn calls_without_a_valid_token_are_refused(pool: PgPool) {
         .await
         .unwrap();
 
-    // No tokens configured: the admin API is closed.
-    let closed = TestCoordinator::start(&pool).await;
+    // No tokens configured: the admin API is closed (in the first one's
+    // place: a SQLite file admits one instance).
+    coord.shutdown();
+    let closed = TestCoordinator::start(&db).await;
     let err = admin(&closed, Some(TOKEN))
         .await
         .get_stats(pb::GetStatsRequest {})
@@ -473,10 +465,9 @@ async fn illegal_operator_commands_are_refused_and_change_nothing(db: TestDb) {
     hold.notify_waiters();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn resolution_fences_out_a_driver_in_flight(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_millis(100)).await;
-    let p = TestParticipant::start("bank-a", Some(pool.clone())).await;
+async fn resolution_fences_out_a_driver_in_flight(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_millis(100)).await;
+    let p = TestParticipant::start_on("bank-a", &db).await;
     p.register(&coord, &["debit"]).await;
     let hold = Arc::new(Notify::new());
     p.script(
@@ -511,129 +502,6 @@ async fn resolution_fences_out_a_driver_in_flight(pool: PgPool) {
     );
     assert!(t.resolution.is_some() && t.finished_at.is_none());
     assert_eq!(p.calls("g", "1", Ph::Confirm), 2, "never called again");
-}
-
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_stale_round_cannot_unresolve(pool: PgPool) {
-    let s = PgStore::from_pool(pool).await.unwrap();
-    let g = Gid::parse("g").unwrap();
-    let now = Utc::now();
-    s.begin(NewTransaction {
-        gid: g.clone(),
-        metadata: Metadata::new(),
-        timeout: Duration::from_secs(30),
-        deadline: now + chrono::Duration::seconds(30),
-        now,
-        actor: "test".into(),
-        initiator: None,
-    })
-    .await
-    .unwrap();
-    let BranchAdded::Added { branch, .. } = s
-        .add_branch(NewBranch {
-            gid: g.clone(),
-            branch_id: None,
-            participant: ParticipantName::parse("p").unwrap(),
-            action: ActionName::parse("a").unwrap(),
-            payload: b"x".to_vec(),
-            call_timeout: None,
-            policy: Default::default(),
-            call_cover: std::time::Duration::ZERO,
-            now,
-            actor: "test".into(),
-            url_call: None,
-            tried_by_initiator: false,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("branch not added")
-    };
-    let ok = |phase| CallRecord {
-        branch_id: branch.branch_id.clone(),
-        phase,
-        attempt: 1,
-        outcome: Outcome::Succeeded,
-    };
-    s.record_try(
-        &g,
-        &ok(Phase::Try),
-        machine::try_record_applies(),
-        now,
-        "test",
-    )
-    .await
-    .unwrap();
-    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
-    let Ok(Verdict::Decided { next, .. }) =
-        machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())
-    else {
-        panic!("commit refused")
-    };
-    let lease = s
-        .decide(Decision {
-            gid: g.clone(),
-            expected_status: tx.status,
-            expected_branch_seq: tx.branch_seq,
-            expected_fence: tx.fence,
-            next: next.clone(),
-            owner: "driver".into(),
-            lease: Duration::from_secs(30),
-            now: Utc::now(),
-            actor: "driver".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    // Flag it the way a failed round would, without giving the lease back.
-    sqlx::query("UPDATE global_transactions SET needs_attention = true WHERE gid = 'g'")
-        .execute(s.pool())
-        .await
-        .unwrap();
-    assert!(
-        s.admin_apply(AdminWrite {
-            gid: g.clone(),
-            expected_status: Status::Confirming,
-            expected_paused: false,
-            expected_needs_attention: true,
-            change: AdminChange::Resolve {
-                note: "by hand".into()
-            },
-            event: "operator_resolve",
-            actor: "alice".into(),
-            note: Some("by hand".into()),
-            now: Utc::now(),
-        })
-        .await
-        .unwrap()
-    );
-    // The driver comes back with a successful round: fenced out.
-    let mut finished = next.clone();
-    finished.status = Status::Confirmed;
-    let written = s
-        .write_round(RoundWrite {
-            lease,
-            owner: "driver".into(),
-            next: finished,
-            calls: vec![ok(Phase::Confirm)],
-            next_attempt_at: None,
-            newly_flagged: false,
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
-    assert!(!written, "stale round refused");
-    let (row, _) = s.admin_get(&g).await.unwrap().unwrap();
-    assert_eq!(row.tx.status, Status::Confirming);
-    assert_eq!(row.resolution.unwrap().by, "alice");
-    assert_eq!(row.tx.next_attempt_at, None);
-    assert_eq!(row.tx.owner, None);
-    assert!(
-        s.claim_due("other", 10, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }
 
 async fn list_filters_and_paginates(db: TestDb) {
@@ -708,10 +576,9 @@ async fn list_filters_and_paginates(db: TestDb) {
 
 /// `tx show` of a saga submitted without a timeout: "deadline none" (null
 /// in JSON) while it runs, and no deadline line once it has finished.
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn tx_show_of_a_saga_without_deadline(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let p = TestParticipant::start("shop", Some(pool.clone())).await;
+async fn tx_show_of_a_saga_without_deadline(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let p = TestParticipant::start_on("shop", &db).await;
     p.register(&coord, &["ship", "unship"]).await;
     let hold = Arc::new(Notify::new());
     p.script(
@@ -769,6 +636,11 @@ async fn tx_show_of_a_saga_without_deadline(pool: PgPool) {
 }
 
 on_both_stores!(
+    cli_lists_shows_retries_and_resolves_a_stuck_transaction,
+    calls_without_a_valid_token_are_refused,
+    resolution_fences_out_a_driver_in_flight,
+    tx_show_of_a_saga_without_deadline,
+    a_paused_message_runs_nothing_until_resumed,
     illegal_operator_commands_are_refused_and_change_nothing,
     list_filters_and_paginates,
 );
@@ -777,10 +649,9 @@ on_both_stores!(
 /// its initiator does not run its steps until it is resumed: the submit
 /// is recorded, the execution waits (the recovery loop claims no paused
 /// transaction, and the submitting instance does not run it either).
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_paused_message_runs_nothing_until_resumed(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_millis(100)).await;
-    let stock = TestParticipant::start("stock", Some(pool.clone())).await;
+async fn a_paused_message_runs_nothing_until_resumed(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_millis(100)).await;
+    let stock = TestParticipant::start_on("stock", &db).await;
     stock.register(&coord, &["reserve"]).await;
     let mut c = coord.client().await;
     c.prepare_message(pb::PrepareMessageRequest {

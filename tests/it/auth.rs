@@ -17,7 +17,6 @@ use concord::server::Server;
 use concord_proto::v1::admin_client::AdminClient;
 use concord_proto::v1::{self as pb, TransactionStatus as S};
 use concord_sdk::{ParticipantServer, ParticipantService};
-use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -83,9 +82,9 @@ impl IdentitiesFile {
     }
 }
 
-async fn coordinator(pool: &PgPool, file: &IdentitiesFile) -> TestCoordinator {
+async fn coordinator(db: &TestDb, file: &IdentitiesFile) -> TestCoordinator {
     let path = file.path.clone();
-    TestCoordinator::start_with(pool, move |c| {
+    TestCoordinator::start_with(db, move |c| {
         c.identities_file = Some(path);
         c.admin_tokens = AdminTokens::parse_list("ops:admin-secret").unwrap();
     })
@@ -126,11 +125,10 @@ async fn endpoints(coord: &TestCoordinator) -> Vec<(String, Vec<String>)> {
     out
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn registering_needs_the_scope_of_the_participant(pool: PgPool) {
+async fn registering_needs_the_scope_of_the_participant(db: TestDb) {
     let file = IdentitiesFile::new(IDENTITIES);
-    let coord = coordinator(&pool, &file).await;
-    let payment = TestParticipant::start("payment", Some(pool.clone())).await;
+    let coord = coordinator(&db, &file).await;
+    let payment = TestParticipant::start_on("payment", &db).await;
     coord
         .registry_as(Some("payment-secret"))
         .await
@@ -200,11 +198,10 @@ async fn registering_needs_the_scope_of_the_participant(pool: PgPool) {
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn transactions_belong_to_their_initiator_and_admins(pool: PgPool) {
+async fn transactions_belong_to_their_initiator_and_admins(db: TestDb) {
     let file = IdentitiesFile::new(IDENTITIES);
-    let coord = coordinator(&pool, &file).await;
-    let p = TestParticipant::start("payment", Some(pool.clone())).await;
+    let coord = coordinator(&db, &file).await;
+    let p = TestParticipant::start_on("payment", &db).await;
     coord
         .registry_as(Some("payment-secret"))
         .await
@@ -376,12 +373,11 @@ async fn transactions_belong_to_their_initiator_and_admins(pool: PgPool) {
         .unwrap();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_rotated_token_works_without_a_restart(pool: PgPool) {
+async fn a_rotated_token_works_without_a_restart(db: TestDb) {
     let file = IdentitiesFile::new(
         "[[identity]]\nname = \"checkout\"\ntokens = [\"old-secret\"]\ninitiator = true\n",
     );
-    let coord = coordinator(&pool, &file).await;
+    let coord = coordinator(&db, &file).await;
     let begins = |token: &'static str, gid: String| {
         let coord = &coord;
         async move {
@@ -439,11 +435,10 @@ async fn a_rotated_token_works_without_a_restart(pool: PgPool) {
     assert_eq!(begins("new-secret", "r8".into()).await, Ok(()));
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn the_rate_limit_answers_resource_exhausted(pool: PgPool) {
+async fn the_rate_limit_answers_resource_exhausted(db: TestDb) {
     let handle = concord::telemetry::metrics::install().expect("the recorder is ours");
     let file = IdentitiesFile::new(IDENTITIES);
-    let coord = coordinator(&pool, &file).await;
+    let coord = coordinator(&db, &file).await;
     let mut slow = coord.client_as(Some("slow-secret")).await;
     let mut codes = Vec::new();
     for i in 0..5 {
@@ -492,9 +487,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn without_identities_only_loopback_is_served(pool: PgPool) {
-    let db = TestDb::from(&pool);
+async fn without_identities_only_loopback_is_served(db: TestDb) {
     let mut config = fast_config(&db.url());
     config.listen = "0.0.0.0:0".parse().unwrap();
     let refused = serve(config.clone()).await.unwrap_err();
@@ -519,8 +512,7 @@ async fn without_identities_only_loopback_is_served(pool: PgPool) {
     serve(config).await.unwrap();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_sdk_participant_accepts_only_the_coordinators_token(pool: PgPool) {
+async fn an_sdk_participant_accepts_only_the_coordinators_token(db: TestDb) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let service = ParticipantService::builder("stock")
@@ -542,7 +534,7 @@ async fn an_sdk_participant_accepts_only_the_coordinators_token(pool: PgPool) {
          [[identity]]\nname = \"checkout\"\ntokens = [\"checkout-secret\"]\ninitiator = true\n",
     );
     let path = file.path.clone();
-    let coord = TestCoordinator::start_with(&pool, move |c| {
+    let coord = TestCoordinator::start_with(&db, move |c| {
         c.identities_file = Some(path);
         c.coordinator_token = Some(Secret::new("coordinator-secret").unwrap());
     })
@@ -566,8 +558,10 @@ async fn an_sdk_participant_accepts_only_the_coordinators_token(pool: PgPool) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // A coordinator without the token (or anyone else) is refused before
-    // any action runs.
-    let other = TestCoordinator::start_with(&pool, |c| {
+    // any action runs. It takes the first one's place on the same database
+    // (the registration is there): a SQLite file admits one instance.
+    coord.shutdown();
+    let other = TestCoordinator::start_with(&db, |c| {
         c.identities_file = None;
     })
     .await;
@@ -604,8 +598,7 @@ async fn an_sdk_participant_accepts_only_the_coordinators_token(pool: PgPool) {
     running.wait().await.unwrap();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_client_certificate_maps_to_its_identity(pool: PgPool) {
+async fn a_client_certificate_maps_to_its_identity(db: TestDb) {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
     let pki = crate::observability::Pki::new();
@@ -618,7 +611,7 @@ async fn a_client_certificate_maps_to_its_identity(pool: PgPool) {
     );
     let path = file.path.clone();
     let (server_cert, server_key) = (pki.path("coordinator.crt"), pki.path("coordinator.key"));
-    let coord = TestCoordinator::start_with(&pool, move |c| {
+    let coord = TestCoordinator::start_with(&db, move |c| {
         c.identities_file = Some(path);
         c.tls_cert = Some(server_cert);
         c.tls_key = Some(server_key);
@@ -662,13 +655,12 @@ async fn a_client_certificate_maps_to_its_identity(pool: PgPool) {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn http_participants_receive_the_coordinators_token(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn http_participants_receive_the_coordinators_token(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.coordinator_token = Some(Secret::new("coordinator-secret").unwrap());
     })
     .await;
-    let (p, log) = TestParticipant::start_http("bank-h", Some(pool.clone())).await;
+    let (p, log) = TestParticipant::start_http_on("bank-h", &db).await;
     p.register(&coord, &["debit"]).await;
     let mut c = coord.client().await;
     c.begin(begin_req("h-1", None)).await.unwrap();
@@ -686,14 +678,13 @@ async fn http_participants_receive_the_coordinators_token(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn the_concurrency_limit_answers_resource_exhausted(pool: PgPool) {
+async fn the_concurrency_limit_answers_resource_exhausted(db: TestDb) {
     let file = IdentitiesFile::new(
         "[[identity]]\nname = \"narrow\"\ntokens = [\"narrow-secret\"]\ninitiator = true\nmax_concurrent = 1\n\n\
          [[identity]]\nname = \"payment-svc\"\ntokens = [\"payment-secret\"]\nparticipants = [\"payment\"]\n",
     );
-    let coord = coordinator(&pool, &file).await;
-    let p = TestParticipant::start("payment", Some(pool.clone())).await;
+    let coord = coordinator(&db, &file).await;
+    let p = TestParticipant::start_on("payment", &db).await;
     coord
         .registry_as(Some("payment-secret"))
         .await
@@ -733,11 +724,10 @@ async fn the_concurrency_limit_answers_resource_exhausted(pool: PgPool) {
 /// 401, a prepare without the initiator scope 403, another initiator's
 /// submit, abort or query of the gid 403, and nothing changes; its own
 /// initiator and an admin may.
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn the_dtm_api_checks_the_same_identities_and_owners(pool: PgPool) {
+async fn the_dtm_api_checks_the_same_identities_and_owners(db: TestDb) {
     let file = IdentitiesFile::new(IDENTITIES);
     let path = file.path.clone();
-    let coord = TestCoordinator::start_with(&pool, move |c| {
+    let coord = TestCoordinator::start_with(&db, move |c| {
         c.identities_file = Some(path);
         c.admin_tokens = AdminTokens::parse_list("ops:admin-secret").unwrap();
         c.dtm_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -818,8 +808,7 @@ async fn the_dtm_api_checks_the_same_identities_and_owners(pool: PgPool) {
 /// that accepts only the new token refuses the calls made with the old one
 /// (before the first try runs) and accepts them once the file holds the
 /// new one, with the same coordinator process.
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn the_coordinators_token_rotates_from_its_file_without_a_restart(pool: PgPool) {
+async fn the_coordinators_token_rotates_from_its_file_without_a_restart(db: TestDb) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let service = ParticipantService::builder("stock")
@@ -836,7 +825,7 @@ async fn the_coordinators_token_rotates_from_its_file_without_a_restart(pool: Pg
         .unwrap();
     let token_file = IdentitiesFile::new("old-coordinator-token\n");
     let path = token_file.path.clone();
-    let coord = TestCoordinator::start_with(&pool, move |c| {
+    let coord = TestCoordinator::start_with(&db, move |c| {
         c.coordinator_token_file = Some(path);
     })
     .await;
@@ -875,3 +864,17 @@ async fn the_coordinators_token_rotates_from_its_file_without_a_restart(pool: Pg
     stop.cancel();
     running.wait().await.unwrap();
 }
+
+on_both_stores!(
+    registering_needs_the_scope_of_the_participant,
+    transactions_belong_to_their_initiator_and_admins,
+    a_rotated_token_works_without_a_restart,
+    the_rate_limit_answers_resource_exhausted,
+    without_identities_only_loopback_is_served,
+    an_sdk_participant_accepts_only_the_coordinators_token,
+    a_client_certificate_maps_to_its_identity,
+    http_participants_receive_the_coordinators_token,
+    the_concurrency_limit_answers_resource_exhausted,
+    the_dtm_api_checks_the_same_identities_and_owners,
+    the_coordinators_token_rotates_from_its_file_without_a_restart,
+);

@@ -160,6 +160,7 @@ async fn graceful_shutdown_releases_leases_for_immediate_takeover(db: TestDb) {
     hold.notify_waiters();
 }
 
+/// PostgreSQL only: two instances share the database.
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
     let one = TestCoordinator::start(&pool).await;
@@ -258,9 +259,12 @@ async fn a_takeover_follows_the_leases_expiry_not_the_next_poll(db: TestDb) {
     assert_eq!(a.branch_overlaps(), 0);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
-    let url = concord::store::postgres::PgStore::url_of(&pool);
+/// A `concord serve` process killed with SIGKILL while a Confirm is out: on
+/// PostgreSQL another instance, running beside it, takes over; on SQLite the
+/// one instance restarts on the file (the OS let go of the file's lock) and
+/// takes over once the dead process's lease has run out.
+async fn sigkilled_process_is_taken_over_within_seconds(db: TestDb) {
+    let url = db.url();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -297,7 +301,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
+    let a = TestParticipant::start_on("bank-a", &db).await;
     concord_proto::v1::registry_client::RegistryClient::connect(endpoint.clone())
         .await
         .unwrap()
@@ -326,16 +330,25 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
             == 1)
             .await
     );
-    let other = TestCoordinator::start_with(&pool, |c| {
-        let d = concord::config::Config::with_database("");
-        c.lease = d.lease;
-        c.poll_interval = d.poll_interval;
-    })
-    .await;
+    let start_other = || {
+        TestCoordinator::start_with(&db, |c| {
+            let d = concord::config::Config::with_database("");
+            c.lease = d.lease;
+            c.poll_interval = d.poll_interval;
+        })
+    };
+    let beside = match db {
+        TestDb::Postgres(_) => Some(start_other().await),
+        TestDb::Sqlite(_) => None,
+    };
     // SIGKILL: no chance to release anything.
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();
+    let other = match beside {
+        Some(other) => other,
+        None => start_other().await,
+    };
     assert!(
         a.wait_until(Duration::from_secs(15), |p| p.has_effect(
             &gid,
@@ -354,6 +367,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(pool: PgPool) {
     wait_status(&mut c, &gid, S::Confirmed, Duration::from_secs(5)).await;
 }
 
+/// PostgreSQL only: two instances share the database.
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
     // The instance that served Begin remembers what it wrote; a Try served
@@ -402,6 +416,8 @@ async fn a_commit_sees_branches_tried_through_another_instance(pool: PgPool) {
     assert_eq!(a.calls(&gid, "1", Ph::Confirm), 0);
 }
 
+/// PostgreSQL only: the branches come from a second store beside the running
+/// instance (another instance's Try); a SQLite file admits one instance.
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool: PgPool) {
     use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
@@ -488,6 +504,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
 
 on_both_stores!(
     a_takeover_follows_the_leases_expiry_not_the_next_poll,
+    sigkilled_process_is_taken_over_within_seconds,
     graceful_shutdown_releases_leases_for_immediate_takeover,
     crash_between_two_confirms_confirms_each_effect_once,
     crash_after_decision_is_finished_by_a_fresh_instance,

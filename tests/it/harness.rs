@@ -1,5 +1,6 @@
 //! Test harness: a `TestDb` (PostgreSQL or a SQLite file) with
-//! `on_both_stores!` to run a test on each, a `TestCoordinator` running in its own runtime (so that a
+//! `on_both_stores!` to run a test on each (`on_both_stores_beside_postgres!` when
+//! a participant keeps its own state in PostgreSQL), a `TestCoordinator` running in its own runtime (so that a
 //! crash drops every task it had, as a killed process would), and a
 //! scriptable `TestParticipant` gRPC server on a loopback port that counts
 //! calls, checks durability preconditions in the database and applies each
@@ -146,6 +147,144 @@ impl TestDb {
         .unwrap()
     }
 
+    /// How many rows of `table` belong to `gid`, read beside the
+    /// coordinator.
+    pub async fn rows_of(&self, table: &'static str, gid: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table} WHERE gid = $1");
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(f) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(&f.pool)
+                    .await
+            }
+        }
+        .unwrap()
+    }
+
+    /// One number (a count) from a query about one transaction, by its gid.
+    pub async fn number_of(&self, sql: &'static str, gid: &str) -> i64 {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(gid).fetch_one(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).bind(gid).fetch_one(&f.pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Whether transaction `gid` satisfies `condition` (SQL both stores
+    /// read alike, say a flag: `paused`).
+    pub async fn holds(&self, gid: &str, condition: &'static str) -> bool {
+        let sql =
+            format!("SELECT count(*) FROM global_transactions WHERE gid = $1 AND {condition}");
+        let n: i64 = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(f) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(gid)
+                    .fetch_one(&f.pool)
+                    .await
+            }
+        }
+        .unwrap();
+        n == 1
+    }
+
+    /// Every row of a query for two texts (say gid and status).
+    pub async fn pairs(&self, sql: &'static str) -> Vec<(String, String)> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            Self::Sqlite(f) => sqlx::query_as(sql).fetch_all(&f.pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Every value of a query for one text.
+    pub async fn texts(&self, sql: &'static str) -> Vec<String> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Self::Sqlite(f) => sqlx::query_scalar(sql).fetch_all(&f.pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Transactions in `status`, tried at least once, whose next attempt
+    /// is more than `beyond` away (waiting on a retry backoff).
+    pub async fn waiting_beyond(&self, status: &str, beyond: Duration) -> i64 {
+        const SQL: &str = "SELECT count(*) FROM global_transactions
+            WHERE status = $1 AND attempts >= 1 AND next_attempt_at > $2";
+        let at = chrono::Utc::now() + chrono::Duration::from_std(beyond).unwrap();
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(status)
+                    .bind(at)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(f) => {
+                sqlx::query_scalar(SQL)
+                    .bind(status)
+                    .bind(at.timestamp_micros())
+                    .fetch_one(&f.pool)
+                    .await
+            }
+        }
+        .unwrap()
+    }
+
+    /// Moves an instant of `gid` (a column of `global_transactions`, say
+    /// `finished_at`) to `ago` before now, as if that much time had passed.
+    pub async fn set_ago(&self, gid: &str, column: &'static str, ago: Duration) {
+        let sql = format!("UPDATE global_transactions SET {column} = $1 WHERE gid = $2");
+        let at = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap();
+        let updated = match self {
+            Self::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(at)
+                .bind(gid)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            // The SQLite schema keeps instants as microseconds.
+            Self::Sqlite(f) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(at.timestamp_micros())
+                .bind(gid)
+                .execute(&f.pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .unwrap();
+        assert_eq!(updated, 1, "{gid} exists");
+    }
+
+    /// A store of its own on this database, for a test that calls the
+    /// store or the engine directly. On SQLite it holds the file's lock:
+    /// drop it before a coordinator starts on the file.
+    pub async fn store(&self) -> Box<dyn concord::store::admin::AdminStore> {
+        match self {
+            Self::Postgres(pool) => Box::new(
+                concord::store::postgres::PgStore::from_pool(pool.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Self::Sqlite(f) => Box::new(
+                concord::store::sqlite::SqliteStore::open(&f.path, 2, Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
     /// A transaction's status and whether one of its branches exists.
     async fn status_and_branch(
         &self,
@@ -194,6 +333,31 @@ macro_rules! on_both_stores {
     };
 }
 pub(crate) use on_both_stores;
+
+/// As [`on_both_stores!`], for a test whose participant or initiator keeps
+/// its own state in PostgreSQL (an SDK barrier, a bank's accounts): `$name`
+/// takes the coordinator's [`TestDb`] and that `PgPool`. On the PostgreSQL
+/// run both are the one database, as before; on the SQLite run the
+/// participant's is a PostgreSQL database of its own (the store under test
+/// is the coordinator's; the SDK's barrier is PostgreSQL's).
+macro_rules! on_both_stores_beside_postgres {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
+                async fn postgres(pool: sqlx::PgPool) {
+                    super::$name(pool.clone().into(), pool).await
+                }
+
+                #[sqlx::test(migrations = false)]
+                async fn sqlite(pool: sqlx::PgPool) {
+                    super::$name($crate::harness::TestDb::sqlite().await, pool).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_stores_beside_postgres;
 
 impl TestCoordinator {
     pub async fn start(db: impl Into<TestDb>) -> Self {

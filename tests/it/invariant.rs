@@ -2,7 +2,8 @@
 //! account services behind the barrier) runs many concurrent transfers
 //! while participant calls fail, replies are lost or arrive past the call
 //! deadline, requests are delivered twice or again later, and the
-//! coordinator crashes and restarts on the same database. At the end:
+//! coordinator crashes and restarts on the same database (on each store;
+//! the banks keep their accounts in PostgreSQL). At the end:
 //! balances sum to what they started at, nothing is frozen, each transfer
 //! is applied on both banks or on neither, and every transaction is
 //! CONFIRMED or CANCELLED.
@@ -26,7 +27,7 @@ use concord_sdk::Coordinator;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use crate::harness::TestCoordinator;
+use crate::harness::{TestCoordinator, TestDb, on_both_stores_beside_postgres};
 
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -47,9 +48,11 @@ fn transfers_from_env(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn money_is_conserved_under_faults_and_restarts(pool: PgPool) {
+/// The banks keep their accounts in PostgreSQL (schemas of `pool`); the
+/// coordinator runs on `db`.
+async fn money_is_conserved_under_faults_and_restarts(db: TestDb, pool: PgPool) {
     conserve(
+        db,
         pool,
         Params {
             transfers: 500,
@@ -68,6 +71,7 @@ async fn money_is_conserved_under_faults_and_restarts(pool: PgPool) {
 async fn money_is_conserved_under_faults_and_restarts_long(pool: PgPool) {
     let transfers = transfers_from_env(10_000);
     conserve(
+        pool.clone().into(),
         pool,
         Params {
             transfers,
@@ -98,9 +102,9 @@ fn faults() -> Faults {
     f
 }
 
-async fn conserve(pool: PgPool, p: Params) {
+async fn conserve(db: TestDb, pool: PgPool, p: Params) {
     let started = Instant::now();
-    let coord = TestCoordinator::start_with(&pool, tweak).await;
+    let coord = TestCoordinator::start_with(&db, tweak).await;
     let addr = coord.addr;
 
     // Each bank gets a schema of the test database, standing for a database
@@ -132,15 +136,12 @@ async fn conserve(pool: PgPool, p: Params) {
     let coord = Arc::new(Mutex::new(Some(coord)));
     let running = Arc::new(AtomicBool::new(true));
     let chaos = {
-        let (coord, running, pool) = (coord.clone(), running.clone(), pool.clone());
+        let (coord, running, db) = (coord.clone(), running.clone(), db.clone());
         let share = (p.transfers / (p.restarts + 1)) as i64;
         tokio::spawn(async move {
             let mut restarts = 0;
             while restarts < p.restarts && running.load(Ordering::Relaxed) {
-                let begun: i64 = sqlx::query_scalar("SELECT count(*) FROM global_transactions")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
+                let begun = db.number("SELECT count(*) FROM global_transactions").await;
                 if begun < share * (restarts as i64 + 1) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -150,7 +151,7 @@ async fn conserve(pool: PgPool, p: Params) {
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let fresh = TestCoordinator::start_with(&pool, |c| {
+                let fresh = TestCoordinator::start_with(&db, |c| {
                     tweak(c);
                     c.listen = addr;
                 })
@@ -183,12 +184,11 @@ async fn conserve(pool: PgPool, p: Params) {
     // it heard are confirmed, the rest is rolled back at the deadline.
     let settle_until = Instant::now() + Duration::from_secs(60);
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM global_transactions WHERE status NOT IN ('confirmed', 'cancelled')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let open = db
+            .number(
+                "SELECT count(*) FROM global_transactions WHERE status NOT IN ('confirmed', 'cancelled')",
+            )
+            .await;
         if open == 0 {
             break;
         }
@@ -208,18 +208,14 @@ async fn conserve(pool: PgPool, p: Params) {
         h.stop().await;
     }
 
-    let statuses: HashMap<String, String> =
-        sqlx::query_as::<_, (String, String)>("SELECT gid, status FROM global_transactions")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    let attention: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM global_transactions WHERE needs_attention")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let statuses: HashMap<String, String> = db
+        .pairs("SELECT gid, status FROM global_transactions")
+        .await
+        .into_iter()
+        .collect();
+    let attention = db
+        .number("SELECT count(*) FROM global_transactions WHERE needs_attention")
+        .await;
 
     let mut total = 0;
     let mut frozen = 0;
@@ -313,3 +309,5 @@ async fn conserve(pool: PgPool, p: Params) {
         "every kind of fault was injected: {faults}"
     );
 }
+
+on_both_stores_beside_postgres!(money_is_conserved_under_faults_and_restarts,);

@@ -469,7 +469,8 @@ async fn bad_message_requests_are_refused_and_change_nothing(db: TestDb) {
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
-/// The SDK's initiator side: the barrier table in `pool` and the
+/// The SDK's initiator side: the barrier table in `pool` (the initiator's
+/// own database, PostgreSQL on either store's run) and the
 /// query-back service on a loopback port.
 async fn sdk_initiator(pool: &PgPool) -> String {
     concord_sdk::Barrier::postgres(pool.clone())
@@ -500,10 +501,9 @@ async fn orders(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn sdk_do_and_submit_commits_the_local_work_then_the_message(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, b) = two(&pool.clone().into(), &coord).await;
+async fn sdk_do_and_submit_commits_the_local_work_then_the_message(db: TestDb, pool: PgPool) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = two(&db, &coord).await;
     let query = sdk_initiator(&pool).await;
     let sdk = concord_sdk::Coordinator::connect(coord.url())
         .await
@@ -545,10 +545,9 @@ async fn sdk_do_and_submit_commits_the_local_work_then_the_message(pool: PgPool)
     assert_eq!(orders(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn sdk_query_back_answers_exactly_after_a_crash(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
-    let (a, _b) = two(&pool.clone().into(), &coord).await;
+async fn sdk_query_back_answers_exactly_after_a_crash(db: TestDb, pool: PgPool) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = two(&db, &coord).await;
     let query = sdk_initiator(&pool).await;
     let mut c = coord.client().await;
     let short = Duration::from_millis(200);
@@ -600,4 +599,10 @@ on_both_stores!(
     a_submitted_message_executes_every_step_once_in_order,
     an_aborted_message_executes_nothing,
     an_initiator_gone_after_committing_is_asked_back_and_the_message_executed,
+);
+
+// The SDK's initiator keeps its barrier in its own PostgreSQL database.
+on_both_stores_beside_postgres!(
+    sdk_do_and_submit_commits_the_local_work_then_the_message,
+    sdk_query_back_answers_exactly_after_a_crash,
 );

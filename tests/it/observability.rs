@@ -8,13 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use concord::store::postgres::PgStore;
 use concord_proto::participant::v1::participant_server::{Participant, ParticipantServer};
 use concord_proto::participant::v1::{BranchRequest, BranchResponse};
 use concord_proto::v1::coordinator_client::CoordinatorClient;
 use concord_proto::v1::registry_client::RegistryClient;
 use concord_proto::v1::{self as pb, TransactionStatus as S};
-use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -506,8 +504,7 @@ async fn mutual_tls_from_initiator_to_coordinator_to_participant(db: TestDb) {
 /// certificate: the coordinator checks it against `participant_ca`,
 /// presents `participant_cert`, and TCC runs over it; a coordinator that
 /// does not trust the CA gets no call through.
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_https_http_participant_with_mutual_tls(pool: PgPool) {
+async fn an_https_http_participant_with_mutual_tls(db: TestDb) {
     use axum::extract::Path;
     use axum::routing::post;
 
@@ -545,7 +542,7 @@ async fn an_https_http_participant_with_mutual_tls(pool: PgPool) {
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.clone().cancelled_owned());
     tokio::spawn(serve);
 
-    let coord = TestCoordinator::start_with(&pool, |c| {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.participant_ca = Some(ca.clone());
         c.participant_cert = Some(pki.path("coordinator-client.crt"));
         c.participant_key = Some(pki.path("coordinator-client.key"));
@@ -570,8 +567,10 @@ async fn an_https_http_participant_with_mutual_tls(pool: PgPool) {
     assert_eq!(*calls.lock().unwrap(), ["debit/try", "debit/confirm"]);
 
     // Without the CA (the system's roots), the participant's certificate
-    // is not trusted: the Try is not delivered.
-    let untrusting = TestCoordinator::start(&pool).await;
+    // is not trusted: the Try is not delivered. (In the first one's place,
+    // on the same registry: a SQLite file admits one instance.)
+    coord.shutdown();
+    let untrusting = TestCoordinator::start(&db).await;
     let mut c = untrusting.client().await;
     let gid = c
         .begin(begin_req("", Some(Duration::from_secs(30))))
@@ -597,12 +596,11 @@ async fn an_https_http_participant_with_mutual_tls(pool: PgPool) {
     stop.cancel();
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
+async fn retention_deletes_only_old_final_transactions(db: TestDb) {
     let recorder = Recorder::default();
     let stop = CancellationToken::new();
     let addr = recorder.serve(None, stop.clone()).await;
-    let coord = TestCoordinator::start(&pool).await;
+    let coord = TestCoordinator::start(&db).await;
     register(
         &mut coord.registry().await,
         "obs-retention",
@@ -626,41 +624,24 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
 
     // Age them: two finished long ago, and an open one started long ago
     // (old but not final: it stays).
-    sqlx::query(
-        "UPDATE global_transactions
-            SET finished_at = now() - interval '8 days', created_at = now() - interval '9 days'
-          WHERE gid = ANY($1)",
-    )
-    .bind(vec![old_a.clone(), old_b.clone()])
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE global_transactions SET created_at = now() - interval '9 days' WHERE gid = $1",
-    )
-    .bind(&open)
-    .execute(&pool)
-    .await
-    .unwrap();
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    for gid in [&old_a, &old_b] {
+        db.set_ago(gid, "finished_at", 8 * DAY).await;
+        db.set_ago(gid, "created_at", 9 * DAY).await;
+    }
+    db.set_ago(&open, "created_at", 9 * DAY).await;
 
     let count = |table: &'static str, gid: String| {
-        let pool = pool.clone();
-        async move {
-            let sql = format!("SELECT count(*) FROM {table} WHERE gid = $1");
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                .bind(gid)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
+        let db = db.clone();
+        async move { db.rows_of(table, &gid).await }
     };
     assert!(count("transaction_events", old_a.clone()).await > 0);
     assert_eq!(count("branches", old_a.clone()).await, 1);
 
     // Batches of one: three batches, the last one short.
-    let store = PgStore::from_pool(pool.clone()).await.unwrap();
+    let store = db.store().await;
     let deleted = concord::engine::retention::sweep(
-        &store,
+        &*store,
         Duration::from_secs(7 * 24 * 3600),
         1,
         &CancellationToken::new(),
@@ -679,14 +660,11 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
     }
 
     // The background task of a running instance does the same.
-    sqlx::query(
-        "UPDATE global_transactions SET finished_at = now() - interval '2 hours' WHERE gid = $1",
-    )
-    .bind(&recent)
-    .execute(&pool)
-    .await
-    .unwrap();
-    let coord = TestCoordinator::start_with(&pool, |c| {
+    // (The store lets go of the database first: a SQLite file admits one.)
+    drop(store);
+    db.set_ago(&recent, "finished_at", Duration::from_secs(2 * 3600))
+        .await;
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.retention = Some(Duration::from_secs(3600));
     })
     .await;
@@ -705,6 +683,8 @@ async fn retention_deletes_only_old_final_transactions(pool: PgPool) {
 }
 
 on_both_stores!(
+    an_https_http_participant_with_mutual_tls,
+    retention_deletes_only_old_final_transactions,
     metrics_move_after_transactions_and_probes_answer,
     traceparent_reaches_participants_first_time_and_after_a_crash,
     mutual_tls_from_initiator_to_coordinator_to_participant,

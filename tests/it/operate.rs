@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use concord_proto::v1::{self as pb, TransactionStatus as S};
 use serde_json::Value;
-use sqlx::PgPool;
 use tonic::Code;
 
 use crate::admin::*;
@@ -48,13 +47,12 @@ async fn two_branches(coord: &TestCoordinator, gid: &str) {
     commit(coord, gid).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn cli_retries_one_branch_and_skips_a_stuck_confirm(pool: PgPool) {
+async fn cli_retries_one_branch_and_skips_a_stuck_confirm(db: TestDb) {
     // The coordinator's own next retry is a minute away: only the
     // operator's commands make anything happen within this test.
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let a_bank = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let b_bank = TestParticipant::start("bank-b", Some(pool.clone())).await;
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let a_bank = TestParticipant::start_on("bank-a", &db).await;
+    let b_bank = TestParticipant::start_on("bank-b", &db).await;
     a_bank.register(&coord, &["debit"]).await;
     b_bank.register(&coord, &["debit"]).await;
     b_bank.script(Ph::Confirm, vec![], Behavior::Unavailable);
@@ -218,11 +216,10 @@ async fn cli_retries_one_branch_and_skips_a_stuck_confirm(pool: PgPool) {
     assert_eq!(b_bank.calls("t-1", "2", Ph::Confirm), calls);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn skipping_one_of_two_stuck_branches_leaves_the_other_driven(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let a_bank = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let b_bank = TestParticipant::start("bank-b", Some(pool.clone())).await;
+async fn skipping_one_of_two_stuck_branches_leaves_the_other_driven(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let a_bank = TestParticipant::start_on("bank-a", &db).await;
+    let b_bank = TestParticipant::start_on("bank-b", &db).await;
     a_bank.register(&coord, &["debit"]).await;
     b_bank.register(&coord, &["debit"]).await;
     a_bank.script(Ph::Confirm, vec![], Behavior::Unavailable);
@@ -280,11 +277,10 @@ async fn skipping_one_of_two_stuck_branches_leaves_the_other_driven(pool: PgPool
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn skipping_a_stuck_compensation_compensates_the_saga(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let order = TestParticipant::start("order", Some(pool.clone())).await;
-    let pay = TestParticipant::start("pay", Some(pool.clone())).await;
+async fn skipping_a_stuck_compensation_compensates_the_saga(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let order = TestParticipant::start_on("order", &db).await;
+    let pay = TestParticipant::start_on("pay", &db).await;
     order.register(&coord, &["create", "cancel"]).await;
     pay.register(&coord, &["charge", "refund"]).await;
     order.script(Ph::Compensate, vec![], Behavior::Unavailable);
@@ -346,10 +342,9 @@ async fn skipping_a_stuck_compensation_compensates_the_saga(pool: PgPool) {
     assert_eq!(compensate.status, pb::CallStatus::Skipped as i32);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn branch_commands_are_refused_while_trying_and_retry_while_paused(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let bank = TestParticipant::start("bank-a", Some(pool.clone())).await;
+async fn branch_commands_are_refused_while_trying_and_retry_while_paused(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let bank = TestParticipant::start_on("bank-a", &db).await;
     bank.register(&coord, &["debit"]).await;
     tried(&coord, "t-3", "bank-a").await;
     let mut a = admin(&coord, Some(TOKEN)).await;
@@ -413,11 +408,10 @@ fn outcomes(json: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn bulk_commands_by_filter_with_dry_run_and_a_result_each(pool: PgPool) {
-    let coord = coordinator(&pool, Duration::from_secs(60)).await;
-    let good = TestParticipant::start("bank-a", Some(pool.clone())).await;
-    let bad = TestParticipant::start("bank-b", Some(pool.clone())).await;
+async fn bulk_commands_by_filter_with_dry_run_and_a_result_each(db: TestDb) {
+    let coord = coordinator(&db, Duration::from_secs(60)).await;
+    let good = TestParticipant::start_on("bank-a", &db).await;
+    let bad = TestParticipant::start_on("bank-b", &db).await;
     good.register(&coord, &["debit"]).await;
     bad.register(&coord, &["debit"]).await;
     bad.script(Ph::Confirm, vec![], Behavior::Unavailable);
@@ -637,3 +631,11 @@ async fn bulk_commands_by_filter_with_dry_run_and_a_result_each(pool: PgPool) {
         run.stdout
     );
 }
+
+on_both_stores!(
+    cli_retries_one_branch_and_skips_a_stuck_confirm,
+    skipping_one_of_two_stuck_branches_leaves_the_other_driven,
+    skipping_a_stuck_compensation_compensates_the_saga,
+    branch_commands_are_refused_while_trying_and_retry_while_paused,
+    bulk_commands_by_filter_with_dry_run_and_a_result_each,
+);

@@ -192,6 +192,8 @@ async fn crash_during_a_slow_saga_step_is_taken_over_after_its_deadline(db: Test
     assert_eq!(b.calls(&gid, "2", Ph::Execute), 1);
 }
 
+/// PostgreSQL only: the database is a server cut off behind a network proxy,
+/// and another instance finishes the transaction.
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn an_instance_cut_off_from_the_database_is_not_overtaken_mid_call(pool: PgPool) {
     let direct = concord::store::postgres::PgStore::url_of(&pool);

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use concord_proto::v1::{self as pb, TransactionStatus as S};
-use sqlx::PgPool;
 use tonic::Code;
 
 use crate::harness::*;
@@ -51,19 +50,18 @@ fn saga(steps: Vec<pb::SagaStep>) -> pb::SubmitSagaRequest {
 
 /// The coordinator's own retries are slow (1 s, up to 60 s): what happens
 /// within these tests' waits is the policy's doing.
-async fn coordinator(pool: &PgPool) -> TestCoordinator {
-    TestCoordinator::start_with(pool, |c| {
+async fn coordinator(db: &TestDb) -> TestCoordinator {
+    TestCoordinator::start_with(db, |c| {
         c.retry.initial = Duration::from_secs(1);
         c.retry.max = Duration::from_secs(60);
     })
     .await
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_step_that_exhausts_its_attempts_compensates_the_saga(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let order = TestParticipant::start("order", Some(pool.clone())).await;
-    let pay = TestParticipant::start("payment", Some(pool.clone())).await;
+async fn a_step_that_exhausts_its_attempts_compensates_the_saga(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let order = TestParticipant::start_on("order", &db).await;
+    let pay = TestParticipant::start_on("payment", &db).await;
     order.register(&coord, &["create", "cancel"]).await;
     pay.register(&coord, &["charge", "refund"]).await;
     pay.script(Ph::Execute, vec![], Behavior::Unavailable);
@@ -96,9 +94,8 @@ async fn a_step_that_exhausts_its_attempts_compensates_the_saga(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_step_call_timeout_and_one_attempt_give_up_at_once(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn a_step_call_timeout_and_one_attempt_give_up_at_once(db: TestDb) {
+    let coord = coordinator(&db).await;
     let slow = TestParticipant::start("slow", None).await;
     slow.register(&coord, &["work", "undo"]).await;
     slow.script(Ph::Execute, vec![], Behavior::Slow(Duration::from_secs(2)));
@@ -140,10 +137,9 @@ async fn a_step_call_timeout_and_one_attempt_give_up_at_once(pool: PgPool) {
     wait_status(&mut c, &reply.gid, S::Compensated, Duration::from_secs(15)).await;
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_confirm_that_exhausts_its_attempts_is_flagged_and_still_retried(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let bank = TestParticipant::start("bank", Some(pool.clone())).await;
+async fn a_confirm_that_exhausts_its_attempts_is_flagged_and_still_retried(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let bank = TestParticipant::start_on("bank", &db).await;
     bank.register(&coord, &["debit"]).await;
     bank.script(Ph::Confirm, vec![Behavior::Unavailable; 4], Behavior::Ok);
     let mut c = coord.client().await;
@@ -178,9 +174,8 @@ async fn a_confirm_that_exhausts_its_attempts_is_flagged_and_still_retried(pool:
     assert_eq!(bank.calls(&gid, "1", Ph::Confirm), 5);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn bad_policies_are_refused_naming_the_field(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn bad_policies_are_refused_naming_the_field(db: TestDb) {
+    let coord = coordinator(&db).await;
     let p = TestParticipant::start("p", None).await;
     p.register(&coord, &["a", "b"]).await;
     let mut c = coord.client().await;
@@ -254,17 +249,13 @@ async fn bad_policies_are_refused_naming_the_field(pool: PgPool) {
             "policy: retry_factor must be at least 1"
         )
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM branches")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let count: i64 = db.number("SELECT count(*) FROM branches").await;
     assert_eq!(count, 0, "refused requests change nothing");
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn non_retryable_codes_count_as_a_rejection(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let p = TestParticipant::start("pay", Some(pool.clone())).await;
+async fn non_retryable_codes_count_as_a_rejection(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let p = TestParticipant::start_on("pay", &db).await;
     p.register(&coord, &["charge", "refund"]).await;
     // The participant answers UNAVAILABLE itself, which this action
     // declares final.
@@ -329,10 +320,9 @@ fn action(
     }
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_action_policy_from_registration_applies_unless_the_request_gives_one(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let pay = TestParticipant::start("payment", Some(pool.clone())).await;
+async fn an_action_policy_from_registration_applies_unless_the_request_gives_one(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let pay = TestParticipant::start_on("payment", &db).await;
     pay.register_actions(
         &coord,
         vec![
@@ -420,10 +410,9 @@ async fn an_action_policy_from_registration_applies_unless_the_request_gives_one
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_tcc_branch_takes_its_action_policy_and_non_retryable_codes(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let bank = TestParticipant::start("bank", Some(pool.clone())).await;
+async fn a_tcc_branch_takes_its_action_policy_and_non_retryable_codes(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let bank = TestParticipant::start_on("bank", &db).await;
     bank.register_actions(
         &coord,
         vec![action(
@@ -459,10 +448,9 @@ async fn a_tcc_branch_takes_its_action_policy_and_non_retryable_codes(pool: PgPo
     assert_eq!(bank.calls(&gid, "1", Ph::Confirm), 3);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn non_retryable_http_statuses_count_as_a_rejection(pool: PgPool) {
-    let coord = coordinator(&pool).await;
-    let (pay, _log) = TestParticipant::start_http("pay", Some(pool.clone())).await;
+async fn non_retryable_http_statuses_count_as_a_rejection(db: TestDb) {
+    let coord = coordinator(&db).await;
+    let (pay, _log) = TestParticipant::start_http_on("pay", &db).await;
     // The HTTP participant answers 503 for "unavailable".
     pay.register_actions(
         &coord,
@@ -500,9 +488,8 @@ async fn non_retryable_http_statuses_count_as_a_rejection(pool: PgPool) {
     assert_eq!(shown.non_retryable_http_statuses, vec![503]);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn bad_action_policies_are_refused_at_registration(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn bad_action_policies_are_refused_at_registration(db: TestDb) {
+    let coord = coordinator(&db).await;
     let p = TestParticipant::start("p", None).await;
     let cases = [
         (
@@ -542,9 +529,18 @@ async fn bad_action_policies_are_refused_at_registration(pool: PgPool) {
             (Code::InvalidArgument, message)
         );
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM participants")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let count: i64 = db.number("SELECT count(*) FROM participants").await;
     assert_eq!(count, 0, "refused registrations change nothing");
 }
+
+on_both_stores!(
+    a_step_that_exhausts_its_attempts_compensates_the_saga,
+    a_step_call_timeout_and_one_attempt_give_up_at_once,
+    a_confirm_that_exhausts_its_attempts_is_flagged_and_still_retried,
+    bad_policies_are_refused_naming_the_field,
+    non_retryable_codes_count_as_a_rejection,
+    an_action_policy_from_registration_applies_unless_the_request_gives_one,
+    a_tcc_branch_takes_its_action_policy_and_non_retryable_codes,
+    non_retryable_http_statuses_count_as_a_rejection,
+    bad_action_policies_are_refused_at_registration,
+);

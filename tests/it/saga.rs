@@ -414,6 +414,7 @@ async fn crash_during_compensation_finishes_compensating(db: TestDb) {
     no_violations(&[&order, &stock, &pay]);
 }
 
+/// PostgreSQL only: two instances share the database.
 #[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
 async fn two_instances_racing_run_each_step_at_most_once(pool: PgPool) {
     let one = TestCoordinator::start(&pool).await;

@@ -16,7 +16,9 @@ use concord_sdk::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{TestCoordinator, TestDb, on_both_stores, wait_status};
+use crate::harness::{
+    TestCoordinator, TestDb, on_both_stores, on_both_stores_beside_postgres, wait_status,
+};
 
 /// Serves `service` on a free loopback port, registered with `coord`.
 async fn serve(
@@ -32,9 +34,10 @@ async fn serve(
         .expect("participant registered")
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn the_quickstart_program_runs_as_the_readme_says(pool: PgPool) {
-    let coord = TestCoordinator::start(&pool).await;
+/// The shop's tables are in PostgreSQL (the quickstart's), the
+/// coordinator's on the store under test.
+async fn the_quickstart_program_runs_as_the_readme_says(db: TestDb, pool: PgPool) {
+    let coord = TestCoordinator::start(&db).await;
     let shop_pool = schema_pool((*pool.connect_options()).clone(), "quickstart", 4)
         .await
         .unwrap();
@@ -58,12 +61,14 @@ async fn the_quickstart_program_runs_as_the_readme_says(pool: PgPool) {
         lines[4]
     );
     // The rollback the tcc() helper made records the reason worded once.
-    let reason: String = sqlx::query_scalar(
-        "SELECT rollback_reason FROM global_transactions WHERE mode = 'tcc' AND status IN ('cancelling', 'cancelled')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let reasons = db
+        .texts(
+            "SELECT rollback_reason FROM global_transactions WHERE mode = 'tcc' AND status IN ('cancelling', 'cancelled')",
+        )
+        .await;
+    let [reason] = &reasons[..] else {
+        panic!("one rolled-back transaction: {reasons:?}")
+    };
     assert!(
         !reason.starts_with("rejected:") && reason.matches("rejected").count() == 1,
         "{reason}"
@@ -238,3 +243,4 @@ async fn a_participant_continues_the_transaction_it_was_called_in(db: TestDb) {
 }
 
 on_both_stores!(a_participant_continues_the_transaction_it_was_called_in,);
+on_both_stores_beside_postgres!(the_quickstart_program_runs_as_the_readme_says,);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
 use concord::machine::tcc::{self as machine, Command, Verdict};
-use concord::machine::{Mode, Status};
+use concord::machine::{Mode, Outcome, Phase, Status};
 use concord::store::admin::{AdminChange, AdminStore, AdminWrite, TxFilter};
 use concord::store::postgres::PgStore;
 use concord::store::sqlite::SqliteStore;
@@ -124,6 +124,22 @@ impl Subject {
                     )
                     .await
                     .unwrap();
+            }
+        }
+    }
+}
+
+impl Subject {
+    /// Every transaction needs attention, as after a failed round, with
+    /// its lease still held.
+    async fn flag_all(&self) {
+        const SQL: &str = "UPDATE global_transactions SET needs_attention = true";
+        match &self.backdoor {
+            Backdoor::Postgres(pool) => {
+                sqlx::query(SQL).execute(pool).await.unwrap();
+            }
+            Backdoor::Sqlite { store, .. } => {
+                store.execute_raw(SQL).await.unwrap();
             }
         }
     }
@@ -1345,6 +1361,127 @@ async fn url_branches_and_dtm_query_backs_are_kept(s: Subject) {
     assert_eq!(steps[0].url_call.as_ref(), Some(&msg_call));
 }
 
+/// An operator's resolution fences out the driver that held the lease: its
+/// late successful round is refused and nothing of the resolution is undone
+/// (moved here from admin.rs to run on both stores).
+async fn a_stale_round_cannot_unresolve(s: Subject) {
+    let g = Gid::parse("g").unwrap();
+    let now = Utc::now();
+    s.begin(NewTransaction {
+        gid: g.clone(),
+        metadata: Metadata::new(),
+        timeout: Duration::from_secs(30),
+        deadline: now + chrono::Duration::seconds(30),
+        now,
+        actor: "test".into(),
+        initiator: None,
+    })
+    .await
+    .unwrap();
+    let BranchAdded::Added { branch, .. } = s
+        .add_branch(NewBranch {
+            gid: g.clone(),
+            branch_id: None,
+            participant: ParticipantName::parse("p").unwrap(),
+            action: ActionName::parse("a").unwrap(),
+            payload: b"x".to_vec(),
+            call_timeout: None,
+            policy: Default::default(),
+            call_cover: std::time::Duration::ZERO,
+            now,
+            actor: "test".into(),
+            url_call: None,
+            tried_by_initiator: false,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("branch not added")
+    };
+    let ok = |phase| CallRecord {
+        branch_id: branch.branch_id.clone(),
+        phase,
+        attempt: 1,
+        outcome: Outcome::Succeeded,
+    };
+    s.record_try(
+        &g,
+        &ok(Phase::Try),
+        machine::try_record_applies(),
+        now,
+        "test",
+    )
+    .await
+    .unwrap();
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    let Ok(Verdict::Decided { next, .. }) =
+        machine::decide(&tx.state(&branches), &Command::Commit, Utc::now())
+    else {
+        panic!("commit refused")
+    };
+    let lease = s
+        .decide(Decision {
+            gid: g.clone(),
+            expected_status: tx.status,
+            expected_branch_seq: tx.branch_seq,
+            expected_fence: tx.fence,
+            next: next.clone(),
+            owner: "driver".into(),
+            lease: Duration::from_secs(30),
+            now: Utc::now(),
+            actor: "driver".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    // Flag it the way a failed round would, without giving the lease back.
+    s.flag_all().await;
+    assert!(
+        s.admin_apply(AdminWrite {
+            gid: g.clone(),
+            expected_status: Status::Confirming,
+            expected_paused: false,
+            expected_needs_attention: true,
+            change: AdminChange::Resolve {
+                note: "by hand".into()
+            },
+            event: "operator_resolve",
+            actor: "alice".into(),
+            note: Some("by hand".into()),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+    );
+    // The driver comes back with a successful round: fenced out.
+    let mut finished = next.clone();
+    finished.status = Status::Confirmed;
+    let written = s
+        .write_round(RoundWrite {
+            lease,
+            owner: "driver".into(),
+            next: finished,
+            calls: vec![ok(Phase::Confirm)],
+            next_attempt_at: None,
+            newly_flagged: false,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert!(!written, "stale round refused");
+    let (row, _) = s.admin_get(&g).await.unwrap().unwrap();
+    assert_eq!(row.tx.status, Status::Confirming);
+    assert_eq!(row.resolution.unwrap().by, "alice");
+    assert_eq!(row.tx.next_attempt_at, None);
+    assert_eq!(row.tx.owner, None);
+    assert!(
+        s.claim_due("other", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// One test per store for each conformance test.
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
@@ -1461,6 +1598,7 @@ conformance!(
     policies_are_kept_and_a_redrive_moves_only_waiting_work,
     the_initiator_is_kept_with_each_kind_of_transaction,
     url_branches_and_dtm_query_backs_are_kept,
+    a_stale_round_cannot_unresolve,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

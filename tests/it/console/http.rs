@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{TOKEN, coordinator, flag, operator_events, stuck_world};
+use crate::harness::{TestDb, on_both_stores};
 
 /// One answer: status, headers (lowercase names) and body.
 struct Reply {
@@ -77,10 +77,9 @@ async fn sign_in(addr: SocketAddr, token: &str) -> Reply {
     .await
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
-    let coord = coordinator(&pool, "alice:s3cret").await;
-    let _p = stuck_world(&pool, &coord).await;
+async fn without_a_session_nothing_is_shown_or_changed(db: TestDb) {
+    let coord = coordinator(&db, "alice:s3cret").await;
+    let _p = stuck_world(&db, &coord).await;
     let addr = coord.metrics_addr.unwrap();
     let origin = format!("Origin: http://{addr}");
     let json = "Content-Type: application/json";
@@ -162,8 +161,8 @@ async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
         .await;
         assert_eq!(r.status, 403, "{extra:?}: {}", r.body);
     }
-    assert!(!flag(&pool, "order-1", "paused").await);
-    assert_eq!(operator_events(&pool, "order-1").await, 0);
+    assert!(!flag(&db, "order-1", "paused").await);
+    assert_eq!(operator_events(&db, "order-1").await, 0);
 
     // Bad input is precise and changes nothing.
     let r = http(
@@ -201,7 +200,7 @@ async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
     )
     .await;
     assert_eq!(r.status, 404);
-    assert_eq!(operator_events(&pool, "order-1").await, 0);
+    assert_eq!(operator_events(&db, "order-1").await, 0);
 
     // The same command from this origin works, as alice.
     let r = http(
@@ -214,14 +213,14 @@ async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["changed"], true);
-    assert!(flag(&pool, "order-1", "paused").await);
-    let actor: String = sqlx::query_scalar(
-        "SELECT actor FROM transaction_events WHERE gid = 'order-1' AND kind = 'operator_pause'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(actor, "alice");
+    assert!(flag(&db, "order-1", "paused").await);
+    let actor = db
+        .text_of(
+            "SELECT actor FROM transaction_events WHERE gid = $1 AND kind = 'operator_pause'",
+            "order-1",
+        )
+        .await;
+    assert_eq!(actor.as_deref(), Some("alice"));
 
     // The overview: counts, and every minute of the last hour with the
     // two that finished (one rolled back) in the last one or two.
@@ -244,9 +243,8 @@ async fn without_a_session_nothing_is_shown_or_changed(pool: PgPool) {
     assert_eq!(r.status, 401);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn without_admin_tokens_the_console_refuses_everything(pool: PgPool) {
-    let coord = coordinator(&pool, "").await;
+async fn without_admin_tokens_the_console_refuses_everything(db: TestDb) {
+    let coord = coordinator(&db, "").await;
     let addr = coord.metrics_addr.unwrap();
     for (method, path) in [
         ("GET", "/ui/"),
@@ -268,8 +266,7 @@ async fn without_admin_tokens_the_console_refuses_everything(pool: PgPool) {
 /// The console's sign-in takes the identities of the identities file too:
 /// an admin's token opens a session in its name; another identity's token
 /// is valid but lacks the admin scope (403), and nothing is opened.
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn identities_with_the_admin_scope_sign_in(pool: PgPool) {
+async fn identities_with_the_admin_scope_sign_in(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("identities.toml");
     std::fs::write(
@@ -278,7 +275,7 @@ async fn identities_with_the_admin_scope_sign_in(pool: PgPool) {
          [[identity]]\nname = \"checkout\"\ntokens = [\"checkout-secret\"]\ninitiator = true\n",
     )
     .unwrap();
-    let coord = crate::harness::TestCoordinator::start_with(&pool, move |c| {
+    let coord = crate::harness::TestCoordinator::start_with(&db, move |c| {
         c.identities_file = Some(path);
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -297,3 +294,9 @@ async fn identities_with_the_admin_scope_sign_in(pool: PgPool) {
     );
     assert!(other.header("set-cookie").is_none());
 }
+
+on_both_stores!(
+    without_a_session_nothing_is_shown_or_changed,
+    without_admin_tokens_the_console_refuses_everything,
+    identities_with_the_admin_scope_sign_in,
+);

@@ -1,5 +1,5 @@
-//! The operator console at `/ui/`, against a real coordinator, real
-//! PostgreSQL and a participant that fails on purpose with an error message
+//! The operator console at `/ui/`, against a real coordinator (on each
+//! store) and a participant that fails on purpose with an error message
 //! full of HTML.
 //!
 //! The browser scenario runs Debian's `chromium`, headless, driven over
@@ -23,7 +23,6 @@ mod scenario;
 use std::time::Duration;
 
 use concord::auth::AdminTokens;
-use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::harness::*;
@@ -38,9 +37,9 @@ const HOSTILE: &str =
 /// A coordinator with the console on a loopback port of its own, that flags
 /// a transaction after its first failed round and then waits a minute, so
 /// that only an operator's retry makes it call again soon.
-async fn coordinator(pool: &PgPool, tokens: &str) -> TestCoordinator {
+async fn coordinator(db: &TestDb, tokens: &str) -> TestCoordinator {
     let tokens = AdminTokens::parse_list(tokens).unwrap();
-    TestCoordinator::start_with(pool, move |c| {
+    TestCoordinator::start_with(db, move |c| {
         c.admin_tokens = tokens;
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         c.attention_attempts = 1;
@@ -55,11 +54,11 @@ async fn coordinator(pool: &PgPool, tokens: &str) -> TestCoordinator {
 /// (so stuck confirming, soon flagged), `other-1` is still trying, and on
 /// `bank-b` `paid-1` is confirmed and `gone-1` cancelled (the overview's
 /// chart: two finished, one of them failed).
-async fn stuck_world(pool: &PgPool, coord: &TestCoordinator) -> TestParticipant {
-    let a = TestParticipant::start("bank-a", Some(pool.clone())).await;
+async fn stuck_world(db: &TestDb, coord: &TestCoordinator) -> TestParticipant {
+    let a = TestParticipant::start_on("bank-a", db).await;
     a.register(coord, &["debit"]).await;
     a.script(Ph::Confirm, vec![], Behavior::UnavailableWith(HOSTILE));
-    let b = TestParticipant::start("bank-b", Some(pool.clone())).await;
+    let b = TestParticipant::start_on("bank-b", db).await;
     b.register(coord, &["debit"]).await;
     let mut c = coord.client().await;
     for (gid, participant) in [
@@ -77,29 +76,22 @@ async fn stuck_world(pool: &PgPool, coord: &TestCoordinator) -> TestParticipant 
         .unwrap();
     commit_tx(&mut c, "order-1", false).await.unwrap();
     let until = Instant::now() + Duration::from_secs(10);
-    while !flag(pool, "order-1", "needs_attention").await {
+    while !flag(db, "order-1", "needs_attention").await {
         assert!(Instant::now() < until, "order-1 was never flagged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a
 }
 
-async fn flag(pool: &PgPool, gid: &str, column: &str) -> bool {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT {column} FROM global_transactions WHERE gid = $1"
-    )))
-    .bind(gid)
-    .fetch_one(pool)
-    .await
-    .unwrap()
+/// Whether `column`, a flag of the transaction, is set.
+async fn flag(db: &TestDb, gid: &str, column: &'static str) -> bool {
+    db.holds(gid, column).await
 }
 
-async fn operator_events(pool: &PgPool, gid: &str) -> i64 {
-    sqlx::query_scalar(
+async fn operator_events(db: &TestDb, gid: &str) -> i64 {
+    db.number_of(
         "SELECT count(*) FROM transaction_events WHERE gid = $1 AND kind LIKE 'operator_%'",
+        gid,
     )
-    .bind(gid)
-    .fetch_one(pool)
     .await
-    .unwrap()
 }

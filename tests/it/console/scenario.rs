@@ -4,20 +4,18 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use serde_json::json;
-use sqlx::PgPool;
 use tokio::time::Instant;
 
 use super::browser::{Browser, forging_site};
 use super::{HOSTILE, TOKEN, coordinator, flag, operator_events, stuck_world};
 use crate::harness::*;
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser(pool: PgPool) {
+async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser(db: TestDb) {
     let Some(b) = Browser::start().await else {
         return;
     };
-    let coord = coordinator(&pool, "alice:s3cret").await;
-    let p = stuck_world(&pool, &coord).await;
+    let coord = coordinator(&db, "alice:s3cret").await;
+    let p = stuck_world(&db, &coord).await;
     let base = format!("http://{}/ui/", coord.metrics_addr.unwrap());
 
     // Sign in: a wrong token is refused, the right one shows who we are.
@@ -125,7 +123,7 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
         refused.starts_with("Refused: ") && refused.contains("commit"),
         "{refused}"
     );
-    assert!(!flag(&pool, "order-1", "paused").await);
+    assert!(!flag(&db, "order-1", "paused").await);
 
     // Retry: the participant is called again at once, not after a minute.
     let before = p.calls("order-1", "1", Ph::Confirm);
@@ -155,8 +153,8 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!flag(&pool, "other-1", "paused").await);
-    assert_eq!(operator_events(&pool, "other-1").await, 0);
+    assert!(!flag(&db, "other-1", "paused").await);
+    assert_eq!(operator_events(&db, "other-1").await, 0);
 
     // Back on the page, by keyboard alone: Pause, a note, Tab to the
     // confirmation's button, Enter. Then Resume.
@@ -213,3 +211,5 @@ async fn an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser
     assert_eq!(status, json!(401));
     b.close().await;
 }
+
+on_both_stores!(an_operator_finds_retries_and_resolves_a_stuck_transaction_in_a_browser,);

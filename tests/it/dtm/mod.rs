@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use concord::domain::Gid;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 use self::busi::{Answer, Busi};
 use self::msg::msg_body;
@@ -249,11 +248,16 @@ async fn saga_runs_in_order_and_compensates_a_failure(db: TestDb) {
     assert_eq!(busi.order(&gid), ["TransOut", "TransIn", "TransInRevert"]);
 }
 
-on_both_stores!(saga_runs_in_order_and_compensates_a_failure);
+on_both_stores!(
+    saga_runs_in_order_and_compensates_a_failure,
+    a_concurrent_saga_follows_its_orders,
+    unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates,
+    a_crash_mid_saga_is_finished_by_a_fresh_instance,
+    refusals_are_precise_and_change_nothing,
+);
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_concurrent_saga_follows_its_orders(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn a_concurrent_saga_follows_its_orders(db: TestDb) {
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
     busi.always("A", Answer::Slow(Duration::from_millis(300)));
@@ -309,9 +313,8 @@ async fn a_concurrent_saga_follows_its_orders(pool: PgPool) {
     assert_eq!(dtm.query(&gid).await["transaction"], Value::Null);
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates(db: TestDb) {
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
 
@@ -383,11 +386,10 @@ async fn unknown_outcomes_and_ongoing_are_retried_and_a_timeout_compensates(pool
     );
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_crash_mid_saga_is_finished_by_a_fresh_instance(pool: PgPool) {
+async fn a_crash_mid_saga_is_finished_by_a_fresh_instance(db: TestDb) {
     let busi = Busi::start().await;
     busi.script("TransIn", vec![Answer::Slow(Duration::from_secs(3))]);
-    let coord = coordinator(&pool).await;
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let gid = dtm.new_gid().await;
     let (status, _) = dtm
@@ -410,7 +412,7 @@ async fn a_crash_mid_saga_is_finished_by_a_fresh_instance(pool: PgPool) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     coord.crash();
 
-    let fresh = coordinator(&pool).await;
+    let fresh = coordinator(&db).await;
     let dtm = Dtm::of(&fresh);
     dtm.wait_status(&gid, "succeed", Duration::from_secs(30))
         .await;
@@ -421,9 +423,8 @@ async fn a_crash_mid_saga_is_finished_by_a_fresh_instance(pool: PgPool) {
     assert!(busi.calls(&gid, "TransOutRevert").is_empty());
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn refusals_are_precise_and_change_nothing(pool: PgPool) {
-    let coord = TestCoordinator::start_with(&pool, |c| {
+async fn refusals_are_precise_and_change_nothing(db: TestDb) {
+    let coord = TestCoordinator::start_with(&db, |c| {
         c.dtm_listen = Some("127.0.0.1:0".parse().unwrap());
         c.max_request_bytes = 64 * 1024;
     })

@@ -3,7 +3,6 @@
 //! submitted without a prepare.
 
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use std::time::Duration;
 
 use super::busi::{Answer, Busi};
@@ -25,9 +24,8 @@ pub fn msg_body(gid: &str, busi: &Busi, query: &str, options: Value) -> Value {
     body
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn a_msg_is_asked_back_through_query_prepared(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn a_msg_is_asked_back_through_query_prepared(db: TestDb) {
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
     let query = busi.url("QueryPrepared");
@@ -122,3 +120,5 @@ async fn a_msg_is_asked_back_through_query_prepared(pool: PgPool) {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(busi.order(&gid), ["TransOut", "TransIn"]);
 }
+
+on_both_stores!(a_msg_is_asked_back_through_query_prepared,);

@@ -13,10 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
 
 use super::busi::{Answer, Busi};
 use super::{Dtm, coordinator};
+use crate::harness::{TestDb, on_both_stores};
 
 /// The client checked: the newest `dtmcli` on PyPI.
 const DTMCLI: &str = "dtmcli==1.7.7.0";
@@ -62,8 +62,7 @@ fn python_with_dtmcli() -> Option<PathBuf> {
     Some(python)
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn dtms_python_client_runs_tcc_saga_and_msg(pool: PgPool) {
+async fn dtms_python_client_runs_tcc_saga_and_msg(db: TestDb) {
     let Some(python) = tokio::task::spawn_blocking(python_with_dtmcli)
         .await
         .unwrap()
@@ -75,7 +74,7 @@ async fn dtms_python_client_runs_tcc_saga_and_msg(pool: PgPool) {
         eprintln!("SKIPPED dtm::sdk: no python3, so DTM's Python client was not run");
         return;
     };
-    let coord = coordinator(&pool).await;
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
     busi.always(
@@ -136,3 +135,5 @@ async fn dtms_python_client_runs_tcc_saga_and_msg(pool: PgPool) {
         assert_eq!(body["amount"], 30, "{k}");
     }
 }
+
+on_both_stores!(dtms_python_client_runs_tcc_saga_and_msg,);

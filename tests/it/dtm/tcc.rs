@@ -4,11 +4,11 @@
 //! never submitted is cancelled at its timeout.
 
 use serde_json::json;
-use sqlx::PgPool;
 use std::time::Duration;
 
 use super::busi::{Answer, Busi};
 use super::{Dtm, PAYLOADS, client, coordinator};
+use crate::harness::{TestDb, on_both_stores};
 
 /// What dtmcli's TCC client does for one branch: register it with its
 /// Confirm and Cancel URLs, then call its Try itself.
@@ -45,9 +45,8 @@ async fn tcc_branch(
         .as_u16()
 }
 
-#[sqlx::test(migrator = "concord::store::postgres::MIGRATOR")]
-async fn tcc_confirms_on_submit_and_cancels_on_abort(pool: PgPool) {
-    let coord = coordinator(&pool).await;
+async fn tcc_confirms_on_submit_and_cancels_on_abort(db: TestDb) {
+    let coord = coordinator(&db).await;
     let dtm = Dtm::of(&coord);
     let busi = Busi::start().await;
     let tcc = |gid: &str, wait: bool| json!({"gid": gid, "trans_type": "tcc", "wait_result": wait, "protocol": "http"});
@@ -147,3 +146,5 @@ async fn tcc_confirms_on_submit_and_cancels_on_abort(pool: PgPool) {
         "{body}"
     );
 }
+
+on_both_stores!(tcc_confirms_on_submit_and_cancels_on_abort,);
