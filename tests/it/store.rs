@@ -1483,6 +1483,65 @@ async fn a_stale_round_cannot_unresolve(s: Subject) {
 }
 
 /// One test per store for each conformance test.
+/// A successful Try's record lands whether or not a decision follows: on
+/// its own (PostgreSQL holds it back for a decision for up to 100 ms), or
+/// with the decision that follows it, before which the history lists it.
+async fn a_try_record_lands_alone_or_with_its_decision(s: Subject) {
+    use concord::machine::{CallStatus, Outcome, Phase};
+
+    s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
+    s.add_branch(new_branch("g", None)).await.unwrap();
+    s.add_branch(new_branch("g", None)).await.unwrap();
+    let g = Gid::parse("g").unwrap();
+    let ok = |id: &str| CallRecord {
+        branch_id: BranchId::parse(id).unwrap(),
+        phase: Phase::Try,
+        attempt: 1,
+        outcome: Outcome::Succeeded,
+    };
+    // No decision: the record still lands, and the call is no longer out.
+    s.record_try(&g, &ok("1"), machine::try_record_applies(), Utc::now(), "t")
+        .await
+        .unwrap();
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(branches[0].first_phase, CallStatus::Succeeded);
+    assert!(branches[0].call_busy_until.is_none());
+    assert_eq!(branches[1].first_phase, CallStatus::Pending);
+
+    // A decision right after the second record: both land.
+    let mut known = branches.clone();
+    known[1].first_phase = CallStatus::Succeeded;
+    let second = ok("2");
+    let record = s.record_try(&g, &second, machine::try_record_applies(), Utc::now(), "t");
+    let decision = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        decide_from(&*s, &tx, &known, Command::Commit, "a").await
+    };
+    let (recorded, decided) = tokio::join!(record, decision);
+    recorded.unwrap();
+    assert!(decided.is_some());
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    assert_eq!(tx.status, Status::Confirming);
+    assert_eq!(branches[1].first_phase, CallStatus::Succeeded);
+    assert!(branches[1].call_busy_until.is_none());
+    let kinds: Vec<(String, Option<String>)> = s
+        .events(&g)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.branch_id))
+        .collect();
+    let try_2 = kinds
+        .iter()
+        .position(|k| k == &("call".to_string(), Some("2".to_string())))
+        .unwrap_or_else(|| panic!("no try call of branch 2: {kinds:?}"));
+    let decided = kinds
+        .iter()
+        .position(|k| k.0 == "decided")
+        .unwrap_or_else(|| panic!("no decision: {kinds:?}"));
+    assert!(try_2 < decided, "{kinds:?}");
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod postgres {
@@ -1599,6 +1658,7 @@ conformance!(
     the_initiator_is_kept_with_each_kind_of_transaction,
     url_branches_and_dtm_query_backs_are_kept,
     a_stale_round_cannot_unresolve,
+    a_try_record_lands_alone_or_with_its_decision,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

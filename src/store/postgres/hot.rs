@@ -16,6 +16,7 @@ use sqlx::types::Json;
 
 use super::PgStore;
 use super::leases::Extension;
+use super::writes::{TryColumns, TryWrite};
 use crate::store::batch::GroupWriter;
 use crate::store::policy::StoredPolicy;
 use crate::store::rows::ms;
@@ -37,10 +38,17 @@ pub(super) struct BranchInsert {
     inserted: Option<String>,
 }
 
+/// A decision with the Try records of its transaction that were still held
+/// back (`writes::HeldTries`): one statement writes both.
+pub(super) struct DecisionWrite {
+    pub(super) decision: Decision,
+    pub(super) tries: Vec<TryWrite>,
+}
+
 pub(super) struct HotPath {
     begins: GroupWriter<NewTransaction, bool>,
     branches: GroupWriter<NewBranch, BranchInsert>,
-    decisions: GroupWriter<Decision, Option<i64>>,
+    decisions: GroupWriter<DecisionWrite, Option<i64>>,
     /// Saga submissions (`saga.rs`).
     sagas: GroupWriter<NewSaga, bool>,
     /// Lease extensions before a call (`leases.rs`).
@@ -63,7 +71,7 @@ impl HotPath {
             ),
             decisions: GroupWriter::on_pool(
                 pool.clone(),
-                |d: &Decision| d.gid.clone(),
+                |d: &DecisionWrite| d.decision.gid.clone(),
                 flush_decisions,
             ),
             sagas: GroupWriter::on_pool(
@@ -98,8 +106,9 @@ impl HotPath {
         self.extensions.write(e).await
     }
 
-    /// The new fence when the compare-and-set matched.
-    pub(super) async fn decide(&self, d: Decision) -> StoreResult<Option<i64>> {
+    /// The new fence when the compare-and-set matched. The Try records are
+    /// written whether it matched or not.
+    pub(super) async fn decide(&self, d: DecisionWrite) -> StoreResult<Option<i64>> {
         self.decisions.write(d).await
     }
 }
@@ -283,11 +292,24 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
     Ok(results.into_iter().flatten().collect())
 }
 
-async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<Vec<Option<i64>>> {
-    let n = items.len();
+async fn flush_decisions(
+    pool: PgPool,
+    writes: Vec<DecisionWrite>,
+) -> StoreResult<Vec<Option<i64>>> {
+    let n = writes.len();
     // Callers' order for the results; gid order for the locks (see
     // `flush_progress`).
-    let order: Vec<String> = items.iter().map(|d| d.gid.as_str().to_string()).collect();
+    let order: Vec<String> = writes
+        .iter()
+        .map(|w| w.decision.gid.as_str().to_string())
+        .collect();
+    let mut items = Vec::with_capacity(n);
+    let mut tries = Vec::new();
+    for w in writes {
+        items.push(w.decision);
+        tries.extend(w.tries);
+    }
+    let tries = TryColumns::of(tries);
     items.sort_by(|a, b| a.gid.cmp(&b.gid));
     let mut gid = Vec::with_capacity(n);
     let mut expected = Vec::with_capacity(n);
@@ -325,9 +347,32 @@ async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<
              WHERE g.gid = ANY($1) AND g.gid = d.gid AND g.status = d.expected
                AND g.branch_seq = d.seq AND g.fence = d.fence
             RETURNING g.gid, g.fence, d.now, d.status, d.reason, d.actor
+        ), u AS (
+            -- Try records held back for this decision: the same write as
+            -- `flush_tries`, compare-and-set on phase 2 included, made
+            -- whether or not the decision matched.
+            SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                                 $16::int[], $17::timestamptz[], $18::text[], $19::text[])
+                AS u(gid, branch_id, status, code, message, attempt, at, actor, expected)
+        ), tb AS (
+            UPDATE branches br
+               SET first_phase = u.status, last_code = u.code, last_error = u.message,
+                   last_attempt_at = u.at, updated_at = u.at, call_until = NULL
+              FROM u
+             WHERE br.gid = ANY($11) AND br.gid = u.gid AND br.branch_id = u.branch_id
+               AND br.second_phase = u.expected
         ), ev AS (
-            INSERT INTO transaction_events (gid, at, kind, status, message, actor)
-            SELECT gid, now, 'decided', status, reason, actor FROM g
+            -- One insert, so the Try calls come before the decision in the
+            -- history.
+            INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
+            SELECT gid, at, kind, status, branch_id, phase, attempt, code, message, actor FROM (
+                SELECT u.gid, u.at, 'call' AS kind, NULL AS status, u.branch_id, 'try' AS phase,
+                       u.attempt, COALESCE(u.code, 'OK') AS code, u.message, u.actor, 0 AS k
+                  FROM u
+                UNION ALL
+                SELECT gid, now, 'decided', status, NULL, NULL, NULL, NULL, reason, actor, 1 FROM g
+            ) e
+             ORDER BY k
         )
         SELECT gid, fence FROM g",
     )
@@ -341,6 +386,15 @@ async fn flush_decisions(pool: PgPool, mut items: Vec<Decision>) -> StoreResult<
     .bind(owner)
     .bind(lease)
     .bind(actor)
+    .bind(tries.gid)
+    .bind(tries.branch)
+    .bind(tries.status)
+    .bind(tries.code)
+    .bind(tries.message)
+    .bind(tries.attempt)
+    .bind(tries.at)
+    .bind(tries.actor)
+    .bind(tries.expected)
     .fetch_all(&pool)
     .await?;
     let fences: HashMap<String, i64> = rows.into_iter().collect();

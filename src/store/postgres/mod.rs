@@ -33,8 +33,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use self::hot::HotPath;
-use self::writes::{TryWrite, Writers};
+use self::hot::{DecisionWrite, HotPath};
+use self::writes::{HeldTries, TryWrite, Writers};
 use super::admin::{
     AdminStats, AdminStore, AdminTx, AdminWrite, FinishedInMinute, ListCursor, TxFilter,
 };
@@ -50,6 +50,8 @@ pub struct PgStore {
     relaxed: PgPool,
     writers: Arc<Writers>,
     hot: Arc<HotPath>,
+    /// Successful Try records waiting for their decision to carry them.
+    held: Arc<HeldTries>,
 }
 
 /// The pool whose sessions commit without waiting for the WAL flush.
@@ -135,6 +137,7 @@ impl PgStore {
             relaxed,
             writers,
             hot,
+            held: Arc::default(),
         }
     }
 
@@ -190,17 +193,21 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         actor: &str,
     ) -> StoreResult<()> {
-        self.writers
-            .record_try(TryWrite {
-                gid: gid.as_str().to_string(),
-                branch_id: call.branch_id.as_str().to_string(),
-                outcome: call.outcome.clone(),
-                expected_second_phase,
-                attempt: call.attempt,
-                at: now,
-                actor: actor.to_string(),
-            })
-            .await
+        let write = TryWrite {
+            gid: gid.as_str().to_string(),
+            branch_id: call.branch_id.as_str().to_string(),
+            outcome: call.outcome.clone(),
+            expected_second_phase,
+            attempt: call.attempt,
+            at: now,
+            actor: actor.to_string(),
+        };
+        // A failure is recorded before the Try's reply (a Commit anywhere
+        // must see it); a success can wait for the decision to carry it.
+        match call.outcome {
+            Outcome::Succeeded => self.held.record(write, &self.writers).await,
+            _ => self.writers.record_try(write).await,
+        }
     }
 
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
@@ -213,8 +220,10 @@ impl Store for PgStore {
 
     async fn decide(&self, d: Decision) -> StoreResult<Option<Lease>> {
         let gid = d.gid.clone();
-        let fence = self.hot.decide(d).await?;
-        Ok(fence.map(|fence| Lease { gid, fence }))
+        let (tries, taken) = self.held.take(gid.as_str());
+        let fence = self.hot.decide(DecisionWrite { decision: d, tries }).await;
+        taken.settle(&fence);
+        Ok(fence?.map(|fence| Lease { gid, fence }))
     }
 
     async fn write_round(&self, r: RoundWrite) -> StoreResult<bool> {

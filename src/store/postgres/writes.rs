@@ -3,14 +3,36 @@
 //! (`synchronous_commit = off`), so that under load one statement carries
 //! the writes of many transactions. Every progress row is still fenced on
 //! its own: a stale owner's row matches nothing while the others apply.
+//!
+//! A successful Try's record is first held back ([`HeldTries`]): the
+//! initiator normally commits a few milliseconds later, and the decision's
+//! statement then carries the record (`hot.rs`), so the hot path makes no
+//! statement of its own for it. A record no decision took within
+//! [`TRY_LINGER`] goes out here as before.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 
 use crate::machine::{CallStatus, Outcome};
-use crate::store::StoreResult;
 use crate::store::batch::GroupWriter;
 use crate::store::progress::{Progress, clamp};
+use crate::store::{StoreError, StoreResult};
+
+/// How long a successful Try's record waits for its transaction's decision
+/// to carry it before it is written on its own. Long enough for an
+/// initiator's next Tries and its Commit under load (p99 of a whole TCC-2
+/// is 60-80 ms at full load), short against the 1 s a Commit served by
+/// another instance waits for the record (`engine::tcc`). A crash in this
+/// window loses the record, as a crash before the relaxed write always
+/// could: the Try stays pending and a Commit refuses (a rollback, never a
+/// confirm of an unreserved branch).
+pub(super) const TRY_LINGER: Duration = Duration::from_millis(100);
 
 /// A Try outcome to record.
 pub(super) struct TryWrite {
@@ -22,6 +44,92 @@ pub(super) struct TryWrite {
     pub attempt: u32,
     pub at: DateTime<Utc>,
     pub actor: String,
+}
+
+/// Successful Try records not yet written, by gid, each with whoever waits
+/// for it to be written.
+#[derive(Default)]
+pub(super) struct HeldTries {
+    by_gid: Mutex<HashMap<String, Vec<Held>>>,
+    next: AtomicU64,
+}
+
+struct Held {
+    id: u64,
+    write: TryWrite,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+/// Whoever waits for the Try records a statement took over.
+#[derive(Default)]
+pub(super) struct Taken {
+    done: Vec<oneshot::Sender<StoreResult<()>>>,
+}
+
+impl Taken {
+    /// Tells every waiter how the statement that carried them went.
+    pub(super) fn settle(self, result: &StoreResult<impl Sized>) {
+        for done in self.done {
+            let _ = done.send(match result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+}
+
+impl HeldTries {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Vec<Held>>) -> R) -> R {
+        f(&mut self.by_gid.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Holds `write` until a decision of its transaction takes it or
+    /// [`TRY_LINGER`] passed, then writes it through `writers`; returns once
+    /// it is written either way.
+    pub(super) async fn record(&self, write: TryWrite, writers: &Writers) -> StoreResult<()> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let gid = write.gid.clone();
+        let (done, mut written) = oneshot::channel();
+        self.with(|m| {
+            m.entry(gid.clone())
+                .or_default()
+                .push(Held { id, write, done })
+        });
+        if let Ok(result) = tokio::time::timeout(TRY_LINGER, &mut written).await {
+            return result.unwrap_or_else(|_| Err(dropped()));
+        }
+        let mine = self.with(|m| {
+            let held = m.get_mut(&gid)?;
+            let at = held.iter().position(|h| h.id == id)?;
+            let mine = held.swap_remove(at);
+            if held.is_empty() {
+                m.remove(&gid);
+            }
+            Some(mine)
+        });
+        match mine {
+            Some(held) => writers.record_try(held.write).await,
+            // A decision took it in the meantime.
+            None => written.await.unwrap_or_else(|_| Err(dropped())),
+        }
+    }
+
+    /// Every record held for `gid`, for a statement that writes them;
+    /// settle the [`Taken`] once it ran.
+    pub(super) fn take(&self, gid: &str) -> (Vec<TryWrite>, Taken) {
+        let held = self.with(|m| m.remove(gid)).unwrap_or_default();
+        let mut writes = Vec::with_capacity(held.len());
+        let mut taken = Taken::default();
+        for h in held {
+            writes.push(h.write);
+            taken.done.push(h.done);
+        }
+        (writes, taken)
+    }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Unavailable("try record dropped with its statement".into())
 }
 
 /// The batched writers of one store.
@@ -53,39 +161,52 @@ impl Writers {
     }
 }
 
-async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<()>> {
-    let n = items.len();
-    // In gid order, like every multi-row statement here (see
-    // `flush_progress`): a late Try record can meet the phase-2 write of
-    // the same branches.
-    items.sort_by(|a, b| (&a.gid, &a.branch_id).cmp(&(&b.gid, &b.branch_id)));
-    let mut gid = Vec::with_capacity(n);
-    let mut branch = Vec::with_capacity(n);
-    let mut status = Vec::with_capacity(n);
-    let mut expected = Vec::with_capacity(n);
-    let mut code = Vec::with_capacity(n);
-    let mut message = Vec::with_capacity(n);
-    let mut attempt = Vec::with_capacity(n);
-    let mut at = Vec::with_capacity(n);
-    let mut actor = Vec::with_capacity(n);
-    for t in items {
-        let (c, m) = match &t.outcome {
-            Outcome::Succeeded => (None, None),
-            other => (
-                Some(other.code().to_string()),
-                Some(other.message().to_string()),
-            ),
-        };
-        gid.push(t.gid);
-        branch.push(t.branch_id);
-        status.push(t.outcome.call_status().as_str());
-        expected.push(t.expected_second_phase.as_str());
-        code.push(c);
-        message.push(m);
-        attempt.push(clamp(t.attempt));
-        at.push(t.at);
-        actor.push(t.actor);
+/// Try records as the column arrays the statements `unnest`, in gid and
+/// branch order, like every multi-row statement here (see
+/// `flush_progress`): a late Try record can meet the phase-2 write of the
+/// same branches.
+#[derive(Default)]
+pub(super) struct TryColumns {
+    pub(super) gid: Vec<String>,
+    pub(super) branch: Vec<String>,
+    pub(super) status: Vec<&'static str>,
+    pub(super) code: Vec<Option<String>>,
+    pub(super) message: Vec<Option<String>>,
+    pub(super) attempt: Vec<i32>,
+    pub(super) at: Vec<DateTime<Utc>>,
+    pub(super) actor: Vec<String>,
+    pub(super) expected: Vec<&'static str>,
+}
+
+impl TryColumns {
+    pub(super) fn of(mut items: Vec<TryWrite>) -> Self {
+        items.sort_by(|a, b| (&a.gid, &a.branch_id).cmp(&(&b.gid, &b.branch_id)));
+        let mut c = Self::default();
+        for t in items {
+            let (code, message) = match &t.outcome {
+                Outcome::Succeeded => (None, None),
+                other => (
+                    Some(other.code().to_string()),
+                    Some(other.message().to_string()),
+                ),
+            };
+            c.gid.push(t.gid);
+            c.branch.push(t.branch_id);
+            c.status.push(t.outcome.call_status().as_str());
+            c.expected.push(t.expected_second_phase.as_str());
+            c.code.push(code);
+            c.message.push(message);
+            c.attempt.push(clamp(t.attempt));
+            c.at.push(t.at);
+            c.actor.push(t.actor);
+        }
+        c
     }
+}
+
+async fn flush_tries(pool: PgPool, items: Vec<TryWrite>) -> StoreResult<Vec<()>> {
+    let n = items.len();
+    let c = TryColumns::of(items);
     sqlx::query(
         "WITH u AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -107,15 +228,15 @@ async fn flush_tries(pool: PgPool, mut items: Vec<TryWrite>) -> StoreResult<Vec<
         SELECT u.gid, u.at, 'call', u.branch_id, 'try', u.attempt, COALESCE(u.code, 'OK'), u.message, u.actor
           FROM u",
     )
-    .bind(gid)
-    .bind(branch)
-    .bind(status)
-    .bind(code)
-    .bind(message)
-    .bind(attempt)
-    .bind(at)
-    .bind(actor)
-    .bind(expected)
+    .bind(c.gid)
+    .bind(c.branch)
+    .bind(c.status)
+    .bind(c.code)
+    .bind(c.message)
+    .bind(c.attempt)
+    .bind(c.at)
+    .bind(c.actor)
+    .bind(c.expected)
     .execute(&pool)
     .await?;
     Ok(vec![(); n])
