@@ -530,10 +530,15 @@ impl AdminStore for SqliteStore {
             idle: pool.num_idle() as u32,
             max: pool.options().get_max_connections(),
         };
-        vec![
-            stats("writer", &self.writer_pool),
-            stats("readers", &self.readers),
-        ]
+        // The writer is one connection on a thread of its own (`writer`),
+        // in use while a batch runs.
+        let writer = PoolStats {
+            name: "writer",
+            size: 1,
+            idle: u32::from(!self.writer.busy()),
+            max: 1,
+        };
+        vec![writer, stats("readers", &self.readers)]
     }
 
     async fn delete_finished(&self, older_than: Duration, batch: u32) -> StoreResult<u64> {

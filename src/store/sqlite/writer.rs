@@ -22,7 +22,8 @@
 //! PostgreSQL.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -143,6 +144,9 @@ pub(super) struct Writer {
     next: AtomicU64,
     /// To the connection's thread, for [`Writer::close`].
     jobs: mpsc::Sender<Job>,
+    /// True while the thread runs a batch: the `writer` pool's one
+    /// connection is in use (`concord_db_pool_*`).
+    busy: Arc<AtomicBool>,
 }
 
 /// What the connection's thread is handed.
@@ -166,16 +170,24 @@ impl Writer {
     pub(super) fn start(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
         let conn = open(path, busy_timeout)?;
         let (jobs, batches) = mpsc::channel::<Job>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&busy);
         std::thread::Builder::new()
             .name("concord-sqlite-writer".into())
-            .spawn(move || run(conn, batches))
+            .spawn(move || run(conn, batches, &running))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         let queue = GroupWriter::on_pool(jobs.clone(), |q: &Queued| q.n, handover);
         Ok(Self {
             queue,
             next: AtomicU64::new(0),
             jobs,
+            busy,
         })
+    }
+
+    /// Whether a batch is running now.
+    pub(super) fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Closes the write connection once the batches handed over before are
@@ -215,13 +227,16 @@ fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
 
 /// The connection's thread: one batch at a time until the store is closed
 /// or gone (every sender dropped); the connection closes with the thread.
-fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, busy: &AtomicBool) {
     while let Ok(job) = jobs.recv() {
         match job {
             // The writer may have stopped waiting (its task was dropped):
             // the batch is committed or not all the same.
             Job::Batch(items, reply) => {
-                let _ = reply.send(flush(&mut conn, &items));
+                busy.store(true, Ordering::Relaxed);
+                let done = flush(&mut conn, &items);
+                busy.store(false, Ordering::Relaxed);
+                let _ = reply.send(done);
             }
             Job::Close(closed) => {
                 drop(conn);
