@@ -279,22 +279,23 @@ pub(super) fn apply(c: &Connection, w: &AdminWrite, clock: DateTime<Utc>) -> Sto
         AdminChange::Resolve { note } => Box::new(note.clone()),
         AdminChange::SkipBranch { .. } => unreachable!("written above"),
     };
-    let status: Option<String> = c
-        .prepare_cached(&sql)?
-        .query_row(
-            params![
-                w.gid.as_str(),
-                w.expected_status.as_str(),
-                w.expected_paused,
-                w.expected_needs_attention,
-                us(w.now),
-                change,
-                w.actor,
-                us(clock),
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let (gid, now, clock) = (w.gid.as_str(), us(w.now), us(clock));
+    let all: [&dyn rusqlite::ToSql; 8] = [
+        &gid,
+        &w.expected_status.as_str(),
+        &w.expected_paused,
+        &w.expected_needs_attention,
+        &now,
+        &change,
+        &w.actor,
+        &clock,
+    ];
+    // Each change uses a prefix of these (up to its highest `?N`), and
+    // SQLite takes exactly as many as the statement has.
+    let mut update = c.prepare_cached(&sql)?;
+    let used = update.parameter_count().min(all.len());
+    let status: Option<String> = update.query_row(&all[..used], |r| r.get(0)).optional()?;
+    drop(update);
     let Some(status) = status else {
         return Ok(false);
     };
