@@ -1,5 +1,6 @@
-//! The database error codes the stores react to, named, and the one
-//! conversion from [`sqlx::Error`] to [`StoreError`]: the only place that
+//! The database error codes the stores react to, named, and the
+//! conversions from [`sqlx::Error`] and [`rusqlite::Error`] (the SQLite
+//! store's writer) to [`StoreError`]: the only place that
 //! looks at an error code. PostgreSQL's SQLSTATEs have five characters and
 //! SQLite's extended result codes at most four digits, so one table serves
 //! both. Every statement of the store returns its error
@@ -74,6 +75,25 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+/// The SQLite store's writer thread (rusqlite), by the same table.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(e, message) => {
+                let message = message.clone().unwrap_or_else(|| e.to_string());
+                match classify(&e.extended_code.to_string()) {
+                    Some(kind) => kind(message),
+                    None => StoreError::Database(message),
+                }
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(err.to_string()),
             _ => StoreError::Database(err.to_string()),
         }
     }

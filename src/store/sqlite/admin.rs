@@ -5,7 +5,8 @@
 //! read with `json_each`, SQLite's stand-in for PostgreSQL's arrays.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 use super::rows::{BranchRow, TxRow, at, us};
 use crate::domain::Gid;
@@ -246,13 +247,9 @@ pub(super) async fn finished_per_minute(
 
 /// Applies an operator write if the row is still as expected, with its
 /// event; `false` if the row moved on.
-pub(super) async fn apply(
-    c: &mut SqliteConnection,
-    w: &AdminWrite,
-    clock: DateTime<Utc>,
-) -> StoreResult<bool> {
+pub(super) fn apply(c: &Connection, w: &AdminWrite, clock: DateTime<Utc>) -> StoreResult<bool> {
     if let AdminChange::SkipBranch { .. } = &w.change {
-        return skip_branch(c, w, clock).await;
+        return skip_branch(c, w, clock);
     }
     let set = match &w.change {
         AdminChange::SkipBranch { .. } => unreachable!("written above"),
@@ -276,43 +273,49 @@ pub(super) async fn apply(
             AND resolved_at IS NULL
          RETURNING status"
     );
-    let query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-        .bind(w.gid.as_str())
-        .bind(w.expected_status.as_str())
-        .bind(w.expected_paused)
-        .bind(w.expected_needs_attention)
-        .bind(us(w.now));
-    let query = match &w.change {
-        AdminChange::RetryAt(t) | AdminChange::RetryBranchAt { at: t, .. } => query.bind(us(*t)),
-        AdminChange::SetPaused(p) => query.bind(*p),
-        AdminChange::Resolve { note } => query.bind(note.clone()),
+    let change: Box<dyn rusqlite::ToSql> = match &w.change {
+        AdminChange::RetryAt(t) | AdminChange::RetryBranchAt { at: t, .. } => Box::new(us(*t)),
+        AdminChange::SetPaused(p) => Box::new(*p),
+        AdminChange::Resolve { note } => Box::new(note.clone()),
         AdminChange::SkipBranch { .. } => unreachable!("written above"),
     };
-    let status = query
-        .bind(&w.actor)
-        .bind(us(clock))
-        .fetch_optional(&mut *c)
-        .await?;
+    let (gid, now, clock) = (w.gid.as_str(), us(w.now), us(clock));
+    let all: [&dyn rusqlite::ToSql; 8] = [
+        &gid,
+        &w.expected_status.as_str(),
+        &w.expected_paused,
+        &w.expected_needs_attention,
+        &now,
+        &change,
+        &w.actor,
+        &clock,
+    ];
+    // Each change uses a prefix of these (up to its highest `?N`), and
+    // SQLite takes exactly as many as the statement has.
+    let mut update = c.prepare_cached(&sql)?;
+    let used = update.parameter_count().min(all.len());
+    let status: Option<String> = update.query_row(&all[..used], |r| r.get(0)).optional()?;
+    drop(update);
     let Some(status) = status else {
         return Ok(false);
     };
-    sqlx::query(
+    c.prepare_cached(
         "INSERT INTO transaction_events (gid, at, kind, status, branch_id, message, actor)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(w.gid.as_str())
-    .bind(us(w.now))
-    .bind(w.event)
-    .bind(status)
-    .bind(w.change.branch().map(|b| b.as_str()))
-    .bind(w.note.as_deref())
-    .bind(&w.actor)
-    .execute(&mut *c)
-    .await?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        w.gid.as_str(),
+        us(w.now),
+        w.event,
+        status,
+        w.change.branch().map(|b| b.as_str()),
+        w.note.as_deref(),
+        w.actor,
+    ])?;
     // Resolving clears the flag: the alert webhooks say so, once.
     if let AdminChange::Resolve { note } = &w.change {
         let reason = format!("resolved by hand by {}: {note}", w.actor);
-        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now)?;
     }
     Ok(true)
 }
@@ -320,11 +323,7 @@ pub(super) async fn apply(
 /// [`AdminChange::SkipBranch`]: the transaction (compare-and-set, fenced,
 /// finished or made due) only if the branch is as the rules saw it, then
 /// the branch's skip and the events, in the writer's transaction.
-async fn skip_branch(
-    c: &mut SqliteConnection,
-    w: &AdminWrite,
-    clock: DateTime<Utc>,
-) -> StoreResult<bool> {
+fn skip_branch(c: &Connection, w: &AdminWrite, clock: DateTime<Utc>) -> StoreResult<bool> {
     let AdminChange::SkipBranch {
         branch_id,
         phase,
@@ -337,8 +336,9 @@ async fn skip_branch(
         return Ok(false);
     };
     let expected = serde_json::to_string(&stored_as(*expected)).unwrap_or_else(|_| "[]".into());
-    let updated: Option<String> = sqlx::query_scalar(
-        "UPDATE global_transactions
+    let updated: Option<String> = c
+        .prepare_cached(
+            "UPDATE global_transactions
             SET updated_at = ?5, fence = fence + 1,
                 status = COALESCE(?9, status),
                 finished_at = CASE WHEN ?9 IS NULL THEN finished_at ELSE ?5 END,
@@ -352,58 +352,57 @@ async fn skip_branch(
                            AND b.second_phase IN (SELECT value FROM json_each(?7))
                            AND b.attempts = ?8)
          RETURNING status",
-    )
-    .bind(w.gid.as_str())
-    .bind(w.expected_status.as_str())
-    .bind(w.expected_paused)
-    .bind(w.expected_needs_attention)
-    .bind(us(w.now))
-    .bind(branch_id.as_str())
-    .bind(expected)
-    .bind(i64::from(*attempts))
-    .bind(finishes.map(|s| s.as_str()))
-    .bind(us(clock))
-    .fetch_optional(&mut *c)
-    .await?;
+        )?
+        .query_row(
+            params![
+                w.gid.as_str(),
+                w.expected_status.as_str(),
+                w.expected_paused,
+                w.expected_needs_attention,
+                us(w.now),
+                branch_id.as_str(),
+                expected,
+                i64::from(*attempts),
+                finishes.map(|s| s.as_str()),
+                us(clock),
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
     let Some(status) = updated else {
         return Ok(false);
     };
-    sqlx::query(
+    c.prepare_cached(
         "UPDATE branches SET skipped_at = ?3, skipped_by = ?4, skip_note = ?5, updated_at = ?3
           WHERE gid = ?1 AND branch_id = ?2",
-    )
-    .bind(w.gid.as_str())
-    .bind(branch_id.as_str())
-    .bind(us(w.now))
-    .bind(&w.actor)
-    .bind(note)
-    .execute(&mut *c)
-    .await?;
-    sqlx::query(
+    )?
+    .execute(params![
+        w.gid.as_str(),
+        branch_id.as_str(),
+        us(w.now),
+        w.actor,
+        note
+    ])?;
+    c.prepare_cached(
         "INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, message, actor)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(w.gid.as_str())
-    .bind(us(w.now))
-    .bind(w.event)
-    .bind(w.expected_status.as_str())
-    .bind(branch_id.as_str())
-    .bind(phase.as_str())
-    .bind(note)
-    .bind(&w.actor)
-    .execute(&mut *c)
-    .await?;
+    )?
+    .execute(params![
+        w.gid.as_str(),
+        us(w.now),
+        w.event,
+        w.expected_status.as_str(),
+        branch_id.as_str(),
+        phase.as_str(),
+        note,
+        w.actor,
+    ])?;
     if finishes.is_some() {
-        sqlx::query(
+        c.prepare_cached(
             "INSERT INTO transaction_events (gid, at, kind, status, message, actor)
              VALUES (?1, ?2, 'finished', ?3, 'every branch is done or skipped', ?4)",
-        )
-        .bind(w.gid.as_str())
-        .bind(us(w.now))
-        .bind(&status)
-        .bind(&w.actor)
-        .execute(&mut *c)
-        .await?;
+        )?
+        .execute(params![w.gid.as_str(), us(w.now), status, w.actor])?;
     }
     if let Some(finished) = finishes.filter(|_| w.expected_needs_attention) {
         let reason = format!(
@@ -411,31 +410,25 @@ async fn skip_branch(
             finished.as_str(),
             w.actor
         );
-        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now).await?;
+        super::alerts::insert(c, w.gid.as_str(), "attention_cleared", Some(&reason), w.now)?;
     }
     Ok(true)
 }
 
 /// Appends an operator event for an action carried out elsewhere.
-pub(super) async fn event(
-    c: &mut SqliteConnection,
+pub(super) fn event(
+    c: &Connection,
     gid: &Gid,
     kind: &str,
     message: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    sqlx::query(
+    c.prepare_cached(
         "INSERT INTO transaction_events (gid, at, kind, status, message, actor)
          SELECT gid, ?3, ?2, status, ?4, ?5 FROM global_transactions WHERE gid = ?1",
-    )
-    .bind(gid.as_str())
-    .bind(kind)
-    .bind(us(now))
-    .bind(message)
-    .bind(actor)
-    .execute(c)
-    .await?;
+    )?
+    .execute(params![gid.as_str(), kind, us(now), message, actor])?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, params};
 
 use super::rows::{after, at, us};
 use crate::domain::Gid;
@@ -14,7 +14,6 @@ use crate::machine::Mode;
 use crate::store::admin::{AlertAttempt, AlertRecord};
 use crate::store::{StoreError, StoreResult};
 
-#[derive(sqlx::FromRow)]
 struct AlertRow {
     id: i64,
     gid: String,
@@ -28,51 +27,47 @@ struct AlertRow {
 }
 
 /// Inserts one alert, due now; called by the writes that change the flag.
-pub(super) async fn insert(
-    c: &mut SqliteConnection,
+pub(super) fn insert(
+    c: &Connection,
     gid: &str,
     kind: &str,
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    sqlx::query(
+    c.prepare_cached(
         "INSERT INTO alerts (gid, kind, reason, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-    )
-    .bind(gid)
-    .bind(kind)
-    .bind(reason)
-    .bind(us(now))
-    .execute(c)
-    .await?;
+    )?
+    .execute(params![gid, kind, reason, us(now)])?;
     Ok(())
 }
 
-pub(super) async fn claim(
-    c: &mut SqliteConnection,
+pub(super) fn claim(
+    c: &Connection,
     owner: &str,
     limit: u32,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<AlertRecord>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "UPDATE alerts SET owner = ?1, lease_until = ?2, attempts = attempts + 1
+    let ids: Vec<i64> = c
+        .prepare_cached(
+            "UPDATE alerts SET owner = ?1, lease_until = ?2, attempts = attempts + 1
           WHERE id IN (SELECT id FROM alerts
                         WHERE delivered_at IS NULL AND next_at <= ?3
                           AND (lease_until IS NULL OR lease_until < ?3)
                         ORDER BY id LIMIT ?4)
          RETURNING id",
-    )
-    .bind(owner)
-    .bind(us(after(now, lease)))
-    .bind(us(now))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *c)
-    .await?;
+        )?
+        .query_map(
+            params![owner, us(after(now, lease)), us(now), i64::from(limit)],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<AlertRow> = sqlx::query_as(
-        "SELECT a.id, a.gid, a.kind, a.reason, a.created_at, a.attempts, a.delivered_to,
+    let rows: Vec<AlertRow> = c
+        .prepare_cached(
+            "SELECT a.id, a.gid, a.kind, a.reason, a.created_at, a.attempts, a.delivered_to,
                 g.mode,
                 (SELECT b.participant FROM branches b
                   WHERE b.gid = a.gid AND b.last_code IS NOT NULL AND b.skipped_at IS NULL
@@ -80,32 +75,46 @@ pub(super) async fn claim(
            FROM alerts a LEFT JOIN global_transactions g ON g.gid = a.gid
           WHERE a.id IN (SELECT value FROM json_each(?1))
           ORDER BY a.id",
-    )
-    .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-    .fetch_all(&mut *c)
-    .await?;
+        )?
+        .query_map(
+            params![serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())],
+            |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    gid: r.get(1)?,
+                    kind: r.get(2)?,
+                    reason: r.get(3)?,
+                    created_at: r.get(4)?,
+                    attempts: r.get(5)?,
+                    delivered_to: r.get(6)?,
+                    mode: r.get(7)?,
+                    participant: r.get(8)?,
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
     rows.into_iter().map(record).collect()
 }
 
-pub(super) async fn attempted(c: &mut SqliteConnection, a: &AlertAttempt) -> StoreResult<bool> {
+pub(super) fn attempted(c: &Connection, a: &AlertAttempt) -> StoreResult<bool> {
     let delivered = serde_json::to_string(&a.delivered_to)
         .map_err(|e| StoreError::Database(format!("delivered_to: {e}")))?;
-    let updated = sqlx::query(
-        "UPDATE alerts
+    let updated = c
+        .prepare_cached(
+            "UPDATE alerts
             SET delivered_to = ?3, delivered_at = CASE WHEN ?4 THEN ?6 END,
                 next_at = ?5, last_error = ?7, owner = NULL, lease_until = NULL
           WHERE id = ?1 AND owner = ?2 AND delivered_at IS NULL",
-    )
-    .bind(a.id)
-    .bind(&a.owner)
-    .bind(delivered)
-    .bind(a.done)
-    .bind(us(a.next_at))
-    .bind(us(a.now))
-    .bind(a.error.as_deref())
-    .execute(c)
-    .await?
-    .rows_affected();
+        )?
+        .execute(params![
+            a.id,
+            a.owner,
+            delivered,
+            a.done,
+            us(a.next_at),
+            us(a.now),
+            a.error.as_deref(),
+        ])?;
     Ok(updated == 1)
 }
 

@@ -4,10 +4,11 @@
 //! (see `writer`), with the same conditions as on PostgreSQL: a branch only
 //! while the transaction is trying and before its deadline, a decision
 //! only if status, branch count and fence are as read, progress only under
-//! the current fence and owner.
+//! the current fence and owner. They run on the writer's thread, so they
+//! are synchronous (rusqlite) and their statements cached prepared.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::events::{Event, Events};
 use super::rows::{after, us};
@@ -35,28 +36,23 @@ fn json<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<String> {
 }
 
 /// True when the transaction was created.
-pub(super) async fn begin(
-    c: &mut SqliteConnection,
-    t: &NewTransaction,
-    ev: &mut Events,
-) -> StoreResult<bool> {
-    let created = sqlx::query(
-        "INSERT INTO global_transactions
-            (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at, updated_at,
-             initiator)
-         VALUES (?1, 'tcc', 'trying', ?2, ?3, ?4, ?4, ?5, ?5, ?6)
-         ON CONFLICT (gid) DO NOTHING",
-    )
-    .bind(t.gid.as_str())
-    .bind(json("metadata", &t.metadata)?)
-    .bind(ms(t.timeout))
-    .bind(us(t.deadline))
-    .bind(us(t.now))
-    .bind(&t.initiator)
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
-        == 1;
+pub(super) fn begin(c: &Connection, t: &NewTransaction, ev: &mut Events) -> StoreResult<bool> {
+    let created =
+        c.prepare_cached(
+            "INSERT INTO global_transactions
+                (gid, mode, status, metadata, timeout_ms, deadline, next_attempt_at, created_at,
+                 updated_at, initiator)
+             VALUES (?1, 'tcc', 'trying', ?2, ?3, ?4, ?4, ?5, ?5, ?6)
+             ON CONFLICT (gid) DO NOTHING",
+        )?
+        .execute(params![
+            t.gid.as_str(),
+            json("metadata", &t.metadata)?,
+            ms(t.timeout),
+            us(t.deadline),
+            us(t.now),
+            t.initiator,
+        ])? == 1;
     if created {
         ev.push(Event {
             status: Some("trying".into()),
@@ -67,8 +63,8 @@ pub(super) async fn begin(
     Ok(created)
 }
 
-pub(super) async fn add_branch(
-    c: &mut SqliteConnection,
+pub(super) fn add_branch(
+    c: &Connection,
     b: &NewBranch,
     clock: DateTime<Utc>,
     ev: &mut Events,
@@ -76,15 +72,14 @@ pub(super) async fn add_branch(
     let gid = b.gid.as_str();
     // The counter moves even when the branch id exists already, as on
     // PostgreSQL: a decision read before this call must not apply.
-    let row: Option<(i32, String)> = sqlx::query_as(
-        "UPDATE global_transactions SET branch_seq = branch_seq + 1, updated_at = ?2
-          WHERE gid = ?1 AND status = 'trying' AND deadline > ?2
-         RETURNING branch_seq, metadata",
-    )
-    .bind(gid)
-    .bind(us(b.now))
-    .fetch_optional(&mut *c)
-    .await?;
+    let row: Option<(i32, String)> = c
+        .prepare_cached(
+            "UPDATE global_transactions SET branch_seq = branch_seq + 1, updated_at = ?2
+              WHERE gid = ?1 AND status = 'trying' AND deadline > ?2
+             RETURNING branch_seq, metadata",
+        )?
+        .query_row(params![gid, us(b.now)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
     let Some((seq, metadata)) = row else {
         return Ok(BranchInsert {
             seq: None,
@@ -96,33 +91,32 @@ pub(super) async fn add_branch(
         .branch_id
         .as_ref()
         .map_or_else(|| seq.to_string(), |id| id.as_str().to_string());
-    let inserted = sqlx::query(
-        "INSERT INTO branches
-            (gid, branch_id, participant, action, payload, call_timeout_ms, created_at, updated_at,
-             call_until, policy, url_call, first_phase)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (gid, branch_id) DO NOTHING",
-    )
-    .bind(gid)
-    .bind(&id)
-    .bind(b.participant.as_str())
-    .bind(b.action.as_str())
-    .bind(b.payload.as_slice())
-    .bind(b.call_timeout.map(ms))
-    .bind(us(b.now))
-    // The Try about to be sent is out until then (by this process's clock).
-    .bind(us(after(clock, b.call_cover)))
-    .bind(StoredPolicy::of(&b.policy))
-    .bind(crate::store::records::url_call_text(&b.url_call))
-    .bind(if b.tried_by_initiator {
-        CallStatus::Succeeded.as_str()
-    } else {
-        CallStatus::Pending.as_str()
-    })
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
-        == 1;
+    let inserted =
+        c.prepare_cached(
+            "INSERT INTO branches
+                (gid, branch_id, participant, action, payload, call_timeout_ms, created_at,
+                 updated_at, call_until, policy, url_call, first_phase)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (gid, branch_id) DO NOTHING",
+        )?
+        .execute(params![
+            gid,
+            id,
+            b.participant.as_str(),
+            b.action.as_str(),
+            b.payload.as_slice(),
+            b.call_timeout.map(ms),
+            us(b.now),
+            // The Try about to be sent is out until then (by this process's clock).
+            us(after(clock, b.call_cover)),
+            StoredPolicy::of(&b.policy),
+            crate::store::records::url_call_text(&b.url_call),
+            if b.tried_by_initiator {
+                CallStatus::Succeeded.as_str()
+            } else {
+                CallStatus::Pending.as_str()
+            },
+        ])? == 1;
     if inserted {
         ev.push(Event {
             branch: Some(id.clone()),
@@ -138,31 +132,36 @@ pub(super) async fn add_branch(
 }
 
 /// The new fence when the compare-and-set matched.
-pub(super) async fn decide(
-    c: &mut SqliteConnection,
+pub(super) fn decide(
+    c: &Connection,
     d: &Decision,
     clock: DateTime<Utc>,
     ev: &mut Events,
 ) -> StoreResult<Option<i64>> {
     let lease_until = after(clock, d.lease);
-    let fence: Option<i64> = sqlx::query_scalar(
-        "UPDATE global_transactions
-            SET status = ?5, decided_at = ?6, rollback_reason = ?7, attempts = 0,
-                owner = ?8, lease_until = ?9, fence = fence + 1, next_attempt_at = ?6, updated_at = ?6
-          WHERE gid = ?1 AND status = ?2 AND branch_seq = ?3 AND fence = ?4
-         RETURNING fence",
-    )
-    .bind(d.gid.as_str())
-    .bind(d.expected_status.as_str())
-    .bind(d.expected_branch_seq)
-    .bind(d.expected_fence)
-    .bind(d.next.status.as_str())
-    .bind(us(d.now))
-    .bind(d.next.rollback_reason.as_deref())
-    .bind(&d.owner)
-    .bind(us(lease_until))
-    .fetch_optional(&mut *c)
-    .await?;
+    let fence: Option<i64> = c
+        .prepare_cached(
+            "UPDATE global_transactions
+                SET status = ?5, decided_at = ?6, rollback_reason = ?7, attempts = 0, owner = ?8,
+                    lease_until = ?9, fence = fence + 1, next_attempt_at = ?6, updated_at = ?6
+              WHERE gid = ?1 AND status = ?2 AND branch_seq = ?3 AND fence = ?4
+             RETURNING fence",
+        )?
+        .query_row(
+            params![
+                d.gid.as_str(),
+                d.expected_status.as_str(),
+                d.expected_branch_seq,
+                d.expected_fence,
+                d.next.status.as_str(),
+                us(d.now),
+                d.next.rollback_reason.as_deref(),
+                d.owner,
+                us(lease_until),
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
     if fence.is_some() {
         ev.push(Event {
             status: Some(d.next.status.as_str().into()),
@@ -173,8 +172,8 @@ pub(super) async fn decide(
     Ok(fence)
 }
 
-pub(super) async fn record_try(
-    c: &mut SqliteConnection,
+pub(super) fn record_try(
+    c: &Connection,
     gid: &Gid,
     call: &CallRecord,
     expected_second_phase: CallStatus,
@@ -190,21 +189,21 @@ pub(super) async fn record_try(
         ),
     };
     // Compare-and-set on phase 2, as the caller asked.
-    sqlx::query(
+    c.prepare_cached(
         "UPDATE branches
-            SET first_phase = ?3, last_code = ?4, last_error = ?5, last_attempt_at = ?6, updated_at = ?6,
-                call_until = NULL
+            SET first_phase = ?3, last_code = ?4, last_error = ?5, last_attempt_at = ?6,
+                updated_at = ?6, call_until = NULL
           WHERE gid = ?1 AND branch_id = ?2 AND second_phase = ?7",
-    )
-    .bind(gid.as_str())
-    .bind(call.branch_id.as_str())
-    .bind(call.outcome.call_status().as_str())
-    .bind(code.as_deref())
-    .bind(message.as_deref())
-    .bind(us(now))
-    .bind(expected_second_phase.as_str())
-    .execute(&mut *c)
-    .await?;
+    )?
+    .execute(params![
+        gid.as_str(),
+        call.branch_id.as_str(),
+        call.outcome.call_status().as_str(),
+        code.as_deref(),
+        message.as_deref(),
+        us(now),
+        expected_second_phase.as_str(),
+    ])?;
     // The call is history even when it arrived late.
     ev.push(Event {
         branch: Some(call.branch_id.as_str().to_string()),
@@ -218,47 +217,41 @@ pub(super) async fn record_try(
 }
 
 /// A round's or a saga's progress; `false` when fenced out.
-pub(super) async fn progress(
-    c: &mut SqliteConnection,
-    p: &Progress,
-    ev: &mut Events,
-) -> StoreResult<bool> {
+pub(super) fn progress(c: &Connection, p: &Progress, ev: &mut Events) -> StoreResult<bool> {
     let now = us(p.now);
     // The flag as it was: a write that changes it makes an alert (below).
-    let was_flagged: Option<bool> = sqlx::query_scalar(
-        "SELECT needs_attention FROM global_transactions WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
-    )
-    .bind(&p.gid)
-    .bind(p.fence)
-    .bind(&p.owner)
-    .fetch_optional(&mut *c)
-    .await?;
-    let written = sqlx::query(
-        "UPDATE global_transactions
-            SET status = ?4, decided_at = ?5, rollback_reason = ?6, attempts = ?7,
-                needs_attention = ?8, attention_reason = ?9, next_attempt_at = ?10,
-                owner = CASE WHEN ?11 THEN NULL ELSE owner END,
-                lease_until = CASE WHEN ?11 THEN NULL ELSE lease_until END,
-                finished_at = CASE WHEN ?10 IS NULL THEN ?12 END,
-                updated_at = ?12
-          WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
-    )
-    .bind(&p.gid)
-    .bind(p.fence)
-    .bind(&p.owner)
-    .bind(p.status.as_str())
-    .bind(p.decided_at.map(us))
-    .bind(p.reason.as_deref())
-    .bind(p.attempts)
-    .bind(p.needs_attention)
-    .bind(p.attention_reason.as_deref())
-    .bind(p.next_attempt_at.map(us))
-    .bind(p.release)
-    .bind(now)
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
-        == 1;
+    let was_flagged: Option<bool> = c
+        .prepare_cached(
+            "SELECT needs_attention FROM global_transactions
+              WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .query_row(params![p.gid, p.fence, p.owner], |r| r.get(0))
+        .optional()?;
+    let written =
+        c.prepare_cached(
+            "UPDATE global_transactions
+                SET status = ?4, decided_at = ?5, rollback_reason = ?6, attempts = ?7,
+                    needs_attention = ?8, attention_reason = ?9, next_attempt_at = ?10,
+                    owner = CASE WHEN ?11 THEN NULL ELSE owner END,
+                    lease_until = CASE WHEN ?11 THEN NULL ELSE lease_until END,
+                    finished_at = CASE WHEN ?10 IS NULL THEN ?12 END,
+                    updated_at = ?12
+              WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .execute(params![
+            p.gid,
+            p.fence,
+            p.owner,
+            p.status.as_str(),
+            p.decided_at.map(us),
+            p.reason.as_deref(),
+            p.attempts,
+            p.needs_attention,
+            p.attention_reason.as_deref(),
+            p.next_attempt_at.map(us),
+            p.release,
+            now,
+        ])? == 1;
     if !written {
         return Ok(false);
     }
@@ -269,19 +262,15 @@ pub(super) async fn progress(
             .iter()
             .map(|b| serde_json::json!([b.id, b.first, b.second, b.attempts, b.code, b.error]))
             .collect();
-        sqlx::query(
+        c.prepare_cached(
             "UPDATE branches
                 SET first_phase = COALESCE(u.value ->> 1, first_phase), second_phase = u.value ->> 2,
                     attempts = u.value ->> 3, last_code = u.value ->> 4, last_error = u.value ->> 5,
                     last_attempt_at = ?3, updated_at = ?3
                FROM json_each(?2) AS u
               WHERE branches.gid = ?1 AND branches.branch_id = u.value ->> 0",
-        )
-        .bind(&p.gid)
-        .bind(json("branches", &rows)?)
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+        )?
+        .execute(params![p.gid, json("branches", &rows)?, now])?;
     }
     let was_flagged = was_flagged.unwrap_or(false);
     let finished = p.next_attempt_at.is_none();
@@ -298,7 +287,7 @@ pub(super) async fn progress(
         _ => None,
     };
     if let Some((kind, reason)) = alert {
-        super::alerts::insert(c, &p.gid, kind, reason.as_deref(), p.now).await?;
+        super::alerts::insert(c, &p.gid, kind, reason.as_deref(), p.now)?;
     }
     for e in &p.events {
         ev.push(Event {
@@ -319,57 +308,56 @@ pub(super) async fn progress(
 
 /// The saga and its steps, leased to the submitter; `false` when the gid
 /// exists.
-pub(super) async fn submit_saga(
-    c: &mut SqliteConnection,
+pub(super) fn submit_saga(
+    c: &Connection,
     saga: &NewSaga,
     clock: DateTime<Utc>,
     ev: &mut Events,
 ) -> StoreResult<bool> {
     let lease_until = after(clock, saga.lease);
-    let created = sqlx::query(
-        "INSERT INTO global_transactions
-            (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-             owner, lease_until, fence, created_at, updated_at, initiator)
-         VALUES (?1, 'saga', 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?6, ?6, ?9)
-         ON CONFLICT (gid) DO NOTHING",
-    )
-    .bind(saga.gid.as_str())
-    .bind(json("metadata", &saga.metadata)?)
-    .bind(saga.timeout.map_or(0, ms))
-    .bind(us(saga.deadline))
-    .bind(i32::try_from(saga.concurrency).unwrap_or(i32::MAX))
-    .bind(us(saga.now))
-    .bind(&saga.owner)
-    .bind(us(lease_until))
-    .bind(&saga.initiator)
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
-        == 1;
+    let created =
+        c.prepare_cached(
+            "INSERT INTO global_transactions
+                (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
+                 owner, lease_until, fence, created_at, updated_at, initiator)
+             VALUES (?1, 'saga', 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?6, ?6, ?9)
+             ON CONFLICT (gid) DO NOTHING",
+        )?
+        .execute(params![
+            saga.gid.as_str(),
+            json("metadata", &saga.metadata)?,
+            saga.timeout.map_or(0, ms),
+            us(saga.deadline),
+            i32::try_from(saga.concurrency).unwrap_or(i32::MAX),
+            us(saga.now),
+            saga.owner,
+            us(lease_until),
+            saga.initiator,
+        ])? == 1;
     if !created {
         return Ok(false);
     }
+    let mut insert = c.prepare_cached(
+        "INSERT INTO branches
+            (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
+             depends_on, compensate_rejected, created_at, updated_at, policy, url_call)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
+    )?;
     for (i, step) in saga.steps.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO branches
-                (gid, branch_id, participant, action, compensation, payload, call_timeout_ms,
-                 depends_on, compensate_rejected, created_at, updated_at, policy, url_call)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
-        )
-        .bind(saga.gid.as_str())
-        .bind((i + 1).to_string())
-        .bind(step.participant.as_str())
-        .bind(step.action.as_str())
-        .bind(step.compensation.as_str())
-        .bind(step.payload.as_slice())
-        .bind(step.call_timeout.map(ms))
-        .bind(json("depends_on", &step.depends_on)?)
-        .bind(step.compensate_rejected)
-        .bind(us(saga.now))
-        .bind(StoredPolicy::of(&step.policy))
-        .bind(crate::store::records::url_call_text(&step.url_call))
-        .execute(&mut *c)
-        .await?;
+        insert.execute(params![
+            saga.gid.as_str(),
+            (i + 1).to_string(),
+            step.participant.as_str(),
+            step.action.as_str(),
+            step.compensation.as_str(),
+            step.payload.as_slice(),
+            step.call_timeout.map(ms),
+            json("depends_on", &step.depends_on)?,
+            step.compensate_rejected,
+            us(saga.now),
+            StoredPolicy::of(&step.policy),
+            crate::store::records::url_call_text(&step.url_call),
+        ])?;
     }
     ev.push(Event {
         status: Some(Status::Running.as_str().into()),

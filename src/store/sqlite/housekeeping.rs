@@ -1,13 +1,15 @@
 //! What the server needs beside driving transactions, on SQLite: the
 //! participant registry (registration merges actions and endpoints), the
 //! gauges' sample of unfinished transactions, and retention (finished or
-//! resolved transactions deleted in batches, branches by cascade).
+//! resolved transactions deleted in batches, branches by cascade). The
+//! writes run on the writer's thread, the reads on the read pool.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{Connection, params};
+use sqlx::SqlitePool;
 
 use super::rows::{at, before, us};
 use crate::domain::{ActionName, Endpoint, EndpointUrl, ParticipantName, Protocol};
@@ -16,65 +18,53 @@ use crate::machine::policy::ActionPolicy;
 use crate::store::policy::{action_columns, action_policy};
 use crate::store::{EndpointRecord, OpenCounts, ParticipantRecord, StoreResult};
 
-pub(super) async fn register_participant(
-    c: &mut SqliteConnection,
+pub(super) fn register_participant(
+    c: &Connection,
     name: &ParticipantName,
     endpoint: &Endpoint,
     actions: &[ActionName],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let now = us(now);
-    sqlx::query(
+    c.prepare_cached(
         "INSERT INTO participants (name, created_at, updated_at) VALUES (?1, ?2, ?2)
          ON CONFLICT (name) DO UPDATE SET updated_at = ?2",
-    )
-    .bind(name.as_str())
-    .bind(now)
-    .execute(&mut *c)
-    .await?;
+    )?
+    .execute(params![name.as_str(), now])?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO participant_actions (participant, action, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+    )?;
     for action in actions {
-        sqlx::query(
-            "INSERT INTO participant_actions (participant, action, created_at) VALUES (?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(name.as_str())
-        .bind(action.as_str())
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+        insert.execute(params![name.as_str(), action.as_str(), now])?;
     }
-    sqlx::query(
+    c.prepare_cached(
         "INSERT INTO participant_endpoints (participant, url, protocol, registered_at, last_seen_at)
          VALUES (?1, ?2, ?4, ?3, ?3)
          ON CONFLICT (participant, url) DO UPDATE SET last_seen_at = ?3, protocol = ?4",
-    )
-    .bind(name.as_str())
-    .bind(endpoint.url.as_str())
-    .bind(now)
-    .bind(endpoint.protocol.as_str())
-    .execute(c)
-    .await?;
+    )?
+    .execute(params![
+        name.as_str(),
+        endpoint.url.as_str(),
+        now,
+        endpoint.protocol.as_str()
+    ])?;
     Ok(())
 }
 
 /// Replaces the declared call timeout and policy of each action.
-pub(super) async fn set_action_policies(
-    c: &mut SqliteConnection,
+pub(super) fn set_action_policies(
+    c: &Connection,
     name: &ParticipantName,
     policies: &[(ActionName, ActionPolicy)],
 ) -> StoreResult<()> {
     for (action, policy) in policies {
         let (timeout, policy) = action_columns(policy);
-        sqlx::query(
-            "UPDATE participant_actions SET call_timeout_ms = ?, policy = ?
-              WHERE participant = ? AND action = ?",
-        )
-        .bind(timeout)
-        .bind(policy)
-        .bind(name.as_str())
-        .bind(action.as_str())
-        .execute(&mut *c)
-        .await?;
+        c.prepare_cached(
+            "UPDATE participant_actions SET call_timeout_ms = ?1, policy = ?2
+              WHERE participant = ?3 AND action = ?4",
+        )?
+        .execute(params![timeout, policy, name.as_str(), action.as_str()])?;
     }
     Ok(())
 }
@@ -165,35 +155,29 @@ pub(super) async fn open_counts(pool: &SqlitePool, now: DateTime<Utc>) -> StoreR
 
 /// Deletes up to `batch` transactions closed more than `older_than` ago,
 /// with their events (branches go by cascade); returns how many.
-pub(super) async fn delete_finished(
-    c: &mut SqliteConnection,
+pub(super) fn delete_finished(
+    c: &Connection,
     older_than: Duration,
     batch: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let cutoff = before(now, older_than);
-    let doomed: Vec<String> = sqlx::query_scalar(
-        "SELECT gid FROM global_transactions
-          WHERE (finished_at IS NOT NULL OR resolved_at IS NOT NULL)
-            AND COALESCE(finished_at, resolved_at) < ?1
-          ORDER BY COALESCE(finished_at, resolved_at)
-          LIMIT ?2",
-    )
-    .bind(us(cutoff))
-    .bind(i64::from(batch.max(1)))
-    .fetch_all(&mut *c)
-    .await?;
+    let doomed: Vec<String> = c
+        .prepare_cached(
+            "SELECT gid FROM global_transactions
+              WHERE (finished_at IS NOT NULL OR resolved_at IS NOT NULL)
+                AND COALESCE(finished_at, resolved_at) < ?1
+              ORDER BY COALESCE(finished_at, resolved_at)
+              LIMIT ?2",
+        )?
+        .query_map(params![us(cutoff), i64::from(batch.max(1))], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut events = c.prepare_cached("DELETE FROM transaction_events WHERE gid = ?1")?;
+    let mut transaction = c.prepare_cached("DELETE FROM global_transactions WHERE gid = ?1")?;
     let mut deleted = 0;
     for gid in &doomed {
-        sqlx::query("DELETE FROM transaction_events WHERE gid = ?")
-            .bind(gid)
-            .execute(&mut *c)
-            .await?;
-        deleted += sqlx::query("DELETE FROM global_transactions WHERE gid = ?")
-            .bind(gid)
-            .execute(&mut *c)
-            .await?
-            .rows_affected();
+        events.execute(params![gid])?;
+        deleted += transaction.execute(params![gid])? as u64;
     }
     Ok(deleted)
 }

@@ -2,11 +2,12 @@
 //! fence), renewal and release, matched on owner and fence as on
 //! PostgreSQL. One writer runs at a time, so a claim needs no `SKIP
 //! LOCKED`: it reads the due rows and takes them in the same transaction.
+//! They run on the writer's thread (see `writer`).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, params};
 
 use super::rows::{after, us};
 use crate::domain::{BranchId, Gid};
@@ -16,34 +17,29 @@ fn until(now: DateTime<Utc>, lease: Duration) -> i64 {
     us(after(now, lease))
 }
 
-pub(super) async fn claim_due(
-    c: &mut SqliteConnection,
+pub(super) fn claim_due(
+    c: &Connection,
     owner: &str,
     limit: i64,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Claimed>> {
-    let due: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT gid, owner FROM global_transactions
-          WHERE next_attempt_at <= ?1 AND NOT paused AND (owner IS NULL OR lease_until < ?1)
-          ORDER BY next_attempt_at
-          LIMIT ?2",
-    )
-    .bind(us(now))
-    .bind(limit)
-    .fetch_all(&mut *c)
-    .await?;
+    let due: Vec<(String, Option<String>)> = c
+        .prepare_cached(
+            "SELECT gid, owner FROM global_transactions
+              WHERE next_attempt_at <= ?1 AND NOT paused AND (owner IS NULL OR lease_until < ?1)
+              ORDER BY next_attempt_at
+              LIMIT ?2",
+        )?
+        .query_map(params![us(now), limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut take = c.prepare_cached(
+        "UPDATE global_transactions SET owner = ?2, lease_until = ?3, fence = fence + 1
+          WHERE gid = ?1 RETURNING fence",
+    )?;
     let mut claimed = Vec::with_capacity(due.len());
     for (gid, previous_owner) in due {
-        let fence: i64 = sqlx::query_scalar(
-            "UPDATE global_transactions SET owner = ?2, lease_until = ?3, fence = fence + 1
-              WHERE gid = ?1 RETURNING fence",
-        )
-        .bind(&gid)
-        .bind(owner)
-        .bind(until(now, lease))
-        .fetch_one(&mut *c)
-        .await?;
+        let fence: i64 = take.query_row(params![gid, owner, until(now, lease)], |r| r.get(0))?;
         claimed.push(Claimed {
             lease: Lease {
                 gid: Gid::from_trusted(gid),
@@ -74,8 +70,20 @@ pub(super) async fn next_due(
     Ok(earliest.map(|at| Duration::from_micros(at.saturating_sub(us(now)).max(0) as u64)))
 }
 
-pub(super) async fn renew(
-    c: &mut SqliteConnection,
+/// Extends a lease to `until` unless it is longer already (a call may be
+/// out under it); `false` if it is no longer `owner`'s at `fence`.
+fn lengthen(c: &Connection, owner: &str, lease: &Lease, until: i64) -> StoreResult<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE global_transactions SET lease_until = max(COALESCE(lease_until, 0), ?4)
+              WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .execute(params![lease.gid.as_str(), lease.fence, owner, until])?;
+    Ok(n == 1)
+}
+
+pub(super) fn renew(
+    c: &Connection,
     owner: &str,
     leases: &[Lease],
     lease: Duration,
@@ -83,19 +91,7 @@ pub(super) async fn renew(
 ) -> StoreResult<Vec<Gid>> {
     let mut renewed = Vec::with_capacity(leases.len());
     for l in leases {
-        let n = sqlx::query(
-            // Never shortens a lease (a call may be out under it).
-            "UPDATE global_transactions SET lease_until = max(COALESCE(lease_until, 0), ?4)
-              WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
-        )
-        .bind(l.gid.as_str())
-        .bind(l.fence)
-        .bind(owner)
-        .bind(until(now, lease))
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
-        if n == 1 {
+        if lengthen(c, owner, l, until(now, lease))? {
             renewed.push(l.gid.clone());
         }
     }
@@ -104,81 +100,59 @@ pub(super) async fn renew(
 
 /// Extends one held lease to at least `cover` from now; `false` if it is
 /// no longer this owner's.
-pub(super) async fn extend(
-    c: &mut SqliteConnection,
+pub(super) fn extend(
+    c: &Connection,
     owner: &str,
     lease: &Lease,
     cover: Duration,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
-        "UPDATE global_transactions SET lease_until = max(COALESCE(lease_until, 0), ?4)
-          WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
-    )
-    .bind(lease.gid.as_str())
-    .bind(lease.fence)
-    .bind(owner)
-    .bind(until(now, cover))
-    .execute(c)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    lengthen(c, owner, lease, until(now, cover))
 }
 
 /// Marks a repeated Try of an existing branch as out for `cover`, unless
 /// one still is; as on PostgreSQL, only while the transaction is trying,
 /// and bumping its branch counter so that a decision that read the branch
 /// before the mark reads again.
-pub(super) async fn claim_try_call(
-    c: &mut SqliteConnection,
+pub(super) fn claim_try_call(
+    c: &Connection,
     gid: &Gid,
     branch_id: &BranchId,
     cover: Duration,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let trying = sqlx::query(
-        "UPDATE global_transactions SET branch_seq = branch_seq + 1
-          WHERE gid = ? AND status = 'trying'",
-    )
-    .bind(gid.as_str())
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
+    let trying = c
+        .prepare_cached(
+            "UPDATE global_transactions SET branch_seq = branch_seq + 1
+              WHERE gid = ?1 AND status = 'trying'",
+        )?
+        .execute(params![gid.as_str()])?
         == 1;
     if !trying {
         return Ok(false);
     }
-    let n = sqlx::query(
-        "UPDATE branches SET call_until = ?3
-          WHERE gid = ?1 AND branch_id = ?2 AND (call_until IS NULL OR call_until < ?4)",
-    )
-    .bind(gid.as_str())
-    .bind(branch_id.as_str())
-    .bind(until(now, cover))
-    .bind(us(now))
-    .execute(c)
-    .await?
-    .rows_affected();
+    let n = c
+        .prepare_cached(
+            "UPDATE branches SET call_until = ?3
+              WHERE gid = ?1 AND branch_id = ?2 AND (call_until IS NULL OR call_until < ?4)",
+        )?
+        .execute(params![
+            gid.as_str(),
+            branch_id.as_str(),
+            until(now, cover),
+            us(now)
+        ])?;
     Ok(n == 1)
 }
 
-pub(super) async fn release(
-    c: &mut SqliteConnection,
-    owner: &str,
-    leases: &[Lease],
-) -> StoreResult<u64> {
+pub(super) fn release(c: &Connection, owner: &str, leases: &[Lease]) -> StoreResult<u64> {
+    let mut free = c.prepare_cached(
+        "UPDATE global_transactions SET owner = NULL, lease_until = NULL
+          WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
+    )?;
     let mut released = 0;
     for l in leases {
-        released += sqlx::query(
-            "UPDATE global_transactions SET owner = NULL, lease_until = NULL
-              WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
-        )
-        .bind(l.gid.as_str())
-        .bind(l.fence)
-        .bind(owner)
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
+        released += free.execute(params![l.gid.as_str(), l.fence, owner])? as u64;
     }
     Ok(released)
 }

@@ -6,10 +6,11 @@
 //! restarted instance takes over the leases of the one that crashed once
 //! they expire.
 //!
-//! Two pools on the file: `writer`, one connection through which every
-//! write goes in batches (see `writer`: group commit, one SQLite
-//! transaction and one fsync per batch), and `readers`, which WAL mode lets
-//! read while a batch commits. An OS lock on a sidecar file (`lock`) keeps
+//! Three ways into the file: the writer's connection, on a thread of its
+//! own, through which every write goes in batches (see `writer`: group
+//! commit, one SQLite transaction and one fsync per batch); `readers`, a
+//! pool that WAL mode lets read while a batch commits; and `writer_pool`,
+//! one sqlx connection for the migrations (and tests' raw statements). An OS lock on a sidecar file (`lock`) keeps
 //! a second instance off the file.
 //!
 //! The statements live by concern: `drive` (what the engine writes while
@@ -97,7 +98,8 @@ impl SqliteStore {
             .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
-        let writer = Arc::new(Writer::start(writer_pool.clone()));
+        // After the pools: they create the file and put it in WAL mode.
+        let writer = Arc::new(Writer::start(path, BUSY_TIMEOUT)?);
         Ok(Self {
             path: path.to_path_buf(),
             writer_pool,
@@ -532,10 +534,15 @@ impl AdminStore for SqliteStore {
             idle: pool.num_idle() as u32,
             max: pool.options().get_max_connections(),
         };
-        vec![
-            stats("writer", &self.writer_pool),
-            stats("readers", &self.readers),
-        ]
+        // The writer is one connection on a thread of its own (`writer`),
+        // in use while a batch runs.
+        let writer = PoolStats {
+            name: "writer",
+            size: 1,
+            idle: u32::from(!self.writer.busy()),
+            max: 1,
+        };
+        vec![writer, stats("readers", &self.readers)]
     }
 
     async fn delete_finished(&self, older_than: Duration, batch: u32) -> StoreResult<u64> {
@@ -549,6 +556,7 @@ impl AdminStore for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.writer_pool.close().await;
         self.readers.close().await;
     }

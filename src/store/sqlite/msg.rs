@@ -3,10 +3,11 @@
 //! writer's batch, unleased and due for the query-back at its deadline) and
 //! the initiator's submit or abort, a compare-and-set on the prepared
 //! status that bumps the fence. Progress after that is the saga's fenced
-//! write (`drive::progress`).
+//! write (`drive::progress`). The writes run on the writer's thread.
 
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::SqlitePool;
 
 use super::events::{Event, Events};
 use super::rows::{after, us};
@@ -16,31 +17,26 @@ use crate::store::rows::ms;
 use crate::store::{MsgDecision, NewMsg, StoreError, StoreResult};
 
 /// True when the message was created (`false`: the gid exists).
-pub(super) async fn prepare(
-    c: &mut SqliteConnection,
-    msg: &NewMsg,
-    ev: &mut Events,
-) -> StoreResult<bool> {
+pub(super) fn prepare(c: &Connection, msg: &NewMsg, ev: &mut Events) -> StoreResult<bool> {
     let metadata = serde_json::to_string(&msg.metadata)
         .map_err(|e| StoreError::Database(format!("metadata: {e}")))?;
     let now = us(msg.now);
-    let created = sqlx::query(
-        "INSERT INTO global_transactions
-            (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
-             created_at, updated_at, initiator)
-         VALUES (?1, 'msg', 'prepared', ?2, ?3, ?4, 1, ?4, ?5, ?5, ?6)
-         ON CONFLICT (gid) DO NOTHING",
-    )
-    .bind(msg.gid.as_str())
-    .bind(metadata)
-    .bind(ms(msg.timeout))
-    .bind(us(msg.deadline))
-    .bind(now)
-    .bind(&msg.initiator)
-    .execute(&mut *c)
-    .await?
-    .rows_affected()
-        == 1;
+    let created =
+        c.prepare_cached(
+            "INSERT INTO global_transactions
+                (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
+                 created_at, updated_at, initiator)
+             VALUES (?1, 'msg', 'prepared', ?2, ?3, ?4, 1, ?4, ?5, ?5, ?6)
+             ON CONFLICT (gid) DO NOTHING",
+        )?
+        .execute(params![
+            msg.gid.as_str(),
+            metadata,
+            ms(msg.timeout),
+            us(msg.deadline),
+            now,
+            msg.initiator,
+        ])? == 1;
     if !created {
         return Ok(false);
     }
@@ -49,31 +45,31 @@ pub(super) async fn prepare(
         let deps: Vec<usize> = if i == 0 { Vec::new() } else { vec![i - 1] };
         let deps = serde_json::to_string(&deps)
             .map_err(|e| StoreError::Database(format!("depends_on: {e}")))?;
-        sqlx::query(
+        c.prepare_cached(
             "INSERT INTO branches
                 (gid, branch_id, participant, action, payload, call_timeout_ms,
                  depends_on, compensate_rejected, created_at, updated_at, url_call)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9)",
-        )
-        .bind(msg.gid.as_str())
-        .bind((i + 1).to_string())
-        .bind(step.participant.as_str())
-        .bind(step.action.as_str())
-        .bind(step.payload.as_slice())
-        .bind(step.call_timeout.map(ms))
-        .bind(deps)
-        .bind(now)
-        .bind(crate::store::records::url_call_text(&step.url_call))
-        .execute(&mut *c)
-        .await?;
+        )?
+        .execute(params![
+            msg.gid.as_str(),
+            (i + 1).to_string(),
+            step.participant.as_str(),
+            step.action.as_str(),
+            step.payload.as_slice(),
+            step.call_timeout.map(ms),
+            deps,
+            now,
+            crate::store::records::url_call_text(&step.url_call),
+        ])?;
     }
     if let Some(query) = &msg.query {
-        sqlx::query("INSERT INTO message_queries (gid, url, protocol) VALUES (?1, ?2, ?3)")
-            .bind(msg.gid.as_str())
-            .bind(query.url.as_str())
-            .bind(query.protocol.as_str())
-            .execute(&mut *c)
-            .await?;
+        c.prepare_cached("INSERT INTO message_queries (gid, url, protocol) VALUES (?1, ?2, ?3)")?
+            .execute(params![
+                msg.gid.as_str(),
+                query.url.as_str(),
+                query.protocol.as_str()
+            ])?;
     }
     ev.push(Event {
         status: Some(Status::Prepared.as_str().into()),
@@ -97,8 +93,8 @@ pub(super) async fn prepare(
 }
 
 /// The new fence when the compare-and-set on `prepared` matched.
-pub(super) async fn decide(
-    c: &mut SqliteConnection,
+pub(super) fn decide(
+    c: &Connection,
     d: &MsgDecision,
     clock: DateTime<Utc>,
     ev: &mut Events,
@@ -107,14 +103,14 @@ pub(super) async fn decide(
     let aborted = next.status == Status::Aborted;
     let now = us(d.now);
     // A message flagged while its query-back failed is no longer: say so.
-    let was_flagged: bool =
-        sqlx::query_scalar("SELECT needs_attention FROM global_transactions WHERE gid = ?1")
-            .bind(d.gid.as_str())
-            .fetch_optional(&mut *c)
-            .await?
-            .unwrap_or(false);
-    let fence: Option<i64> = sqlx::query_scalar(
-        "UPDATE global_transactions
+    let was_flagged: bool = c
+        .prepare_cached("SELECT needs_attention FROM global_transactions WHERE gid = ?1")?
+        .query_row(params![d.gid.as_str()], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false);
+    let fence: Option<i64> = c
+        .prepare_cached(
+            "UPDATE global_transactions
             SET status = ?2, decided_at = ?3, rollback_reason = ?4,
                 attempts = 0, needs_attention = 0, attention_reason = NULL,
                 fence = fence + 1,
@@ -126,31 +122,32 @@ pub(super) async fn decide(
           -- An operator's resolution closes the message for good.
           WHERE gid = ?1 AND mode = 'msg' AND status = 'prepared' AND resolved_at IS NULL
          RETURNING fence",
-    )
-    .bind(d.gid.as_str())
-    .bind(next.status.as_str())
-    .bind(now)
-    .bind(next.reason.as_deref())
-    .bind(aborted)
-    .bind(&d.owner)
-    .bind(us(after(clock, d.lease)))
-    .fetch_optional(&mut *c)
-    .await?;
+        )?
+        .query_row(
+            params![
+                d.gid.as_str(),
+                next.status.as_str(),
+                now,
+                next.reason.as_deref(),
+                aborted,
+                d.owner,
+                us(after(clock, d.lease)),
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
     if fence.is_none() {
         return Ok(None);
     }
     if was_flagged {
         let reason = format!("no longer needs attention: {}", next.status.as_str());
-        super::alerts::insert(c, d.gid.as_str(), "attention_cleared", Some(&reason), d.now).await?;
+        super::alerts::insert(c, d.gid.as_str(), "attention_cleared", Some(&reason), d.now)?;
     }
     let kinds: &[&str] = if aborted {
-        sqlx::query(
+        c.prepare_cached(
             "UPDATE branches SET first_phase = 'not_required', updated_at = ?2 WHERE gid = ?1",
-        )
-        .bind(d.gid.as_str())
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+        )?
+        .execute(params![d.gid.as_str(), now])?;
         &["decided", "finished"]
     } else {
         &["decided"]

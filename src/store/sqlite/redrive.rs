@@ -6,7 +6,7 @@
 //! the reason given there.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, params};
 
 use super::events::{Event, Events};
 use super::rows::us;
@@ -15,15 +15,16 @@ use crate::domain::ParticipantName;
 use crate::store::StoreResult;
 
 /// How many transactions were made due.
-pub(super) async fn redrive(
-    c: &mut SqliteConnection,
+pub(super) fn redrive(
+    c: &Connection,
     participant: &ParticipantName,
     actor: &str,
     now: DateTime<Utc>,
     ev: &mut Events,
 ) -> StoreResult<u64> {
-    let moved: Vec<String> = sqlx::query_scalar(
-        "UPDATE global_transactions
+    let moved: Vec<String> = c
+        .prepare_cached(
+            "UPDATE global_transactions
             SET next_attempt_at = ?2
           WHERE next_attempt_at > ?2 AND NOT paused
             AND finished_at IS NULL AND resolved_at IS NULL
@@ -36,11 +37,11 @@ pub(super) async fn redrive(
                    AND (b.second_phase IN ('pending', 'unknown')
                         OR (global_transactions.mode = 'saga' AND b.first_phase IN ('pending', 'unknown'))))
          RETURNING gid",
-    )
-    .bind(participant.as_str())
-    .bind(us(now + CALL_MARGIN))
-    .fetch_all(&mut *c)
-    .await?;
+        )?
+        .query_map(params![participant.as_str(), us(now + CALL_MARGIN)], |r| {
+            r.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
     for gid in &moved {
         ev.push(Event {
             message: Some(format!("participant {participant} is back")),

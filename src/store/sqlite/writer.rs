@@ -1,23 +1,35 @@
 //! The one writer of the SQLite file, with group commit. SQLite takes one
 //! writer at a time, and every commit with `synchronous=FULL` is an fsync;
 //! so every write of the store, whatever its kind, queues into one
-//! [`GroupWriter`] on the single write connection and a batch runs as one
-//! SQLite transaction: one fsync for all the writes that queued up while
-//! the previous batch committed. A writer still returns only once its own
-//! write is durable.
+//! [`GroupWriter`] and a batch runs as one SQLite transaction: one fsync
+//! for all the writes that queued up while the previous batch committed. A
+//! writer still returns only once its own write is durable.
+//!
+//! The write connection belongs to a thread of its own, which runs a whole
+//! batch synchronously (rusqlite, statements cached prepared) and answers
+//! through a oneshot: one hand-over per batch. Through sqlx every statement
+//! was a round trip to its SQLite worker thread (a channel send and a
+//! wake-up each, a dozen per TCC transaction), which profiles showed as the
+//! writer's main cost; see BENCHMARKS.md (issue 18, 2026-12-01). Reads stay
+//! on sqlx's pool. rusqlite links the libsqlite3-sys that sqlx uses (Cargo
+//! allows one crate linking `sqlite3`), so one SQLite library, with its
+//! one table of POSIX locks, handles the file.
 //!
 //! A write is a few statements, not one as on PostgreSQL (SQLite has no
-//! arrays to `unnest`); the events of a whole batch go in one statement at
-//! its end (see `events`). If any write of
-//! a batch fails, the batch is rolled back and its writes run again one
-//! transaction each, so a write that cannot be applied fails alone, as its
-//! own row's refusal does on PostgreSQL.
+//! arrays to `unnest`). If any write of a batch fails, the batch is rolled
+//! back and its writes run again one transaction each, so a write that
+//! cannot be applied fails alone, as its own row's refusal does on
+//! PostgreSQL.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::events::Events;
 use super::{admin, alerts, drive, housekeeping, leases, msg, redrive};
@@ -28,7 +40,7 @@ use crate::store::batch::GroupWriter;
 use crate::store::progress::Progress;
 use crate::store::{
     CallRecord, Claimed, Decision, Lease, MsgDecision, NewBranch, NewMsg, NewSaga, NewTransaction,
-    StoreResult,
+    StoreError, StoreResult,
 };
 
 /// A write of any kind.
@@ -130,15 +142,60 @@ pub(super) struct Queued {
 pub(super) struct Writer {
     queue: GroupWriter<Queued, StoreResult<Done>>,
     next: AtomicU64,
+    /// To the connection's thread, for [`Writer::close`].
+    jobs: mpsc::Sender<Job>,
+    /// True while the thread runs a batch: the `writer` pool's one
+    /// connection is in use (`concord_db_pool_*`).
+    busy: Arc<AtomicBool>,
 }
 
+/// What the connection's thread is handed.
+enum Job {
+    /// A batch, and where its results go.
+    Batch(Vec<Queued>, oneshot::Sender<Vec<StoreResult<Done>>>),
+    /// Close the connection and stop; answers once it is closed.
+    Close(oneshot::Sender<()>),
+}
+
+/// Statements the connection keeps prepared: every statement of the
+/// writes above, with room to spare (rusqlite's default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 impl Writer {
-    /// Starts the writer on `pool`, a pool of one connection; needs a
-    /// Tokio runtime.
-    pub(super) fn start(pool: SqlitePool) -> Self {
-        Self {
-            queue: GroupWriter::on_pool(pool, |q: &Queued| q.n, flush),
+    /// Opens the write connection to the database at `path` (created and in
+    /// WAL mode already), gives it a thread of its own and starts the queue;
+    /// needs a Tokio runtime. `busy_timeout`: how long a batch waits for
+    /// SQLite's file lock (a migration or a test's raw statement on another
+    /// connection) before it fails as unavailable.
+    pub(super) fn start(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
+        let conn = open(path, busy_timeout)?;
+        let (jobs, batches) = mpsc::channel::<Job>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&busy);
+        std::thread::Builder::new()
+            .name("concord-sqlite-writer".into())
+            .spawn(move || run(conn, batches, &running))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let queue = GroupWriter::on_pool(jobs.clone(), |q: &Queued| q.n, handover);
+        Ok(Self {
+            queue,
             next: AtomicU64::new(0),
+            jobs,
+            busy,
+        })
+    }
+
+    /// Whether a batch is running now.
+    pub(super) fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Closes the write connection once the batches handed over before are
+    /// done; later writes fail as unavailable.
+    pub(super) async fn close(&self) {
+        let (closed, done) = oneshot::channel();
+        if self.jobs.send(Job::Close(closed)).is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -149,58 +206,101 @@ impl Writer {
     }
 }
 
-async fn flush(pool: SqlitePool, items: Vec<Queued>) -> StoreResult<Vec<StoreResult<Done>>> {
-    let mut conn = pool.acquire().await?;
-    // The clock of leases and claims ("the database clock" on PostgreSQL):
-    // one process, one clock.
-    let now = Utc::now();
-    match transaction(&mut conn, &items, now).await {
-        Ok(done) => Ok(done.into_iter().map(Ok).collect()),
-        Err(e) if items.len() == 1 => Ok(vec![Err(e)]),
-        Err(_) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in &items {
-                let one = transaction(&mut conn, std::slice::from_ref(item), now).await;
-                out.push(one.and_then(|mut d| {
-                    d.pop().ok_or_else(|| {
-                        crate::store::StoreError::Database("write without result".into())
-                    })
-                }));
+/// The write connection, set up as sqlx sets up the store's others
+/// (`SqliteStore::open`): WAL, `synchronous=FULL` (a commit is on disk),
+/// foreign keys enforced. The last two are per connection.
+fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = Connection::open_with_flags(path, flags)?;
+    c.busy_timeout(busy_timeout)?;
+    let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "{} is in journal mode {mode}, not WAL",
+            path.display()
+        )));
+    }
+    c.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(c)
+}
+
+/// The connection's thread: one batch at a time until the store is closed
+/// or gone (every sender dropped); the connection closes with the thread.
+fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, busy: &AtomicBool) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            // The writer may have stopped waiting (its task was dropped):
+            // the batch is committed or not all the same.
+            Job::Batch(items, reply) => {
+                busy.store(true, Ordering::Relaxed);
+                let done = flush(&mut conn, &items);
+                busy.store(false, Ordering::Relaxed);
+                let _ = reply.send(done);
             }
-            Ok(out)
+            Job::Close(closed) => {
+                drop(conn);
+                let _ = closed.send(());
+                return;
+            }
         }
     }
 }
 
+/// Hands a batch to the connection's thread and waits for its results.
+async fn handover(
+    jobs: mpsc::Sender<Job>,
+    items: Vec<Queued>,
+) -> StoreResult<Vec<StoreResult<Done>>> {
+    let stopped = || StoreError::Unavailable("store is closed".into());
+    let (reply, done) = oneshot::channel();
+    jobs.send(Job::Batch(items, reply)).map_err(|_| stopped())?;
+    done.await.map_err(|_| stopped())
+}
+
+fn flush(conn: &mut Connection, items: &[Queued]) -> Vec<StoreResult<Done>> {
+    // The clock of leases and claims ("the database clock" on PostgreSQL):
+    // one process, one clock.
+    let now = Utc::now();
+    match transaction(conn, items, now) {
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(_) => items
+            .iter()
+            .map(|item| {
+                transaction(conn, std::slice::from_ref(item), now).and_then(|mut d| {
+                    d.pop()
+                        .ok_or_else(|| StoreError::Database("write without result".into()))
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Applies `items` in one transaction; nothing of it stays on error.
-async fn transaction(
-    conn: &mut SqliteConnection,
+fn transaction(
+    conn: &mut Connection,
     items: &[Queued],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Done>> {
     // IMMEDIATE: take the write lock at once rather than on the first
     // write, so that a batch never has to give up half-way on a lock.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut done = Vec::with_capacity(items.len());
     let mut events = Events::default();
     for item in items {
-        done.push(apply(&mut tx, &item.write, now, &mut events).await?);
+        done.push(apply(&tx, &item.write, now, &mut events)?);
     }
-    events.insert(&mut tx).await?;
-    tx.commit().await?;
+    events.insert(&tx)?;
+    tx.commit()?;
     Ok(done)
 }
 
-async fn apply(
-    c: &mut SqliteConnection,
-    w: &Write,
-    now: DateTime<Utc>,
-    ev: &mut Events,
-) -> StoreResult<Done> {
+fn apply(c: &Connection, w: &Write, now: DateTime<Utc>, ev: &mut Events) -> StoreResult<Done> {
     Ok(match w {
-        Write::Begin(t) => Done::Applied(drive::begin(c, t, ev).await?),
-        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, now, ev).await?),
-        Write::Decide(d) => Done::Fence(drive::decide(c, d, now, ev).await?),
+        Write::Begin(t) => Done::Applied(drive::begin(c, t, ev)?),
+        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, now, ev)?),
+        Write::Decide(d) => Done::Fence(drive::decide(c, d, now, ev)?),
         Write::Try {
             gid,
             call,
@@ -208,60 +308,60 @@ async fn apply(
             now: at,
             actor,
         } => {
-            drive::record_try(c, gid, call, *expected_second_phase, *at, actor, ev).await?;
+            drive::record_try(c, gid, call, *expected_second_phase, *at, actor, ev)?;
             Done::Unit
         }
-        Write::Progress(p) => Done::Applied(drive::progress(c, p, ev).await?),
-        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, ev).await?),
-        Write::Msg(m) => Done::Applied(msg::prepare(c, m, ev).await?),
-        Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, ev).await?),
+        Write::Progress(p) => Done::Applied(drive::progress(c, p, ev)?),
+        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, ev)?),
+        Write::Msg(m) => Done::Applied(msg::prepare(c, m, ev)?),
+        Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, ev)?),
         Write::Redrive { participant, actor } => {
-            Done::Count(redrive::redrive(c, participant, actor, now, ev).await?)
+            Done::Count(redrive::redrive(c, participant, actor, now, ev)?)
         }
         Write::Claim {
             owner,
             limit,
             lease,
-        } => Done::Claimed(leases::claim_due(c, owner, *limit, *lease, now).await?),
+        } => Done::Claimed(leases::claim_due(c, owner, *limit, *lease, now)?),
         Write::Renew {
             owner,
             leases: held,
             lease,
-        } => Done::Renewed(leases::renew(c, owner, held, *lease, now).await?),
+        } => Done::Renewed(leases::renew(c, owner, held, *lease, now)?),
         Write::Release {
             owner,
             leases: held,
-        } => Done::Count(leases::release(c, owner, held).await?),
+        } => Done::Count(leases::release(c, owner, held)?),
         Write::ExtendLease {
             owner,
             lease,
             cover,
-        } => Done::Applied(leases::extend(c, owner, lease, *cover, now).await?),
+        } => Done::Applied(leases::extend(c, owner, lease, *cover, now)?),
         Write::ClaimTryCall {
             gid,
             branch_id,
             cover,
-        } => Done::Applied(leases::claim_try_call(c, gid, branch_id, *cover, now).await?),
+        } => Done::Applied(leases::claim_try_call(c, gid, branch_id, *cover, now)?),
         Write::Register {
             name,
             endpoint,
             actions,
             now: at,
         } => {
-            housekeeping::register_participant(c, name, endpoint, actions, *at).await?;
+            housekeeping::register_participant(c, name, endpoint, actions, *at)?;
             Done::Unit
         }
         Write::ClaimAlerts {
             owner,
             limit,
             lease,
-        } => Done::Alerts(alerts::claim(c, owner, *limit, *lease, now).await?),
-        Write::AlertAttempt(a) => Done::Applied(alerts::attempted(c, a).await?),
+        } => Done::Alerts(alerts::claim(c, owner, *limit, *lease, now)?),
+        Write::AlertAttempt(a) => Done::Applied(alerts::attempted(c, a)?),
         Write::ActionPolicies { name, policies } => {
-            housekeeping::set_action_policies(c, name, policies).await?;
+            housekeeping::set_action_policies(c, name, policies)?;
             Done::Unit
         }
-        Write::Admin(a) => Done::Applied(admin::apply(c, a, now).await?),
+        Write::Admin(a) => Done::Applied(admin::apply(c, a, now)?),
         Write::AdminEvent {
             gid,
             kind,
@@ -269,11 +369,11 @@ async fn apply(
             actor,
             now: at,
         } => {
-            admin::event(c, gid, kind, message.as_deref(), actor, *at).await?;
+            admin::event(c, gid, kind, message.as_deref(), actor, *at)?;
             Done::Unit
         }
         Write::DeleteFinished { older_than, batch } => {
-            Done::Count(housekeeping::delete_finished(c, *older_than, *batch, now).await?)
+            Done::Count(housekeeping::delete_finished(c, *older_than, *batch, now)?)
         }
     })
 }
