@@ -50,24 +50,24 @@ async fn crash_after_branch_insert_rolls_back_on_a_fresh_instance(db: TestDb) {
     );
 }
 
-async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
-    let coord = TestCoordinator::start(&db).await;
-    let (a, b) = bank_participants(&db, &coord).await;
-    let hold = Arc::new(Notify::new());
+/// Commits a transaction with a Try on each of `tries` (participant,
+/// action) without waiting, `a`'s Confirm scripted to hang, and returns its
+/// gid once that Confirm is at `a`: a decision made, a call of it out.
+async fn committed_with_a_confirm_out(
+    coord: &TestCoordinator,
+    a: &TestParticipant,
+    tries: &[(&str, &str)],
+) -> String {
     a.script(
         Ph::Confirm,
-        vec![Behavior::Block(hold.clone())],
-        Behavior::Ok,
-    );
-    b.script(
-        Ph::Confirm,
-        vec![Behavior::Block(hold.clone())],
+        vec![Behavior::Block(Arc::new(Notify::new()))],
         Behavior::Ok,
     );
     let mut c = coord.client().await;
     let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
-    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
+    for (participant, action) in tries {
+        c.r#try(try_req(&gid, participant, action)).await.unwrap();
+    }
     let reply = commit_tx(&mut c, &gid, false).await.unwrap();
     assert_eq!(reply.status, S::Confirming as i32);
     assert!(
@@ -75,6 +75,20 @@ async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
             == 1)
             .await
     );
+    gid
+}
+
+async fn crash_after_decision_is_finished_by_a_fresh_instance(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, b) = bank_participants(&db, &coord).await;
+    b.script(
+        Ph::Confirm,
+        vec![Behavior::Block(Arc::new(Notify::new()))],
+        Behavior::Ok,
+    );
+    let gid =
+        committed_with_a_confirm_out(&coord, &a, &[("bank-a", "debit"), ("bank-b", "credit")])
+            .await;
     coord.crash();
 
     let fresh = TestCoordinator::start(&db).await;
@@ -222,22 +236,9 @@ async fn two_instances_racing_never_drive_a_branch_twice(pool: PgPool) {
 async fn a_takeover_follows_the_leases_expiry_not_the_next_poll(db: TestDb) {
     let coord = TestCoordinator::start(&db).await;
     let (a, b) = bank_participants(&db, &coord).await;
-    let hold = Arc::new(Notify::new());
-    a.script(
-        Ph::Confirm,
-        vec![Behavior::Block(hold.clone())],
-        Behavior::Ok,
-    );
-    let mut c = coord.client().await;
-    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
-    c.r#try(try_req(&gid, "bank-a", "debit")).await.unwrap();
-    c.r#try(try_req(&gid, "bank-b", "credit")).await.unwrap();
-    commit_tx(&mut c, &gid, false).await.unwrap();
-    assert!(
-        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Confirm)
-            == 1)
-            .await
-    );
+    let gid =
+        committed_with_a_confirm_out(&coord, &a, &[("bank-a", "debit"), ("bank-b", "credit")])
+            .await;
     // The decision's lease covers the blocked Confirm's deadline (2 s in
     // the tests' configuration) plus the margins.
     coord.crash();
@@ -286,6 +287,7 @@ async fn sigkilled_process_is_taken_over_within_seconds(db: TestDb) {
         .spawn()
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
+    let spawned = Instant::now();
     let mut c = loop {
         match tonic::transport::Channel::from_shared(endpoint.clone())
             .unwrap()
@@ -298,7 +300,19 @@ async fn sigkilled_process_is_taken_over_within_seconds(db: TestDb) {
                     concord::cli::Bearer::new(None).unwrap(),
                 );
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                // A process that died at start (say its port was taken
+                // between the probe and its bind) fails the test at once
+                // instead of leaving it waiting forever.
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("concord serve exited before it listened: {status}");
+                }
+                assert!(
+                    spawned.elapsed() < Duration::from_secs(60),
+                    "concord serve did not listen on {endpoint} within 60 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     };
     let a = TestParticipant::start_on("bank-a", &db).await;

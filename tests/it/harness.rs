@@ -150,26 +150,13 @@ impl TestDb {
     /// How many rows of `table` belong to `gid`, read beside the
     /// coordinator.
     pub async fn rows_of(&self, table: &'static str, gid: &str) -> i64 {
-        let sql = format!("SELECT count(*) FROM {table} WHERE gid = $1");
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(gid)
-                    .fetch_one(pool)
-                    .await
-            }
-            Self::Sqlite(f) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(gid)
-                    .fetch_one(&f.pool)
-                    .await
-            }
-        }
-        .unwrap()
+        self.count_by_gid(format!("SELECT count(*) FROM {table} WHERE gid = $1"), gid)
+            .await
     }
 
-    /// One number (a count) from a query about one transaction, by its gid.
-    pub async fn number_of(&self, sql: &'static str, gid: &str) -> i64 {
+    /// A count from built SQL whose one parameter is a gid.
+    async fn count_by_gid(&self, sql: String, gid: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql);
         match self {
             Self::Postgres(pool) => sqlx::query_scalar(sql).bind(gid).fetch_one(pool).await,
             Self::Sqlite(f) => sqlx::query_scalar(sql).bind(gid).fetch_one(&f.pool).await,
@@ -177,27 +164,17 @@ impl TestDb {
         .unwrap()
     }
 
+    /// One number (a count) from a query about one transaction, by its gid.
+    pub async fn number_of(&self, sql: &'static str, gid: &str) -> i64 {
+        self.count_by_gid(sql.to_string(), gid).await
+    }
+
     /// Whether transaction `gid` satisfies `condition` (SQL both stores
     /// read alike, say a flag: `paused`).
     pub async fn holds(&self, gid: &str, condition: &'static str) -> bool {
         let sql =
             format!("SELECT count(*) FROM global_transactions WHERE gid = $1 AND {condition}");
-        let n: i64 = match self {
-            Self::Postgres(pool) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(gid)
-                    .fetch_one(pool)
-                    .await
-            }
-            Self::Sqlite(f) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(gid)
-                    .fetch_one(&f.pool)
-                    .await
-            }
-        }
-        .unwrap();
-        n == 1
+        self.count_by_gid(sql, gid).await == 1
     }
 
     /// Every row of a query for two texts (say gid and status).
