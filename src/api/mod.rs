@@ -104,11 +104,7 @@ where
         Ok(Ok(reply)) => Ok(tonic::Response::new(reply)),
         Ok(Err(e)) => Err(status(e)),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
+            let what = panic_message(&*panic);
             tracing::error!(method, gid, panic = %what, "handler panicked");
             Err(Status::internal(format!("internal error in {method}")))
         }
@@ -144,6 +140,16 @@ pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration>
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// What a handler's panic said, for the one log line it gets (the gRPC
+/// and the DTM API both catch them).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]

@@ -106,14 +106,7 @@ impl Engine {
                 return CallReply::unknown("UNAVAILABLE", format!("registry unavailable: {e}"));
             }
         };
-        let request = BranchRequest {
-            gid: call.gid.to_string(),
-            branch_id: branch.branch_id.to_string(),
-            action: call.action.to_string(),
-            payload: branch.payload.clone(),
-            attempt: call.attempt,
-            metadata: call.metadata.clone().into_iter().collect(),
-        };
+        let request = call.request();
         let timeout = match self.covered_timeout(&call) {
             Ok(t) => t,
             Err(reply) => return reply,
@@ -174,14 +167,7 @@ impl Engine {
             url: EndpointUrl::from_trusted(url.to_string()),
             protocol: Protocol::Dtm,
         };
-        let request = BranchRequest {
-            gid: call.gid.to_string(),
-            branch_id: branch.branch_id.to_string(),
-            action: call.action.to_string(),
-            payload: branch.payload.clone(),
-            attempt: call.attempt,
-            metadata: call.metadata.clone().into_iter().collect(),
-        };
+        let request = call.request();
         let shape = UrlCallShape {
             trans_type: &url_call.trans_type,
             branch_id: &url_call.branch_id,
@@ -201,5 +187,19 @@ impl Engine {
         tracing::debug!(gid = %call.gid, branch_id = %branch.branch_id, url, phase = call.phase.as_str(),
             attempt = call.attempt, code = reply.outcome.code(), "url branch replied");
         reply
+    }
+}
+
+impl BranchCall<'_> {
+    /// What the participant receives for this call, whatever the protocol.
+    fn request(&self) -> BranchRequest {
+        BranchRequest {
+            gid: self.gid.to_string(),
+            branch_id: self.branch.branch_id.to_string(),
+            action: self.action.to_string(),
+            payload: self.branch.payload.clone(),
+            attempt: self.attempt,
+            metadata: self.metadata.clone().into_iter().collect(),
+        }
     }
 }

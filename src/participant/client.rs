@@ -530,14 +530,7 @@ impl ParticipantClients {
                         .instrument(span)
                         .await
                 }
-                Err(message) => Answer {
-                    outcome: Outcome::Unknown {
-                        code: "INTERNAL".into(),
-                        message: message.to_string(),
-                    },
-                    payload: Vec::new(),
-                    endpoint_down: false,
-                },
+                Err(message) => Answer::unknown("INTERNAL", message.to_string(), false),
             },
             Protocol::Dtm => match self.http() {
                 Ok(http) => {
@@ -564,14 +557,7 @@ impl ParticipantClients {
                         .instrument(span)
                         .await
                 }
-                Err(message) => Answer {
-                    outcome: Outcome::Unknown {
-                        code: "INTERNAL".into(),
-                        message: message.to_string(),
-                    },
-                    payload: Vec::new(),
-                    endpoint_down: false,
-                },
+                Err(message) => Answer::unknown("INTERNAL", message.to_string(), false),
             },
         };
         crate::telemetry::metrics::participant_call(

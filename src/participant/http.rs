@@ -69,7 +69,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn unknown(code: &str, message: String, endpoint_down: bool) -> Self {
+    pub(crate) fn unknown(code: &str, message: String, endpoint_down: bool) -> Self {
         Answer {
             outcome: Outcome::Unknown {
                 code: code.into(),

@@ -235,11 +235,7 @@ async fn handled(
             (status, body, code)
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
+            let what = super::panic_message(&*panic);
             tracing::error!(method, gid, panic = %what, "dtm handler panicked");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
