@@ -1002,6 +1002,33 @@ async fn operator_queries_gauges_and_retention(s: Subject) {
 /// Issue 11's guards: a branch records that its Try is out (a repeated Try
 /// is refused until the outcome is recorded), and a lease is extended
 /// before a long call, never shortened by a renewal.
+/// `next_due` says when the recovery loop's claim would first find work:
+/// a trying transaction at its deadline, a leased one when its lease ends,
+/// a released one at once; nothing beyond the horizon.
+async fn next_due_is_the_earliest_claimable_moment(s: Subject) {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    assert_eq!(s.next_due(Duration::from_secs(60)).await.unwrap(), None);
+    s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
+    s.add_branch(new_branch("g", None)).await.unwrap();
+    assert_eq!(
+        s.next_due(Duration::from_secs(1)).await.unwrap(),
+        None,
+        "its deadline is beyond the horizon"
+    );
+    let at_deadline = secs(s.next_due(Duration::from_secs(60)).await.unwrap()).unwrap();
+    assert!((28.0..=30.0).contains(&at_deadline), "{at_deadline}");
+
+    // Decided: due at once, but leased for 30 s.
+    let lease = decide(&*s, "g", Command::Rollback { reason: "r".into() }, "me")
+        .await
+        .unwrap();
+    let at_lease_end = secs(s.next_due(Duration::from_secs(1)).await.unwrap()).unwrap();
+    assert!((28.0..=30.0).contains(&at_lease_end), "{at_lease_end}");
+    s.release("me", &[lease]).await.unwrap();
+    let now = secs(s.next_due(Duration::from_secs(1)).await.unwrap()).unwrap();
+    assert!(now < 1.0, "released: due now, not in {now} s");
+}
+
 async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
     use concord::machine::{Outcome, Phase};
 
@@ -1659,6 +1686,7 @@ conformance!(
     url_branches_and_dtm_query_backs_are_kept,
     a_stale_round_cannot_unresolve,
     a_try_record_lands_alone_or_with_its_decision,
+    next_due_is_the_earliest_claimable_moment,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes
