@@ -2,7 +2,7 @@
 //! tested at chosen instants.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -25,6 +25,51 @@ pub const CALL_MARGIN: Duration = Duration::from_millis(250);
 /// before its deadline. Short, because after a crash a takeover waits for
 /// the whole lease: the dead owner's call deadline + margin + this.
 pub const GRANT_SLACK: Duration = Duration::from_millis(100);
+
+/// A length of time counted from a moment on this process's monotonic
+/// clock: a lease (or a Try's cover) as the engine asks for it, counted
+/// from before the write that grants it, which is where the engine's
+/// conservative reading of its expiry starts. A store grants what is
+/// [`Countdown::left`] when its statement goes out, not the whole length
+/// from then: time the write spent queued for its batch would otherwise
+/// make the lease outlast what the engine counts, and after a crash a
+/// takeover waits for the whole lease. The database's now at the statement
+/// comes after that reading, so the lease still ends no earlier than
+/// `from + length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Countdown {
+    pub from: Instant,
+    pub length: Duration,
+}
+
+impl Countdown {
+    /// `length` counted from now.
+    pub fn start(length: Duration) -> Self {
+        Self {
+            from: Instant::now(),
+            length,
+        }
+    }
+
+    /// What is left of it now (zero once it has run out), rounded up to
+    /// whole milliseconds, the stores' unit: never shorter than counted.
+    pub fn left(&self) -> Duration {
+        self.left_at(Instant::now())
+    }
+
+    /// What is left of it at `at`, as [`Countdown::left`]: for a store that
+    /// reads its clock once for a batch of writes, at that reading.
+    pub fn left_at(&self, at: Instant) -> Duration {
+        let left = self.end().saturating_duration_since(at);
+        let ms = left.as_micros().div_ceil(1000);
+        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// When it runs out.
+    pub fn end(&self) -> Instant {
+        self.from + self.length
+    }
+}
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {

@@ -31,7 +31,7 @@ use super::Engine;
 use crate::domain::Gid;
 use crate::store::{BranchRecord, Lease, Store};
 
-pub use crate::clock::{CALL_MARGIN, GRANT_SLACK};
+pub use crate::clock::{CALL_MARGIN, Countdown, GRANT_SLACK};
 
 /// One held lease: its fence, the token that stops its driver, and until
 /// when it surely lasts (local clock).
@@ -43,13 +43,12 @@ struct Held {
     calls_out: u32,
 }
 
-/// A lease as this instance was granted it: by a write sent at `sent`, for
-/// `granted` from the database's now at that write.
+/// A lease as this instance was granted it: for `cover`, counted from
+/// before the write that granted it.
 #[derive(Debug, Clone)]
 pub struct Granted {
     pub lease: Lease,
-    pub sent: Instant,
-    pub granted: Duration,
+    pub cover: Countdown,
 }
 
 /// The set of leases held by this instance.
@@ -88,11 +87,11 @@ impl LeaseGuard {
             .unwrap_or_else(Instant::now)
     }
 
-    /// Records that the lease was extended by a write sent at `sent` for
-    /// `cover` (never shortens what is known).
-    pub fn covered(&self, sent: Instant, cover: Duration) {
+    /// Records that the lease was extended for `cover` (never shortens
+    /// what is known).
+    pub fn covered(&self, cover: Countdown) {
         self.leases.with(&self.gid, self.fence, |h| {
-            h.covered_until = h.covered_until.max(sent + cover);
+            h.covered_until = h.covered_until.max(cover.end());
         });
     }
 }
@@ -141,14 +140,14 @@ impl Drop for LeaseGuard {
 impl Leases {
     /// Holds a granted lease until the guard is dropped.
     pub fn hold(self: &Arc<Self>, grant: &Granted) -> LeaseGuard {
-        let (lease, sent, granted) = (&grant.lease, grant.sent, grant.granted);
+        let lease = &grant.lease;
         let token = CancellationToken::new();
         self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(
             lease.gid.clone(),
             Held {
                 fence: lease.fence,
                 lost: token.clone(),
-                covered_until: sent + granted,
+                covered_until: grant.cover.end(),
                 calls_out: 0,
             },
         );
@@ -302,8 +301,7 @@ impl Engine {
         if covered >= Instant::now() + need {
             return Some(guard.calls_out(covered));
         }
-        let extend = self.settings.lease.max(need + GRANT_SLACK);
-        let sent = Instant::now();
+        let extend = Countdown::start(self.settings.lease.max(need + GRANT_SLACK));
         let lease = guard.lease();
         match self
             .store
@@ -311,7 +309,7 @@ impl Engine {
             .await
         {
             Ok(true) => {
-                guard.covered(sent, extend);
+                guard.covered(extend);
                 crate::telemetry::metrics::lease_extended();
                 Some(guard.calls_out(guard.covered_until()))
             }
@@ -338,8 +336,7 @@ mod tests {
                 gid: Gid::parse(gid).unwrap(),
                 fence: 1,
             },
-            sent: Instant::now(),
-            granted,
+            cover: Countdown::start(granted),
         }
     }
 

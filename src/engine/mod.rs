@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use self::leases::Leases;
 use self::retry::RetryPolicy;
-use crate::clock::Clock;
+use crate::clock::{Clock, Countdown};
 use crate::domain::Gid;
 use crate::error::{Error, Result};
 use crate::machine::tcc::{Refusal, TxState};
@@ -131,7 +131,7 @@ impl Engine {
         tx: &TxRecord,
         next: TxState,
         now: DateTime<Utc>,
-        lease: Duration,
+        lease: Countdown,
     ) -> Decision {
         Decision {
             gid: tx.gid.clone(),

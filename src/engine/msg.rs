@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
-use super::leases::{CALL_MARGIN, Granted};
+use super::leases::{CALL_MARGIN, Countdown, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -186,14 +186,14 @@ impl Engine {
                 }
                 Ok(Verdict::Decided(next)) => next,
             };
-            let sent = std::time::Instant::now();
+            let cover = Countdown::start(self.settings.lease);
             let lease = self
                 .store
                 .decide_msg(MsgDecision {
                     gid: gid.clone(),
                     next: next.clone(),
                     owner: self.settings.instance_id.clone(),
-                    lease: self.settings.lease,
+                    lease: cover,
                     now,
                     actor: self.settings.instance_id.clone(),
                 })
@@ -228,11 +228,7 @@ impl Engine {
                     attention_reason: None,
                     ..tx
                 };
-                let grant = Granted {
-                    lease,
-                    sent,
-                    granted: self.settings.lease,
-                };
+                let grant = Granted { lease, cover };
                 self.spawn_msg(grant, tx, branches);
             }
             return self.msg_status(gid, next.status, wait_until).await;

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use super::leases::Granted;
+use super::leases::{Countdown, Granted};
 use crate::machine::Status;
 use crate::machine::tcc::{self, Command, Verdict};
 use crate::store::Claimed;
@@ -123,8 +123,10 @@ impl Engine {
         // before a call that needs more.
         let grant = Granted {
             lease: claimed.lease.clone(),
-            sent: claim_sent,
-            granted: self.settings.lease,
+            cover: Countdown {
+                from: claim_sent,
+                length: self.settings.lease,
+            },
         };
         let (tx, branches) = match self.store.load(&gid).await {
             Ok(Some(found)) => found,
@@ -155,21 +157,17 @@ impl Engine {
                         .await;
                     return;
                 };
-                let granted =
-                    self.lease_for(super::calls::called(&branches, &calls).map(|b| b.call_timeout));
-                let sent = std::time::Instant::now();
+                let cover = Countdown::start(
+                    self.lease_for(super::calls::called(&branches, &calls).map(|b| b.call_timeout)),
+                );
                 match self
                     .store
-                    .decide(self.decision(&tx, next.clone(), now, granted))
+                    .decide(self.decision(&tx, next.clone(), now, cover))
                     .await
                 {
                     Ok(Some(lease)) => {
                         tracing::info!(%gid, "deadline passed; rolling back");
-                        let grant = Granted {
-                            lease,
-                            sent,
-                            granted,
-                        };
+                        let grant = Granted { lease, cover };
                         self.drive(grant, branches, next, calls, tx.metadata).await;
                     }
                     Ok(None) => {}

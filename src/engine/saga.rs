@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::calls::BranchCall;
-use super::leases::Granted;
+use super::leases::{Countdown, Granted};
 use super::tcc::check_call_timeout;
 use super::{Engine, deadline_after};
 use crate::domain::metadata;
@@ -160,8 +160,7 @@ impl Engine {
         let gid = req.gid.unwrap_or_else(Gid::generate);
         // Granted long enough to cover the first steps' calls (see
         // `Engine::lease_for`); later steps extend it if they need to.
-        let granted = self.lease_for(steps.iter().map(|s| s.call_timeout));
-        let sent = std::time::Instant::now();
+        let cover = Countdown::start(self.lease_for(steps.iter().map(|s| s.call_timeout)));
         let submitted = self
             .store
             .submit_saga(NewSaga {
@@ -172,7 +171,7 @@ impl Engine {
                 deadline,
                 concurrency,
                 owner: self.settings.instance_id.clone(),
-                lease: granted,
+                lease: cover,
                 now,
                 initiator: req.initiator.clone(),
             })
@@ -223,11 +222,7 @@ impl Engine {
                         url_call: s.url_call,
                     })
                     .collect();
-                let grant = Granted {
-                    lease,
-                    sent,
-                    granted,
-                };
+                let grant = Granted { lease, cover };
                 self.spawn_saga(grant, tx, branches);
             }
             SagaSubmitted::Existing(found) => {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::calls::{BranchCall, called};
-use super::leases::{CALL_MARGIN, GRANT_SLACK, Granted};
+use super::leases::{CALL_MARGIN, Countdown, GRANT_SLACK, Granted};
 use super::{Engine, deadline_after, refused};
 use crate::domain::metadata::{self, Metadata};
 use crate::domain::{ActionName, BranchId, Gid, MAX_REASON, ParticipantName, UrlCall};
@@ -147,9 +147,9 @@ impl Engine {
         // No lease covers a Try: the branch row itself says until when its
         // call may run (`call_until`), so that nothing else is sent to the
         // branch before then, even if this instance dies now.
-        let cover =
-            req.call_timeout.unwrap_or(self.settings.call_timeout) + CALL_MARGIN + GRANT_SLACK;
-        let started = std::time::Instant::now();
+        let cover = Countdown::start(
+            req.call_timeout.unwrap_or(self.settings.call_timeout) + CALL_MARGIN + GRANT_SLACK,
+        );
         let (branch, metadata, attempt) = self.register_branch(&req, cover).await?;
         let reply = self
             .call_participant(BranchCall {
@@ -159,7 +159,7 @@ impl Engine {
                 action: &req.action,
                 attempt,
                 metadata: &metadata,
-                until: started + cover,
+                until: cover.end(),
             })
             .await;
         // An answer the action declared non-retryable is a rejection.
@@ -225,7 +225,7 @@ impl Engine {
     async fn register_branch(
         &self,
         req: &TryBranch,
-        cover: Duration,
+        cover: Countdown,
     ) -> Result<(BranchRecord, Metadata, u32)> {
         // An assigned number can collide with an id an initiator chose; the
         // next number is then tried.
@@ -327,7 +327,7 @@ impl Engine {
                 call_timeout: req.call_timeout,
                 policy: req.policy,
                 // No call is sent from here, so nothing is out.
-                call_cover: Duration::ZERO,
+                call_cover: Countdown::start(Duration::ZERO),
                 now: self.clock.now(),
                 actor: self.settings.instance_id.clone(),
                 url_call: Some(req.url_call.clone()),
@@ -428,20 +428,16 @@ impl Engine {
                 Err(r) => return Err(refused(r)),
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
-            let granted = self.lease_for(called(&branches, &calls).map(|b| b.call_timeout));
-            let sent = std::time::Instant::now();
+            let cover =
+                Countdown::start(self.lease_for(called(&branches, &calls).map(|b| b.call_timeout)));
             if let Some(lease) = self
                 .store
-                .decide(self.decision(&tx, next.clone(), now, granted))
+                .decide(self.decision(&tx, next.clone(), now, cover))
                 .await?
             {
                 tracing::debug!(%gid, status = next.status.as_str(), branches = branches.len(), "decided");
                 let status = next.status;
-                let grant = Granted {
-                    lease,
-                    sent,
-                    granted,
-                };
+                let grant = Granted { lease, cover };
                 self.spawn_drive(grant, branches, next, calls, tx.metadata);
                 return Ok(status);
             }

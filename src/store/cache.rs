@@ -20,6 +20,7 @@ use super::{
     MsgDecision, MsgPrepared, NewBranch, NewMsg, NewSaga, NewTransaction, ParticipantRecord,
     RoundWrite, SagaSubmitted, SagaWrite, Store, StoreResult, TxRecord,
 };
+use crate::clock::Countdown;
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::{CallStatus, Mode};
 
@@ -168,7 +169,12 @@ impl Store for Remembering {
         self.inner.renew(owner, leases, lease).await
     }
 
-    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+    async fn extend_lease(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        cover: Countdown,
+    ) -> StoreResult<bool> {
         self.inner.extend_lease(owner, lease, cover).await
     }
 
@@ -176,7 +182,7 @@ impl Store for Remembering {
         &self,
         gid: &Gid,
         branch_id: &BranchId,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool> {
         // The branch's call is out again: what is remembered of it is stale.
         self.forget(gid);

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::clock::Countdown;
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName, UrlCall};
 use crate::machine::policy::{ActionPolicy, CallPolicy};
 use crate::machine::tcc::TxState;
@@ -97,7 +98,7 @@ pub struct NewBranch {
     pub policy: CallPolicy,
     /// How long the Try about to be sent may run, margin included: the
     /// branch records that a call is out until then (`call_until`).
-    pub call_cover: Duration,
+    pub call_cover: Countdown,
     pub now: DateTime<Utc>,
     pub actor: String,
     /// A branch called by URL (DTM's TCC): its Confirm and Cancel URLs.
@@ -139,7 +140,7 @@ pub struct Decision {
     pub expected_fence: i64,
     pub next: TxState,
     pub owner: String,
-    pub lease: Duration,
+    pub lease: Countdown,
     pub now: DateTime<Utc>,
     pub actor: String,
 }
@@ -208,7 +209,7 @@ pub struct NewSaga {
     pub deadline: DateTime<Utc>,
     pub concurrency: u32,
     pub owner: String,
-    pub lease: Duration,
+    pub lease: Countdown,
     pub now: DateTime<Utc>,
     /// The identity submitting it (`None`: authentication is off).
     pub initiator: Option<String>,
@@ -271,7 +272,7 @@ pub struct MsgDecision {
     pub next: crate::machine::msg::MsgState,
     /// Lease the (submitted) message to this owner to execute its steps.
     pub owner: String,
-    pub lease: Duration,
+    pub lease: Countdown,
     pub now: DateTime<Utc>,
     pub actor: String,
 }
@@ -376,10 +377,11 @@ pub trait Store: Send + Sync + 'static {
     /// shortens one); returns the ones still held.
     async fn renew(&self, owner: &str, leases: &[Lease], lease: Duration) -> StoreResult<Vec<Gid>>;
 
-    /// Extends one held lease to at least `cover` from now, durably, before
-    /// a call that may run that long is sent; `false` if the lease is no
-    /// longer this owner's (fenced out).
-    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool>;
+    /// Extends one held lease to at least what is left of `cover`, durably,
+    /// before a call that may run that long is sent; `false` if the lease
+    /// is no longer this owner's (fenced out).
+    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Countdown)
+    -> StoreResult<bool>;
 
     /// Marks that a repeated Try of an existing branch is about to be sent
     /// and may run for `cover`, unless a Try of it is still out (its
@@ -388,7 +390,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         gid: &Gid,
         branch_id: &BranchId,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool>;
 
     /// Gives leases back so any instance may drive them at once.

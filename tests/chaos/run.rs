@@ -453,16 +453,18 @@ async fn chaos_loop(
             let first = usize::from(cut.is_some());
             let victim = rand::rng().random_range(first..fleet.len());
             let old_id = fleet.instance_id(victim);
+            let now_before_kill = Instant::now();
             let owned = owned_in_phase_two(&monitor, &old_id).await;
             fleet.kill(victim).await;
             let killed_at = Instant::now();
             // Each transaction it held, with the deadline of its call still
             // at a participant, if one was.
-            let owned: Vec<(String, Option<Instant>)> = owned
+            let owned: Vec<Owned> = owned
                 .into_iter()
-                .map(|gid| {
-                    let until = calls.in_flight_until(&gid);
-                    (gid, until)
+                .map(|(gid, lease_left)| Owned {
+                    call_until: calls.in_flight_until(&gid),
+                    lease_until: lease_left.map(|ms| now_before_kill + Duration::from_millis(ms)),
+                    gid,
                 })
                 .collect();
             chaos.kills += 1;
@@ -488,16 +490,33 @@ async fn chaos_loop(
     (fleet, chaos)
 }
 
-/// Transactions in phase 2 whose lease `owner` holds.
-async fn owned_in_phase_two(monitor: &PgPool, owner: &str) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT gid FROM global_transactions
+/// A transaction in phase 2 that a killed instance held.
+struct Owned {
+    gid: String,
+    /// The deadline of its call still at a participant at the kill, if one
+    /// was.
+    call_until: Option<Instant>,
+    /// When its lease ended by the database's clock, on the local one (read
+    /// just before the kill).
+    lease_until: Option<Instant>,
+}
+
+/// Transactions in phase 2 whose lease `owner` holds, with how many
+/// milliseconds their lease has left by the database's clock (`None` when
+/// it has already expired).
+async fn owned_in_phase_two(monitor: &PgPool, owner: &str) -> Vec<(String, Option<u64>)> {
+    let rows: Vec<(String, Option<f64>)> = sqlx::query_as(
+        "SELECT gid, (extract(epoch FROM lease_until - clock_timestamp()) * 1000)::float8
+           FROM global_transactions
           WHERE owner = $1 AND status IN ('confirming', 'cancelling')",
     )
     .bind(owner)
     .fetch_all(monitor)
     .await
-    .unwrap_or_default()
+    .unwrap_or_default();
+    rows.into_iter()
+        .map(|(gid, ms)| (gid, ms.filter(|ms| *ms > 0.0).map(|ms| ms as u64)))
+        .collect()
 }
 
 /// What a client of instance `i` sees while PostgreSQL is stopped: a Begin
@@ -568,19 +587,28 @@ async fn serves_again(fleet: &Fleet, i: usize) -> Result<(), String> {
 }
 
 /// Per transaction the killed `owner` held: how long after the kill
-/// another instance held it (or it was final), and when the call of it
-/// still at a participant at the kill had its deadline, if one was.
+/// another instance held it (or it was final), when the call of it still
+/// at a participant at the kill had its deadline, if one was, and when its
+/// lease ended.
 async fn takeover(
     monitor: &PgPool,
     owner: &str,
-    owned: Vec<(String, Option<Instant>)>,
+    owned: Vec<Owned>,
     killed_at: Instant,
 ) -> Vec<Takeover> {
+    let since_kill = |at: Option<Instant>| at.map(|u| u.saturating_duration_since(killed_at));
+    let taken = |o: &Owned, after: Duration| Takeover {
+        gid: o.gid.clone(),
+        killed_at,
+        after,
+        call_deadline: since_kill(o.call_until),
+        lease_end: since_kill(o.lease_until),
+    };
     let mut waiting = owned;
     let mut took = Vec::new();
     let until = killed_at + Duration::from_secs(120);
     while !waiting.is_empty() && Instant::now() < until {
-        let gids: Vec<&str> = waiting.iter().map(|(g, _)| g.as_str()).collect();
+        let gids: Vec<&str> = waiting.iter().map(|o| o.gid.as_str()).collect();
         let held: Result<Vec<String>, _> = sqlx::query_scalar(
             "SELECT gid FROM global_transactions
               WHERE gid = ANY($1) AND owner = $2 AND status NOT IN ('confirmed', 'cancelled')",
@@ -591,27 +619,17 @@ async fn takeover(
         .await;
         if let Ok(held) = held {
             let now = killed_at.elapsed();
-            waiting.retain(|(gid, call_until)| {
-                let still = held.contains(gid);
+            waiting.retain(|o| {
+                let still = held.contains(&o.gid);
                 if !still {
-                    took.push(Takeover {
-                        gid: gid.clone(),
-                        killed_at,
-                        after: now,
-                        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
-                    });
+                    took.push(taken(o, now));
                 }
                 still
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    took.extend(waiting.into_iter().map(|(gid, call_until)| Takeover {
-        gid,
-        killed_at,
-        after: until - killed_at,
-        call_deadline: call_until.map(|u| u.saturating_duration_since(killed_at)),
-    }));
+    took.extend(waiting.iter().map(|o| taken(o, until - killed_at)));
     took
 }
 

@@ -44,6 +44,10 @@ pub struct Takeover {
     /// From the kill until the deadline of its call that was still at a
     /// participant then, if one was.
     pub call_deadline: Option<Duration>,
+    /// From the kill until its lease ended by the database's clock, if it
+    /// had not yet: a takeover past a call's deadline is the lease's end
+    /// past that deadline plus the claim's delay past the lease's end.
+    pub lease_end: Option<Duration>,
 }
 
 /// The longest takeover of transactions with no call in flight at the kill,
@@ -85,19 +89,30 @@ fn takeover_summary(
         ),
         None => "none without a call in flight".into(),
     };
+    // Where the time past an in-flight call's deadline went: the lease's
+    // end past the deadline (what the lease adds) and the claim past the
+    // lease's end (the recovery loop and the machine's load).
+    let in_flight = || {
+        all.iter()
+            .filter_map(|t| Some((t.call_deadline?, t.lease_end?, t.after)))
+    };
+    let lease_past: Vec<f64> = in_flight()
+        .map(|(call, lease, _)| lease.as_secs_f64() - call.as_secs_f64())
+        .collect();
+    let claim_past: Vec<f64> = in_flight()
+        .map(|(_, lease, after)| after.as_secs_f64() - lease.as_secs_f64())
+        .collect();
     let late_part = match late.iter().cloned().reduce(f64::max) {
         Some(d) => {
             // Besides the longest, the median and the 99th percentile: on a
             // loaded machine the longest says as much about CPU starvation
             // as about leases.
-            let mut sorted = late.clone();
-            sorted.sort_by(f64::total_cmp);
-            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
             format!(
-                "with a call in flight longest {d:+.1}s from that call's deadline (median {:+.1}s, 99th percentile {:+.1}s; {} transactions)",
-                at(0.5),
-                at(0.99),
-                late.len()
+                "with a call in flight longest {d:+.1}s from that call's deadline ({}; {} transactions), of which the lease's end past the deadline {} and the claim past the lease's end {}",
+                spread(&late),
+                late.len(),
+                spread(&lease_past),
+                spread(&claim_past),
             )
         }
         None => "none with a call in flight".into(),
@@ -113,6 +128,22 @@ fn takeover_summary(
         "{idle_part}; {late_part}; slowest: {}; {} more waited for a PostgreSQL restart",
         slowest.join(", "),
         waited.len()
+    )
+}
+
+/// Median, 99th percentile and longest of `values` (seconds), or "none".
+fn spread(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "none".into();
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "median {:+.2}s, 99th percentile {:+.2}s, longest {:+.2}s",
+        at(0.5),
+        at(0.99),
+        at(1.0)
     )
 }
 

@@ -456,7 +456,7 @@ async fn a_commit_waits_for_a_try_record_on_its_way_and_refuses_a_lost_one(pool:
         call_timeout: None,
         policy: Default::default(),
         // Its Try's deadline long passed (no call out).
-        call_cover: std::time::Duration::ZERO,
+        call_cover: concord::clock::Countdown::start(std::time::Duration::ZERO),
         now: chrono::Utc::now(),
         actor: "gone".into(),
         url_call: None,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use concord::clock::Countdown;
 use concord::domain::{ActionName, BranchId, Gid, ParticipantName};
 use concord::machine::tcc::{self as machine, Command, Verdict};
 use concord::machine::{Mode, Outcome, Phase, Status};
@@ -175,7 +176,7 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
         payload: b"x".to_vec(),
         call_timeout: None,
         policy: Default::default(),
-        call_cover: std::time::Duration::ZERO,
+        call_cover: Countdown::start(std::time::Duration::ZERO),
         now: Utc::now(),
         actor: "test".into(),
         url_call: None,
@@ -213,7 +214,7 @@ async fn decide_from(
             expected_fence: tx.fence,
             next: next.clone(),
             owner: owner.into(),
-            lease: Duration::from_secs(30),
+            lease: Countdown::start(Duration::from_secs(30)),
             now: Utc::now(),
             actor: owner.into(),
         })
@@ -281,7 +282,7 @@ async fn a_decision_fails_if_a_branch_arrived_after_the_read(s: Subject) {
         expected_fence: tx.fence,
         next,
         owner: "me".into(),
-        lease: Duration::from_secs(30),
+        lease: Countdown::start(Duration::from_secs(30)),
         now: Utc::now(),
         actor: "me".into(),
     };
@@ -1029,6 +1030,86 @@ async fn next_due_is_the_earliest_claimable_moment(s: Subject) {
     assert!(now < 1.0, "released: due now, not in {now} s");
 }
 
+/// A lease (and a Try's cover) is asked as a countdown started before the
+/// write, and the store grants what is left of it when the write runs:
+/// time a write spends queued for its batch must not make the lease
+/// outlast what the engine counts, or a takeover after a crash waits for
+/// it (issue 11's late takeovers under load).
+async fn a_lease_counts_from_when_it_was_asked(s: Subject) {
+    let ago = |secs: u64| {
+        std::time::Instant::now()
+            .checked_sub(Duration::from_secs(secs))
+            .unwrap()
+    };
+    let asked_ago = |secs: u64, length: u64| Countdown {
+        from: ago(secs),
+        length: Duration::from_secs(length),
+    };
+    let left = |until: chrono::DateTime<Utc>| (until - Utc::now()).as_seconds_f64();
+    let g = Gid::parse("g").unwrap();
+    s.begin(new_tx("g", Duration::from_secs(60))).await.unwrap();
+    let mut b = new_branch("g", None);
+    // A 30 s cover asked 20 s ago: 10 s left.
+    b.call_cover = asked_ago(20, 30);
+    let BranchAdded::Added { branch, .. } = s.add_branch(b).await.unwrap() else {
+        panic!("not added")
+    };
+    let busy = |b: &BranchRecord| {
+        b.call_busy_until.map(|t| {
+            t.saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+        })
+    };
+    let known = busy(&branch).unwrap();
+    assert!((9.0..=10.1).contains(&known), "counted here: {known} s");
+    let (tx, branches) = s.load(&g).await.unwrap().unwrap();
+    let stored = busy(&branches[0]).unwrap();
+    assert!((9.0..=10.1).contains(&stored), "stored: {stored} s");
+
+    // A decision's lease of 30 s asked 20 s ago: 10 s left.
+    let Ok(Verdict::Decided { next, .. }) = machine::decide(
+        &tx.state(&branches),
+        &Command::Rollback { reason: "r".into() },
+        Utc::now(),
+    ) else {
+        panic!("no decision")
+    };
+    let fence = s
+        .decide(Decision {
+            gid: g.clone(),
+            expected_status: tx.status,
+            expected_branch_seq: tx.branch_seq,
+            expected_fence: tx.fence,
+            next,
+            owner: "me".into(),
+            lease: asked_ago(20, 30),
+            now: Utc::now(),
+            actor: "me".into(),
+        })
+        .await
+        .unwrap()
+        .expect("decided");
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    let lease_left = left(tx.lease_until.unwrap());
+    assert!(
+        (9.0..=10.1).contains(&lease_left),
+        "decided: {lease_left} s"
+    );
+
+    // An extension of 60 s asked 40 s ago: 20 s left.
+    assert!(
+        s.extend_lease("me", &fence, asked_ago(40, 60))
+            .await
+            .unwrap()
+    );
+    let (tx, _) = s.load(&g).await.unwrap().unwrap();
+    let lease_left = left(tx.lease_until.unwrap());
+    assert!(
+        (19.0..=20.1).contains(&lease_left),
+        "extended: {lease_left} s"
+    );
+}
+
 async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
     use concord::machine::{Outcome, Phase};
 
@@ -1036,14 +1117,14 @@ async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
     let one = BranchId::parse("1").unwrap();
     s.begin(new_tx("g", Duration::from_secs(30))).await.unwrap();
     let mut b = new_branch("g", None);
-    b.call_cover = Duration::from_secs(60);
+    b.call_cover = Countdown::start(Duration::from_secs(60));
     let BranchAdded::Added { branch, .. } = s.add_branch(b).await.unwrap() else {
         panic!("not added")
     };
     assert!(branch.call_busy_until.is_some());
     let (_, branches) = s.load(&g).await.unwrap().unwrap();
     assert!(branches[0].call_busy_until.is_some(), "stored");
-    let cover = Duration::from_secs(5);
+    let cover = Countdown::start(Duration::from_secs(5));
     assert!(
         !s.claim_try_call(&g, &one, cover).await.unwrap(),
         "the first Try is out"
@@ -1069,10 +1150,12 @@ async fn try_calls_are_claimed_once_and_leases_never_shortened(s: Subject) {
         .await
         .unwrap();
     assert!(
-        !s.claim_try_call(&g, &one, Duration::ZERO).await.unwrap(),
+        !s.claim_try_call(&g, &one, Countdown::start(Duration::ZERO))
+            .await
+            .unwrap(),
         "decided"
     );
-    let long = Duration::from_secs(120);
+    let long = Countdown::start(Duration::from_secs(120));
     assert!(s.extend_lease("me", &lease, long).await.unwrap());
     assert!(!s.extend_lease("other", &lease, long).await.unwrap());
     let renewed = s
@@ -1132,7 +1215,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
                 gid: g,
                 next,
                 owner: "me".into(),
-                lease: Duration::from_secs(30),
+                lease: Countdown::start(Duration::from_secs(30)),
                 now: Utc::now(),
                 actor: "test".into(),
             })
@@ -1175,7 +1258,7 @@ async fn messages_are_prepared_and_decided_once(s: Subject) {
         gid: g.clone(),
         next,
         owner: "other".into(),
-        lease: Duration::from_secs(30),
+        lease: Countdown::start(Duration::from_secs(30)),
         now: Utc::now(),
         actor: "test".into(),
     };
@@ -1247,7 +1330,7 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
         deadline: now + chrono::Duration::seconds(60),
         concurrency: 1,
         owner: "me".into(),
-        lease: Duration::from_secs(30),
+        lease: Countdown::start(Duration::from_secs(30)),
         now,
         initiator: None,
     };
@@ -1351,7 +1434,7 @@ async fn url_branches_and_dtm_query_backs_are_kept(s: Subject) {
         deadline: now + chrono::Duration::seconds(60),
         concurrency: 1,
         owner: "me".into(),
-        lease: Duration::from_secs(30),
+        lease: Countdown::start(Duration::from_secs(30)),
         now,
         initiator: None,
     })
@@ -1414,7 +1497,7 @@ async fn a_stale_round_cannot_unresolve(s: Subject) {
             payload: b"x".to_vec(),
             call_timeout: None,
             policy: Default::default(),
-            call_cover: std::time::Duration::ZERO,
+            call_cover: Countdown::start(std::time::Duration::ZERO),
             now,
             actor: "test".into(),
             url_call: None,
@@ -1454,7 +1537,7 @@ async fn a_stale_round_cannot_unresolve(s: Subject) {
             expected_fence: tx.fence,
             next: next.clone(),
             owner: "driver".into(),
-            lease: Duration::from_secs(30),
+            lease: Countdown::start(Duration::from_secs(30)),
             now: Utc::now(),
             actor: "driver".into(),
         })
@@ -1625,7 +1708,7 @@ async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
         deadline: now + chrono::Duration::seconds(60),
         concurrency: 1,
         owner: "me".into(),
-        lease: Duration::from_secs(30),
+        lease: Countdown::start(Duration::from_secs(30)),
         now,
         initiator: checkout.clone(),
     })
@@ -1687,6 +1770,7 @@ conformance!(
     a_stale_round_cannot_unresolve,
     a_try_record_lands_alone_or_with_its_decision,
     next_due_is_the_earliest_claimable_moment,
+    a_lease_counts_from_when_it_was_asked,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

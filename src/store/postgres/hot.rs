@@ -118,10 +118,8 @@ impl PgStore {
     /// insert could not tell (a conflicting branch, a refusing transaction).
     pub(super) async fn add_branch(&self, b: NewBranch) -> StoreResult<BranchAdded> {
         let found = self.hot.add_branch(b.clone()).await?;
-        // The row says `now() + call_cover` by the database's clock, which
-        // read it before this reply arrived: counted from here, the local
-        // moment is no earlier than the stored one.
-        let busy_until = std::time::Instant::now() + b.call_cover;
+        // The Try's call ends, margin included, by the cover's end.
+        let busy_until = b.call_cover.end();
         let (seq, inserted) = (found.branch_seq, found.inserted);
         let metadata = found.metadata.map(|m| m.0).unwrap_or_default();
         match (seq, inserted) {
@@ -227,7 +225,7 @@ async fn flush_branches(pool: PgPool, items: Vec<NewBranch>) -> StoreResult<Vec<
         payload.push(b.payload.as_slice());
         timeout.push(b.call_timeout.map(ms));
         policy.push(StoredPolicy::of(&b.policy));
-        cover.push(ms(b.call_cover));
+        cover.push(ms(b.call_cover.left()));
         now.push(b.now);
         actor.push(b.actor.clone());
     }
@@ -330,7 +328,7 @@ async fn flush_decisions(
         now.push(d.now);
         reason.push(d.next.rollback_reason.clone());
         owner.push(d.owner.clone());
-        lease.push(ms(d.lease));
+        lease.push(ms(d.lease.left()));
         actor.push(d.actor.clone());
     }
     let rows: Vec<(String, i64)> = sqlx::query_as(

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use super::super::rows::ms;
 use super::PgStore;
+use crate::clock::Countdown;
 use crate::domain::{BranchId, Gid};
 use crate::store::{Claimed, Lease, StoreResult};
 
@@ -29,7 +30,7 @@ pub(super) struct Extension {
     pub(super) gid: String,
     pub(super) fence: i64,
     pub(super) owner: String,
-    pub(super) cover_ms: i64,
+    pub(super) cover: Countdown,
 }
 
 /// Extends a batch of leases, each only while its owner and fence match;
@@ -49,7 +50,9 @@ pub(super) async fn flush_extensions(
         gid.push(e.gid);
         fence.push(e.fence);
         owner.push(e.owner);
-        cover.push(e.cover_ms);
+        // What is left when the statement goes out, not what was asked
+        // before the batch formed (see `Countdown`).
+        cover.push(ms(e.cover.left()));
     }
     let extended: Vec<String> = sqlx::query_scalar(
         "UPDATE global_transactions g
@@ -171,14 +174,14 @@ impl PgStore {
         &self,
         owner: &str,
         lease: &Lease,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool> {
         self.hot
             .extend_lease(Extension {
                 gid: lease.gid.as_str().to_string(),
                 fence: lease.fence,
                 owner: owner.to_string(),
-                cover_ms: ms(cover),
+                cover,
             })
             .await
     }
@@ -187,7 +190,7 @@ impl PgStore {
         &self,
         gid: &Gid,
         branch_id: &BranchId,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool> {
         // Only while the transaction is trying, and bumping its branch
         // counter like a branch insert does: a decision that read the
@@ -208,7 +211,7 @@ impl PgStore {
         )
         .bind(gid.as_str())
         .bind(branch_id.as_str())
-        .bind(ms(cover))
+        .bind(ms(cover.left()))
         .execute(&self.durable)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -255,7 +255,12 @@ impl Store for PgStore {
         self.renew(owner, leases, lease).await
     }
 
-    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+    async fn extend_lease(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        cover: Countdown,
+    ) -> StoreResult<bool> {
         self.extend_lease(owner, lease, cover).await
     }
 
@@ -263,7 +268,7 @@ impl Store for PgStore {
         &self,
         gid: &Gid,
         branch_id: &BranchId,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool> {
         self.claim_try_call(gid, branch_id, cover).await
     }

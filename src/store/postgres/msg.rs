@@ -145,7 +145,7 @@ impl PgStore {
         .bind(next.reason.as_deref())
         .bind(aborted)
         .bind(&d.owner)
-        .bind(ms(d.lease))
+        .bind(ms(d.lease.left()))
         .bind(&d.actor)
         .fetch_optional(&self.durable)
         .await?;

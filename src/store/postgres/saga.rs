@@ -61,7 +61,7 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
         concurrency.push(i32::try_from(saga.concurrency).unwrap_or(i32::MAX));
         now.push(saga.now);
         owner.push(saga.owner.as_str());
-        lease.push(ms(saga.lease));
+        lease.push(ms(saga.lease.left()));
         message.push(format!(
             "{} steps{}",
             saga.steps.len(),

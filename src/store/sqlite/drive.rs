@@ -7,6 +7,8 @@
 //! the current fence and owner. They run on the writer's thread, so they
 //! are synchronous (rusqlite) and their statements cached prepared.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -67,6 +69,7 @@ pub(super) fn add_branch(
     c: &Connection,
     b: &NewBranch,
     clock: DateTime<Utc>,
+    at: Instant,
     ev: &mut Events,
 ) -> StoreResult<BranchInsert> {
     let gid = b.gid.as_str();
@@ -108,7 +111,7 @@ pub(super) fn add_branch(
             b.call_timeout.map(ms),
             us(b.now),
             // The Try about to be sent is out until then (by this process's clock).
-            us(after(clock, b.call_cover)),
+            us(after(clock, b.call_cover.left_at(at))),
             StoredPolicy::of(&b.policy),
             crate::store::records::url_call_text(&b.url_call),
             if b.tried_by_initiator {
@@ -136,9 +139,10 @@ pub(super) fn decide(
     c: &Connection,
     d: &Decision,
     clock: DateTime<Utc>,
+    at: Instant,
     ev: &mut Events,
 ) -> StoreResult<Option<i64>> {
-    let lease_until = after(clock, d.lease);
+    let lease_until = after(clock, d.lease.left_at(at));
     let fence: Option<i64> = c
         .prepare_cached(
             "UPDATE global_transactions
@@ -312,9 +316,10 @@ pub(super) fn submit_saga(
     c: &Connection,
     saga: &NewSaga,
     clock: DateTime<Utc>,
+    at: Instant,
     ev: &mut Events,
 ) -> StoreResult<bool> {
-    let lease_until = after(clock, saga.lease);
+    let lease_until = after(clock, saga.lease.left_at(at));
     let created =
         c.prepare_cached(
             "INSERT INTO global_transactions

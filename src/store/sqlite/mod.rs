@@ -212,9 +212,8 @@ impl Store for SqliteStore {
         let Done::Branch(found) = self.write(Write::Branch(b.clone())).await? else {
             return Err(unexpected("add_branch"));
         };
-        // The row says `call_cover` from a moment before this reply: counted
-        // from here, no earlier than the stored one.
-        let busy_until = std::time::Instant::now() + b.call_cover;
+        // The Try's call ends, margin included, by the cover's end.
+        let busy_until = b.call_cover.end();
         self.branch_added(b, found, busy_until).await
     }
 
@@ -342,7 +341,12 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn extend_lease(&self, owner: &str, lease: &Lease, cover: Duration) -> StoreResult<bool> {
+    async fn extend_lease(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        cover: Countdown,
+    ) -> StoreResult<bool> {
         let extend = Write::ExtendLease {
             owner: owner.to_string(),
             lease: lease.clone(),
@@ -358,7 +362,7 @@ impl Store for SqliteStore {
         &self,
         gid: &Gid,
         branch_id: &BranchId,
-        cover: Duration,
+        cover: Countdown,
     ) -> StoreResult<bool> {
         let claim = Write::ClaimTryCall {
             gid: gid.clone(),

@@ -5,6 +5,8 @@
 //! status that bumps the fence. Progress after that is the saga's fenced
 //! write (`drive::progress`). The writes run on the writer's thread.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::SqlitePool;
@@ -97,6 +99,7 @@ pub(super) fn decide(
     c: &Connection,
     d: &MsgDecision,
     clock: DateTime<Utc>,
+    at: Instant,
     ev: &mut Events,
 ) -> StoreResult<Option<i64>> {
     let next = &d.next;
@@ -131,7 +134,7 @@ pub(super) fn decide(
                 next.reason.as_deref(),
                 aborted,
                 d.owner,
-                us(after(clock, d.lease)),
+                us(after(clock, d.lease.left_at(at))),
             ],
             |r| r.get(0),
         )

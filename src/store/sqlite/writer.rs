@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 
 use super::events::Events;
 use super::{admin, alerts, drive, housekeeping, leases, msg, redrive};
+use crate::clock::Countdown;
 use crate::domain::{ActionName, BranchId, Endpoint, Gid, ParticipantName};
 use crate::machine::CallStatus;
 use crate::store::admin::AdminWrite;
@@ -80,12 +81,12 @@ pub(super) enum Write {
     ExtendLease {
         owner: String,
         lease: Lease,
-        cover: Duration,
+        cover: Countdown,
     },
     ClaimTryCall {
         gid: Gid,
         branch_id: BranchId,
-        cover: Duration,
+        cover: Countdown,
     },
     Register {
         name: ParticipantName,
@@ -260,15 +261,18 @@ async fn handover(
 
 fn flush(conn: &mut Connection, items: &[Queued]) -> Vec<StoreResult<Done>> {
     // The clock of leases and claims ("the database clock" on PostgreSQL):
-    // one process, one clock.
+    // one process, one clock. Read once for the batch, with the monotonic
+    // moment of that reading: a lease asked as a `Countdown` is granted
+    // what is left of it then, so that it ends when the engine counts.
     let now = Utc::now();
-    match transaction(conn, items, now) {
+    let at = Instant::now();
+    match transaction(conn, items, now, at) {
         Ok(done) => done.into_iter().map(Ok).collect(),
         Err(e) if items.len() == 1 => vec![Err(e)],
         Err(_) => items
             .iter()
             .map(|item| {
-                transaction(conn, std::slice::from_ref(item), now).and_then(|mut d| {
+                transaction(conn, std::slice::from_ref(item), now, at).and_then(|mut d| {
                     d.pop()
                         .ok_or_else(|| StoreError::Database("write without result".into()))
                 })
@@ -282,6 +286,7 @@ fn transaction(
     conn: &mut Connection,
     items: &[Queued],
     now: DateTime<Utc>,
+    at: Instant,
 ) -> StoreResult<Vec<Done>> {
     // IMMEDIATE: take the write lock at once rather than on the first
     // write, so that a batch never has to give up half-way on a lock.
@@ -289,18 +294,24 @@ fn transaction(
     let mut done = Vec::with_capacity(items.len());
     let mut events = Events::default();
     for item in items {
-        done.push(apply(&tx, &item.write, now, &mut events)?);
+        done.push(apply(&tx, &item.write, now, at, &mut events)?);
     }
     events.insert(&tx)?;
     tx.commit()?;
     Ok(done)
 }
 
-fn apply(c: &Connection, w: &Write, now: DateTime<Utc>, ev: &mut Events) -> StoreResult<Done> {
+fn apply(
+    c: &Connection,
+    w: &Write,
+    now: DateTime<Utc>,
+    at: Instant,
+    ev: &mut Events,
+) -> StoreResult<Done> {
     Ok(match w {
         Write::Begin(t) => Done::Applied(drive::begin(c, t, ev)?),
-        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, now, ev)?),
-        Write::Decide(d) => Done::Fence(drive::decide(c, d, now, ev)?),
+        Write::Branch(b) => Done::Branch(drive::add_branch(c, b, now, at, ev)?),
+        Write::Decide(d) => Done::Fence(drive::decide(c, d, now, at, ev)?),
         Write::Try {
             gid,
             call,
@@ -312,9 +323,9 @@ fn apply(c: &Connection, w: &Write, now: DateTime<Utc>, ev: &mut Events) -> Stor
             Done::Unit
         }
         Write::Progress(p) => Done::Applied(drive::progress(c, p, ev)?),
-        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, ev)?),
+        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, at, ev)?),
         Write::Msg(m) => Done::Applied(msg::prepare(c, m, ev)?),
-        Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, ev)?),
+        Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, at, ev)?),
         Write::Redrive { participant, actor } => {
             Done::Count(redrive::redrive(c, participant, actor, now, ev)?)
         }
@@ -336,12 +347,18 @@ fn apply(c: &Connection, w: &Write, now: DateTime<Utc>, ev: &mut Events) -> Stor
             owner,
             lease,
             cover,
-        } => Done::Applied(leases::extend(c, owner, lease, *cover, now)?),
+        } => Done::Applied(leases::extend(c, owner, lease, cover.left_at(at), now)?),
         Write::ClaimTryCall {
             gid,
             branch_id,
             cover,
-        } => Done::Applied(leases::claim_try_call(c, gid, branch_id, *cover, now)?),
+        } => Done::Applied(leases::claim_try_call(
+            c,
+            gid,
+            branch_id,
+            cover.left_at(at),
+            now,
+        )?),
         Write::Register {
             name,
             endpoint,

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -29,8 +30,16 @@ fn works(python: &Path) -> bool {
 }
 
 /// A Python that has `dtmcli`: the virtualenv, made (and filled with pip)
-/// when missing; `None` when there is no `python3` at all.
+/// when missing; `None` when there is no `python3` at all. Made once per
+/// test process: this test runs on both stores at the same time, and two
+/// `venv` + `pip install` runs into one directory on a fresh machine broke
+/// each other (CI failed the PostgreSQL run while the SQLite one passed).
 fn python_with_dtmcli() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON.get_or_init(make_python_with_dtmcli).clone()
+}
+
+fn make_python_with_dtmcli() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dtmcli-venv");
     let python = venv.join("bin").join("python");
     if works(&python) {
