@@ -297,11 +297,39 @@ impl Engine {
     /// sent (a lost lease is also reported to the driver).
     pub(crate) async fn cover(&self, guard: &LeaseGuard, timeout: Duration) -> Option<CallsOut> {
         let need = timeout + CALL_MARGIN;
+        self.hold_for(guard, need, self.settings.lease.max(need + GRANT_SLACK))
+            .await
+    }
+
+    /// Holds the lease of `guard` through a wait of `wait` in which this
+    /// instance sends nothing (phase 2 waiting for a Try still out),
+    /// extending it only as far as the wait needs; the keeper does not renew
+    /// it while the returned value is held. If this instance dies during the
+    /// wait, its lease then ends with the wait rather than a whole lease (or
+    /// a call's deadline) later, and whoever takes over waits for the Try
+    /// as this instance would have. `None` as for [`Engine::cover`].
+    pub(crate) async fn hold_through(
+        &self,
+        guard: &LeaseGuard,
+        wait: Duration,
+    ) -> Option<CallsOut> {
+        self.hold_for(guard, wait, wait + GRANT_SLACK).await
+    }
+
+    /// Makes sure the lease of `guard` lasts `need` more, extending it by
+    /// `extend` from now when it does not; marked as out until the returned
+    /// value is dropped.
+    async fn hold_for(
+        &self,
+        guard: &LeaseGuard,
+        need: Duration,
+        extend: Duration,
+    ) -> Option<CallsOut> {
         let covered = guard.covered_until();
         if covered >= Instant::now() + need {
             return Some(guard.calls_out(covered));
         }
-        let extend = Countdown::start(self.settings.lease.max(need + GRANT_SLACK));
+        let extend = Countdown::start(extend);
         let lease = guard.lease();
         match self
             .store

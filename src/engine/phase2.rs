@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::Engine;
 use super::calls::BranchCall;
-use super::leases::Granted;
+use super::leases::{GRANT_SLACK, Granted};
 use crate::domain::BranchId;
 use crate::domain::metadata::Metadata;
 use crate::machine::tcc::{self, Settled, TxState};
@@ -31,6 +31,22 @@ fn busy_for<'a>(branches: impl Iterator<Item = &'a BranchRecord>) -> Duration {
 }
 
 impl Engine {
+    /// The lease a decision grants for the first round of phase 2 over
+    /// `called`: while a Try of one of them is still out, only the wait for
+    /// it, which is all the round does first (its calls get their cover
+    /// once the wait is over, see [`Engine::drive`]); otherwise the calls'
+    /// deadlines ([`Engine::lease_for`]). A lease granted for calls not sent
+    /// yet would, if this instance died during the wait, keep every other
+    /// instance away for up to a call's deadline after the Try was over.
+    pub(crate) fn round_lease(&self, called: &[&BranchRecord]) -> Duration {
+        let busy = busy_for(called.iter().copied());
+        if busy.is_zero() {
+            self.lease_for(called.iter().map(|b| b.call_timeout))
+        } else {
+            busy + BUSY_POLL + GRANT_SLACK
+        }
+    }
+
     /// Drives one round in the background, tracked for graceful shutdown.
     pub(crate) fn spawn_drive(
         &self,
@@ -72,11 +88,12 @@ impl Engine {
         // passed, under a lease that covers the wait too.
         let busy = busy_for(called.iter().copied());
         if !busy.is_zero() {
-            // Covered for the wait alone: a Try usually replies long before
-            // its deadline, and the lease is extended for the calls after.
-            if self.cover(&guard, busy).await.is_none() {
+            // Held for the wait alone (the wait ends when a poll finds the
+            // Try over): a Try usually replies long before its deadline,
+            // and the lease is extended for the calls after.
+            let Some(waiting) = self.hold_through(&guard, busy + BUSY_POLL).await else {
                 return;
-            }
+            };
             tracing::debug!(%gid, wait_ms = busy.as_millis() as u64, "waiting for a try still out before phase 2");
             let mut busy = busy;
             while !busy.is_zero() {
@@ -94,6 +111,7 @@ impl Engine {
                     _ => busy.saturating_sub(BUSY_POLL),
                 };
             }
+            drop(waiting);
         }
         let longest = called
             .iter()

@@ -158,7 +158,7 @@ impl Engine {
                     return;
                 };
                 let cover = Countdown::start(
-                    self.lease_for(super::calls::called(&branches, &calls).map(|b| b.call_timeout)),
+                    self.round_lease(&super::calls::called(&branches, &calls).collect::<Vec<_>>()),
                 );
                 match self
                     .store

@@ -429,7 +429,7 @@ impl Engine {
                 Ok(Verdict::Unchanged) => return Ok(tx.status),
             };
             let cover =
-                Countdown::start(self.lease_for(called(&branches, &calls).map(|b| b.call_timeout)));
+                Countdown::start(self.round_lease(&called(&branches, &calls).collect::<Vec<_>>()));
             if let Some(lease) = self
                 .store
                 .decide(self.decision(&tx, next.clone(), now, cover))

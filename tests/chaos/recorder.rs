@@ -119,6 +119,30 @@ impl Calls {
             .max()
     }
 
+    /// The calls of `gid` in flight now, for a report: branch, phase, how
+    /// long ago each arrived and how long until its deadline.
+    pub fn in_flight_detail(&self, gid: &str) -> String {
+        let now = Instant::now();
+        let book = self.book.lock().unwrap();
+        let calls: Vec<String> = book
+            .in_flight
+            .iter()
+            .filter(|(k, _)| k.0 == gid)
+            .flat_map(|(k, calls)| {
+                calls.iter().map(move |(_, arrived, until)| {
+                    format!(
+                        "{} {:?} arrived {:.2}s before, deadline {:.2}s after",
+                        k.1,
+                        k.2,
+                        now.duration_since(*arrived).as_secs_f64(),
+                        until.saturating_duration_since(now).as_secs_f64()
+                    )
+                })
+            })
+            .collect();
+        calls.join(" and ")
+    }
+
     /// Records an arrival of a call with `deadline`; the id ends it.
     fn arrive(&self, key: &Key, deadline: Duration) -> u64 {
         let now = Instant::now();

@@ -463,6 +463,7 @@ async fn chaos_loop(
                 .into_iter()
                 .map(|(gid, lease_left)| Owned {
                     call_until: calls.in_flight_until(&gid),
+                    calls: calls.in_flight_detail(&gid),
                     lease_until: lease_left.map(|ms| now_before_kill + Duration::from_millis(ms)),
                     gid,
                 })
@@ -496,6 +497,8 @@ struct Owned {
     /// The deadline of its call still at a participant at the kill, if one
     /// was.
     call_until: Option<Instant>,
+    /// Those calls, for the report.
+    calls: String,
     /// When its lease ended by the database's clock, on the local one (read
     /// just before the kill).
     lease_until: Option<Instant>,
@@ -603,6 +606,7 @@ async fn takeover(
         after,
         call_deadline: since_kill(o.call_until),
         lease_end: since_kill(o.lease_until),
+        calls: o.calls.clone(),
     };
     let mut waiting = owned;
     let mut took = Vec::new();

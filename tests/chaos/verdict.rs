@@ -48,6 +48,8 @@ pub struct Takeover {
     /// had not yet: a takeover past a call's deadline is the lease's end
     /// past that deadline plus the claim's delay past the lease's end.
     pub lease_end: Option<Duration>,
+    /// The calls in flight at the kill, for the report.
+    pub calls: String,
 }
 
 /// The longest takeover of transactions with no call in flight at the kill,
@@ -117,6 +119,28 @@ fn takeover_summary(
         }
         None => "none with a call in flight".into(),
     };
+    // The latest past their call's deadline, to look up in the logs.
+    let mut latest: Vec<&Takeover> = all.iter().filter(|t| t.call_deadline.is_some()).collect();
+    latest.sort_by(|a, b| {
+        let late = |t: &Takeover| t.after.saturating_sub(t.call_deadline.unwrap_or_default());
+        late(b).cmp(&late(a))
+    });
+    let secs =
+        |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
+    let latest: Vec<String> = latest
+        .iter()
+        .take(5)
+        .map(|t| {
+            format!(
+                "{} (call deadline {}, lease end {}, taken {:.2}s after the kill; in flight: {})",
+                t.gid,
+                secs(t.call_deadline),
+                secs(t.lease_end),
+                t.after.as_secs_f64(),
+                t.calls
+            )
+        })
+        .collect();
     let mut slowest: Vec<&Takeover> = all.iter().collect();
     slowest.sort_by_key(|t| std::cmp::Reverse(t.after));
     let slowest: Vec<String> = slowest
@@ -125,7 +149,8 @@ fn takeover_summary(
         .map(|t| format!("{} {:.1}s", t.gid, t.after.as_secs_f64()))
         .collect();
     format!(
-        "{idle_part}; {late_part}; slowest: {}; {} more waited for a PostgreSQL restart",
+        "{idle_part}; {late_part}; latest past their call's deadline: {}; slowest: {}; {} more waited for a PostgreSQL restart",
+        latest.join(", "),
         slowest.join(", "),
         waited.len()
     )

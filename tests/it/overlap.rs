@@ -106,6 +106,50 @@ async fn crash_during_a_slow_try_cancels_only_after_the_try_is_over(db: TestDb) 
     assert_no_overlap(&[&a]);
 }
 
+/// A rollback that waits for a Try still out holds its lease for that wait
+/// alone: after a crash during the wait the next instance takes over once
+/// the Try is past its deadline, and cancels within a second of it. The
+/// lease used to cover the round's calls from the decision on, which kept
+/// every instance away for up to a call deadline after the Try was over.
+async fn crash_while_waiting_for_a_try_cancels_soon_after_the_try(db: TestDb) {
+    let coord = TestCoordinator::start(&db).await;
+    let (a, _b) = bank_participants(&db, &coord).await;
+    a.script(Ph::Try, vec![Behavior::Busy(SLOW)], Behavior::Ok);
+    let mut c = coord.client().await;
+    let gid = c.begin(begin_req("", None)).await.unwrap().into_inner().gid;
+    let trying = {
+        let (mut c, gid) = (c.clone(), gid.clone());
+        tokio::spawn(async move { c.r#try(try_req(&gid, "bank-a", "debit")).await })
+    };
+    assert!(
+        a.wait_until(Duration::from_secs(5), |p| p.calls(&gid, "1", Ph::Try) == 1)
+            .await
+    );
+    let tried = Instant::now();
+    // The initiator gives up a second into the Try (which works 1.5 s): the
+    // decision rolls back and the round waits for the Try.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rollback_tx(&mut c, &gid, "gave up", false).await.unwrap();
+    let decided = tried.elapsed();
+    coord.crash();
+    let _ = trying.await;
+
+    let fresh = TestCoordinator::start(&db).await;
+    let mut c = fresh.client().await;
+    wait_status(&mut c, &gid, S::Cancelled, Duration::from_secs(15)).await;
+    let cancelled = tried.elapsed();
+    assert_eq!(a.calls(&gid, "1", Ph::Cancel), 1);
+    assert_no_overlap(&[&a]);
+    // The Try's deadline is the call deadline (fast_config: 2 s) after it
+    // arrived; a lease for the round's calls would have lasted 2 s (plus
+    // margins) from the decision, a second after the Try.
+    assert!(
+        cancelled < Duration::from_secs(3),
+        "cancelled {cancelled:?} after the Try arrived (decided after {decided:?}): \
+         more than a second past the Try's deadline"
+    );
+}
+
 async fn a_repeated_try_waits_for_the_one_still_out(db: TestDb) {
     let coord = TestCoordinator::start(&db).await;
     let (a, _b) = bank_participants(&db, &coord).await;
@@ -327,6 +371,7 @@ on_both_stores!(
     a_redrive_right_after_a_timeout_waits_the_margin,
     crash_during_a_slow_confirm_is_taken_over_after_its_deadline,
     crash_during_a_slow_try_cancels_only_after_the_try_is_over,
+    crash_while_waiting_for_a_try_cancels_soon_after_the_try,
     a_repeated_try_waits_for_the_one_still_out,
     crash_during_a_slow_saga_step_is_taken_over_after_its_deadline,
 );
