@@ -20,6 +20,9 @@
 //! lease (and so a takeover after a crash) past the call by up to a whole
 //! lease. Once the calls are back the driver writes its round at once, a
 //! fenced write that needs no unexpired lease, or the keeper renews as usual.
+//! The same holds while phase 2 waits for a Try still out
+//! ([`Engine::hold_through`]): the lease then lasts as long as the wait, so
+//! that a crash during it does not keep other instances away any longer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -307,9 +307,13 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                                  $6::text[], $7::int[], $8::boolean[], $9::text[], $10::timestamptz[],
                                  $11::boolean[], $12::timestamptz[])
                 AS t(gid, fence, owner, status, decided_at, reason, attempts, na, ar, next_at, release, now)
-        ), old AS (
+        ), old AS MATERIALIZED (
             -- The flag as it was: a write that changes it makes an alert
             -- (below). Fenced writes are the only ones that move it here.
+            -- MATERIALIZED: read once by key; inlined into the alerts'
+            -- join, the planner looked each row up with only `gid` on the
+            -- (created_at, gid) index, a scan of the whole index per row
+            -- that grew with the history (issue 16's growth).
             SELECT gid, needs_attention AS na FROM global_transactions WHERE gid = ANY($1)
         ), g AS (
             UPDATE global_transactions g
@@ -324,15 +328,24 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
              WHERE g.gid = ANY($1) AND g.gid = t.gid AND g.fence = t.fence AND g.owner = t.owner
             RETURNING g.gid, t.now, t.owner, g.needs_attention AS na, g.attention_reason AS ar,
                       g.status AS st, g.finished_at AS fin
+        ), u AS MATERIALIZED (
+            -- The branch changes of the rows written, joined before the
+            -- update: each one then looks its branch up by key. Joined
+            -- inside the update, the planner (which expects one row from
+            -- each side) scanned the unnested arrays once per branch of the
+            -- batch, quadratic in the batch size, and chose to once the
+            -- tables held a million transactions (issue 16's growth).
+            SELECT u.*, g.now
+              FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::text[])
+                       AS u(gid, id, first, second, attempts, code, error)
+              JOIN g ON g.gid = u.gid
         ), b AS (
             UPDATE branches br
                SET first_phase = COALESCE(u.first, br.first_phase), second_phase = u.second,
                    attempts = u.attempts, last_code = u.code, last_error = u.error,
-                   last_attempt_at = g.now, updated_at = g.now
-              FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::text[])
-                       AS u(gid, id, first, second, attempts, code, error)
-              JOIN g ON g.gid = u.gid
-             WHERE br.gid = ANY($1) AND br.gid = u.gid AND br.branch_id = u.id
+                   last_attempt_at = u.now, updated_at = u.now
+              FROM u
+             WHERE br.gid = u.gid AND br.branch_id = u.id
         ), ev AS (
             INSERT INTO transaction_events (gid, at, kind, status, branch_id, phase, attempt, code, message, actor)
             SELECT e.gid, g.now, e.kind, e.status, e.branch_id, e.phase, e.attempt, e.code, e.message, g.owner
