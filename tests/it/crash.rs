@@ -278,8 +278,12 @@ async fn sigkilled_process_is_taken_over_within_seconds(db: TestDb) {
             &format!("127.0.0.1:{port}"),
             "--no-migrate",
             "true",
-            // Not under test; its default port may be taken.
+            // Not under test; their default ports may be taken (this test
+            // runs on both stores at once: both took the metrics port and
+            // one failed to start).
             "--dtm-listen",
+            "off",
+            "--metrics-listen",
             "off",
         ])
         .env("DATABASE_URL", &url)
