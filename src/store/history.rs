@@ -206,7 +206,10 @@ mod tests {
         }
     }
 
-    fn kinds(events: &[EventRecord]) -> Vec<(String, Option<String>, Option<i32>, DateTime<Utc>)> {
+    /// Kind, branch, attempt and time of an event.
+    type Line = (String, Option<String>, Option<i32>, DateTime<Utc>);
+
+    fn kinds(events: &[EventRecord]) -> Vec<Line> {
         events
             .iter()
             .map(|e| (e.kind.clone(), e.branch_id.clone(), e.attempt, e.at))

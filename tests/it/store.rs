@@ -1813,7 +1813,7 @@ async fn a_saga_s_success_path_is_told_by_its_rows(s: Subject) {
                 state: next,
                 steps: vec![i],
                 calls: vec![CallRecord {
-                    branch_id: BranchId::parse(&(i + 1).to_string()).unwrap(),
+                    branch_id: BranchId::parse((i + 1).to_string()).unwrap(),
                     phase: match phase {
                         SagaPhase::Execute => Phase::Execute,
                         SagaPhase::Compensate => Phase::Compensate,
