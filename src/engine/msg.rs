@@ -480,6 +480,7 @@ impl Engine {
         let now = self.clock.now();
         let status = p.state.status;
         let write = SagaWrite {
+            mode: crate::machine::Mode::Msg,
             lease: lease.clone(),
             owner: self.settings.instance_id.clone(),
             state: p.state,

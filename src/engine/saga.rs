@@ -459,6 +459,7 @@ impl Engine {
         let now = self.clock.now();
         let release = finished || retry_at.is_some();
         let write = SagaWrite {
+            mode: crate::machine::Mode::Saga,
             lease: lease.clone(),
             owner: self.settings.instance_id.clone(),
             state: state.clone(),

@@ -17,6 +17,7 @@ pub mod admin;
 mod batch;
 pub mod cache;
 pub mod health;
+mod history;
 pub mod location;
 mod policy;
 pub mod postgres;
@@ -288,6 +289,8 @@ pub struct QueryRecord {
 /// lease. Messages are written the same way (see `machine::msg`).
 #[derive(Debug, Clone)]
 pub struct SagaWrite {
+    /// Saga or Msg: a saga's success path is left to its rows (`history`).
+    pub mode: crate::machine::Mode,
     pub lease: Lease,
     pub owner: String,
     pub state: crate::machine::saga::SagaState,
@@ -339,7 +342,8 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a transaction and its branches.
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>>;
 
-    /// Reads a transaction's event history, oldest first.
+    /// Reads a transaction's history, oldest first: its stored events and,
+    /// for a saga, those its rows tell (`history`: id 0, no actor).
     async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>>;
 
     /// Persists a decision if the row still is as read; returns the lease

@@ -2,11 +2,13 @@
 //! TCC phase-2 round ([`RoundWrite`]) and a saga's progress ([`SagaWrite`])
 //! normalised to one shape, the transaction row, the branch rows that
 //! changed and the events to append. Deciding which events a write makes is
-//! the same on every database; only the statements differ.
+//! the same on every database; only the statements differ. A saga's success
+//! path makes no events: its rows tell it (`history`).
 
 use chrono::{DateTime, Utc};
 
-use crate::machine::{CallStatus, Phase, Status};
+use crate::machine::{CallStatus, Mode, Phase, Status};
+use crate::store::history;
 use crate::store::{CallRecord, QueryRecord, RoundWrite, SagaWrite};
 
 /// One branch row of a progress write.
@@ -89,6 +91,10 @@ pub(in crate::store) struct Progress {
     pub(in crate::store) now: DateTime<Utc>,
     pub(in crate::store) branches: Vec<BranchRow>,
     pub(in crate::store) events: Vec<EventRow>,
+    /// A saga turning to compensation: if it was running, first copy its
+    /// successful actions from the branch rows (as they were before this
+    /// write) into events, since compensation overwrites those rows.
+    pub(in crate::store) copy_successes: bool,
 }
 
 pub(in crate::store) fn clamp(n: u32) -> i32 {
@@ -151,6 +157,7 @@ impl From<RoundWrite> for Progress {
                 })
                 .collect(),
             events,
+            copy_successes: false,
         }
     }
 }
@@ -158,11 +165,17 @@ impl From<RoundWrite> for Progress {
 impl From<SagaWrite> for Progress {
     fn from(w: SagaWrite) -> Self {
         let status = w.state.status;
-        let mut events: Vec<EventRow> = w.calls.iter().map(EventRow::call).collect();
+        let saga = w.mode == Mode::Saga;
+        let mut events: Vec<EventRow> = w
+            .calls
+            .iter()
+            .filter(|c| !(saga && history::call_told_by_rows(status, c)))
+            .map(EventRow::call)
+            .collect();
         if let Some(q) = &w.query {
             events.push(EventRow::query(q));
         }
-        if w.status_changed {
+        if w.status_changed && !(saga && history::finish_told_by_rows(status)) {
             let kind = match status {
                 s if s.is_final() => "finished",
                 // A message the query-back found committed.
@@ -219,6 +232,7 @@ impl From<SagaWrite> for Progress {
             now: w.now,
             branches,
             events,
+            copy_successes: saga && history::turns_to_compensation(status, w.status_changed),
         }
     }
 }

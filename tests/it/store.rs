@@ -316,6 +316,13 @@ async fn fencing_rejects_a_stale_owner(s: Subject) {
     assert_eq!(claimed[0].previous_owner.as_deref(), Some("a"));
     let lease_b = claimed[0].lease.clone();
     assert!(lease_b.fence > lease_a.fence);
+    // The takeover is history: who held the lease, who took it.
+    let events = s.events(&Gid::parse("g").unwrap()).await.unwrap();
+    let took = events.iter().find(|e| e.kind == "taken_over").unwrap();
+    assert_eq!(
+        (took.message.as_deref(), took.actor.as_deref()),
+        (Some("lease of a lapsed"), Some("b"))
+    );
 
     let g = Gid::parse("g").unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
@@ -1750,6 +1757,186 @@ async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
     assert_eq!(events[0].message, None);
 }
 
+/// A saga's success path is told by its rows, not stored as events (issue
+/// 16): a clean saga's history is as it was (submitted, each call,
+/// finished) with nothing in the events table; one that turns to
+/// compensation first copies its successful actions into events, so its
+/// history keeps them once compensation overwrote the rows.
+async fn a_saga_s_success_path_is_told_by_its_rows(s: Subject) {
+    use chrono::SubsecRound;
+    use concord::machine::saga::{SagaPhase, on_reply};
+
+    // Microseconds: what both stores keep of an instant.
+    let t0 = Utc::now().trunc_subsecs(6);
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let step = |p: &str| NewStep {
+        participant: ParticipantName::parse(p).unwrap(),
+        action: ActionName::parse("do").unwrap(),
+        compensation: ActionName::parse("undo").unwrap(),
+        payload: Vec::new(),
+        depends_on: Vec::new(),
+        // A rejected step needs no compensation: one call undoes the saga.
+        compensate_rejected: false,
+        call_timeout: None,
+        policy: Default::default(),
+        url_call: None,
+    };
+    for gid in ["clean", "undone"] {
+        s.submit_saga(NewSaga {
+            gid: Gid::parse(gid).unwrap(),
+            steps: vec![step("stock"), step("pay")],
+            metadata: Metadata::new(),
+            timeout: None,
+            deadline: concord::store::no_deadline(),
+            concurrency: 1,
+            owner: "me".into(),
+            lease: Countdown::start(Duration::from_secs(30)),
+            now: t0,
+            initiator: Some("checkout".into()),
+        })
+        .await
+        .unwrap();
+    }
+    // One reply folded by the state machine and written as the driver does.
+    let reply = |gid: &'static str, i: usize, phase: SagaPhase, outcome: Outcome, ms: i64| {
+        let s = &s;
+        async move {
+            let g = Gid::parse(gid).unwrap();
+            let (tx, steps) = s.load(&g).await.unwrap().unwrap();
+            let (next, _) = on_reply(&tx.saga_state(&steps), i, phase, &outcome, at(ms));
+            let finished = next.status.is_final();
+            let write = SagaWrite {
+                mode: Mode::Saga,
+                lease: Lease { gid: g, fence: 1 },
+                owner: "me".into(),
+                status_changed: next.status != tx.status,
+                state: next,
+                steps: vec![i],
+                calls: vec![CallRecord {
+                    branch_id: BranchId::parse((i + 1).to_string()).unwrap(),
+                    phase: match phase {
+                        SagaPhase::Execute => Phase::Execute,
+                        SagaPhase::Compensate => Phase::Compensate,
+                    },
+                    attempt: 1,
+                    outcome,
+                }],
+                query: None,
+                newly_flagged: false,
+                release: finished,
+                next_attempt_at: (!finished).then(|| at(ms)),
+                now: at(ms),
+            };
+            assert!(s.write_saga(write).await.unwrap(), "{gid} written");
+        }
+    };
+    type Line = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+        bool,
+    );
+    let history = |gid: &'static str| {
+        let s = &s;
+        async move {
+            s.events(&Gid::parse(gid).unwrap())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| -> Line {
+                    (
+                        e.kind,
+                        e.branch_id,
+                        e.phase,
+                        e.code,
+                        (e.at - t0).num_milliseconds(),
+                        e.id != 0,
+                    )
+                })
+                .collect::<Vec<Line>>()
+        }
+    };
+    let line = |kind: &str,
+                branch: Option<&str>,
+                phase: Option<&str>,
+                code: Option<&str>,
+                ms,
+                stored|
+     -> Line {
+        (
+            kind.to_string(),
+            branch.map(str::to_string),
+            phase.map(str::to_string),
+            code.map(str::to_string),
+            ms,
+            stored,
+        )
+    };
+    let (ok, rejected) = (
+        Outcome::Succeeded,
+        Outcome::Rejected {
+            message: "no funds".into(),
+        },
+    );
+
+    reply("clean", 0, SagaPhase::Execute, ok.clone(), 10).await;
+    reply("clean", 1, SagaPhase::Execute, ok.clone(), 20).await;
+    let clean = s.events(&Gid::parse("clean").unwrap()).await.unwrap();
+    assert_eq!(
+        clean[0].message.as_deref(),
+        Some("2 steps; begun by checkout")
+    );
+    assert_eq!(clean[3].status.as_deref(), Some("succeeded"));
+    assert!(clean.iter().all(|e| e.actor.is_none()), "{clean:?}");
+    assert_eq!(
+        history("clean").await,
+        [
+            line("submitted", None, None, None, 0, false),
+            line("call", Some("1"), Some("execute"), Some("OK"), 10, false),
+            line("call", Some("2"), Some("execute"), Some("OK"), 20, false),
+            line("finished", None, None, None, 20, false),
+        ]
+    );
+
+    reply("undone", 0, SagaPhase::Execute, ok.clone(), 10).await;
+    assert_eq!(
+        history("undone").await,
+        [
+            line("submitted", None, None, None, 0, false),
+            line("call", Some("1"), Some("execute"), Some("OK"), 10, false),
+        ]
+    );
+    reply("undone", 1, SagaPhase::Execute, rejected, 20).await;
+    reply("undone", 0, SagaPhase::Compensate, ok, 30).await;
+    let (tx, _) = s
+        .load(&Gid::parse("undone").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tx.status, Status::Compensated);
+    assert_eq!(
+        history("undone").await,
+        [
+            line("submitted", None, None, None, 0, false),
+            // Copied from the row when the saga turned, at its own time.
+            line("call", Some("1"), Some("execute"), Some("OK"), 10, true),
+            line(
+                "call",
+                Some("2"),
+                Some("execute"),
+                Some("ABORTED"),
+                20,
+                true
+            ),
+            line("compensating", None, None, None, 20, true),
+            line("call", Some("1"), Some("compensate"), Some("OK"), 30, true),
+            line("finished", None, None, None, 30, true),
+        ]
+    );
+}
+
 conformance!(
     begin_and_branches,
     a_decision_fails_if_a_branch_arrived_after_the_read,
@@ -1771,6 +1958,7 @@ conformance!(
     a_try_record_lands_alone_or_with_its_decision,
     next_due_is_the_earliest_claimable_moment,
     a_lease_counts_from_when_it_was_asked,
+    a_saga_s_success_path_is_told_by_its_rows,
 );
 
 /// SQLite only: one instance per file, and a restart after a crash takes

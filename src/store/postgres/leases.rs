@@ -94,12 +94,20 @@ impl PgStore {
                  ORDER BY next_attempt_at
                  LIMIT $2
                    FOR UPDATE SKIP LOCKED
+            ), g AS (
+                UPDATE global_transactions g
+                   SET owner = $1, lease_until = now() + $3 * interval '1 millisecond', fence = g.fence + 1
+                  FROM due
+                 WHERE g.gid = due.gid
+                RETURNING g.gid, g.fence, due.previous_owner
+            ), ev AS (
+                -- A lapsed lease taken over is history: the rows do not
+                -- keep who drove a transaction (see `store::history`).
+                INSERT INTO transaction_events (gid, at, kind, message, actor)
+                SELECT gid, now(), 'taken_over', 'lease of ' || previous_owner || ' lapsed', $1
+                  FROM g WHERE previous_owner IS NOT NULL
             )
-            UPDATE global_transactions g
-               SET owner = $1, lease_until = now() + $3 * interval '1 millisecond', fence = g.fence + 1
-              FROM due
-             WHERE g.gid = due.gid
-            RETURNING g.gid, g.fence, due.previous_owner",
+            SELECT gid, fence, previous_owner FROM g",
         )
         .bind(owner)
         .bind(limit)

@@ -1,4 +1,5 @@
-//! Plain reads: a transaction with its branches, its history and the
+//! Plain reads: a transaction with its branches, its history (stored
+//! events and what the rows tell, see `history`) and the
 //! readiness check. None of them is batched:
 //! a read costs no WAL flush, so there is nothing to share.
 
@@ -7,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use super::super::rows::{BranchRow, TxRow, branch_columns};
 use super::{MIGRATOR, PgStore};
 use crate::domain::Gid;
-use crate::store::{BranchRecord, EventRecord, StoreError, StoreResult, TxRecord};
+use crate::store::{BranchRecord, EventRecord, StoreError, StoreResult, TxRecord, history};
 
 /// A transaction's row.
 pub(super) async fn tx_row(conn: &mut PgConnection, gid: &Gid) -> StoreResult<Option<TxRecord>> {
@@ -69,14 +70,30 @@ impl PgStore {
         Ok(Some((tx, branches)))
     }
 
+    /// The history: the stored events with those the rows tell
+    /// (`history`), read in one snapshot so the two agree.
     pub(super) async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>> {
-        Ok(sqlx::query_as(
+        let mut t = self.durable.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *t)
+            .await?;
+        let tx = tx_row(&mut t, gid).await?;
+        let branches = match &tx {
+            Some(_) => branch_rows(&mut t, gid).await?,
+            None => Vec::new(),
+        };
+        let stored: Vec<EventRecord> = sqlx::query_as(
             "SELECT id, at, kind, status, branch_id, phase, attempt, code, message, actor
                FROM transaction_events WHERE gid = $1 ORDER BY id",
         )
         .bind(gid.as_str())
-        .fetch_all(&self.durable)
-        .await?)
+        .fetch_all(&mut *t)
+        .await?;
+        t.commit().await?;
+        Ok(match tx {
+            Some(tx) => history::complete(&tx, &branches, stored),
+            None => stored,
+        })
     }
 
     /// The database answers and every migration of this build is applied.

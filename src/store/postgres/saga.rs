@@ -1,5 +1,5 @@
-//! Saga submission: the transaction, every step and the first event in
-//! one durable statement, leased to the submitting instance at once so it
+//! Saga submission: the transaction and every step in one durable
+//! statement, leased to the submitting instance at once so it
 //! starts driving without a claim. Submissions are group-committed like
 //! Begin (see `hot.rs`): concurrent sagas share one statement and one WAL
 //! flush, each caller returning once its own rows are durable. One
@@ -42,7 +42,6 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
     let mut now = Vec::with_capacity(n);
     let mut owner = Vec::with_capacity(n);
     let mut lease = Vec::with_capacity(n);
-    let mut message = Vec::with_capacity(n);
     let mut initiator = Vec::with_capacity(n);
     let (mut s_gid, mut ids, mut participants, mut actions) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -62,11 +61,6 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
         now.push(saga.now);
         owner.push(saga.owner.as_str());
         lease.push(ms(saga.lease.left()));
-        message.push(format!(
-            "{} steps{}",
-            saga.steps.len(),
-            crate::store::begun_by(saga.initiator.as_deref())
-        ));
         initiator.push(saga.initiator.as_deref());
         for (i, step) in saga.steps.iter().enumerate() {
             s_gid.push(saga.gid.as_str());
@@ -91,9 +85,8 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
     let created: Vec<String> = sqlx::query_scalar(
         "WITH s AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::int[],
-                                 $6::timestamptz[], $7::text[], $8::bigint[], $9::text[], $20::text[])
-                AS s(gid, metadata, timeout_ms, deadline, concurrency, now, owner, lease_ms, message,
-                     initiator)
+                                 $6::timestamptz[], $7::text[], $8::bigint[], $19::text[])
+                AS s(gid, metadata, timeout_ms, deadline, concurrency, now, owner, lease_ms, initiator)
         ), g AS (
             INSERT INTO global_transactions
                 (gid, mode, status, metadata, timeout_ms, deadline, concurrency, next_attempt_at,
@@ -110,15 +103,13 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
             SELECT st.gid, st.id, st.participant, st.action, st.compensation, st.payload, st.timeout,
                    string_to_array(st.deps, ',')::integer[], st.compensate_rejected, st.policy::jsonb,
                    g.created_at, g.created_at, st.url_call::jsonb
-              FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[],
-                          $16::bigint[], $17::text[], $18::boolean[], $19::text[], $21::text[])
+              FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[],
+                          $15::bigint[], $16::text[], $17::boolean[], $18::text[], $20::text[])
                    AS st(gid, id, participant, action, compensation, payload, timeout, deps,
                          compensate_rejected, policy, url_call)
               JOIN g ON g.gid = st.gid
-        ), ev AS (
-            INSERT INTO transaction_events (gid, at, kind, status, message, actor)
-            SELECT s.gid, s.now, 'submitted', 'running', s.message, s.owner FROM s JOIN g ON g.gid = s.gid
         )
+        -- No `submitted` event: the rows tell it (`store::history`).
         SELECT gid FROM g",
     )
     .bind(&gid)
@@ -129,7 +120,6 @@ pub(super) async fn flush_sagas(pool: PgPool, items: Vec<NewSaga>) -> StoreResul
     .bind(now)
     .bind(&owner)
     .bind(lease)
-    .bind(message)
     .bind(s_gid)
     .bind(ids)
     .bind(participants)

@@ -268,7 +268,12 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut e_phase, mut e_attempt, mut e_code, mut e_message) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Usually empty: only a saga turning to compensation copies anything.
+    let mut copy = Vec::new();
     for p in items {
+        if p.copy_successes {
+            copy.push(p.gid.clone());
+        }
         for b in p.branches {
             b_gid.push(p.gid.clone());
             b_id.push(b.id);
@@ -314,7 +319,7 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
             -- join, the planner looked each row up with only `gid` on the
             -- (created_at, gid) index, a scan of the whole index per row
             -- that grew with the history (issue 16's growth).
-            SELECT gid, needs_attention AS na FROM global_transactions WHERE gid = ANY($1)
+            SELECT gid, needs_attention AS na, status FROM global_transactions WHERE gid = ANY($1)
         ), g AS (
             UPDATE global_transactions g
                SET status = t.status, decided_at = t.decided_at, rollback_reason = t.reason,
@@ -354,6 +359,23 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
                        WITH ORDINALITY AS e(gid, kind, status, branch_id, phase, attempt, code, message, ord)
               JOIN g ON g.gid = e.gid
              ORDER BY e.ord
+        ), cp AS (
+            -- A saga turning from running to compensation: its successful
+            -- actions were left to the branch rows (`history`), which
+            -- compensation overwrites; copy them into events first. Every
+            -- part of this statement reads the rows as they were before it.
+            INSERT INTO transaction_events (gid, at, kind, branch_id, phase, attempt, code)
+            SELECT br.gid, br.last_attempt_at, 'call', br.branch_id, 'execute', br.attempts, 'OK'
+              FROM branches br
+              JOIN g ON g.gid = br.gid
+              JOIN old o ON o.gid = br.gid
+             WHERE br.gid = ANY($28::text[]) AND o.status = 'running'
+               AND br.first_phase = 'succeeded' AND br.last_attempt_at IS NOT NULL
+               -- Stored already by a version that wrote every call.
+               AND NOT EXISTS (
+                   SELECT 1 FROM transaction_events e
+                    WHERE e.gid = br.gid AND e.kind = 'call' AND e.branch_id = br.branch_id
+                      AND e.phase = 'execute' AND e.code = 'OK')
         ), al AS (
             -- One alert per change of needs_attention, in this same
             -- statement: flagged, or no longer (finished while flagged, or
@@ -397,6 +419,7 @@ async fn flush_progress(pool: PgPool, mut items: Vec<Progress>) -> StoreResult<V
     .bind(e_attempt)
     .bind(e_code)
     .bind(e_message)
+    .bind(copy)
     .fetch_all(&pool)
     .await?;
     Ok(gids.iter().map(|g| written.contains(g)).collect())

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::events::{Event, Events};
 use super::rows::{after, us};
 use crate::domain::Gid;
-use crate::machine::{CallStatus, Outcome, Status};
+use crate::machine::{CallStatus, Outcome, Phase, Status};
 use crate::store::policy::StoredPolicy;
 use crate::store::progress::{Progress, clamp};
 use crate::store::rows::ms;
@@ -223,14 +223,21 @@ pub(super) fn record_try(
 /// A round's or a saga's progress; `false` when fenced out.
 pub(super) fn progress(c: &Connection, p: &Progress, ev: &mut Events) -> StoreResult<bool> {
     let now = us(p.now);
-    // The flag as it was: a write that changes it makes an alert (below).
-    let was_flagged: Option<bool> = c
+    // The flag and status as they were: a write that changes the flag
+    // makes an alert (below); a saga turning from running copies events.
+    let was: Option<(bool, String)> = c
         .prepare_cached(
-            "SELECT needs_attention FROM global_transactions
+            "SELECT needs_attention, status FROM global_transactions
               WHERE gid = ?1 AND fence = ?2 AND owner = ?3",
         )?
-        .query_row(params![p.gid, p.fence, p.owner], |r| r.get(0))
+        .query_row(params![p.gid, p.fence, p.owner], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
+    let was_running = was
+        .as_ref()
+        .is_some_and(|(_, s)| s == Status::Running.as_str());
+    let was_flagged = was.map(|(f, _)| f);
     let written =
         c.prepare_cached(
             "UPDATE global_transactions
@@ -258,6 +265,9 @@ pub(super) fn progress(c: &Connection, p: &Progress, ev: &mut Events) -> StoreRe
         ])? == 1;
     if !written {
         return Ok(false);
+    }
+    if p.copy_successes && was_running {
+        copy_successes(c, &p.gid, ev)?;
     }
     if !p.branches.is_empty() {
         // One statement for every branch row of the write.
@@ -310,6 +320,38 @@ pub(super) fn progress(c: &Connection, p: &Progress, ev: &mut Events) -> StoreRe
     Ok(true)
 }
 
+/// A saga turning from running to compensation: its successful actions
+/// were left to the branch rows (`history`), which compensation
+/// overwrites; they become events first, read before this write's branch
+/// update. Not for one stored already (by a version that wrote every call).
+fn copy_successes(c: &Connection, gid: &str, ev: &mut Events) -> StoreResult<()> {
+    let rows: Vec<(String, i32, i64)> = c
+        .prepare_cached(
+            "SELECT b.branch_id, b.attempts, b.last_attempt_at FROM branches b
+              WHERE b.gid = ?1 AND b.first_phase = 'succeeded' AND b.last_attempt_at IS NOT NULL
+                AND NOT EXISTS (
+                    SELECT 1 FROM transaction_events e
+                     WHERE e.gid = b.gid AND e.kind = 'call' AND e.branch_id = b.branch_id
+                       AND e.phase = 'execute' AND e.code = 'OK')
+              ORDER BY b.created_at, b.branch_id",
+        )?
+        .query_map(params![gid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (branch, attempt, at) in rows {
+        ev.push(Event {
+            gid: gid.to_string(),
+            at,
+            kind: "call".into(),
+            branch: Some(branch),
+            phase: Some(Phase::Execute.as_str()),
+            attempt: Some(attempt),
+            code: Some("OK".into()),
+            ..Event::default()
+        });
+    }
+    Ok(())
+}
+
 /// The saga and its steps, leased to the submitter; `false` when the gid
 /// exists.
 pub(super) fn submit_saga(
@@ -317,7 +359,6 @@ pub(super) fn submit_saga(
     saga: &NewSaga,
     clock: DateTime<Utc>,
     at: Instant,
-    ev: &mut Events,
 ) -> StoreResult<bool> {
     let lease_until = after(clock, saga.lease.left_at(at));
     let created =
@@ -364,14 +405,6 @@ pub(super) fn submit_saga(
             crate::store::records::url_call_text(&step.url_call),
         ])?;
     }
-    ev.push(Event {
-        status: Some(Status::Running.as_str().into()),
-        message: Some(format!(
-            "{} steps{}",
-            saga.steps.len(),
-            crate::store::begun_by(saga.initiator.as_deref())
-        )),
-        ..Event::new(saga.gid.as_str(), saga.now, "submitted", &saga.owner)
-    });
+    // No `submitted` event: the rows tell it (`history`).
     Ok(true)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
+use super::events::{Event, Events};
 use super::rows::{after, us};
 use crate::domain::{BranchId, Gid};
 use crate::store::{Claimed, Lease, StoreResult};
@@ -23,6 +24,7 @@ pub(super) fn claim_due(
     limit: i64,
     lease: Duration,
     now: DateTime<Utc>,
+    ev: &mut Events,
 ) -> StoreResult<Vec<Claimed>> {
     let due: Vec<(String, Option<String>)> = c
         .prepare_cached(
@@ -40,6 +42,14 @@ pub(super) fn claim_due(
     let mut claimed = Vec::with_capacity(due.len());
     for (gid, previous_owner) in due {
         let fence: i64 = take.query_row(params![gid, owner, until(now, lease)], |r| r.get(0))?;
+        // A lapsed lease taken over is history: the rows do not keep who
+        // drove a transaction (see `store::history`).
+        if let Some(previous) = &previous_owner {
+            ev.push(Event {
+                message: Some(format!("lease of {previous} lapsed")),
+                ..Event::new(&gid, now, "taken_over", owner)
+            });
+        }
         claimed.push(Claimed {
             lease: Lease {
                 gid: Gid::from_trusted(gid),

@@ -66,6 +66,30 @@ pub struct SqliteStore {
     _lock: Arc<InstanceLock>,
 }
 
+/// A transaction and its branches in creation order, on `conn` (a read
+/// transaction, so that the branches are those of the row).
+async fn rows_of(
+    conn: &mut sqlx::SqliteConnection,
+    gid: &Gid,
+) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
+    let row: Option<TxRow> = sqlx::query_as("SELECT * FROM global_transactions WHERE gid = ?")
+        .bind(gid.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let branches: Vec<BranchRow> =
+        sqlx::query_as("SELECT * FROM branches WHERE gid = ? ORDER BY created_at, branch_id")
+            .bind(gid.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Some((
+        row.into(),
+        branches.into_iter().map(BranchRecord::from).collect(),
+    )))
+}
+
 fn unexpected(what: &str) -> StoreError {
     StoreError::Database(format!("unexpected result of {what}"))
 }
@@ -239,34 +263,29 @@ impl Store for SqliteStore {
     async fn load(&self, gid: &Gid) -> StoreResult<Option<(TxRecord, Vec<BranchRecord>)>> {
         // One read transaction, so that the branches are those of the row.
         let mut tx = self.readers.begin().await?;
-        let row: Option<TxRow> = sqlx::query_as("SELECT * FROM global_transactions WHERE gid = ?")
-            .bind(gid.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let branches: Vec<BranchRow> =
-            sqlx::query_as("SELECT * FROM branches WHERE gid = ? ORDER BY created_at, branch_id")
-                .bind(gid.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
+        let found = rows_of(&mut tx, gid).await?;
         tx.commit().await?;
-        Ok(Some((
-            row.into(),
-            branches.into_iter().map(BranchRecord::from).collect(),
-        )))
+        Ok(found)
     }
 
+    /// The stored events with those the rows tell (`history`), read in
+    /// one transaction so the two agree.
     async fn events(&self, gid: &Gid) -> StoreResult<Vec<EventRecord>> {
+        let mut tx = self.readers.begin().await?;
+        let found = rows_of(&mut tx, gid).await?;
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT id, at, kind, status, branch_id, phase, attempt, code, message, actor
                FROM transaction_events WHERE gid = ? ORDER BY id",
         )
         .bind(gid.as_str())
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(rows.into_iter().map(EventRecord::from).collect())
+        tx.commit().await?;
+        let stored = rows.into_iter().map(EventRecord::from).collect();
+        Ok(match found {
+            Some((row, branches)) => crate::store::history::complete(&row, &branches, stored),
+            None => stored,
+        })
     }
 
     async fn decide(&self, d: Decision) -> StoreResult<Option<Lease>> {

@@ -323,7 +323,7 @@ fn apply(
             Done::Unit
         }
         Write::Progress(p) => Done::Applied(drive::progress(c, p, ev)?),
-        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, at, ev)?),
+        Write::Saga(s) => Done::Applied(drive::submit_saga(c, s, now, at)?),
         Write::Msg(m) => Done::Applied(msg::prepare(c, m, ev)?),
         Write::DecideMsg(d) => Done::Fence(msg::decide(c, d, now, at, ev)?),
         Write::Redrive { participant, actor } => {
@@ -333,7 +333,7 @@ fn apply(
             owner,
             limit,
             lease,
-        } => Done::Claimed(leases::claim_due(c, owner, *limit, *lease, now)?),
+        } => Done::Claimed(leases::claim_due(c, owner, *limit, *lease, now, ev)?),
         Write::Renew {
             owner,
             leases: held,
