@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::{AssertSqlSafe, SqlitePool};
 
-use super::rows::{BranchRow, TxRow, at, us};
+use super::rows::{TxRow, at, us};
 use crate::domain::Gid;
 use crate::machine::Status;
 use crate::store::admin::{
@@ -147,14 +147,9 @@ pub(super) async fn get(
     let Some(row) = row else {
         return Ok(None);
     };
-    let branches: Vec<BranchRow> =
-        sqlx::query_as("SELECT * FROM branches WHERE gid = ? ORDER BY created_at, branch_id")
-            .bind(gid.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
     Ok(Some((
         row.into(),
-        branches.into_iter().map(BranchRecord::from).collect(),
+        super::branches_of(&mut conn, gid).await?,
     )))
 }
 

@@ -79,15 +79,20 @@ async fn rows_of(
     let Some(row) = row else {
         return Ok(None);
     };
+    Ok(Some((row.into(), branches_of(conn, gid).await?)))
+}
+
+/// The branches of `gid`, in the order they were registered.
+async fn branches_of(
+    conn: &mut sqlx::SqliteConnection,
+    gid: &Gid,
+) -> StoreResult<Vec<BranchRecord>> {
     let branches: Vec<BranchRow> =
         sqlx::query_as("SELECT * FROM branches WHERE gid = ? ORDER BY created_at, branch_id")
             .bind(gid.as_str())
             .fetch_all(&mut *conn)
             .await?;
-    Ok(Some((
-        row.into(),
-        branches.into_iter().map(BranchRecord::from).collect(),
-    )))
+    Ok(branches.into_iter().map(BranchRecord::from).collect())
 }
 
 fn unexpected(what: &str) -> StoreError {
