@@ -184,6 +184,20 @@ fn new_branch(gid: &str, id: Option<&str>) -> NewBranch {
     }
 }
 
+fn new_step(participant: &str) -> NewStep {
+    NewStep {
+        participant: ParticipantName::parse(participant).unwrap(),
+        action: ActionName::parse("do").unwrap(),
+        compensation: ActionName::parse("undo").unwrap(),
+        payload: Vec::new(),
+        depends_on: Vec::new(),
+        compensate_rejected: true,
+        call_timeout: None,
+        policy: Default::default(),
+        url_call: None,
+    }
+}
+
 async fn decide(s: &dyn AdminStore, gid: &str, cmd: Command, owner: &str) -> Option<Lease> {
     let g = Gid::parse(gid).unwrap();
     let (tx, branches) = s.load(&g).await.unwrap().unwrap();
@@ -1319,15 +1333,8 @@ async fn policies_are_kept_and_a_redrive_moves_only_waiting_work(s: Subject) {
 
     let now = Utc::now();
     let step = |p: &str, policy: CallPolicy| NewStep {
-        participant: ParticipantName::parse(p).unwrap(),
-        action: ActionName::parse("do").unwrap(),
-        compensation: ActionName::parse("undo").unwrap(),
-        payload: Vec::new(),
-        depends_on: Vec::new(),
-        compensate_rejected: true,
-        call_timeout: None,
         policy,
-        url_call: None,
+        ..new_step(p)
     };
     let saga = |gid: &str, p: &str, policy: CallPolicy| NewSaga {
         gid: Gid::parse(gid).unwrap(),
@@ -1426,15 +1433,11 @@ async fn url_branches_and_dtm_query_backs_are_kept(s: Subject) {
     s.submit_saga(NewSaga {
         gid: Gid::parse("s").unwrap(),
         steps: vec![NewStep {
-            participant: ParticipantName::parse("h:2").unwrap(),
             action: ActionName::parse("a").unwrap(),
             compensation: ActionName::parse("none").unwrap(),
             payload: b"{}".to_vec(),
-            depends_on: Vec::new(),
-            compensate_rejected: true,
-            call_timeout: None,
-            policy: Default::default(),
             url_call: Some(step_call.clone()),
+            ..new_step("h:2")
         }],
         metadata: Metadata::new(),
         timeout: None,
@@ -1700,15 +1703,9 @@ async fn the_initiator_is_kept_with_each_kind_of_transaction(s: Subject) {
     s.submit_saga(NewSaga {
         gid: Gid::parse("s").unwrap(),
         steps: vec![NewStep {
-            participant: ParticipantName::parse("p").unwrap(),
             action: ActionName::parse("a").unwrap(),
             compensation: ActionName::parse("c").unwrap(),
-            payload: vec![],
-            depends_on: vec![],
-            compensate_rejected: true,
-            call_timeout: None,
-            policy: Default::default(),
-            url_call: None,
+            ..new_step("p")
         }],
         metadata: Metadata::new(),
         timeout: None,
@@ -1770,16 +1767,9 @@ async fn a_saga_s_success_path_is_told_by_its_rows(s: Subject) {
     let t0 = Utc::now().trunc_subsecs(6);
     let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
     let step = |p: &str| NewStep {
-        participant: ParticipantName::parse(p).unwrap(),
-        action: ActionName::parse("do").unwrap(),
-        compensation: ActionName::parse("undo").unwrap(),
-        payload: Vec::new(),
-        depends_on: Vec::new(),
         // A rejected step needs no compensation: one call undoes the saga.
         compensate_rejected: false,
-        call_timeout: None,
-        policy: Default::default(),
-        url_call: None,
+        ..new_step(p)
     };
     for gid in ["clean", "undone"] {
         s.submit_saga(NewSaga {
